@@ -1,0 +1,46 @@
+# The two commands a new machine needs: `make train` and `make test`. Both set up everything first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEBIAN_DATA := /usr/share/datasets/fashion-mnist
+DATA_FILES  := train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte
+ARGS ?=
+
+.PHONY: setup data train test lint clean
+
+setup: $(STAMP)
+
+# The virtual environment, rebuilt when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+# Fashion-MNIST from Debian's dataset-fashion-mnist package when it is not there yet.
+data:
+	@missing=0; for f in $(DATA_FILES); do [ -f $(DEBIAN_DATA)/$$f.gz ] || [ -f $(DEBIAN_DATA)/$$f ] || missing=1; done; \
+	if [ $$missing = 0 ]; then echo "Fashion-MNIST: found in $(DEBIAN_DATA)"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "Fashion-MNIST: installing Debian's dataset-fashion-mnist"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then \
+		echo "Fashion-MNIST: installing Debian's dataset-fashion-mnist (sudo)"; \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	else \
+		echo "Fashion-MNIST: not in $(DEBIAN_DATA) and apt-get cannot be used here; put the four IDX files"; \
+		echo "  in ~/.cache/lenet_exp (or data.data_dir), or train with data.download=true where there is internet."; \
+	fi
+
+train: setup data
+	$(PY) -m lenet_exp $(ARGS)
+
+test: setup data
+	$(PY) -m pytest $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check lenet_exp tests
+	$(VENV)/bin/ruff format --check lenet_exp tests
+
+clean:
+	rm -rf outputs/*/ .pytest_cache

@@ -1,0 +1,1 @@
+"""lenet_exp: config-driven LeNet / Fashion-MNIST experiments (Lightning + Hydra)."""

@@ -1,0 +1,260 @@
+"""Fashion-MNIST: find the IDX files, verify and decode them once, serve whole batches from memory."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
+
+from lenet_exp.errors import UserError
+
+log = logging.getLogger(__name__)
+
+CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+FILES = {  # split -> (images, labels), the names upstream and Debian use (optionally + ".gz")
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+MD5 = {  # of the decompressed bytes: the same whoever gzipped the files
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
+IDX_MAGIC = {1: 0x0801, 3: 0x0803}  # ndim -> magic number of an unsigned-byte IDX file
+HOW_TO_GET = (
+    "run `make data` (installs Debian's dataset-fashion-mnist), set data.download=true on a machine "
+    "with internet access, or copy the four IDX files (gzipped or not) into data.data_dir"
+)
+
+
+def candidate_dirs(data_dir: Path) -> list[Path]:
+    """Where the files are looked for, in order (torchvision's download puts them in FashionMNIST/raw)."""
+    return [data_dir, data_dir / "FashionMNIST" / "raw", DEBIAN_DIR]
+
+
+def _file_in(directory: Path, name: str) -> Path | None:
+    for path in (directory / name, directory / f"{name}.gz"):
+        if path.is_file():
+            return path
+    return None
+
+
+def find_files(data_dir: Path, download: bool = False) -> dict[str, Path]:
+    """Map each of the four IDX names to the first directory that holds all four.
+
+    Falls back to torchvision's download into ``data_dir`` when ``download`` is true.
+    """
+    names = [name for pair in FILES.values() for name in pair]
+    for directory in candidate_dirs(data_dir):
+        found = {name: _file_in(directory, name) for name in names}
+        if all(found.values()):
+            return found  # type: ignore[return-value]
+    searched = ", ".join(str(d) for d in candidate_dirs(data_dir))
+    if download:
+        from torchvision.datasets import FashionMNIST as TorchvisionFashionMNIST
+
+        try:
+            for train in (True, False):
+                TorchvisionFashionMNIST(str(data_dir), train=train, download=True)
+        except Exception as err:  # URLError, socket errors, checksum errors: all mean "no data"
+            raise UserError(
+                f"Fashion-MNIST was not found in {searched} and the download failed ({err}); {HOW_TO_GET}."
+            ) from err
+        return find_files(data_dir, download=False)
+    raise UserError(f"Fashion-MNIST was not found in {searched}; {HOW_TO_GET}.")
+
+
+def read_idx(path: Path, ndim: int, verify_md5: bool = True) -> Tensor:
+    """Decode an unsigned-byte IDX file (gzipped or not) to a uint8 tensor of ``ndim`` dimensions."""
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":  # gzip magic
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError) as err:
+        raise UserError(f"{path} cannot be read ({err}); {HOW_TO_GET}.") from err
+    name = path.name.removesuffix(".gz")
+    if verify_md5 and name in MD5 and hashlib.md5(raw).hexdigest() != MD5[name]:
+        raise UserError(
+            f"{path} is not the published Fashion-MNIST file (MD5 of its decompressed bytes differs); "
+            f"delete it and {HOW_TO_GET}."
+        )
+    header = 4 + 4 * ndim
+    magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+    if magic != IDX_MAGIC[ndim]:
+        raise UserError(
+            f"{path} is not an IDX file of {ndim}-dimensional unsigned bytes (magic number "
+            f"{magic if magic is None else hex(magic)}, expected {hex(IDX_MAGIC[ndim])}); {HOW_TO_GET}."
+        )
+    shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    expected = header + torch.Size(shape).numel()
+    if len(raw) != expected:
+        raise UserError(
+            f"{path} holds {len(raw)} bytes but its header {shape} needs {expected} "
+            f"(truncated or corrupt); {HOW_TO_GET}."
+        )
+    return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(shape)
+
+
+def load_split(files: dict[str, Path], split: str, verify_md5: bool = True) -> tuple[Tensor, Tensor]:
+    """Images (N,28,28) uint8 and labels (N,) int64 of ``split`` ("train" or "test")."""
+    images_name, labels_name = FILES[split]
+    images = read_idx(files[images_name], ndim=3, verify_md5=verify_md5)
+    labels = read_idx(files[labels_name], ndim=1, verify_md5=verify_md5).long()
+    if len(images) != len(labels):
+        raise UserError(
+            f"{files[images_name]} has {len(images)} images but {files[labels_name]} has "
+            f"{len(labels)} labels; the two files must come from the same release."
+        )
+    if len(labels) and int(labels.max()) >= len(CLASSES):
+        raise UserError(
+            f"{files[labels_name]} has label {int(labels.max())}, outside 0..{len(CLASSES) - 1}; "
+            f"it is not a Fashion-MNIST label file."
+        )
+    return images, labels
+
+
+class InMemoryImages(Dataset):
+    """uint8 images (N,28,28) and int64 labels (N,) that hand out a whole batch per list of indices.
+
+    ``DataLoader`` calls ``__getitems__`` with the batch sampler's indices, so a batch is one
+    indexing operation, not N Python calls and a collate. Pixels become float32 in [0, 1]
+    exactly as torchvision's ``ToTensor`` makes them (x / 255).
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        x, y = self.__getitems__([index])
+        return x[0], y[0]
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(indices, device=self.images.device)
+        return self.images[idx].unsqueeze(1).float().div_(255), self.labels[idx]
+
+    def to(self, device: torch.device) -> InMemoryImages:
+        return InMemoryImages(self.images.to(device), self.labels.to(device))
+
+
+def _whole_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """The collate function: ``__getitems__`` already returns a collated batch."""
+    return batch
+
+
+class EpochShuffle(Sampler[int]):
+    """A random permutation of range(n) that is a function of (seed, epoch) only.
+
+    Lightning calls ``set_epoch`` before every epoch, so a resumed run sees the same order
+    an uninterrupted one would.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+
+class FashionMNIST(pl.LightningDataModule):
+    """Fashion-MNIST held in memory (on the GPU when training there), served in whole batches.
+
+    With ``val_size=0`` (the book's protocol) the 10,000 test images are evaluated after every
+    epoch. With ``val_size=N`` a seeded hold-out of N training images is evaluated instead, and
+    the test set is used only once, at the end.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "~/.cache/lenet_exp",
+        batch_size: int = 256,
+        eval_batch_size: int = 1024,
+        val_size: int = 0,
+        seed: int = 0,
+        download: bool = False,
+        verify_md5: bool = True,
+    ) -> None:
+        super().__init__()
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"data.{key}={value!r} must be a positive whole number, such as 256.")
+        if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
+            raise UserError(
+                f"data.val_size={val_size!r} must be 0 (no validation split) or a positive whole number."
+            )
+        self.data_dir = Path(data_dir).expanduser()
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.val_size, self.seed = val_size, seed
+        self.download, self.verify_md5 = download, verify_md5
+        self.splits: dict[str, InMemoryImages] = {}
+
+    @property
+    def eval_split(self) -> str:
+        """The name of what is evaluated after every epoch: "test" (book protocol) or "val"."""
+        return "val" if self.val_size else "test"
+
+    def prepare_data(self) -> None:
+        find_files(self.data_dir, self.download)  # downloads, on one process, when asked to
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            self.splits = self._load()
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if self.splits["test"].images.device != device:  # upload once; batches never cross PCIe again
+            self.splits = {name: split.to(device) for name, split in self.splits.items()}
+
+    def _load(self) -> dict[str, InMemoryImages]:
+        files = find_files(self.data_dir, download=False)
+        log.info("Fashion-MNIST from %s", files[FILES["train"][0]].parent)
+        train_x, train_y = load_split(files, "train", self.verify_md5)
+        test_x, test_y = load_split(files, "test", self.verify_md5)
+        splits = {"test": InMemoryImages(test_x, test_y)}
+        if self.val_size >= len(train_y):
+            raise UserError(
+                f"data.val_size={self.val_size} leaves no training images (the training set has "
+                f"{len(train_y)}); choose a smaller value, such as 5000."
+            )
+        if self.val_size:  # a seeded hold-out from the training set; the test set stays untouched
+            order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(self.seed))
+            val, train = order[: self.val_size], order[self.val_size :]
+            splits["val"] = InMemoryImages(train_x[val], train_y[val])
+            splits["train"] = InMemoryImages(train_x[train], train_y[train])
+        else:
+            splits["train"] = InMemoryImages(train_x, train_y)
+        return splits
+
+    def _loader(self, split: str, batch_size: int, sampler: Sampler[int]) -> DataLoader:
+        dataset = self.splits[split]
+        batches = BatchSampler(sampler, batch_size=batch_size, drop_last=False)
+        return DataLoader(dataset, batch_sampler=batches, collate_fn=_whole_batch)
+
+    def train_dataloader(self) -> DataLoader:
+        n = len(self.splits["train"])
+        return self._loader("train", self.batch_size, EpochShuffle(n, self.seed))
+
+    def val_dataloader(self) -> DataLoader:
+        split = self.eval_split
+        return self._loader(split, self.eval_batch_size, SequentialSampler(self.splits[split]))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, SequentialSampler(self.splits["test"]))

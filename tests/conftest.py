@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny Fashion-MNIST look-alikes in the real IDX format, and Hydra's compose API."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from lenet_exp import data
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def idx_bytes(array: torch.Tensor) -> bytes:
+    """The IDX encoding of a uint8 tensor: magic 0x08 0x<ndim>, big-endian sizes, then the bytes."""
+    header = bytes([0, 0, 0x08, array.dim()]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    return header + array.contiguous().numpy().tobytes()
+
+
+def write_idx(path: Path, array: torch.Tensor, gz: bool = True) -> Path:
+    raw = idx_bytes(array.to(torch.uint8))
+    target = path.with_name(path.name + ".gz") if gz else path
+    target.write_bytes(gzip.compress(raw) if gz else raw)
+    return target
+
+
+def write_fake_fashion_mnist(
+    directory: Path, n_train: int = 64, n_test: int = 32, gz: bool = True, seed: int = 0
+):
+    """Four IDX files with the real names; pixels encode the label so a net can learn them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = torch.arange(n) % 10
+        images = torch.randint(0, 60, (n, 28, 28), generator=g)
+        images[torch.arange(n), labels * 2 + 4, :] = 255  # a bright row whose position is the class
+        images_name, labels_name = data.FILES[split]
+        out[images_name] = write_idx(directory / images_name, images, gz)
+        out[labels_name] = write_idx(directory / labels_name, labels, gz)
+    return out
+
+
+@pytest.fixture
+def fake_data(tmp_path: Path) -> Path:
+    """A data_dir with small synthetic files (their MD5s are not the published ones)."""
+    directory = tmp_path / "data"
+    write_fake_fashion_mnist(directory)
+    return directory
+
+
+@pytest.fixture
+def no_debian_data(monkeypatch, tmp_path: Path) -> Path:
+    """Point the Debian fallback at an empty folder, so only what a test writes is found."""
+    empty = tmp_path / "no-debian"
+    empty.mkdir()
+    monkeypatch.setattr(data, "DEBIAN_DIR", empty)
+    return empty
+
+
+def compose_config(run_dir: Path, overrides: list[str] = ()) -> DictConfig:
+    """The config ``python -m lenet_exp <overrides>`` would run, writing into ``run_dir``."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides))
+    with open_dict(cfg):
+        cfg.run_dir = str(run_dir)
+    return cfg

@@ -1,0 +1,156 @@
+"""The Fashion-MNIST files and the DataModule, on tiny synthetic IDX files."""
+
+import gzip
+
+import pytest
+import torch
+from conftest import idx_bytes, write_fake_fashion_mnist, write_idx
+
+from lenet_exp import data
+from lenet_exp.data import EpochShuffle, FashionMNIST, find_files, load_split, read_idx
+from lenet_exp.errors import UserError
+
+
+def make_dm(directory, **kwargs) -> FashionMNIST:
+    dm = FashionMNIST(data_dir=str(directory), verify_md5=False, **kwargs)
+    dm.setup("fit")
+    return dm
+
+
+def test_discovery_prefers_data_dir_then_torchvision_layout_then_debian(tmp_path, no_debian_data):
+    data_dir = tmp_path / "mine"
+    write_fake_fashion_mnist(no_debian_data)
+    assert set(find_files(data_dir).values()) <= set(no_debian_data.iterdir())
+    write_fake_fashion_mnist(data_dir / "FashionMNIST" / "raw")
+    assert find_files(data_dir)["t10k-images-idx3-ubyte"].parent == data_dir / "FashionMNIST" / "raw"
+    write_fake_fashion_mnist(data_dir, gz=False)
+    found = find_files(data_dir)
+    assert all(path.parent == data_dir and path.suffix != ".gz" for path in found.values())
+
+
+def test_a_directory_with_only_some_files_is_skipped(tmp_path, no_debian_data):
+    files = write_fake_fashion_mnist(tmp_path / "partial")
+    files["t10k-labels-idx1-ubyte"].unlink()
+    write_fake_fashion_mnist(no_debian_data)
+    assert find_files(tmp_path / "partial")["train-images-idx3-ubyte"].parent == no_debian_data
+
+
+def test_missing_data_names_every_place_searched_and_how_to_get_it(tmp_path, no_debian_data):
+    with pytest.raises(UserError) as err:
+        find_files(tmp_path / "nowhere")
+    message = str(err.value)
+    for place in (tmp_path / "nowhere", tmp_path / "nowhere" / "FashionMNIST" / "raw", no_debian_data):
+        assert str(place) in message
+    assert "make data" in message and "data.download=true" in message
+
+
+def test_md5_of_decompressed_bytes_is_verified(fake_data):
+    path = fake_data / "train-labels-idx1-ubyte.gz"
+    with pytest.raises(UserError, match="is not the published Fashion-MNIST file"):
+        read_idx(path, ndim=1, verify_md5=True)
+    assert read_idx(path, ndim=1, verify_md5=False).shape == (64,)
+
+
+def test_md5_matches_whoever_gzipped_the_file(tmp_path, monkeypatch):
+    raw = idx_bytes(torch.arange(10, dtype=torch.uint8))
+    import hashlib
+
+    monkeypatch.setitem(data.MD5, "t10k-labels-idx1-ubyte", hashlib.md5(raw).hexdigest())
+    plain = tmp_path / "t10k-labels-idx1-ubyte"
+    plain.write_bytes(raw)
+    zipped = tmp_path / "z" / "t10k-labels-idx1-ubyte.gz"
+    zipped.parent.mkdir()
+    zipped.write_bytes(gzip.compress(raw, compresslevel=1))
+    assert torch.equal(read_idx(plain, 1), read_idx(zipped, 1))
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda raw: raw[:-5], "truncated or corrupt"),
+        (lambda raw: b"\x00\x00\x08\x01" + raw[4:], "magic number 0x801, expected 0x803"),
+        (lambda raw: b"", "magic number None"),
+    ],
+)
+def test_broken_idx_files_get_one_clear_sentence(tmp_path, corrupt, message):
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(corrupt(idx_bytes(torch.zeros(4, 28, 28, dtype=torch.uint8))))
+    with pytest.raises(UserError, match=message):
+        read_idx(path, ndim=3, verify_md5=False)
+
+
+def test_image_and_label_counts_must_agree(fake_data):
+    write_idx(fake_data / "t10k-labels-idx1-ubyte", torch.zeros(31, dtype=torch.uint8))
+    with pytest.raises(UserError, match="has 32 images but .* has 31 labels"):
+        load_split(find_files(fake_data), "test", verify_md5=False)
+
+
+def test_labels_must_be_classes(fake_data):
+    write_idx(fake_data / "t10k-labels-idx1-ubyte", torch.full((32,), 10, dtype=torch.uint8))
+    with pytest.raises(UserError, match="has label 10, outside 0..9"):
+        load_split(find_files(fake_data), "test", verify_md5=False)
+
+
+def test_batches_are_float_images_scaled_like_to_tensor(fake_data):
+    dm = make_dm(fake_data, batch_size=16)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (16, 1, 28, 28) and x.dtype == torch.float32
+    assert y.shape == (16,) and y.dtype == torch.int64
+    images, labels = load_split(find_files(fake_data), "train", verify_md5=False)
+    # ToTensor: uint8 -> float32 / 255. Each served (image, label) is one of the file's, scaled so.
+    expected = {
+        (bytes((img.float() / 255).numpy()), int(label)) for img, label in zip(images, labels, strict=True)
+    }
+    batches = list(dm.train_dataloader())
+    served = [
+        (bytes(img[0].numpy()), int(label)) for xb, yb in batches for img, label in zip(xb, yb, strict=True)
+    ]
+    assert len(served) == 64 and set(served) == expected
+    assert x.max() == 1.0 and x.min() >= 0.0
+
+
+def test_every_training_image_once_per_epoch_in_a_seeded_order(fake_data):
+    dm = make_dm(fake_data, batch_size=10, seed=3)
+    loader = dm.train_dataloader()
+    sizes = [len(y) for _, y in loader]
+    assert sizes == [10] * 6 + [4]  # no drop_last: all 64 images
+    first = list(EpochShuffle(64, seed=3))
+    assert sorted(first) == list(range(64))
+    assert first == list(EpochShuffle(64, seed=3))  # same (seed, epoch): same order
+    again = EpochShuffle(64, seed=3)
+    again.set_epoch(1)
+    assert list(again) != first  # next epoch: another order
+    assert list(EpochShuffle(64, seed=4)) != first  # other seed: another order
+
+
+def test_book_protocol_evaluates_the_test_set_every_epoch(fake_data):
+    dm = make_dm(fake_data)
+    assert dm.eval_split == "test"
+    assert len(dm.val_dataloader().dataset) == 32 and len(dm.train_dataloader().dataset) == 64
+
+
+def test_validation_split_is_seeded_disjoint_and_from_training_images(fake_data):
+    dm = make_dm(fake_data, val_size=16, seed=7)
+    assert dm.eval_split == "val"
+    train, val = dm.splits["train"], dm.splits["val"]
+    assert (len(train), len(val), len(dm.splits["test"])) == (48, 16, 32)
+    images, _ = load_split(find_files(fake_data), "train", verify_md5=False)
+    rows = {bytes(img.numpy()) for img in images}
+    train_rows = {bytes(img.numpy()) for img in train.images}
+    val_rows = {bytes(img.numpy()) for img in val.images}
+    assert not train_rows & val_rows and train_rows | val_rows == rows
+    assert torch.equal(make_dm(fake_data, val_size=16, seed=7).splits["val"].images, val.images)
+    assert not torch.equal(make_dm(fake_data, val_size=16, seed=8).splits["val"].images, val.images)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"batch_size": 0}, {"batch_size": -2}, {"batch_size": 2.5}, {"val_size": -1}]
+)
+def test_bad_sizes_are_refused(kwargs):
+    with pytest.raises(UserError, match="must be"):
+        FashionMNIST(**kwargs)
+
+
+def test_val_size_must_leave_training_images(fake_data):
+    with pytest.raises(UserError, match="data.val_size=64 leaves no training images"):
+        make_dm(fake_data, val_size=64)

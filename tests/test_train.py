@@ -1,0 +1,91 @@
+"""The Hydra entry point: composed configs, a fast_dev_run, and the CLI's messages."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import CONF_DIR, compose_config
+from omegaconf import OmegaConf
+
+from lenet_exp.train import train
+
+ROOT = CONF_DIR.parent
+
+
+def run_cli(*overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lenet_exp", *overrides],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_default_config_is_the_books_experiment(tmp_path):
+    cfg = compose_config(tmp_path)
+    assert cfg.model.net.activation == "sigmoid"
+    assert cfg.model.optimizer._target_ == "torch.optim.Adam" and cfg.model.optimizer.lr == 0.001
+    assert cfg.data.batch_size == 256 and cfg.data.val_size == 0
+    assert cfg.trainer.max_epochs == 5
+    assert cfg.logger._target_.endswith("TensorBoardLogger")
+
+
+@pytest.mark.parametrize("trainer", ["cpu", "gpu", "auto"])
+def test_trainer_group_picks_the_accelerator(tmp_path, trainer):
+    assert compose_config(tmp_path, [f"trainer={trainer}"]).trainer.accelerator == trainer
+
+
+def test_fast_dev_run_through_hydra_compose(tmp_path, fake_data):
+    overrides = [
+        "trainer=cpu", "+trainer.fast_dev_run=true", f"data.data_dir={fake_data}",
+        "data.verify_md5=false", "data.batch_size=16",
+    ]  # fmt: skip
+    cfg = compose_config(tmp_path, overrides)
+    metrics = train(cfg)
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written == metrics
+    for key in ("test_acc", "train_acc", "train_loss", "epochs", "seconds_per_epoch", "seed", "git_rev"):
+        assert key in written
+    assert 0.0 <= written["test_acc"] <= 1.0 and written["seed"] == 42
+
+
+def test_one_epoch_on_synthetic_data_writes_a_complete_run_folder(tmp_path, fake_data):
+    cfg = compose_config(
+        tmp_path / "run",
+        ["trainer=cpu", "trainer.max_epochs=2", f"data.data_dir={fake_data}", "data.verify_md5=false",
+         "data.batch_size=16", "data.val_size=16"],
+    )  # fmt: skip
+    metrics = train(cfg)
+    run = tmp_path / "run"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert {"val_acc", "test_acc", "train_loss"} <= metrics.keys() and metrics["epochs"] == 2
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["lenet_exp_config"]["data"]["val_size"] == 16
+    assert OmegaConf.create(ckpt["lenet_exp_config"]).model.net.activation == "sigmoid"
+
+
+def test_help_and_cfg_job_work_like_hydra():
+    help_out = run_cli("--help")
+    assert help_out.returncode == 0 and "trainer: auto, cpu, default, gpu" in help_out.stdout
+    cfg_out = run_cli("--cfg", "job", "data.batch_size=128")
+    assert cfg_out.returncode == 0
+    assert OmegaConf.create(cfg_out.stdout).data.batch_size == 128
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_gpu_without_gpu_is_one_clear_sentence(tmp_path):
+    out = run_cli("trainer.accelerator=gpu", f"hydra.run.dir={tmp_path}")
+    assert out.returncode != 0
+    assert "Traceback" not in out.stdout + out.stderr
+    assert (
+        "finds no CUDA GPU" in out.stdout
+        and "trainer.accelerator=cpu or trainer.accelerator=auto" in out.stdout
+    )
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_bad_batch_size_from_the_command_line_is_one_clear_sentence(tmp_path):
+    out = run_cli("data.batch_size=0", f"hydra.run.dir={tmp_path}")
+    assert out.returncode != 0 and "Traceback" not in out.stdout + out.stderr
+    assert "data.batch_size=0 must be a positive whole number" in out.stdout
