@@ -4,18 +4,13 @@ import logging
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lenet_exp.errors import UserError
+from lenet_exp.errors import user_error
 
 log = logging.getLogger("lenet_exp")
-
-
-def user_error(err: BaseException | None) -> UserError | None:
-    """The UserError behind ``err``, also when Hydra's instantiate wrapped it."""
-    while err is not None and not isinstance(err, UserError):
-        err = err.__cause__
-    return err
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -27,6 +22,8 @@ def main(cfg: DictConfig) -> None:
     except Exception as err:
         if (cause := user_error(err)) is None:
             raise
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise cause from None  # Hydra marks the job failed and runs the others (see runs.FailedJobs)
         log.error(f"error: {cause}")
         sys.exit(1)
 

@@ -1,6 +1,7 @@
 """Console logging that coexists with Lightning's tqdm progress bar (used by conf/config.yaml)."""
 
 import logging
+import sys
 
 from tqdm import tqdm
 
@@ -20,3 +21,13 @@ class NoTips(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("💡")
+
+
+def log_to_console() -> None:
+    """Plain ``message`` lines on stdout for the tools that run without Hydra (eval, predict, ...).
+
+    Call it before importing Lightning, which otherwise installs a handler of its own.
+    """
+    handler = TqdmLoggingHandler(sys.stdout)
+    handler.addFilter(NoTips())
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])

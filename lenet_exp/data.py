@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -43,6 +44,14 @@ def candidate_dirs(data_dir: Path) -> list[Path]:
     return [data_dir, data_dir / "FashionMNIST" / "raw", DEBIAN_DIR]
 
 
+def _readable(directory: Path) -> bool:
+    """False only for a folder that exists (or may exist) but cannot be listed and read."""
+    try:
+        return not directory.is_dir() or os.access(directory, os.R_OK | os.X_OK)
+    except PermissionError:  # a parent folder cannot be searched
+        return False
+
+
 def _file_in(directory: Path, name: str) -> Path | None:
     for path in (directory / name, directory / f"{name}.gz"):
         if path.is_file():
@@ -57,6 +66,9 @@ def find_files(data_dir: Path, download: bool = False) -> dict[str, Path]:
     """
     names = [name for pair in FILES.values() for name in pair]
     for directory in candidate_dirs(data_dir):
+        if not _readable(directory):
+            raise UserError(f"{directory} cannot be read (permission denied); fix its permissions or point "
+                            "data.data_dir at a readable folder.")  # fmt: skip
         found = {name: _file_in(directory, name) for name in names}
         if all(found.values()):
             return found  # type: ignore[return-value]
@@ -199,9 +211,7 @@ class FashionMNIST(pl.LightningDataModule):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"data.{key}={value!r} must be a positive whole number, such as 256.")
         if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
-            raise UserError(
-                f"data.val_size={val_size!r} must be 0 (no validation split) or a positive whole number."
-            )
+            raise UserError(f"data.val_size={val_size!r} must be 0 (no validation split) or a positive whole number.")
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.seed = val_size, seed

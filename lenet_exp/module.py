@@ -12,6 +12,8 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lenet_exp.errors import UserError
+
 ADAM_1E3 = partial(torch.optim.Adam, lr=1e-3)  # the book's optimizer
 
 
@@ -30,14 +32,20 @@ class Classifier(pl.LightningModule):
         num_classes: int = 10,
     ) -> None:
         super().__init__()
+        lr = getattr(optimizer, "keywords", {}).get("lr")  # a partial optimizer's learning rate
+        if lr is not None and not lr > 0:
+            raise UserError(f"model.optimizer.lr={lr} must be positive, such as 0.001.")
         self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
         self.net = net
         self.optimizer = optimizer
         # Metric states accumulate on the training device; nothing is synced until the epoch ends.
-        self.train_loss = MeanMetric()
+        self.train_loss = MeanMetric(nan_strategy="disable")  # a NaN loss must show, not be dropped
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-        self.eval_loss = MeanMetric()
+        self.eval_loss = MeanMetric(nan_strategy="disable")
         self.eval_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        # The first step of this epoch whose loss was NaN or infinite (-1: none), kept on the device
+        # so that finding it costs no per-step sync; it is read once, at the end of the epoch.
+        self.register_buffer("first_bad_step", torch.tensor(-1), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -50,9 +58,18 @@ class Classifier(pl.LightningModule):
         # LeNet step on a 2-core CPU. The epoch's values are logged once, in on_train_epoch_end.
         self.train_loss.update(loss.detach(), weight=len(y))
         self.train_acc.update(logits.detach(), y)
+        bad = ~torch.isfinite(loss.detach()) & (self.first_bad_step < 0)
+        self.first_bad_step = torch.where(bad, batch_idx, self.first_bad_step)
         return loss
 
     def on_train_epoch_end(self) -> None:
+        if (step := int(self.first_bad_step)) >= 0:
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            raise UserError(
+                f"the training loss became NaN or infinite in epoch {self.current_epoch + 1} at step "
+                f"{step + 1}, so training stopped before saving this epoch (the last checkpoint holds the "
+                f"last good one); lower the learning rate (it is {lr:g}) and run again."
+            )
         self.log("train/loss", self.train_loss)
         self.log("train/acc", self.train_acc)
 
@@ -71,4 +88,7 @@ class Classifier(pl.LightningModule):
         self._evaluate(batch, "test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer(self.parameters())
+        try:
+            return self.optimizer(self.parameters())
+        except ValueError as err:  # torch's own checks: "Invalid learning rate: -0.1", ...
+            raise UserError(f"model.optimizer is refused by torch ({err}); use e.g. model.optimizer.lr=0.001.") from err

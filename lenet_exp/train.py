@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import warnings
 from pathlib import Path
@@ -13,8 +14,10 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lenet_exp.callbacks import ConfigInCheckpoint, EpochLine
+from lenet_exp.checkpoint import check_architecture, load_checkpoint
 from lenet_exp.errors import UserError
 
 log = logging.getLogger("lenet_exp")
@@ -26,40 +29,62 @@ def git_revision() -> str:
     """The commit of the code that ran, with ``-dirty`` when it had uncommitted changes."""
     here = Path(__file__).parent
     try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True
-        ).stdout
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return rev.stdout.strip() + ("-dirty" if dirty.strip() else "")
 
 
-def check_accelerator(accelerator: str) -> None:
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+def check_trainer(trainer: DictConfig) -> None:
+    """Refuse trainer settings that Lightning would accept but that cannot be what the user meant."""
+    if trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise UserError(
-            f"trainer.accelerator={accelerator} but PyTorch finds no CUDA GPU on this machine; "
+            f"trainer.accelerator={trainer.accelerator} but PyTorch finds no CUDA GPU on this machine; "
             "use trainer.accelerator=cpu or trainer.accelerator=auto."
         )
+    epochs = trainer.max_epochs
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise UserError(f"trainer.max_epochs={epochs!r} must be a positive whole number, such as 5.")
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` so that a reader never sees half a file (temporary file, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one experiment described by ``cfg``; return what it wrote to ``metrics.json``."""
+    """Run one experiment described by ``cfg``; return what it wrote to ``metrics.json``.
+
+    With ``cfg.ckpt_path`` set, training continues from that checkpoint's next epoch.
+    """
     run_dir = Path(cfg.run_dir)
-    check_accelerator(cfg.trainer.accelerator)
+    check_trainer(cfg.trainer)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.model)
+    if cfg.get("ckpt_path"):
+        check_architecture(load_checkpoint(cfg.ckpt_path), module, cfg.ckpt_path)
     epoch_line = EpochLine()
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
     callbacks += [epoch_line, ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True))]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
-    trainer.fit(module, datamodule=datamodule)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    except SystemExit as stop:  # Lightning's answer to Ctrl-C and SIGTERM, after its on_exception hooks
+        last = run_dir / "checkpoints" / "last.ckpt"
+        kept = (
+            f"{last} holds epoch {trainer.current_epoch}; resume with: python -m lenet_exp.resume {run_dir}"
+            if trainer.current_epoch and last.is_file()
+            else "no epoch was completed, so there is nothing to resume"
+        )
+        log.error(f"interrupted during epoch {trainer.current_epoch + 1}; {kept}")
+        raise SystemExit(143 if isinstance(stop, SIGTERMException) else 130) from stop
     final = dict(trainer.callback_metrics)  # the last epoch's train/* and val/* (or test/*)
     trainer.test(module, datamodule=datamodule, verbose=False)
     final.update(trainer.callback_metrics)  # test/* on the final weights
@@ -71,6 +96,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "git_rev": git_revision(),
     }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(run_dir / "metrics.json", metrics)
     log.info(f"test acc {metrics['test_acc']:.3f}; run folder {run_dir}")
     return metrics

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,18 @@ from omegaconf import DictConfig, open_dict
 
 from lenet_exp import data
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+HAVE_REAL_DATA = all(
+    any((data.DEBIAN_DIR / f"{name}{ext}").is_file() for ext in (".gz", ""))
+    for pair in data.FILES.values()
+    for name in pair
+)
+# Tests on the real Fashion-MNIST: few, marked, and run in CI (make test installs the data first).
+real_data = [
+    pytest.mark.realdata,
+    pytest.mark.skipif(not HAVE_REAL_DATA, reason=f"Fashion-MNIST not in {data.DEBIAN_DIR}: run `make data`"),
+]
 
 
 def idx_bytes(array: torch.Tensor) -> bytes:
@@ -28,9 +41,7 @@ def write_idx(path: Path, array: torch.Tensor, gz: bool = True) -> Path:
     return target
 
 
-def write_fake_fashion_mnist(
-    directory: Path, n_train: int = 64, n_test: int = 32, gz: bool = True, seed: int = 0
-):
+def write_fake_fashion_mnist(directory: Path, n_train: int = 64, n_test: int = 32, gz: bool = True, seed: int = 0):
     """Four IDX files with the real names; pixels encode the label so a net can learn them."""
     directory.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
@@ -69,3 +80,21 @@ def compose_config(run_dir: Path, overrides: list[str] = ()) -> DictConfig:
     with open_dict(cfg):
         cfg.run_dir = str(run_dir)
     return cfg
+
+
+def run_cli(*args: str, module: str = "lenet_exp", timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m <module> <args>`` from the repository root, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def apply(marks):
+    """Decorate a test with a list of marks (such as ``real_data``)."""
+
+    def decorate(test):
+        for mark in marks:
+            test = mark(test)
+        return test
+
+    return decorate

@@ -98,13 +98,9 @@ def test_batches_are_float_images_scaled_like_to_tensor(fake_data):
     assert y.shape == (16,) and y.dtype == torch.int64
     images, labels = load_split(find_files(fake_data), "train", verify_md5=False)
     # ToTensor: uint8 -> float32 / 255. Each served (image, label) is one of the file's, scaled so.
-    expected = {
-        (bytes((img.float() / 255).numpy()), int(label)) for img, label in zip(images, labels, strict=True)
-    }
+    expected = {(bytes((img.float() / 255).numpy()), int(label)) for img, label in zip(images, labels, strict=True)}
     batches = list(dm.train_dataloader())
-    served = [
-        (bytes(img[0].numpy()), int(label)) for xb, yb in batches for img, label in zip(xb, yb, strict=True)
-    ]
+    served = [(bytes(img[0].numpy()), int(label)) for xb, yb in batches for img, label in zip(xb, yb, strict=True)]
     assert len(served) == 64 and set(served) == expected
     assert x.max() == 1.0 and x.min() >= 0.0
 
@@ -143,9 +139,7 @@ def test_validation_split_is_seeded_disjoint_and_from_training_images(fake_data)
     assert not torch.equal(make_dm(fake_data, val_size=16, seed=8).splits["val"].images, val.images)
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"batch_size": 0}, {"batch_size": -2}, {"batch_size": 2.5}, {"val_size": -1}]
-)
+@pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"batch_size": -2}, {"batch_size": 2.5}, {"val_size": -1}])
 def test_bad_sizes_are_refused(kwargs):
     with pytest.raises(UserError, match="must be"):
         FashionMNIST(**kwargs)

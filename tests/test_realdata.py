@@ -7,20 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import real_data
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lenet_exp.data import DEBIAN_DIR, FILES
-
 ROOT = Path(__file__).resolve().parents[1]
-HAVE_DATA = all(
-    (DEBIAN_DIR / f"{name}.gz").is_file() or (DEBIAN_DIR / name).is_file()
-    for pair in FILES.values()
-    for name in pair
-)
-pytestmark = [
-    pytest.mark.realdata,
-    pytest.mark.skipif(not HAVE_DATA, reason=f"Fashion-MNIST not in {DEBIAN_DIR}: run `make data`"),
-]
+pytestmark = real_data
 EPOCH_LINE = re.compile(
     r"^epoch (\d), loss (\d+\.\d{4}), train acc (0\.\d{3}), test acc (0\.\d{3}), time \d+\.\d sec$", re.M
 )

@@ -1,24 +1,13 @@
 """The Hydra entry point: composed configs, a fast_dev_run, and the CLI's messages."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import CONF_DIR, compose_config
+from conftest import compose_config, run_cli
 from omegaconf import OmegaConf
 
 from lenet_exp.train import train
-
-ROOT = CONF_DIR.parent
-
-
-def run_cli(*overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lenet_exp", *overrides],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
 
 
 def test_default_config_is_the_books_experiment(tmp_path):
@@ -78,10 +67,7 @@ def test_gpu_without_gpu_is_one_clear_sentence(tmp_path):
     out = run_cli("trainer.accelerator=gpu", f"hydra.run.dir={tmp_path}")
     assert out.returncode != 0
     assert "Traceback" not in out.stdout + out.stderr
-    assert (
-        "finds no CUDA GPU" in out.stdout
-        and "trainer.accelerator=cpu or trainer.accelerator=auto" in out.stdout
-    )
+    assert "finds no CUDA GPU" in out.stdout and "trainer.accelerator=cpu or trainer.accelerator=auto" in out.stdout
     assert not (tmp_path / "metrics.json").exists()
 
 

@@ -16,9 +16,7 @@ class LeNet(nn.Module):
     def __init__(self, activation: str = "sigmoid", num_classes: int = 10) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise UserError(
-                f"model.net.activation={activation!r} is not known; use one of {sorted(ACTIVATIONS)}."
-            )
+            raise UserError(f"model.net.activation={activation!r} is not known; use one of {sorted(ACTIVATIONS)}.")
         act = ACTIVATIONS[activation]
         self.features = nn.Sequential(
             nn.Conv2d(1, 6, 5),  # (N,1,28,28) -> (N,6,24,24)

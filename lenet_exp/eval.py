@@ -1,0 +1,90 @@
+"""``python -m lenet_exp.eval ckpt_path=<ckpt> [accelerator=auto] [data.key=value ...]``
+
+Evaluates a checkpoint on the 10,000 test images in one process, prints the accuracy and
+appends it to ``evaluations.jsonl`` in the checkpoint's run folder. The model and data
+settings come from the config stored in the checkpoint; ``data.*`` overrides change them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lenet_exp.console import log_to_console
+from lenet_exp.errors import UserError, user_error
+
+log = logging.getLogger("lenet_exp")
+
+
+def evaluate(ckpt_path: str | Path, accelerator: str = "auto", overrides: list[str] = ()) -> dict[str, Any]:
+    """Test-set metrics of the checkpoint at ``ckpt_path``, also appended to its run's evaluations.jsonl."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from lenet_exp.checkpoint import CONFIG_KEY, check_architecture, load_checkpoint
+    from lenet_exp.train import check_trainer, git_revision
+
+    path = Path(ckpt_path).expanduser()
+    checkpoint = load_checkpoint(path)
+    if CONFIG_KEY not in checkpoint:
+        raise UserError(f"ckpt_path={path} holds no lenet_exp config, so its model cannot be rebuilt; "
+                        "give a checkpoint written by python -m lenet_exp.")  # fmt: skip
+    cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    OmegaConf.set_struct(cfg, True)
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as err:
+        raise UserError(f"{' '.join(overrides)} does not fit the checkpoint's config ({str(err).splitlines()[0]}); "
+                        "only existing keys such as data.data_dir can be changed.") from err  # fmt: skip
+    check_trainer(OmegaConf.create({"accelerator": accelerator, "max_epochs": 1}))
+
+    module = instantiate(cfg.model)
+    check_architecture(checkpoint, module, path)
+    module.load_state_dict(checkpoint["state_dict"])
+    datamodule = instantiate(cfg.data)
+    trainer = pl.Trainer(
+        accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    result = {
+        "ckpt_path": str(path.resolve()),
+        "epochs": checkpoint["epoch"] + 1,  # saved at an epoch's end, Lightning stores that epoch's index
+        **{key.replace("/", "_"): float(value) for key, value in trainer.callback_metrics.items()},
+        "images": len(datamodule.splits["test"]),
+        "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "git_rev": git_revision(),
+    }
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    with open(run_dir / "evaluations.jsonl", "a") as f:
+        f.write(json.dumps(result) + "\n")
+    log.info(
+        f"test acc {result['test_acc']:.4f} on {result['images']} images: {path} "
+        f"(after {result['epochs']} epochs); recorded in {run_dir / 'evaluations.jsonl'}"
+    )
+    return result
+
+
+def main(argv: list[str]) -> None:
+    log_to_console()
+    args = OmegaConf.from_dotlist([a for a in argv if "=" in a and not a.startswith("data.")])
+    if "ckpt_path" not in args or any("=" not in a for a in argv):
+        sys.exit("usage: python -m lenet_exp.eval ckpt_path=<file.ckpt> [accelerator=auto|cpu|gpu] [data.key=value]")
+    try:
+        evaluate(args.ckpt_path, args.get("accelerator", "auto"), [a for a in argv if a.startswith("data.")])
+    except Exception as err:
+        if (cause := user_error(err)) is None:
+            raise
+        log.error(f"error: {cause}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,54 @@
+"""Hydra callbacks around runs: an output folder that cannot be written, and failed sweep jobs."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from lenet_exp.errors import user_error
+
+log = logging.getLogger("lenet_exp")
+
+
+class OutputFolder(Callback):
+    """Stops before anything runs when the run (or sweep) folder cannot be created and written."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(folder: str, key: str) -> None:
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as err:
+            print(f"error: the output folder {folder} cannot be written ({err.strerror}); "
+                  f"choose another with {key}=<folder>.", file=sys.stderr)  # fmt: skip
+            sys.exit(1)
+
+
+class FailedJobs(Callback):
+    """Writes ``error.txt`` into a failed job's folder and logs which job failed and why.
+
+    The other jobs of the sweep run on; Hydra exits non-zero at the end, naming the first failure.
+    """
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if job_return.status != JobStatus.FAILED:
+            return
+        error = job_return._return_value
+        cause = user_error(error)
+        reason = str(cause) if cause is not None else f"{type(error).__name__}: {error}"
+        (Path(config.hydra.runtime.output_dir) / "error.txt").write_text(reason + "\n")
+        job = f"job {config.hydra.job.num} ({' '.join(job_return.overrides) or 'no overrides'})"
+        log.error(f"{job} failed: {reason}")
