@@ -7,7 +7,9 @@ DEBIAN_DATA := /usr/share/datasets/fashion-mnist
 DATA_FILES  := train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte
 ARGS ?=
 
-.PHONY: setup data train test lint clean
+PORT ?= 6006
+
+.PHONY: setup data train test lint report tensorboard clean
 
 setup: $(STAMP)
 
@@ -37,6 +39,16 @@ train: setup data
 
 test: setup data
 	$(PY) -m pytest $(ARGS)
+
+# The newest sweep's summary table and plot (python -m lenet_exp.report <sweep folder> for any other).
+report: setup
+	@sweep=$$(ls -d outputs/multirun/*/*/ 2>/dev/null | sort | tail -n 1); \
+	if [ -z "$$sweep" ]; then echo "no sweep in outputs/multirun yet: run python -m lenet_exp -m ..."; exit 1; fi; \
+	$(PY) -m lenet_exp.report $$sweep
+
+# TensorBoard over every run and sweep, on this machine only: make tensorboard PORT=6007
+tensorboard: setup
+	$(VENV)/bin/tensorboard --logdir outputs --host 127.0.0.1 --port $(PORT)
 
 lint: setup
 	$(VENV)/bin/ruff check lenet_exp tests

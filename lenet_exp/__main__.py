@@ -14,11 +14,13 @@ log = logging.getLogger("lenet_exp")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    """Train once; return ``optimized_metric`` (such as val_acc) for sweepers like Optuna."""
     from lenet_exp.train import train  # imported here so that --help and --cfg stay fast
 
     try:
-        train(cfg)
+        metrics = train(cfg)
+        return metrics[cfg.optimized_metric] if cfg.get("optimized_metric") else None
     except Exception as err:
         if (cause := user_error(err)) is None:
             raise

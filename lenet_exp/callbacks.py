@@ -1,4 +1,4 @@
-"""Callbacks: the book's per-epoch line, a terminal-only progress bar, the config in checkpoints."""
+"""Callbacks: the book's per-epoch line, test-set pictures, a terminal-only progress bar, the config in checkpoints."""
 
 from __future__ import annotations
 
@@ -7,8 +7,14 @@ import sys
 import time
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Callback, TQDMProgressBar
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch import Tensor
+
+from lenet_exp import images
 
 log = logging.getLogger("lenet_exp")
 
@@ -49,6 +55,53 @@ class EpochLine(Callback):
             f"epoch {self._epoch + 1}, loss {m['train/loss']:.4f}, "
             f"train acc {m['train/acc']:.3f}{evaluated}, time {self.seconds[-1]:.1f} sec"
         )
+
+
+class TestImages(Callback):
+    """After testing, logs to TensorBoard a confusion matrix with class names and a grid of
+    misclassified test images captioned "predicted / true".
+
+    Uses the predicted classes that the module's ``test_step`` returns, and the datamodule's
+    ``classes`` for the names.
+    """
+
+    def __init__(self, max_misclassified: int = 32) -> None:
+        self.max_misclassified = max_misclassified
+        self._targets: list[Tensor] = []
+        self._preds: list[Tensor] = []
+        self._wrong: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._targets, self._preds, self._wrong = [], [], []
+
+    def on_test_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:  # fmt: skip
+        x, y = batch
+        preds = outputs.detach()
+        self._targets.append(y.cpu())
+        self._preds.append(preds.cpu())
+        room = self.max_misclassified - sum(len(w[0]) for w in self._wrong)
+        if room > 0:
+            wrong = preds != y
+            self._wrong.append((x[wrong][:room].cpu(), preds[wrong][:room].cpu(), y[wrong][:room].cpu()))
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        logger = trainer.logger
+        if not isinstance(logger, TensorBoardLogger) or not self._targets or not trainer.is_global_zero:
+            return
+        names = getattr(trainer.datamodule, "classes", None) or [str(i) for i in range(pl_module.hparams.num_classes)]
+        n = len(names)
+        counts = torch.bincount(torch.cat(self._targets) * n + torch.cat(self._preds), minlength=n * n).view(n, n)
+        step = trainer.global_step
+        matrix = images.confusion_matrix(counts, names)
+        logger.experiment.add_image("test/confusion_matrix", np.asarray(matrix), step, dataformats="HWC")
+        x, pred, true = (torch.cat(parts) for parts in zip(*self._wrong, strict=True))
+        if len(x):
+            captions = [f"{names[p]} / {names[t]}" for p, t in zip(pred.tolist(), true.tolist(), strict=True)]
+            grid = images.image_grid(x, captions)
+            logger.experiment.add_image("test/misclassified", np.asarray(grid), step, dataformats="HWC")
 
 
 class TerminalProgressBar(TQDMProgressBar):

@@ -196,6 +196,8 @@ class FashionMNIST(pl.LightningDataModule):
     the test set is used only once, at the end.
     """
 
+    classes = CLASSES
+
     def __init__(
         self,
         data_dir: str = "~/.cache/lenet_exp",

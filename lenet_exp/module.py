@@ -73,19 +73,21 @@ class Classifier(pl.LightningModule):
         self.log("train/loss", self.train_loss)
         self.log("train/acc", self.train_acc)
 
-    def _evaluate(self, batch: tuple[Tensor, Tensor], split: str) -> None:
+    def _evaluate(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
         x, y = batch
         logits = self(x)
         self.eval_loss.update(F.cross_entropy(logits, y), weight=len(y))
         self.eval_acc.update(logits, y)
         self.log(f"{split}/loss", self.eval_loss, on_step=False, on_epoch=True)
         self.log(f"{split}/acc", self.eval_acc, on_step=False, on_epoch=True)
+        return logits.argmax(1)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, getattr(self.trainer.datamodule, "eval_split", "val"))
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Returns the predicted classes (N,), for callbacks such as TestImages."""
+        return self._evaluate(batch, "test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         try:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -48,6 +49,38 @@ def check_trainer(trainer: DictConfig) -> None:
         raise UserError(f"trainer.max_epochs={epochs!r} must be a positive whole number, such as 5.")
 
 
+def torch_threads(requested: int | None) -> int:
+    """CPU threads for this job: ``requested`` if given; under the joblib launcher, cores / n_jobs,
+    so that parallel jobs do not oversubscribe the cores; otherwise torch's default."""
+    if requested:
+        return requested
+    cores = os.cpu_count() or 1
+    launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
+    n_jobs = launcher.get("n_jobs") if "joblib" in str(launcher.get("_target_", "")) else None
+    if n_jobs:  # joblib's convention: -1 is all cores, -2 all but one, ...
+        return max(1, cores // (n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)))
+    return torch.get_num_threads()
+
+
+def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
+    """The run's data, model and trainer settings as flat ``key: scalar``, for TensorBoard's HParams."""
+    skip = {"data_dir", "download", "verify_md5", "default_root_dir", "_partial_", "plugins"}
+    flat: dict[str, Any] = {"seed": cfg.seed}
+
+    def walk(node: Any, prefix: str) -> None:
+        for key, value in node.items():
+            if key in skip:
+                continue
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif isinstance(value, bool | int | float | str):
+                flat[f"{prefix}{key}"] = value
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    walk({key: resolved[key] for key in ("data", "model", "trainer")}, "")
+    return flat
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` so that a reader never sees half a file (temporary file, then rename)."""
     tmp = path.with_name(path.name + ".tmp")
@@ -62,6 +95,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     run_dir = Path(cfg.run_dir)
     check_trainer(cfg.trainer)
+    optimized = cfg.get("optimized_metric")
+    if optimized and optimized.startswith("test"):
+        raise UserError(f"optimized_metric={optimized} would choose hyperparameters on the test set; "
+                        "use optimized_metric=val_acc with data.val_size > 0.")  # fmt: skip
+    torch.set_num_threads(torch_threads(cfg.get("threads")))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)
@@ -94,8 +132,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "epochs": trainer.current_epoch,
         "seconds_per_epoch": sum(epoch_line.seconds) / max(len(epoch_line.seconds), 1),
         "seed": cfg.seed,
+        "threads": torch.get_num_threads(),
         "git_rev": git_revision(),
     }
+    summary = {f"hparams/{key}": metrics[key] for key in ("test_acc", "val_acc", "train_loss") if key in metrics}
+    for each in trainer.loggers:  # the HParams dashboard: this run's settings beside its final metrics
+        each.log_hyperparams(hyperparameters(cfg), summary)
+        each.finalize("success")
     write_json(run_dir / "metrics.json", metrics)
     log.info(f"test acc {metrics['test_acc']:.3f}; run folder {run_dir}")
+    if optimized and optimized not in metrics:
+        raise UserError(f"optimized_metric={optimized} is not among this run's metrics ({', '.join(metrics)}).")
     return metrics

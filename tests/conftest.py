@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from lenet_exp import data
@@ -74,11 +75,16 @@ def no_debian_data(monkeypatch, tmp_path: Path) -> Path:
 
 
 def compose_config(run_dir: Path, overrides: list[str] = ()) -> DictConfig:
-    """The config ``python -m lenet_exp <overrides>`` would run, writing into ``run_dir``."""
+    """The config ``python -m lenet_exp <overrides>`` would run, writing into ``run_dir``.
+
+    Hydra's own node is set as it is during a run, so ``${hydra:...}`` interpolations resolve.
+    """
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides))
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
     with open_dict(cfg):
-        cfg.run_dir = str(run_dir)
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        HydraConfig.instance().set_config(cfg)
+        del cfg["hydra"]
     return cfg
 
 
@@ -98,3 +104,19 @@ def apply(marks):
         return test
 
     return decorate
+
+
+def event_dir(run: Path) -> Path:
+    """The one TensorBoard run folder of a run: <run>/tensorboard/<overrides>/."""
+    folders = {path.parent for path in (run / "tensorboard").rglob("events.out.tfevents.*")}
+    assert len(folders) == 1, folders
+    return folders.pop()
+
+
+def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of every point of ``tag`` in the run's TensorBoard event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(event_dir(run)))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]

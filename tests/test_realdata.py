@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import real_data
+from conftest import event_dir, real_data
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +38,8 @@ def test_the_books_experiment_reaches_its_accuracy_and_logs_every_epoch(tmp_path
     assert (run / ".hydra" / "config.yaml").is_file() and (run / ".hydra" / "overrides.yaml").is_file()
     assert "epoch 5, loss" in (run / "lenet_exp.log").read_text()
 
-    events = EventAccumulator(str(run / "tensorboard"))
+    assert event_dir(run) == run / "tensorboard" / "trainer=cpu"  # the run is named by its overrides
+    events = EventAccumulator(str(event_dir(run)))
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "train/acc", "test/acc"} <= tags

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, apply, compose_config, real_data, run_cli, write_idx
+from conftest import ROOT, apply, compose_config, real_data, run_cli, scalars, write_idx
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback
 
@@ -284,14 +284,6 @@ def interrupt_after_line(proc: subprocess.Popen, prefix: str, sig: signal.Signal
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"]
-
-
-def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run / "tensorboard"))
-    events.Reload()
-    return [(e.step, e.value) for e in events.Scalars(tag)]
 
 
 @apply(real_data)

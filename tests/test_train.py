@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import compose_config, run_cli
+from conftest import compose_config, event_dir, run_cli
 from omegaconf import OmegaConf
 
 from lenet_exp.train import train
@@ -47,7 +47,10 @@ def test_one_epoch_on_synthetic_data_writes_a_complete_run_folder(tmp_path, fake
     metrics = train(cfg)
     run = tmp_path / "run"
     assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert (
+        event_dir(run).name
+        == "data.batch_size=16,data.val_size=16,data.verify_md5=false,trainer.max_epochs=2,trainer=cpu"
+    )
     assert {"val_acc", "test_acc", "train_loss"} <= metrics.keys() and metrics["epochs"] == 2
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["lenet_exp_config"]["data"]["val_size"] == 16
