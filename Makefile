@@ -9,7 +9,7 @@ ARGS ?=
 
 PORT ?= 6006
 
-.PHONY: setup data train test lint report tensorboard clean
+.PHONY: setup data train test bench lint report tensorboard clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,10 @@ train: setup data
 
 test: setup data
 	$(PY) -m pytest $(ARGS)
+
+# The seed's pipeline vs a bare loop vs lenet_exp, interleaved (about 2.5 minutes on 2 CPU cores).
+bench: setup data
+	$(PY) -m lenet_exp.bench $(ARGS)
 
 # The newest sweep's summary table and plot (python -m lenet_exp.report <sweep folder> for any other).
 report: setup

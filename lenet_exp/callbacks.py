@@ -23,13 +23,15 @@ class EpochLine(Callback):
     """Logs ``epoch 1, loss 0.5803, train acc 0.781, test acc 0.806, time 2.4 sec`` per epoch.
 
     The time is the wall time of the epoch's training plus its evaluation; ``seconds`` keeps
-    every epoch's, for ``metrics.json``. Lightning runs callbacks' ``on_train_epoch_end`` before
+    every epoch's, and ``first_step_at`` the wall-clock time of the first training step (for
+    start-up measurements), for ``metrics.json``. Lightning runs callbacks' ``on_train_epoch_end`` before
     the module's, where the training metrics are logged, so the line is written when the next
     epoch starts (or training ends).
     """
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
+        self.first_step_at: float | None = None
         self._start: float | None = None
         self._epoch = 0
 
@@ -37,6 +39,10 @@ class EpochLine(Callback):
         self._write(trainer)
         self._start = time.perf_counter()
         self._epoch = trainer.current_epoch
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
+        if self.first_step_at is None:
+            self.first_step_at = time.time()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.seconds.append(time.perf_counter() - self._start)
@@ -89,7 +95,13 @@ class TestImages(Callback):
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         logger = trainer.logger
-        if not isinstance(logger, TensorBoardLogger) or not self._targets or not trainer.is_global_zero:
+        if not isinstance(logger, TensorBoardLogger) or not self._targets:
+            return
+        if trainer.world_size > 1:  # every rank tested its own shard: put the pieces together
+            pieces = [None] * trainer.world_size
+            torch.distributed.all_gather_object(pieces, (self._targets, self._preds, self._wrong))
+            self._targets, self._preds, self._wrong = ([x for piece in pieces for x in piece[i]] for i in range(3))
+        if not trainer.is_global_zero:
             return
         names = getattr(trainer.datamodule, "classes", None) or [str(i) for i in range(pl_module.hparams.num_classes)]
         n = len(names)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from lenet_exp.errors import UserError
@@ -65,3 +68,30 @@ def check_architecture(checkpoint: dict[str, Any], module: nn.Module, path: str 
             f"ckpt_path={path} was saved from another architecture (its weights differ at {differ[0]}); "
             "use the model config it was trained with (see its run folder's .hydra/config.yaml)."
         )
+
+
+def rebuild(checkpoint: dict[str, Any], path: str | Path, overrides: Sequence[str] = ()) -> tuple[DictConfig, Any]:
+    """The run config stored in ``checkpoint`` (with ``overrides`` such as ``data.data_dir=...``)
+    and its LightningModule with the checkpoint's weights, in eval mode and not compiled."""
+    from hydra.utils import instantiate
+
+    if CONFIG_KEY not in checkpoint:
+        raise UserError(
+            f"ckpt_path={path} holds no lenet_exp config, so its model cannot be rebuilt; "
+            "give a checkpoint written by python -m lenet_exp."
+        )
+    cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    OmegaConf.set_struct(cfg, True)
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as err:
+        raise UserError(
+            f"{' '.join(overrides)} does not fit the checkpoint's config ({str(err).splitlines()[0]}); "
+            "only existing keys such as data.data_dir can be changed."
+        ) from err
+    with open_dict(cfg):
+        cfg.model.compile = False
+    module = instantiate(cfg.model)
+    check_architecture(checkpoint, module, path)
+    module.load_state_dict(checkpoint["state_dict"])
+    return cfg, module.eval()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lenet_exp.errors import UserError
 
@@ -139,7 +139,7 @@ def load_split(files: dict[str, Path], split: str, verify_md5: bool = True) -> t
 class InMemoryImages(Dataset):
     """uint8 images (N,28,28) and int64 labels (N,) that hand out a whole batch per list of indices.
 
-    ``DataLoader`` calls ``__getitems__`` with the batch sampler's indices, so a batch is one
+    ``DataLoader`` calls ``__getitems__`` with a batch's indices, so a batch is one
     indexing operation, not N Python calls and a collate. Pixels become float32 in [0, 1]
     exactly as torchvision's ``ToTensor`` makes them (x / 255).
     """
@@ -165,27 +165,6 @@ class InMemoryImages(Dataset):
 def _whole_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     """The collate function: ``__getitems__`` already returns a collated batch."""
     return batch
-
-
-class EpochShuffle(Sampler[int]):
-    """A random permutation of range(n) that is a function of (seed, epoch) only.
-
-    Lightning calls ``set_epoch`` before every epoch, so a resumed run sees the same order
-    an uninterrupted one would.
-    """
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.n, generator=generator).tolist())
 
 
 class FashionMNIST(pl.LightningDataModule):
@@ -255,18 +234,22 @@ class FashionMNIST(pl.LightningDataModule):
             splits["train"] = InMemoryImages(train_x, train_y)
         return splits
 
-    def _loader(self, split: str, batch_size: int, sampler: Sampler[int]) -> DataLoader:
-        dataset = self.splits[split]
-        batches = BatchSampler(sampler, batch_size=batch_size, drop_last=False)
-        return DataLoader(dataset, batch_sampler=batches, collate_fn=_whole_batch)
-
     def train_dataloader(self) -> DataLoader:
-        n = len(self.splits["train"])
-        return self._loader("train", self.batch_size, EpochShuffle(n, self.seed))
+        """Shuffled batches whose order is a function of (seed, epoch) only (Lightning calls
+        ``set_epoch``), so a resumed run sees what an uninterrupted one would. Under DDP each
+        process gets its own shard of every epoch: PyTorch's DistributedSampler, told this
+        process's rank by the trainer."""
+        dataset = self.splits["train"]
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=_whole_batch)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        # In order; under DDP Lightning swaps in its DistributedSampler, sharding without shuffling.
+        return DataLoader(self.splits[split], batch_size=self.eval_batch_size, collate_fn=_whole_batch)
 
     def val_dataloader(self) -> DataLoader:
-        split = self.eval_split
-        return self._loader(split, self.eval_batch_size, SequentialSampler(self.splits[split]))
+        return self._eval_loader(self.eval_split)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, SequentialSampler(self.splits["test"]))
+        return self._eval_loader("test")

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from lenet_exp.console import log_to_console
-from lenet_exp.errors import UserError, user_error
+from lenet_exp.errors import user_error
 
 log = logging.getLogger("lenet_exp")
 
@@ -28,26 +27,13 @@ def evaluate(ckpt_path: str | Path, accelerator: str = "auto", overrides: list[s
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from lenet_exp.checkpoint import CONFIG_KEY, check_architecture, load_checkpoint
+    from lenet_exp.checkpoint import load_checkpoint, rebuild
     from lenet_exp.train import check_trainer, git_revision
 
     path = Path(ckpt_path).expanduser()
     checkpoint = load_checkpoint(path)
-    if CONFIG_KEY not in checkpoint:
-        raise UserError(f"ckpt_path={path} holds no lenet_exp config, so its model cannot be rebuilt; "
-                        "give a checkpoint written by python -m lenet_exp.")  # fmt: skip
-    cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
-    OmegaConf.set_struct(cfg, True)
-    try:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as err:
-        raise UserError(f"{' '.join(overrides)} does not fit the checkpoint's config ({str(err).splitlines()[0]}); "
-                        "only existing keys such as data.data_dir can be changed.") from err  # fmt: skip
+    cfg, module = rebuild(checkpoint, path, overrides)
     check_trainer(OmegaConf.create({"accelerator": accelerator, "max_epochs": 1}))
-
-    module = instantiate(cfg.model)
-    check_architecture(checkpoint, module, path)
-    module.load_state_dict(checkpoint["state_dict"])
     datamodule = instantiate(cfg.data)
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,

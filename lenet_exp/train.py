@@ -6,15 +6,19 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lenet_exp.callbacks import ConfigInCheckpoint, EpochLine
@@ -24,6 +28,8 @@ from lenet_exp.errors import UserError
 log = logging.getLogger("lenet_exp")
 # Lightning 2.6 calls a torch.utils._pytree API that torch 2.14 deprecates; nothing for users to act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+# Augmenting in the module's on_after_batch_transfer is the intent, not an accident.
+warnings.filterwarnings("ignore", message=r"You have overridden `on_after_batch_transfer`")
 
 
 def git_revision() -> str:
@@ -44,9 +50,49 @@ def check_trainer(trainer: DictConfig) -> None:
             f"trainer.accelerator={trainer.accelerator} but PyTorch finds no CUDA GPU on this machine; "
             "use trainer.accelerator=cpu or trainer.accelerator=auto."
         )
+    devices = trainer.get("devices")
+    if trainer.accelerator in ("gpu", "cuda") and isinstance(devices, int) and devices > torch.cuda.device_count():
+        raise UserError(
+            f"trainer.devices={devices} but this machine has {torch.cuda.device_count()} CUDA GPU(s); "
+            "lower trainer.devices."
+        )
     epochs = trainer.max_epochs
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise UserError(f"trainer.max_epochs={epochs!r} must be a positive whole number, such as 5.")
+
+
+def point_ddp_ranks_at_this_job() -> None:
+    """Lightning starts DDP ranks 1.. by running this command line again with
+    ``hydra.run.dir=<HydraConfig run.dir>``. In a sweep job that command line is the whole
+    sweep and run.dir is not the job's folder, so the ranks would start sweeps of their own
+    in other folders (and hang). Make both describe this job alone."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    hydra_cfg = HydraConfig.get()
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    with read_write(hydra_cfg.run):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+
+
+# What Lightning's DDP launcher leaves in this process's environment (and process group).
+DDP_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextmanager
+def ddp_scope() -> Iterator[None]:
+    """Leaves no trace of a DDP run in this process, so that the next job of a sweep starts its own
+    ranks instead of taking itself for an already launched rank (and waiting forever)."""
+    saved = {key: os.environ.get(key) for key in DDP_ENVIRONMENT}
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def torch_threads(requested: int | None) -> int:
@@ -93,7 +139,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     With ``cfg.ckpt_path`` set, training continues from that checkpoint's next epoch.
     """
-    run_dir = Path(cfg.run_dir)
     check_trainer(cfg.trainer)
     optimized = cfg.get("optimized_metric")
     if optimized and optimized.startswith("test"):
@@ -112,6 +157,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
+    with ddp_scope():
+        return _fit_and_test(cfg, trainer, module, datamodule, epoch_line)
+
+
+def _fit_and_test(cfg: DictConfig, trainer: pl.Trainer, module: Any, datamodule: Any, epoch_line: EpochLine) -> dict:
+    """Fit, test, and write the run's results (on rank 0); an interruption says how to resume."""
+    run_dir = Path(cfg.run_dir)
+    point_ddp_ranks_at_this_job()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     except SystemExit as stop:  # Lightning's answer to Ctrl-C and SIGTERM, after its on_exception hooks
@@ -131,6 +184,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         **{key.replace("/", "_"): float(value) for key, value in sorted(final.items())},
         "epochs": trainer.current_epoch,
         "seconds_per_epoch": sum(epoch_line.seconds) / max(len(epoch_line.seconds), 1),
+        "epoch_seconds": epoch_line.seconds,  # the epochs this process ran (after a resume: the rest)
+        "first_step_at": epoch_line.first_step_at,
         "seed": cfg.seed,
         "threads": torch.get_num_threads(),
         "git_rev": git_revision(),
@@ -139,8 +194,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for each in trainer.loggers:  # the HParams dashboard: this run's settings beside its final metrics
         each.log_hyperparams(hyperparameters(cfg), summary)
         each.finalize("success")
-    write_json(run_dir / "metrics.json", metrics)
-    log.info(f"test acc {metrics['test_acc']:.3f}; run folder {run_dir}")
+    if trainer.is_global_zero:  # under DDP the other ranks hold the same (reduced) metrics
+        write_json(run_dir / "metrics.json", metrics)
+        log.info(f"test acc {metrics['test_acc']:.3f}; run folder {run_dir}")
+    optimized = cfg.get("optimized_metric")
     if optimized and optimized not in metrics:
         raise UserError(f"optimized_metric={optimized} is not among this run's metrics ({', '.join(metrics)}).")
     return metrics

@@ -88,10 +88,12 @@ def compose_config(run_dir: Path, overrides: list[str] = ()) -> DictConfig:
     return cfg
 
 
-def run_cli(*args: str, module: str = "lenet_exp", timeout: int = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, module: str = "lenet_exp", timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """``python -m <module> <args>`` from the repository root, as a user would run it."""
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
     )
 
 

@@ -7,7 +7,7 @@ import torch
 from conftest import idx_bytes, write_fake_fashion_mnist, write_idx
 
 from lenet_exp import data
-from lenet_exp.data import EpochShuffle, FashionMNIST, find_files, load_split, read_idx
+from lenet_exp.data import FashionMNIST, find_files, load_split, read_idx
 from lenet_exp.errors import UserError
 
 
@@ -110,13 +110,12 @@ def test_every_training_image_once_per_epoch_in_a_seeded_order(fake_data):
     loader = dm.train_dataloader()
     sizes = [len(y) for _, y in loader]
     assert sizes == [10] * 6 + [4]  # no drop_last: all 64 images
-    first = list(EpochShuffle(64, seed=3))
+    first = list(loader.sampler)
     assert sorted(first) == list(range(64))
-    assert first == list(EpochShuffle(64, seed=3))  # same (seed, epoch): same order
-    again = EpochShuffle(64, seed=3)
-    again.set_epoch(1)
-    assert list(again) != first  # next epoch: another order
-    assert list(EpochShuffle(64, seed=4)) != first  # other seed: another order
+    assert first == list(make_dm(fake_data, batch_size=10, seed=3).train_dataloader().sampler)  # same seed, epoch
+    loader.sampler.set_epoch(1)  # what Lightning does before every epoch
+    assert list(loader.sampler) != first  # next epoch: another order
+    assert list(make_dm(fake_data, batch_size=10, seed=4).train_dataloader().sampler) != first  # other seed
 
 
 def test_book_protocol_evaluates_the_test_set_every_epoch(fake_data):

@@ -59,7 +59,7 @@ def test_one_epoch_on_synthetic_data_writes_a_complete_run_folder(tmp_path, fake
 
 def test_help_and_cfg_job_work_like_hydra():
     help_out = run_cli("--help")
-    assert help_out.returncode == 0 and "trainer: auto, cpu, default, gpu" in help_out.stdout
+    assert help_out.returncode == 0 and "trainer: auto, cpu, ddp, ddp_cpu, default, gpu" in help_out.stdout
     cfg_out = run_cli("--cfg", "job", "data.batch_size=128")
     assert cfg_out.returncode == 0
     assert OmegaConf.create(cfg_out.stdout).data.batch_size == 128

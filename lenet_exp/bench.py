@@ -1,0 +1,197 @@
+"""``python -m lenet_exp.bench`` (``make bench``): what lenet_exp costs on top of the arithmetic.
+
+Trains the book's LeNet (sigmoid, Adam 1e-3, batch 256) on the real Fashion-MNIST three ways,
+each in its own process, interleaved and repeated so that noise hits all three alike:
+
+  seed       the book's pipeline: torchvision FashionMNIST + ToTensor + DataLoader(num_workers=4)
+  bare       a bare loop over whole in-memory tensors, no Lightning
+  lenet_exp  python -m lenet_exp with the default config
+
+and prints, for each, the median seconds per epoch (training plus test evaluation), the time
+from process start to the first training step, the peak memory and the final test accuracy,
+then the ratios lenet_exp/bare and seed/lenet_exp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+VARIANTS = ("seed", "bare", "lenet_exp")
+
+
+def _epoch_loop(net, batches, test_batches, optimizer, epochs: int, device) -> dict:
+    """The book's train_ch5: train an epoch, evaluate the test set, time both."""
+    import torch
+    import torch.nn.functional as F
+
+    seconds, first_step_at, accuracy = [], None, 0.0
+    for _ in range(epochs):
+        start = time.perf_counter()
+        net.train()
+        for x, y in batches():
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            first_step_at = first_step_at or time.time()
+            loss = F.cross_entropy(net(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        net.eval()
+        correct = total = 0
+        with torch.no_grad():
+            for x, y in test_batches():
+                x, y = x.to(device), y.to(device)
+                correct += int((net(x).argmax(1) == y).sum())
+                total += len(y)
+        accuracy = correct / total
+        seconds.append(time.perf_counter() - start)
+    return {"epoch_seconds": seconds, "first_step_at": first_step_at, "test_acc": accuracy}
+
+
+def run_variant(variant: str, epochs: int, device_name: str, raw_root: str, seed: int) -> dict:
+    """One variant in this process (the parent starts one process per run)."""
+    import torch
+
+    from lenet_exp.data import find_files, load_split
+    from lenet_exp.models import LeNet
+
+    torch.manual_seed(seed)
+    device = torch.device(device_name)
+    net = LeNet().to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    if variant == "seed":
+        from torch.utils.data import DataLoader
+        from torchvision import datasets, transforms
+
+        make = lambda train: datasets.FashionMNIST(raw_root, train=train, transform=transforms.ToTensor())  # noqa: E731
+        train_set, test_set = make(True), make(False)
+        train_loader = DataLoader(train_set, batch_size=256, shuffle=True, num_workers=4)
+        test_loader = DataLoader(test_set, batch_size=256, shuffle=False, num_workers=4)
+        return _epoch_loop(net, lambda: train_loader, lambda: test_loader, optimizer, epochs, device)
+    files = find_files(Path("~/.cache/lenet_exp").expanduser())
+    (x, y), (tx, ty) = (load_split(files, split) for split in ("train", "test"))
+    x, y, tx, ty = x.to(device), y.to(device), tx.to(device), ty.to(device)
+
+    def batches():
+        order = torch.randperm(len(y), device=device)
+        for i in range(0, len(y), 256):
+            idx = order[i : i + 256]
+            yield x[idx].unsqueeze(1).float().div_(255), y[idx]
+
+    def test_batches():
+        for i in range(0, len(ty), 1024):
+            yield tx[i : i + 1024].unsqueeze(1).float().div_(255), ty[i : i + 1024]
+
+    return _epoch_loop(net, batches, test_batches, optimizer, epochs, device)
+
+
+def stage_raw_files(root: Path) -> str:
+    """Decompressed copies of the four files where torchvision's FashionMNIST looks (root/FashionMNIST/raw)."""
+    from lenet_exp.data import find_files
+
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, path in find_files(Path("~/.cache/lenet_exp").expanduser()).items():
+        if not (raw / name).exists():
+            data = path.read_bytes()
+            (raw / name).write_bytes(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
+    return str(root)
+
+
+def measure(variant: str, args: argparse.Namespace, raw_root: str, scratch: Path) -> dict:
+    """Run one variant in a child process; time, peak memory and results from outside and inside."""
+    if variant == "lenet_exp":
+        run_dir = Path(tempfile.mkdtemp(dir=scratch))
+        accelerator = "gpu" if args.device.startswith("cuda") else "cpu"
+        command = [sys.executable, "-m", "lenet_exp", f"trainer={accelerator}", f"trainer.max_epochs={args.epochs}",
+                   f"seed={args.seed}", f"hydra.run.dir={run_dir}", *shlex.split(args.lenet_args)]  # fmt: skip
+    else:
+        command = [sys.executable, "-m", "lenet_exp.bench", "--child", variant, "--epochs", str(args.epochs),
+                   "--device", args.device, "--seed", str(args.seed), "--raw-root", raw_root]  # fmt: skip
+    launched = time.time()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(child.pid, 0)
+    stdout, stderr = child.stdout.read(), child.stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"error: the {variant} run failed:\n{stderr[-2000:]}")
+    if variant == "lenet_exp":
+        result = json.loads((run_dir / "metrics.json").read_text())
+    else:
+        result = json.loads(stdout.strip().splitlines()[-1])
+    return {
+        "variant": variant,
+        "seconds_per_epoch": statistics.median(result["epoch_seconds"]),
+        "start_to_first_step": result["first_step_at"] - launched,
+        "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports KiB; the child itself, not its workers
+        "test_acc": result["test_acc"],
+    }
+
+
+def table(runs: list[dict]) -> tuple[str, dict[str, dict]]:
+    summary = {}
+    for variant in VARIANTS:
+        mine = [r for r in runs if r["variant"] == variant]
+        if mine:
+            summary[variant] = {k: statistics.median(r[k] for r in mine) for k in mine[0] if k != "variant"}
+            summary[variant]["runs"] = len(mine)
+    lines = [f"{'':10} {'s/epoch':>8} {'start->1st step':>16} {'peak RSS':>10} {'test acc':>9} {'runs':>5}"]
+    for variant, s in summary.items():
+        lines.append(f"{variant:10} {s['seconds_per_epoch']:8.2f} {s['start_to_first_step']:14.1f} s "
+                     f"{s['peak_rss_mb']:7.0f} MB {s['test_acc']:9.3f} {s['runs']:5d}")  # fmt: skip
+    if {"bare", "lenet_exp"} <= summary.keys():
+        ratio = summary["lenet_exp"]["seconds_per_epoch"] / summary["bare"]["seconds_per_epoch"]
+        lines.append(f"c/b = lenet_exp / bare = {ratio:.3f}   (target <= 1.10)")
+    if {"seed", "lenet_exp"} <= summary.keys():
+        ratio = summary["seed"]["seconds_per_epoch"] / summary["lenet_exp"]["seconds_per_epoch"]
+        lines.append(f"a/c = seed / lenet_exp = {ratio:.2f}    (target >= 2)")
+    return "\n".join(lines), summary
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lenet_exp.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run (default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each variant, interleaved (default 3)")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="a comma-separated subset of " + ",".join(VARIANTS)
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--lenet-args", default="", help='extra overrides for lenet_exp, e.g. "model.compile=true"')
+    parser.add_argument("--json", type=Path, help="also write the runs and the summary to this file")
+    parser.add_argument("--child", choices=("seed", "bare"), help=argparse.SUPPRESS)
+    parser.add_argument("--raw-root", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(run_variant(args.child, args.epochs, args.device, args.raw_root, args.seed)))
+        return
+    variants = [v for v in args.variants.split(",") if v]
+    if not variants or set(variants) - set(VARIANTS) or args.epochs < 1 or args.repeats < 1:
+        parser.error(f"--variants takes names from {','.join(VARIANTS)}; --epochs and --repeats must be >= 1")
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="lenet-exp-bench-") as scratch:
+        raw_root = stage_raw_files(Path(scratch) / "torchvision") if "seed" in variants else ""
+        for repeat in range(args.repeats):
+            order = variants[repeat % len(variants) :] + variants[: repeat % len(variants)]  # rotate the order
+            for variant in order:
+                runs.append(measure(variant, args, raw_root, Path(scratch)))
+                r = runs[-1]
+                print(f"  run {repeat + 1}/{args.repeats} {variant:9} {r['seconds_per_epoch']:.2f} s/epoch, "
+                      f"test acc {r['test_acc']:.3f}", flush=True)  # fmt: skip
+    text, summary = table(runs)
+    print(f"\n{args.epochs} epochs per run, {args.repeats} runs each, device {args.device}, "
+          f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}\n{text}")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps({"runs": runs, "summary": summary}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,115 @@
+"""``python -m lenet_exp.predict ckpt_path=<ckpt> images=<file, a,b,c list, or folder> [format=json] [top=3]``
+
+Prints, for each image, the predicted class and the top probabilities. Any image is first made
+the way Fashion-MNIST's were: grayscale; inverted when its background (the border pixels) is
+light, so the object is light on dark; scaled so its longer side is 28 pixels, keeping its
+aspect ratio; centred on a black 28x28 canvas; pixels / 255.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from lenet_exp.console import log_to_console
+from lenet_exp.errors import UserError, user_error
+
+log = logging.getLogger("lenet_exp")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+
+
+def image_paths(spec: str) -> list[Path]:
+    """A file, a comma-separated list of files, or a folder (its image files, sorted)."""
+    paths: list[Path] = []
+    for part in str(spec).split(","):
+        path = Path(part.strip()).expanduser()
+        if path.is_dir():
+            paths += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            paths.append(path)
+    if not paths:
+        raise UserError(f"images={spec} names no image files; give a file, a comma-separated list or a folder.")
+    return paths
+
+
+def to_fashion_mnist(image: Image.Image) -> np.ndarray:
+    """Any picture -> a 28x28 float32 array in [0, 1], light object on a dark background."""
+    gray = ImageOps.exif_transpose(image).convert("L")
+    pixels = np.asarray(gray, dtype=np.float32)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    if border.mean() > 127.5:  # a light background, like a photo on white: make it dark
+        gray = ImageOps.invert(gray)
+    scale = 28 / max(gray.size)
+    size = (max(1, round(gray.width * scale)), max(1, round(gray.height * scale)))
+    canvas = Image.new("L", (28, 28), 0)
+    canvas.paste(gray.resize(size, Image.LANCZOS), ((28 - size[0]) // 2, (28 - size[1]) // 2))
+    return np.asarray(canvas, dtype=np.float32) / 255.0
+
+
+def predict(ckpt_path: str | Path, images: str, top: int = 3) -> list[dict]:
+    """One result per image: ``{"image", "class", "top": [{"class", "probability"}, ...]}``,
+    or ``{"image", "error"}`` for a file that cannot be read as an image."""
+    import torch
+    from hydra.utils import get_class
+
+    from lenet_exp.checkpoint import load_checkpoint, rebuild
+
+    path = Path(ckpt_path).expanduser()
+    cfg, module = rebuild(load_checkpoint(path), path)
+    names = list(getattr(get_class(cfg.data._target_), "classes", range(cfg.model.num_classes)))
+    results: list[dict] = []
+    arrays, readable = [], []
+    for file in image_paths(images):
+        try:
+            with Image.open(file) as image:
+                arrays.append(to_fashion_mnist(image))
+            readable.append(len(results))
+            results.append({"image": str(file)})
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            reason = "no such file" if not file.exists() else f"not a readable image ({type(err).__name__})"
+            results.append({"image": str(file), "error": f"{file} cannot be read: {reason}"})
+    if arrays:
+        with torch.no_grad():
+            batch = torch.from_numpy(np.stack(arrays)).unsqueeze(1)  # (N,1,28,28)
+            probabilities = module(batch).softmax(dim=1)
+        k = min(top, probabilities.shape[1])
+        values, indices = probabilities.topk(k, dim=1)
+        for i, row in enumerate(readable):
+            best = [{"class": str(names[c]), "probability": round(float(p), 4)}
+                    for p, c in zip(values[i].tolist(), indices[i].tolist(), strict=True)]  # fmt: skip
+            results[row].update({"class": best[0]["class"], "top": best})
+    return results
+
+
+def main(argv: list[str]) -> None:
+    log_to_console()
+    usage = "usage: python -m lenet_exp.predict ckpt_path=<file.ckpt> images=<file|a,b|folder> [format=json] [top=3]"
+    args = OmegaConf.from_dotlist(argv) if all("=" in a for a in argv) else {}
+    if not {"ckpt_path", "images"} <= set(args) or args.get("format", "text") not in ("text", "json"):
+        sys.exit(usage)
+    try:
+        results = predict(args.ckpt_path, str(args.images), int(args.get("top", 3)))
+    except Exception as err:
+        if (cause := user_error(err)) is None:
+            raise
+        sys.exit(f"error: {cause}")
+    for result in results:
+        if args.get("format", "text") == "json":
+            print(json.dumps(result), flush=True)
+        elif "error" in result:
+            print(f"error: {result['error']}", file=sys.stderr, flush=True)
+        else:
+            ranked = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
+            print(f"{result['image']}: {result['class']}  ({ranked})", flush=True)
+    if any("error" in r for r in results):
+        sys.exit(1)  # the other images were predicted; the exit status says that not all were
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,23 @@
+"""A smoke test of the benchmark: one tiny repeat of each variant on the real data."""
+
+import json
+
+from conftest import apply, real_data, run_cli
+
+
+@apply(real_data)
+def test_bench_prints_the_table_and_both_ratios(tmp_path):
+    out = run_cli("--epochs", "1", "--repeats", "1", "--json", str(tmp_path / "bench.json"), module="lenet_exp.bench")
+    assert out.returncode == 0, out.stdout + out.stderr
+    for variant in ("seed", "bare", "lenet_exp"):
+        assert any(line.startswith(variant) for line in out.stdout.splitlines()), variant
+    assert "c/b = lenet_exp / bare = " in out.stdout and "a/c = seed / lenet_exp = " in out.stdout
+    summary = json.loads((tmp_path / "bench.json").read_text())["summary"]
+    for variant, figures in summary.items():
+        assert figures["seconds_per_epoch"] > 0 and 0 < figures["start_to_first_step"] < 120
+        assert figures["peak_rss_mb"] > 50 and 0.3 < figures["test_acc"] < 1.0, (variant, figures)
+
+
+def test_bench_refuses_unknown_variants():
+    out = run_cli("--variants", "bare,fast", module="lenet_exp.bench")
+    assert out.returncode == 2 and "--variants takes names from seed,bare,lenet_exp" in out.stderr
