@@ -15,7 +15,6 @@ then the ratios lenet_exp/bare and seed/lenet_exp.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import shlex
@@ -61,7 +60,7 @@ def run_variant(variant: str, epochs: int, device_name: str, raw_root: str, seed
     """One variant in this process (the parent starts one process per run)."""
     import torch
 
-    from lenet_exp.data import find_files, load_split
+    from lenet_exp.data import DEFAULT_DATA_DIR, find_files, load_split
     from lenet_exp.models import LeNet
 
     torch.manual_seed(seed)
@@ -77,7 +76,7 @@ def run_variant(variant: str, epochs: int, device_name: str, raw_root: str, seed
         train_loader = DataLoader(train_set, batch_size=256, shuffle=True, num_workers=4)
         test_loader = DataLoader(test_set, batch_size=256, shuffle=False, num_workers=4)
         return _epoch_loop(net, lambda: train_loader, lambda: test_loader, optimizer, epochs, device)
-    files = find_files(Path("~/.cache/lenet_exp").expanduser())
+    files = find_files(Path(DEFAULT_DATA_DIR).expanduser())
     (x, y), (tx, ty) = (load_split(files, split) for split in ("train", "test"))
     x, y, tx, ty = x.to(device), y.to(device), tx.to(device), ty.to(device)
 
@@ -96,14 +95,13 @@ def run_variant(variant: str, epochs: int, device_name: str, raw_root: str, seed
 
 def stage_raw_files(root: Path) -> str:
     """Decompressed copies of the four files where torchvision's FashionMNIST looks (root/FashionMNIST/raw)."""
-    from lenet_exp.data import find_files
+    from lenet_exp.data import DEFAULT_DATA_DIR, find_files, read_decompressed
 
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for name, path in find_files(Path("~/.cache/lenet_exp").expanduser()).items():
+    for name, path in find_files(Path(DEFAULT_DATA_DIR).expanduser()).items():
         if not (raw / name).exists():
-            data = path.read_bytes()
-            (raw / name).write_bytes(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
+            (raw / name).write_bytes(read_decompressed(path))
     return str(root)
 
 
@@ -117,11 +115,15 @@ def measure(variant: str, args: argparse.Namespace, raw_root: str, scratch: Path
     else:
         command = [sys.executable, "-m", "lenet_exp.bench", "--child", variant, "--epochs", str(args.epochs),
                    "--device", args.device, "--seed", str(args.seed), "--raw-root", raw_root]  # fmt: skip
-    launched = time.time()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(child.pid, 0)
-    stdout, stderr = child.stdout.read(), child.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
+    with tempfile.TemporaryFile("w+", dir=scratch) as out, tempfile.TemporaryFile("w+", dir=scratch) as err:
+        launched = time.time()  # files, not pipes: a chatty child cannot block on a full pipe
+        child = subprocess.Popen(command, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(child.pid, 0)  # wait4: the child's own peak memory
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if child.returncode != 0:
         raise SystemExit(f"error: the {variant} run failed:\n{stderr[-2000:]}")
     if variant == "lenet_exp":
         result = json.loads((run_dir / "metrics.json").read_text())

@@ -109,8 +109,8 @@ class TestImages(Callback):
         step = trainer.global_step
         matrix = images.confusion_matrix(counts, names)
         logger.experiment.add_image("test/confusion_matrix", np.asarray(matrix), step, dataformats="HWC")
-        x, pred, true = (torch.cat(parts) for parts in zip(*self._wrong, strict=True))
-        if len(x):
+        if self._wrong and sum(len(w[0]) for w in self._wrong):
+            x, pred, true = (torch.cat(parts) for parts in zip(*self._wrong, strict=True))
             captions = [f"{names[p]} / {names[t]}" for p, t in zip(pred.tolist(), true.tolist(), strict=True)]
             grid = images.image_grid(x, captions)
             logger.experiment.add_image("test/misclassified", np.asarray(grid), step, dataformats="HWC")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -20,6 +20,23 @@ from lenet_exp.errors import UserError
 CONFIG_KEY = "lenet_exp_config"  # the resolved run config, stored by callbacks.ConfigInCheckpoint
 
 
+def atomic_write(path: Path, data: bytes | None = None, save: Callable[[IO[bytes]], None] | None = None) -> None:
+    """Write ``data`` (or let ``save`` write into the file) so that ``path`` is never half a file:
+    a temporary file beside it, flushed to disk, then renamed over it. On failure ``path`` is as
+    it was and the temporary file is removed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data) if save is None else save(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes ``name.ckpt.tmp`` beside the target, fsyncs it, then renames it over ``name.ckpt``.
 
@@ -29,14 +46,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(Path(path), save=lambda f: torch.save(checkpoint, f))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -31,6 +32,7 @@ MD5 = {  # of the decompressed bytes: the same whoever gzipped the files
     "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
     "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
 }
+DEFAULT_DATA_DIR = "~/.cache/lenet_exp"  # data.data_dir's default: independent of any working directory
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
 IDX_MAGIC = {1: 0x0801, 3: 0x0803}  # ndim -> magic number of an unsigned-byte IDX file
 HOW_TO_GET = (
@@ -87,12 +89,16 @@ def find_files(data_dir: Path, download: bool = False) -> dict[str, Path]:
     raise UserError(f"Fashion-MNIST was not found in {searched}; {HOW_TO_GET}.")
 
 
+def read_decompressed(path: Path) -> bytes:
+    """The bytes of ``path``, decompressed when it is gzipped (whatever its name)."""
+    raw = path.read_bytes()
+    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+
+
 def read_idx(path: Path, ndim: int, verify_md5: bool = True) -> Tensor:
     """Decode an unsigned-byte IDX file (gzipped or not) to a uint8 tensor of ``ndim`` dimensions."""
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":  # gzip magic
-            raw = gzip.decompress(raw)
+        raw = read_decompressed(path)
     except (OSError, EOFError) as err:
         raise UserError(f"{path} cannot be read ({err}); {HOW_TO_GET}.") from err
     name = path.name.removesuffix(".gz")
@@ -179,7 +185,7 @@ class FashionMNIST(pl.LightningDataModule):
 
     def __init__(
         self,
-        data_dir: str = "~/.cache/lenet_exp",
+        data_dir: str = DEFAULT_DATA_DIR,
         batch_size: int = 256,
         eval_batch_size: int = 1024,
         val_size: int = 0,
@@ -245,8 +251,15 @@ class FashionMNIST(pl.LightningDataModule):
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=_whole_batch)
 
     def _eval_loader(self, split: str) -> DataLoader:
-        # In order; under DDP Lightning swaps in its DistributedSampler, sharding without shuffling.
-        return DataLoader(self.splits[split], batch_size=self.eval_batch_size, collate_fn=_whole_batch)
+        """In order. Under DDP each process evaluates its own part, and no image twice (Lightning's
+        own DistributedSampler would repeat some to even out the parts), so the reduced metrics
+        are exactly those of the whole split."""
+        dataset = self.splits[split]
+        world = self.trainer.world_size if self.trainer is not None else 1
+        sampler = (
+            UnrepeatedDistributedSampler(dataset, world, self.trainer.global_rank, shuffle=False) if world > 1 else None
+        )
+        return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, collate_fn=_whole_batch)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.eval_split)

@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from lenet_exp.console import log_to_console
-from lenet_exp.errors import user_error
+from lenet_exp.errors import exit_on_user_error
 
 log = logging.getLogger("lenet_exp")
 
@@ -28,7 +28,7 @@ def evaluate(ckpt_path: str | Path, accelerator: str = "auto", overrides: list[s
     from hydra.utils import instantiate
 
     from lenet_exp.checkpoint import load_checkpoint, rebuild
-    from lenet_exp.train import check_trainer, git_revision
+    from lenet_exp.train import check_trainer, flat_metrics, git_revision
 
     path = Path(ckpt_path).expanduser()
     checkpoint = load_checkpoint(path)
@@ -43,7 +43,7 @@ def evaluate(ckpt_path: str | Path, accelerator: str = "auto", overrides: list[s
     result = {
         "ckpt_path": str(path.resolve()),
         "epochs": checkpoint["epoch"] + 1,  # saved at an epoch's end, Lightning stores that epoch's index
-        **{key.replace("/", "_"): float(value) for key, value in trainer.callback_metrics.items()},
+        **flat_metrics(trainer.callback_metrics),
         "images": len(datamodule.splits["test"]),
         "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "git_rev": git_revision(),
@@ -63,13 +63,8 @@ def main(argv: list[str]) -> None:
     args = OmegaConf.from_dotlist([a for a in argv if "=" in a and not a.startswith("data.")])
     if "ckpt_path" not in args or any("=" not in a for a in argv):
         sys.exit("usage: python -m lenet_exp.eval ckpt_path=<file.ckpt> [accelerator=auto|cpu|gpu] [data.key=value]")
-    try:
-        evaluate(args.ckpt_path, args.get("accelerator", "auto"), [a for a in argv if a.startswith("data.")])
-    except Exception as err:
-        if (cause := user_error(err)) is None:
-            raise
-        log.error(f"error: {cause}")
-        sys.exit(1)
+    overrides = [a for a in argv if a.startswith("data.")]
+    exit_on_user_error(lambda: evaluate(args.ckpt_path, args.get("accelerator", "auto"), overrides))
 
 
 if __name__ == "__main__":

@@ -11,10 +11,37 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lenet_exp.errors import UserError
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class WeightedMean(Metric):
+    """The mean of values given with weights (batch means with batch sizes), summed across processes.
+
+    torchmetrics' MeanMetric either checks every value for NaN (a device sync per step) or, with
+    ``nan_strategy="disable"``, ignores the weights; this one does neither, and a NaN shows.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("weight", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, value: Tensor, weight: int) -> None:
+        self.total += value * weight
+        self.weight += weight
+
+    def compute(self) -> Tensor:
+        return self.total / self.weight
+
 
 ADAM_1E3 = partial(torch.optim.Adam, lr=1e-3)  # the book's optimizer
 
@@ -39,10 +66,10 @@ class Classifier(pl.LightningModule):
     ) -> None:
         super().__init__()
         lr = getattr(optimizer, "keywords", {}).get("lr")  # a partial optimizer's learning rate
-        if lr is not None and not lr > 0:
-            raise UserError(f"model.optimizer.lr={lr} must be positive, such as 0.001.")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise UserError(f"model.label_smoothing={label_smoothing} must be in [0, 1), such as 0.1.")
+        if lr is not None and not (_is_number(lr) and lr > 0):
+            raise UserError(f"model.optimizer.lr={lr!r} must be a positive number, such as 0.001.")
+        if not (_is_number(label_smoothing) and 0.0 <= label_smoothing < 1.0):
+            raise UserError(f"model.label_smoothing={label_smoothing!r} must be a number in [0, 1), such as 0.1.")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "augment"], logger=False)
         self.net = net
         self.optimizer, self.scheduler = optimizer, scheduler
@@ -51,9 +78,9 @@ class Classifier(pl.LightningModule):
         # checkpoints hold the plain net's keys and load with or without compiling.
         object.__setattr__(self, "_compiled", torch.compile(net) if compile else None)
         # Metric states accumulate on the training device; nothing is synced until the epoch ends.
-        self.train_loss = MeanMetric(nan_strategy="disable")  # a NaN loss must show, not be dropped
+        self.train_loss = WeightedMean()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-        self.eval_loss = MeanMetric(nan_strategy="disable")
+        self.eval_loss = WeightedMean()
         self.eval_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         # The first step of this epoch whose loss was NaN or infinite (-1: none), kept on the device
         # so that finding it costs no per-step sync; it is read once, at the end of the epoch.
@@ -82,7 +109,9 @@ class Classifier(pl.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        if (step := int(self.first_bad_step)) >= 0:
+        steps = self.all_gather(self.first_bad_step).view(-1)  # every rank stops together under DDP
+        if (steps >= 0).any():
+            step = int(steps[steps >= 0].min())
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
             raise UserError(
                 f"the training loss became NaN or infinite in epoch {self.current_epoch + 1} at step "

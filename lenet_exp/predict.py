@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lenet_exp.console import log_to_console
-from lenet_exp.errors import UserError, user_error
+from lenet_exp.errors import UserError, exit_on_user_error
 
 log = logging.getLogger("lenet_exp")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
@@ -93,12 +93,10 @@ def main(argv: list[str]) -> None:
     args = OmegaConf.from_dotlist(argv) if all("=" in a for a in argv) else {}
     if not {"ckpt_path", "images"} <= set(args) or args.get("format", "text") not in ("text", "json"):
         sys.exit(usage)
-    try:
-        results = predict(args.ckpt_path, str(args.images), int(args.get("top", 3)))
-    except Exception as err:
-        if (cause := user_error(err)) is None:
-            raise
-        sys.exit(f"error: {cause}")
+    top = args.get("top", 3)
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        sys.exit(f"error: top={top} must be a positive whole number, such as 3.")
+    results = exit_on_user_error(lambda: predict(args.ckpt_path, str(args.images), top))
     for result in results:
         if args.get("format", "text") == "json":
             print(json.dumps(result), flush=True)

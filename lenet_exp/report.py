@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from lenet_exp.errors import UserError
+from lenet_exp.errors import UserError, exit_on_user_error
 
 COLUMNS = ["job", "overrides", "test_acc", "val_acc", "train_loss", "seconds_per_epoch", "status"]
 
@@ -100,10 +100,7 @@ def write_report(sweep: str | Path) -> list[dict[str, Any]]:
 def main(argv: list[str]) -> None:
     if len(argv) != 1 or argv[0].startswith("-"):
         sys.exit("usage: python -m lenet_exp.report <sweep folder>   (such as outputs/multirun/<date>/<time>)")
-    try:
-        rows = write_report(argv[0])
-    except UserError as err:
-        sys.exit(f"error: {err}")
+    rows = exit_on_user_error(lambda: write_report(argv[0]))
     print(markdown(rows))
     print(f"wrote summary.csv, summary.md and summary.png in {argv[0]}")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from lenet_exp.errors import UserError
+from lenet_exp.errors import UserError, exit_on_user_error
 
 
 def resume_command(run_dir: str | Path) -> list[str]:
@@ -25,16 +25,15 @@ def resume_command(run_dir: str | Path) -> list[str]:
     if not last.is_file():
         raise UserError(f"{run} has no checkpoints/last.ckpt (no epoch was completed); start the run again instead.")
     overrides = [o for o in OmegaConf.load(overrides_file) if not o.lstrip("+~").startswith("ckpt_path=")]
-    return [sys.executable, "-m", "lenet_exp", *overrides, f"hydra.run.dir='{run}'", f"ckpt_path='{last}'"]
+    # hydra.mode=RUN: a sweep job (an Optuna trial's overrides name hparams_search) resumes as one run
+    return [sys.executable, "-m", "lenet_exp", *overrides, "hydra.mode=RUN", f"hydra.run.dir='{run}'",
+            f"ckpt_path='{last}'"]  # fmt: skip
 
 
 def main(argv: list[str]) -> None:
     if len(argv) != 1 or argv[0].startswith("-"):
         sys.exit("usage: python -m lenet_exp.resume <run folder>")
-    try:
-        command = resume_command(argv[0])
-    except UserError as err:
-        sys.exit(f"error: {err}")
+    command = exit_on_user_error(lambda: resume_command(argv[0]))
     print("resuming: python", " ".join(command[1:]), flush=True)
     os.execv(sys.executable, command)
 

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lenet_exp.callbacks import ConfigInCheckpoint, EpochLine
-from lenet_exp.checkpoint import check_architecture, load_checkpoint
+from lenet_exp.checkpoint import atomic_write, check_architecture, load_checkpoint
 from lenet_exp.errors import UserError
 
 log = logging.getLogger("lenet_exp")
@@ -61,6 +61,20 @@ def check_trainer(trainer: DictConfig) -> None:
         raise UserError(f"trainer.max_epochs={epochs!r} must be a positive whole number, such as 5.")
 
 
+def check_optimized_metric(name: str | None, val_size: int) -> None:
+    """The metric a sweeper maximizes must be one the run will have, and never the test set's."""
+    if not name:
+        return
+    if name.startswith("test"):
+        raise UserError(f"optimized_metric={name} would choose hyperparameters on the test set; "
+                        "use optimized_metric=val_acc with data.val_size > 0.")  # fmt: skip
+    known = ["train_acc", "train_loss", "val_acc", "val_loss"]
+    if name not in known:
+        raise UserError(f"optimized_metric={name} is not a metric of a run; use one of {', '.join(known)}.")
+    if name.startswith("val") and not val_size:
+        raise UserError(f"optimized_metric={name} needs a validation split; set data.val_size, such as 5000.")
+
+
 def point_ddp_ranks_at_this_job() -> None:
     """Lightning starts DDP ranks 1.. by running this command line again with
     ``hydra.run.dir=<HydraConfig run.dir>``. In a sweep job that command line is the whole
@@ -69,7 +83,7 @@ def point_ddp_ranks_at_this_job() -> None:
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return
     hydra_cfg = HydraConfig.get()
-    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task, "hydra.mode=RUN"]  # an Optuna trial's overrides say MULTIRUN
     with read_write(hydra_cfg.run):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
 
@@ -83,9 +97,11 @@ def ddp_scope() -> Iterator[None]:
     """Leaves no trace of a DDP run in this process, so that the next job of a sweep starts its own
     ranks instead of taking itself for an already launched rank (and waiting forever)."""
     saved = {key: os.environ.get(key) for key in DDP_ENVIRONMENT}
+    argv = list(sys.argv)  # point_ddp_ranks_at_this_job rewrites it for the ranks
     try:
         yield
     finally:
+        sys.argv = argv
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         for key, value in saved.items():
@@ -95,17 +111,22 @@ def ddp_scope() -> Iterator[None]:
                 os.environ[key] = value
 
 
+DEFAULT_THREADS = torch.get_num_threads()  # before any job of this process changed it
+
+
 def torch_threads(requested: int | None) -> int:
     """CPU threads for this job: ``requested`` if given; under the joblib launcher, cores / n_jobs,
     so that parallel jobs do not oversubscribe the cores; otherwise torch's default."""
-    if requested:
+    if requested is not None:
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+            raise UserError(f"threads={requested!r} must be a positive whole number, or null for the default.")
         return requested
     cores = os.cpu_count() or 1
     launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
     n_jobs = launcher.get("n_jobs") if "joblib" in str(launcher.get("_target_", "")) else None
     if n_jobs:  # joblib's convention: -1 is all cores, -2 all but one, ...
         return max(1, cores // (n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)))
-    return torch.get_num_threads()
+    return DEFAULT_THREADS
 
 
 def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
@@ -127,11 +148,9 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     return flat
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` so that a reader never sees half a file (temporary file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Lightning's ``callback_metrics`` ({"test/acc": tensor}) as metrics.json keys ({"test_acc": float})."""
+    return {key.replace("/", "_"): float(value) for key, value in sorted(metrics.items())}
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -140,10 +159,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     With ``cfg.ckpt_path`` set, training continues from that checkpoint's next epoch.
     """
     check_trainer(cfg.trainer)
-    optimized = cfg.get("optimized_metric")
-    if optimized and optimized.startswith("test"):
-        raise UserError(f"optimized_metric={optimized} would choose hyperparameters on the test set; "
-                        "use optimized_metric=val_acc with data.val_size > 0.")  # fmt: skip
+    check_optimized_metric(cfg.get("optimized_metric"), cfg.data.get("val_size", 0))
     torch.set_num_threads(torch_threads(cfg.get("threads")))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -181,7 +197,7 @@ def _fit_and_test(cfg: DictConfig, trainer: pl.Trainer, module: Any, datamodule:
     final.update(trainer.callback_metrics)  # test/* on the final weights
 
     metrics = {
-        **{key.replace("/", "_"): float(value) for key, value in sorted(final.items())},
+        **flat_metrics(final),
         "epochs": trainer.current_epoch,
         "seconds_per_epoch": sum(epoch_line.seconds) / max(len(epoch_line.seconds), 1),
         "epoch_seconds": epoch_line.seconds,  # the epochs this process ran (after a resume: the rest)
@@ -195,9 +211,6 @@ def _fit_and_test(cfg: DictConfig, trainer: pl.Trainer, module: Any, datamodule:
         each.log_hyperparams(hyperparameters(cfg), summary)
         each.finalize("success")
     if trainer.is_global_zero:  # under DDP the other ranks hold the same (reduced) metrics
-        write_json(run_dir / "metrics.json", metrics)
+        atomic_write(run_dir / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
         log.info(f"test acc {metrics['test_acc']:.3f}; run folder {run_dir}")
-    optimized = cfg.get("optimized_metric")
-    if optimized and optimized not in metrics:
-        raise UserError(f"optimized_metric={optimized} is not among this run's metrics ({', '.join(metrics)}).")
     return metrics

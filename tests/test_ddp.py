@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, write_fake_fashion_mnist
 
 from lenet_exp.data import find_files, load_split
 
@@ -21,6 +21,7 @@ def ddp_env() -> dict[str, str]:
 
 
 def test_two_process_run_writes_one_folder_shards_each_epoch_and_reduces_metrics(tmp_path, fake_data):
+    write_fake_fashion_mnist(fake_data, n_test=33)  # odd: a padded split would count an image twice
     run, spy = tmp_path / "run", tmp_path / "spy"
     spy_overrides = ["+callbacks.spy._target_=ddp_spy.ShardSpy", f"+callbacks.spy.folder={spy}"]
     out = run_cli(*TINY, f"data.data_dir={fake_data}", "trainer.max_epochs=2", f"hydra.run.dir={run}", *spy_overrides,

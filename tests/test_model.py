@@ -29,3 +29,14 @@ def test_relu_variant_uses_relu_only():
 def test_unknown_activation_is_a_clear_error():
     with pytest.raises(UserError, match="model.net.activation='tanh' is not known; use one of"):
         LeNet(activation="tanh")
+
+
+def test_the_loss_mean_weights_each_batch_by_its_size_and_shows_a_nan():
+    from lenet_exp.module import WeightedMean
+
+    mean = WeightedMean()
+    mean.update(torch.tensor(1.0), 3)
+    mean.update(torch.tensor(2.0), 1)
+    assert mean.compute() == pytest.approx(1.25)
+    mean.update(torch.tensor(float("nan")), 2)
+    assert torch.isnan(mean.compute())

@@ -38,7 +38,7 @@ def test_lenet_modern_passes_a_fast_dev_run(tmp_path, fake_data):
     assert 0.0 <= train(cfg)["test_acc"] <= 1.0
 
 
-def test_the_one_cycle_schedule_spans_the_whole_run_and_resumes(tmp_path, fake_data):
+def test_the_one_cycle_schedule_spans_the_whole_run(tmp_path, fake_data):
     cfg = compose_config(tmp_path, ["experiment=lenet_modern", *TINY, "trainer.max_epochs=2",
                                     f"data.data_dir={fake_data}"])  # fmt: skip
     train(cfg)
@@ -69,9 +69,15 @@ def test_pictures_are_made_like_fashion_mnist_images():
     made = to_fashion_mnist(big_on_white)
     assert made.shape == (28, 28) and made.dtype == np.float32
     assert np.abs(made - original / 255.0).mean() < 0.02
-    wide = to_fashion_mnist(Image.fromarray(np.full((10, 40), 255, dtype=np.uint8)).convert("RGB"))
-    assert wide[:, 0].max() == 0.0 or wide[0].max() == 0.0  # aspect kept: padded, not stretched
-    assert wide.max() == 0.0  # an all-white picture is all background once inverted
+    bar = np.zeros((10, 40), dtype=np.uint8)
+    bar[2:8, 2:38] = 255  # a light bar, 4 times wider than high, on black
+    wide = to_fashion_mnist(Image.fromarray(bar).convert("RGB"))
+    assert wide.shape == (28, 28)
+    assert wide[:10].max() == 0.0 and wide[-10:].max() == 0.0  # aspect kept: black above and below, not stretched
+    assert wide[12:15, 3:25].min() > 0.9  # the bar, scaled to 28 pixels wide, in the middle rows
+    assert (
+        to_fashion_mnist(Image.fromarray(np.full((10, 40), 255, dtype=np.uint8))).max() == 0.0
+    )  # all white: background
 
 
 @apply(real_data)
@@ -117,3 +123,22 @@ def test_compiled_bf16_training_keeps_plain_checkpoints(tmp_path, fake_data):
     assert 0.0 <= train(cfg)["test_acc"] <= 1.0
     keys = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["state_dict"].keys()
     assert "net.features.0.weight" in keys and not any("_orig_mod" in k for k in keys)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_data_lives_there_and_bf16_with_augmentation_trains(tmp_path, fake_data, monkeypatch):
+    from lenet_exp.data import FashionMNIST
+
+    overrides = ["experiment=lenet_modern", "trainer=gpu", "trainer.precision=bf16-mixed", "trainer.max_epochs=1"]
+    cfg = compose_config(tmp_path, [*overrides, "data.verify_md5=false", f"data.data_dir={fake_data}"])
+    devices = []
+    setup = FashionMNIST.setup
+
+    def spy(self, stage=None):
+        setup(self, stage)
+        devices.append(self.splits["train"].images.device.type)
+
+    monkeypatch.setattr(FashionMNIST, "setup", spy)
+    assert 0.0 <= train(cfg)["test_acc"] <= 1.0
+    assert devices and set(devices) == {"cuda"}
