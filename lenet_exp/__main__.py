@@ -2,6 +2,7 @@
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -13,7 +14,12 @@ from lenet_exp.errors import user_error
 log = logging.getLogger("lenet_exp")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# conf/ beside the package (it is installed editable): an absolute path, so that the `lenet-exp`
+# console script finds it as well as `python -m lenet_exp` does.
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Train once; return ``optimized_metric`` (such as val_acc) for sweepers like Optuna."""
     from lenet_exp.train import train  # imported here so that --help and --cfg stay fast

@@ -1,6 +1,9 @@
 """The Hydra entry point: composed configs, a fast_dev_run, and the CLI's messages."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,6 +63,9 @@ def test_one_epoch_on_synthetic_data_writes_a_complete_run_folder(tmp_path, fake
 def test_help_and_cfg_job_work_like_hydra():
     help_out = run_cli("--help")
     assert help_out.returncode == 0 and "trainer: auto, cpu, ddp, ddp_cpu, default, gpu" in help_out.stdout
+    assert "debug: fast_dev_run, limit, profiler" in help_out.stdout
+    script = subprocess.run([Path(sys.executable).parent / "lenet-exp", "--help"], capture_output=True, text=True)
+    assert script.returncode == 0 and script.stdout == help_out.stdout  # the console script is the same app
     cfg_out = run_cli("--cfg", "job", "data.batch_size=128")
     assert cfg_out.returncode == 0
     assert OmegaConf.create(cfg_out.stdout).data.batch_size == 128
@@ -78,3 +84,11 @@ def test_bad_batch_size_from_the_command_line_is_one_clear_sentence(tmp_path):
     out = run_cli("data.batch_size=0", f"hydra.run.dir={tmp_path}")
     assert out.returncode != 0 and "Traceback" not in out.stdout + out.stderr
     assert "data.batch_size=0 must be a positive whole number" in out.stdout
+
+
+@pytest.mark.parametrize("debug", ["fast_dev_run", "limit", "profiler"])
+def test_debug_presets_compose_and_run(tmp_path, fake_data, debug):
+    cfg = compose_config(tmp_path, [f"debug={debug}", "trainer=cpu", f"data.data_dir={fake_data}",
+                                    "data.verify_md5=false", "data.batch_size=16"])  # fmt: skip
+    metrics = train(cfg)
+    assert metrics["epochs"] == {"fast_dev_run": 1, "limit": 2, "profiler": 1}[debug]
