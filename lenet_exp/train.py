@@ -6,23 +6,20 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lenet_exp.callbacks import ConfigInCheckpoint, EpochLine
 from lenet_exp.checkpoint import atomic_write, check_architecture, load_checkpoint
+from lenet_exp.distributed import ddp_scope, point_ddp_ranks_at_this_job
 from lenet_exp.errors import UserError
 
 log = logging.getLogger("lenet_exp")
@@ -73,42 +70,6 @@ def check_optimized_metric(name: str | None, val_size: int) -> None:
         raise UserError(f"optimized_metric={name} is not a metric of a run; use one of {', '.join(known)}.")
     if name.startswith("val") and not val_size:
         raise UserError(f"optimized_metric={name} needs a validation split; set data.val_size, such as 5000.")
-
-
-def point_ddp_ranks_at_this_job() -> None:
-    """Lightning starts DDP ranks 1.. by running this command line again with
-    ``hydra.run.dir=<HydraConfig run.dir>``. In a sweep job that command line is the whole
-    sweep and run.dir is not the job's folder, so the ranks would start sweeps of their own
-    in other folders (and hang). Make both describe this job alone."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return
-    hydra_cfg = HydraConfig.get()
-    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task, "hydra.mode=RUN"]  # an Optuna trial's overrides say MULTIRUN
-    with read_write(hydra_cfg.run):
-        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
-
-
-# What Lightning's DDP launcher leaves in this process's environment (and process group).
-DDP_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
-
-
-@contextmanager
-def ddp_scope() -> Iterator[None]:
-    """Leaves no trace of a DDP run in this process, so that the next job of a sweep starts its own
-    ranks instead of taking itself for an already launched rank (and waiting forever)."""
-    saved = {key: os.environ.get(key) for key in DDP_ENVIRONMENT}
-    argv = list(sys.argv)  # point_ddp_ranks_at_this_job rewrites it for the ranks
-    try:
-        yield
-    finally:
-        sys.argv = argv
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 DEFAULT_THREADS = torch.get_num_threads()  # before any job of this process changed it
