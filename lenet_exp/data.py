@@ -82,8 +82,9 @@ def find_files(data_dir: Path, download: bool = False) -> dict[str, Path]:
             for train in (True, False):
                 TorchvisionFashionMNIST(str(data_dir), train=train, download=True)
         except Exception as err:  # URLError, socket errors, checksum errors: all mean "no data"
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[-1]  # torchvision's last line
             raise UserError(
-                f"Fashion-MNIST was not found in {searched} and the download failed ({err}); {HOW_TO_GET}."
+                f"Fashion-MNIST was not found in {searched} and the download failed ({reason}); {HOW_TO_GET}."
             ) from err
         return find_files(data_dir, download=False)
     raise UserError(f"Fashion-MNIST was not found in {searched}; {HOW_TO_GET}.")

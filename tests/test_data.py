@@ -44,6 +44,25 @@ def test_missing_data_names_every_place_searched_and_how_to_get_it(tmp_path, no_
     assert "make data" in message and "data.download=true" in message
 
 
+def test_a_failed_download_is_one_sentence(tmp_path, no_debian_data, monkeypatch):
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):  # what torchvision raises when no mirror can be reached
+        raise RuntimeError(
+            "Error downloading train-images-idx3-ubyte.gz:\nTried http://example/, got:\n"
+            "<urlopen error [Errno -2] Name or service not known>\n"
+        )
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    with pytest.raises(UserError) as err:
+        find_files(tmp_path / "nowhere", download=True)
+    message = str(err.value)
+    assert (
+        "\n" not in message and "the download failed (<urlopen error [Errno -2] Name or service not known>)" in message
+    )
+    assert str(no_debian_data) in message and "make data" in message
+
+
 def test_md5_of_decompressed_bytes_is_verified(fake_data):
     path = fake_data / "train-labels-idx1-ubyte.gz"
     with pytest.raises(UserError, match="is not the published Fashion-MNIST file"):

@@ -55,8 +55,11 @@ def test_joblib_runs_jobs_in_parallel_with_their_share_of_the_cores(tmp_path, fa
     share = max(1, (os.cpu_count() or 1) // 2)
     metrics = [assert_complete(folder / job) for job in ("0", "1")]
     assert [m["threads"] for m in metrics] == [share, share]
-    finished = [(folder / job / "metrics.json").stat().st_mtime for job in ("0", "1")]
-    assert metrics[0]["first_step_at"] < finished[1] and metrics[1]["first_step_at"] < finished[0]  # overlapped
+    # Hydra writes .hydra/config.yaml as a job starts and the job writes metrics.json as it ends: the two
+    # jobs' lifetimes overlap (run one after the other, the second would start after the first ended).
+    started = [(folder / job / ".hydra" / "config.yaml").stat().st_mtime for job in ("0", "1")]
+    ended = [(folder / job / "metrics.json").stat().st_mtime for job in ("0", "1")]
+    assert started[0] < ended[1] and started[1] < ended[0]
 
 
 def test_threads_can_be_set_per_job(tmp_path, fake_data):
