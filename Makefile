@@ -40,7 +40,7 @@ train: setup data
 test: setup data
 	$(PY) -m pytest $(ARGS)
 
-# The seed's pipeline vs a bare loop vs lenet_exp, interleaved (about 2.5 minutes on 2 CPU cores).
+# The seed's pipeline vs a bare loop vs lenet_exp, interleaved (about 2 minutes on 2 CPU cores).
 bench: setup data
 	$(PY) -m lenet_exp.bench $(ARGS)
 
