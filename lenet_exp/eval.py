@@ -30,10 +30,10 @@ def evaluate(ckpt_path: str | Path, accelerator: str = "auto", overrides: list[s
     from lenet_exp.checkpoint import load_checkpoint, rebuild
     from lenet_exp.train import check_trainer, flat_metrics, git_revision
 
+    check_trainer(OmegaConf.create({"accelerator": accelerator, "max_epochs": 1}))  # before any loading
     path = Path(ckpt_path).expanduser()
     checkpoint = load_checkpoint(path)
     cfg, module = rebuild(checkpoint, path, overrides)
-    check_trainer(OmegaConf.create({"accelerator": accelerator, "max_epochs": 1}))
     datamodule = instantiate(cfg.data)
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
