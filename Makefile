@@ -9,7 +9,7 @@ ARGS ?=
 
 PORT ?= 6006
 
-.PHONY: setup data train test bench lint report tensorboard clean
+.PHONY: setup data train test test-fast bench lint report tensorboard clean
 
 setup: $(STAMP)
 
@@ -37,12 +37,17 @@ data:
 train: setup data
 	$(PY) -m lenet_exp $(ARGS)
 
+# Everything, real-data and slow tests included (what CI runs); the slowest tests are listed at the end.
 test: setup data
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest --durations=15 $(ARGS)
+
+# The edit-test loop: no real data, no slow marks (under a minute on 2 cores).
+test-fast: setup
+	$(PY) -m pytest -m "not realdata and not slow" -q $(ARGS)
 
 # The seed's pipeline vs a bare loop vs lenet_exp, interleaved (about 2 minutes on 2 CPU cores).
 bench: setup data
-	$(PY) -m lenet_exp.bench $(ARGS)
+	$(PY) benchmarks/bench.py $(ARGS)
 
 # The newest sweep's summary table and plot (python -m lenet_exp.report <sweep folder> for any other).
 report: setup
@@ -55,8 +60,8 @@ tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir outputs --host 127.0.0.1 --port $(PORT)
 
 lint: setup
-	$(VENV)/bin/ruff check lenet_exp tests
-	$(VENV)/bin/ruff format --check lenet_exp tests
+	$(VENV)/bin/ruff check lenet_exp tests benchmarks
+	$(VENV)/bin/ruff format --check lenet_exp tests benchmarks
 
 clean:
 	rm -rf outputs/*/ .pytest_cache

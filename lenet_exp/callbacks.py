@@ -1,4 +1,4 @@
-"""Callbacks: the book's per-epoch line, test-set pictures, a terminal-only progress bar, the config in checkpoints."""
+"""Lightning callbacks: the epoch stopwatch, the book's per-epoch line, test-set pictures, a quiet progress bar."""
 
 from __future__ import annotations
 
@@ -14,31 +14,22 @@ from pytorch_lightning.callbacks import Callback, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 
-from lenet_exp import images
+from lenet_exp import drawing
 
 log = logging.getLogger("lenet_exp")
 
 
-class EpochLine(Callback):
-    """Logs ``epoch 1, loss 0.5803, train acc 0.781, test acc 0.806, time 2.4 sec`` per epoch.
-
-    The time is the wall time of the epoch's training plus its evaluation; ``seconds`` keeps
-    every epoch's, and ``first_step_at`` the wall-clock time of the first training step (for
-    start-up measurements), for ``metrics.json``. Lightning runs callbacks' ``on_train_epoch_end`` before
-    the module's, where the training metrics are logged, so the line is written when the next
-    epoch starts (or training ends).
-    """
+class EpochTimer(Callback):
+    """Wall time of every epoch (its training plus its evaluation) in ``seconds``, and the
+    wall-clock time of the first training step in ``first_step_at``, for ``metrics.json``."""
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
         self.first_step_at: float | None = None
-        self._start: float | None = None
-        self._epoch = 0
+        self._start = 0.0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._write(trainer)
         self._start = time.perf_counter()
-        self._epoch = trainer.current_epoch
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
         if self.first_step_at is None:
@@ -47,19 +38,36 @@ class EpochLine(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.seconds.append(time.perf_counter() - self._start)
 
+
+class EpochLine(Callback):
+    """Logs ``epoch 1, loss 0.5803, train acc 0.781, test acc 0.806, time 2.4 sec`` per epoch.
+
+    Lightning runs callbacks' ``on_train_epoch_end`` before the module's, where the training
+    metrics are logged, so the line is written when the next epoch starts (or training ends).
+    """
+
+    def __init__(self, timer: EpochTimer) -> None:
+        self.timer = timer
+        self._pending: int | None = None  # the epoch whose line is still to be written
+        self._timed = 0  # how many epochs the timer had measured when that epoch started
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer)
+        self._pending, self._timed = trainer.current_epoch, len(self.timer.seconds)
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer)
 
     def _write(self, trainer: pl.Trainer) -> None:
-        if self._start is None or len(self.seconds) == 0 or not trainer.is_global_zero:
-            return
-        self._start = None  # written once
+        epoch, self._pending = self._pending, None
+        if epoch is None or len(self.timer.seconds) <= self._timed or not trainer.is_global_zero:
+            return  # no epoch pending, or it did not finish (interrupted)
         m = trainer.callback_metrics
         split = getattr(trainer.datamodule, "eval_split", "val")
         evaluated = f", {split} acc {m[f'{split}/acc']:.3f}" if f"{split}/acc" in m else ""
         log.info(
-            f"epoch {self._epoch + 1}, loss {m['train/loss']:.4f}, "
-            f"train acc {m['train/acc']:.3f}{evaluated}, time {self.seconds[-1]:.1f} sec"
+            f"epoch {epoch + 1}, loss {m['train/loss']:.4f}, "
+            f"train acc {m['train/acc']:.3f}{evaluated}, time {self.timer.seconds[-1]:.1f} sec"
         )
 
 
@@ -81,9 +89,14 @@ class TestImages(Callback):
         self._targets, self._preds, self._wrong = [], [], []
 
     def on_test_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
         dataloader_idx: int = 0,
-    ) -> None:  # fmt: skip
+    ) -> None:
         x, y = batch
         preds = outputs.detach()
         self._targets.append(y.cpu())
@@ -107,12 +120,12 @@ class TestImages(Callback):
         n = len(names)
         counts = torch.bincount(torch.cat(self._targets) * n + torch.cat(self._preds), minlength=n * n).view(n, n)
         step = trainer.global_step
-        matrix = images.confusion_matrix(counts, names)
+        matrix = drawing.confusion_matrix(counts, names)
         logger.experiment.add_image("test/confusion_matrix", np.asarray(matrix), step, dataformats="HWC")
         if self._wrong and sum(len(w[0]) for w in self._wrong):
             x, pred, true = (torch.cat(parts) for parts in zip(*self._wrong, strict=True))
             captions = [f"{names[p]} / {names[t]}" for p, t in zip(pred.tolist(), true.tolist(), strict=True)]
-            grid = images.image_grid(x, captions)
+            grid = drawing.image_grid(x, captions)
             logger.experiment.add_image("test/misclassified", np.asarray(grid), step, dataformats="HWC")
 
 
@@ -123,18 +136,3 @@ class TerminalProgressBar(TQDMProgressBar):
         super().__init__(refresh_rate=refresh_rate)
         if not sys.stderr.isatty():
             self.disable()
-
-
-class ConfigInCheckpoint(Callback):
-    """Stores the resolved run config (plain types only) in every checkpoint.
-
-    A checkpoint then says how to rebuild its model, and loads with ``weights_only=True``.
-    """
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = config
-
-    def on_save_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        checkpoint["lenet_exp_config"] = self.config

@@ -14,14 +14,11 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lenet_exp.errors import UserError
+from lenet_exp.errors import UserError, check_value
 
 log = logging.getLogger(__name__)
 
-CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 FILES = {  # split -> (images, labels), the names upstream and Debian use (optionally + ".gz")
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -69,8 +66,10 @@ def find_files(data_dir: Path, download: bool = False) -> dict[str, Path]:
     names = [name for pair in FILES.values() for name in pair]
     for directory in candidate_dirs(data_dir):
         if not _readable(directory):
-            raise UserError(f"{directory} cannot be read (permission denied); fix its permissions or point "
-                            "data.data_dir at a readable folder.")  # fmt: skip
+            raise UserError(
+                f"{directory} cannot be read (permission denied); fix its permissions or point "
+                "data.data_dir at a readable folder."
+            )
         found = {name: _file_in(directory, name) for name in names}
         if all(found.values()):
             return found  # type: ignore[return-value]
@@ -195,11 +194,9 @@ class FashionMNIST(pl.LightningDataModule):
         verify_md5: bool = True,
     ) -> None:
         super().__init__()
-        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"data.{key}={value!r} must be a positive whole number, such as 256.")
-        if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
-            raise UserError(f"data.val_size={val_size!r} must be 0 (no validation split) or a positive whole number.")
+        check_value("data.batch_size", batch_size, "whole", 256, low=1)
+        check_value("data.eval_batch_size", eval_batch_size, "whole", 1024, low=1)
+        check_value("data.val_size", val_size, "whole", "0 (no validation split) or 5000", low=0)
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.seed = val_size, seed

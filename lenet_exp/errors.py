@@ -1,8 +1,8 @@
-"""The one exception type whose message is meant for the user, not for a debugger."""
+"""The one exception type whose message is meant for the user, and the one check for config values."""
 
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -12,6 +12,26 @@ class UserError(Exception):
 
     The entry points print it alone, without a traceback, and exit non-zero.
     """
+
+
+def check_value(key: str, value: Any, kind: str, example: Any = None, low: float = 0, high: float | None = None) -> Any:
+    """Return ``value`` if it is what config key ``key`` needs, else raise one sentence that says so.
+
+    ``kind`` is ``"whole"`` (an int >= ``low``, never a bool) or ``"number"`` (an int or float
+    > ``low``, or in [``low``, ``high``) when ``high`` is given).
+    """
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "whole":
+        ok = numeric and isinstance(value, int) and value >= low
+        must = "a positive whole number" if low == 1 else f"a whole number >= {low:g}"
+    elif high is None:
+        ok, must = numeric and value > low, "a positive number" if low == 0 else f"a number > {low:g}"
+    else:
+        ok, must = numeric and low <= value < high, f"a number in [{low:g}, {high:g})"
+    if not ok:
+        hint = f", such as {example}" if example is not None else ""
+        raise UserError(f"{key}={value!r} must be {must}{hint}.")
+    return value
 
 
 def user_error(err: BaseException | None) -> UserError | None:

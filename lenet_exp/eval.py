@@ -7,7 +7,6 @@ settings come from the config stored in the checkpoint; ``data.*`` overrides cha
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -16,8 +15,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from lenet_exp.console import log_to_console
 from lenet_exp.errors import exit_on_user_error
+from lenet_exp.runtime.console import log_to_console
 
 log = logging.getLogger("lenet_exp")
 
@@ -27,18 +26,23 @@ def evaluate(ckpt_path: str | Path, accelerator: str = "auto", overrides: list[s
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from lenet_exp.checkpoint import load_checkpoint, rebuild
-    from lenet_exp.train import check_trainer, flat_metrics, git_revision
+    from lenet_exp.runtime.checkpoints import load_checkpoint, rebuild
+    from lenet_exp.runtime.checks import check_accelerator
+    from lenet_exp.runtime.results import append_jsonl, flat_metrics, git_revision
 
-    check_trainer(OmegaConf.create({"accelerator": accelerator, "max_epochs": 1}))  # before any loading
+    check_accelerator(accelerator, key="accelerator")  # before any loading
     path = Path(ckpt_path).expanduser()
     checkpoint = load_checkpoint(path)
     cfg, module = rebuild(checkpoint, path, overrides)
     datamodule = instantiate(cfg.data)
     trainer = pl.Trainer(
-        accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.test(module, datamodule=datamodule, verbose=False)
     result = {
         "ckpt_path": str(path.resolve()),
@@ -49,8 +53,7 @@ def evaluate(ckpt_path: str | Path, accelerator: str = "auto", overrides: list[s
         "git_rev": git_revision(),
     }
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    with open(run_dir / "evaluations.jsonl", "a") as f:
-        f.write(json.dumps(result) + "\n")
+    append_jsonl(run_dir / "evaluations.jsonl", result)
     log.info(
         f"test acc {result['test_acc']:.4f} on {result['images']} images: {path} "
         f"(after {result['epochs']} epochs); recorded in {run_dir / 'evaluations.jsonl'}"

@@ -17,8 +17,8 @@ import numpy as np
 from omegaconf import OmegaConf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from lenet_exp.console import log_to_console
-from lenet_exp.errors import UserError, exit_on_user_error
+from lenet_exp.errors import UserError, check_value, exit_on_user_error
+from lenet_exp.runtime.console import log_to_console
 
 log = logging.getLogger("lenet_exp")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
@@ -58,7 +58,7 @@ def predict(ckpt_path: str | Path, images: str, top: int = 3) -> list[dict]:
     import torch
     from hydra.utils import get_class
 
-    from lenet_exp.checkpoint import load_checkpoint, rebuild
+    from lenet_exp.runtime.checkpoints import load_checkpoint, rebuild
 
     path = Path(ckpt_path).expanduser()
     cfg, module = rebuild(load_checkpoint(path), path)
@@ -81,8 +81,8 @@ def predict(ckpt_path: str | Path, images: str, top: int = 3) -> list[dict]:
         k = min(top, probabilities.shape[1])
         values, indices = probabilities.topk(k, dim=1)
         for i, row in enumerate(readable):
-            best = [{"class": str(names[c]), "probability": round(float(p), 4)}
-                    for p, c in zip(values[i].tolist(), indices[i].tolist(), strict=True)]  # fmt: skip
+            pairs = zip(values[i].tolist(), indices[i].tolist(), strict=True)
+            best = [{"class": str(names[c]), "probability": round(float(p), 4)} for p, c in pairs]
             results[row].update({"class": best[0]["class"], "top": best})
     return results
 
@@ -93,9 +93,7 @@ def main(argv: list[str]) -> None:
     args = OmegaConf.from_dotlist(argv) if all("=" in a for a in argv) else {}
     if not {"ckpt_path", "images"} <= set(args) or args.get("format", "text") not in ("text", "json"):
         sys.exit(usage)
-    top = args.get("top", 3)
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        sys.exit(f"error: top={top} must be a positive whole number, such as 3.")
+    top = exit_on_user_error(lambda: check_value("top", args.get("top", 3), "whole", 3, low=1))
     results = exit_on_user_error(lambda: predict(args.ckpt_path, str(args.images), top))
     for result in results:
         if args.get("format", "text") == "json":

@@ -77,7 +77,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def write_report(sweep: str | Path) -> list[dict[str, Any]]:
-    from lenet_exp import images
+    from lenet_exp import drawing
 
     sweep = Path(sweep)
     if not sweep.is_dir():
@@ -93,7 +93,7 @@ def write_report(sweep: str | Path) -> list[dict[str, Any]]:
     tags = {row["curve_tag"] for row in rows if row["curve"]}
     label = " or ".join(sorted(tags)) or "no evaluation logged"
     series = {f"{row['job']}: {row['overrides']}": row["curve"] for row in rows if row["curve"]}
-    images.line_plot(series, title="evaluation accuracy per epoch", ylabel=label).save(sweep / "summary.png")
+    drawing.line_plot(series, title="evaluation accuracy per epoch", ylabel=label).save(sweep / "summary.png")
     return rows
 
 

@@ -20,14 +20,23 @@ def resume_command(run_dir: str | Path) -> list[str]:
     run = Path(run_dir).resolve()
     overrides_file, last = run / ".hydra" / "overrides.yaml", run / "checkpoints" / "last.ckpt"
     if not overrides_file.is_file():
-        raise UserError(f"{run} is not a lenet_exp run folder (it has no .hydra/overrides.yaml); give the folder "
-                        "a run printed at its end, such as outputs/<date>/<time>.")  # fmt: skip
+        raise UserError(
+            f"{run} is not a lenet_exp run folder (it has no .hydra/overrides.yaml); give the folder "
+            "a run printed at its end, such as outputs/<date>/<time>."
+        )
     if not last.is_file():
         raise UserError(f"{run} has no checkpoints/last.ckpt (no epoch was completed); start the run again instead.")
     overrides = [o for o in OmegaConf.load(overrides_file) if not o.lstrip("+~").startswith("ckpt_path=")]
     # hydra.mode=RUN: a sweep job (an Optuna trial's overrides name hparams_search) resumes as one run
-    return [sys.executable, "-m", "lenet_exp", *overrides, "hydra.mode=RUN", f"hydra.run.dir='{run}'",
-            f"ckpt_path='{last}'"]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "lenet_exp",
+        *overrides,
+        "hydra.mode=RUN",
+        f"hydra.run.dir='{run}'",
+        f"ckpt_path='{last}'",
+    ]
 
 
 def main(argv: list[str]) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import json
+import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,9 @@ HAVE_REAL_DATA = all(
     for pair in data.FILES.values()
     for name in pair
 )
+# A tiny CPU run on the synthetic files (their MD5s are not the published ones).
+TINY = ["trainer=cpu", "data.verify_md5=false", "data.batch_size=16"]
+ONE_EPOCH = [*TINY, "trainer.max_epochs=1"]
 # Tests on the real Fashion-MNIST: few, marked, and run in CI (make test installs the data first).
 real_data = [
     pytest.mark.realdata,
@@ -91,9 +97,11 @@ def compose_config(run_dir: Path, overrides: list[str] = ()) -> DictConfig:
 def run_cli(
     *args: str, module: str = "lenet_exp", timeout: int = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    """``python -m <module> <args>`` from the repository root, as a user would run it."""
+    """``python -m <module> <args>`` (or ``python <module> <args>`` for a ``.py`` path) from the
+    repository root, as a user would run it."""
+    program = [module] if module.endswith(".py") else ["-m", module]
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, *program, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
     )
 
 
@@ -122,3 +130,32 @@ def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
     events = EventAccumulator(str(event_dir(run)))
     events.Reload()
     return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def sweep(tmp_path: Path, fake_data: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
+    folder = tmp_path / "sweep"
+    out = run_cli("-m", *ONE_EPOCH, f"data.data_dir={fake_data}", f"hydra.sweep.dir={folder}", *args)
+    return out, folder
+
+
+def assert_complete(job: Path) -> dict:
+    assert (job / "checkpoints" / "last.ckpt").is_file()
+    assert (job / ".hydra" / "config.yaml").is_file()
+    assert scalars(job, "train/loss")
+    return json.loads((job / "metrics.json").read_text())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, body: dict | None = None):
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"X-XSRF-Protected": "1", "Content-Type": "application/json"}
+    with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=10) as response:
+        return json.loads(response.read())
+
+
+TIMING = ("seconds_per_epoch", "epoch_seconds", "first_step_at", "git_rev")  # differ between equal runs

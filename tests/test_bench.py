@@ -7,7 +7,9 @@ from conftest import apply, real_data, run_cli
 
 @apply(real_data)
 def test_bench_prints_the_table_and_both_ratios(tmp_path):
-    out = run_cli("--epochs", "1", "--repeats", "1", "--json", str(tmp_path / "bench.json"), module="lenet_exp.bench")
+    out = run_cli(
+        "--epochs", "1", "--repeats", "1", "--json", str(tmp_path / "bench.json"), module="benchmarks/bench.py"
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     for variant in ("seed", "bare", "lenet_exp"):
         assert any(line.startswith(variant) for line in out.stdout.splitlines()), variant
@@ -19,5 +21,5 @@ def test_bench_prints_the_table_and_both_ratios(tmp_path):
 
 
 def test_bench_refuses_unknown_variants():
-    out = run_cli("--variants", "bare,fast", module="lenet_exp.bench")
+    out = run_cli("--variants", "bare,fast", module="benchmarks/bench.py")
     assert out.returncode == 2 and "--variants takes names from seed,bare,lenet_exp" in out.stderr

@@ -24,8 +24,14 @@ def test_two_process_run_writes_one_folder_shards_each_epoch_and_reduces_metrics
     write_fake_fashion_mnist(fake_data, n_test=33)  # odd: a padded split would count an image twice
     run, spy = tmp_path / "run", tmp_path / "spy"
     spy_overrides = ["+callbacks.spy._target_=ddp_spy.ShardSpy", f"+callbacks.spy.folder={spy}"]
-    out = run_cli(*TINY, f"data.data_dir={fake_data}", "trainer.max_epochs=2", f"hydra.run.dir={run}", *spy_overrides,
-                  env=ddp_env())  # fmt: skip
+    out = run_cli(
+        *TINY,
+        f"data.data_dir={fake_data}",
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={run}",
+        *spy_overrides,
+        env=ddp_env(),
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "run", "spy"]  # no folder per rank
     assert (run / "train_ddp_process_1.log").is_file()  # rank 1 logged into the same folder
@@ -51,8 +57,15 @@ def test_two_process_run_writes_one_folder_shards_each_epoch_and_reduces_metrics
 
 def test_multirun_with_ddp_gives_each_job_its_folder_and_does_not_hang(tmp_path, fake_data):
     sweep = tmp_path / "sweep"
-    out = run_cli("-m", *TINY, f"data.data_dir={fake_data}", "trainer.max_epochs=1", "data.batch_size=8,16",
-                  f"hydra.sweep.dir={sweep}", timeout=240)  # fmt: skip
+    out = run_cli(
+        "-m",
+        *TINY,
+        f"data.data_dir={fake_data}",
+        "trainer.max_epochs=1",
+        "data.batch_size=8,16",
+        f"hydra.sweep.dir={sweep}",
+        timeout=240,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml"]
     for job, batch in (("0", 8), ("1", 16)):

@@ -21,8 +21,11 @@ def test_the_books_experiment_reaches_its_accuracy_and_logs_every_epoch(tmp_path
     run = tmp_path / "run"
     out = subprocess.run(
         [sys.executable, "-m", "lenet_exp", "trainer=cpu", f"hydra.run.dir={run}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
     lines = EPOCH_LINE.findall(out.stdout)

@@ -1,38 +1,13 @@
-"""Multirun sweeps (basic, joblib, submitit, Optuna), the sweep report, and TensorBoard's view of runs."""
+"""Multirun sweeps: basic, joblib, submitit, Optuna, and a failing job among others."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.parse
-import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, compose_config, event_dir, run_cli, scalars
-
-from lenet_exp.report import write_report
-from lenet_exp.train import train
-
-TINY = ["trainer=cpu", "trainer.max_epochs=1", "data.verify_md5=false", "data.batch_size=16"]
-
-
-def sweep(tmp_path: Path, fake_data: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
-    folder = tmp_path / "sweep"
-    out = run_cli("-m", *TINY, f"data.data_dir={fake_data}", f"hydra.sweep.dir={folder}", *args)
-    return out, folder
-
-
-def assert_complete(job: Path) -> dict:
-    assert (job / "checkpoints" / "last.ckpt").is_file()
-    assert (job / ".hydra" / "config.yaml").is_file()
-    assert scalars(job, "train/loss")
-    return json.loads((job / "metrics.json").read_text())
+from conftest import ONE_EPOCH, assert_complete, event_dir, run_cli, sweep
 
 
 def test_basic_multirun_writes_one_complete_folder_per_job_named_by_its_overrides(tmp_path, fake_data):
@@ -78,9 +53,19 @@ def test_submitit_local_runs_two_jobs(tmp_path, fake_data):
 
 
 def test_slurm_preset_carries_partition_gpus_time_and_memory():
-    out = run_cli("hydra/launcher=slurm", "trainer=gpu", "trainer.devices=4", "hydra.launcher.partition=gpu",
-                  "hydra.launcher.timeout_min=90", "hydra.launcher.mem_gb=32", "--cfg", "all", "-p", "hydra.launcher",
-                  "--resolve")  # fmt: skip
+    out = run_cli(
+        "hydra/launcher=slurm",
+        "trainer=gpu",
+        "trainer.devices=4",
+        "hydra.launcher.partition=gpu",
+        "hydra.launcher.timeout_min=90",
+        "hydra.launcher.mem_gb=32",
+        "--cfg",
+        "all",
+        "-p",
+        "hydra.launcher",
+        "--resolve",
+    )
     assert out.returncode == 0, out.stderr
     launcher = yaml.safe_load(out.stdout)
     assert launcher["_target_"].endswith("SlurmLauncher")
@@ -91,10 +76,15 @@ def test_slurm_preset_carries_partition_gpus_time_and_memory():
 def test_optuna_study_maximizes_validation_accuracy_and_survives_a_failing_trial(tmp_path, fake_data):
     folder = tmp_path / "study"
     out = run_cli(
-        "hparams_search=lenet_optuna", *TINY, f"data.data_dir={fake_data}", "data.val_size=16",
-        "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={folder}", f"hydra.sweeper.storage=sqlite:///{tmp_path}/study.db",
+        "hparams_search=lenet_optuna",
+        *ONE_EPOCH,
+        f"data.data_dir={fake_data}",
+        "data.val_size=16",
+        "hydra.sweeper.n_trials=4",
+        f"hydra.sweep.dir={folder}",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path}/study.db",
         "model.net.activation=choice(relu,tanh)",  # tanh does not exist: those trials fail
-    )  # fmt: skip
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     jobs = sorted(p for p in folder.iterdir() if p.name.isdigit())
     assert len(jobs) == 4
@@ -112,84 +102,19 @@ def test_optuna_study_maximizes_validation_accuracy_and_survives_a_failing_trial
     assert [t.state.name for t in study.trials].count("FAIL") == len(failed) and len(study.trials) == 4
 
 
-def test_report_lists_every_job_including_the_failed_one(tmp_path, fake_data):
-    out, folder = sweep(tmp_path, fake_data, "data.batch_size=0,16", "trainer.max_epochs=2")
-    assert out.returncode != 0  # one job failed; the other one ran
-    printed = run_cli(str(folder), module="lenet_exp.report")
-    assert printed.returncode == 0, printed.stderr
-    rows = write_report(folder)
-    assert [r["job"] for r in rows] == ["0", "1"]
-    assert rows[0]["status"].startswith("failed: data.batch_size=0 must be a positive whole number")
-    assert rows[1]["status"] == "ok" and rows[1]["test_acc"] is not None and len(rows[1]["curve"]) == 2
-    csv_text = (folder / "summary.csv").read_text()
-    assert csv_text.splitlines()[0] == "job,overrides,test_acc,val_acc,train_loss,seconds_per_epoch,status"
-    assert "failed: data.batch_size=0" in csv_text and "failed: data.batch_size=0" in printed.stdout
-    assert "| 1 | " in (folder / "summary.md").read_text() and "| 1 | " in printed.stdout
-    png = (folder / "summary.png").read_bytes()
-    assert png.startswith(b"\x89PNG") and len(png) > 5000
-
-
-def test_report_refuses_a_folder_that_is_not_a_sweep(tmp_path):
-    out = run_cli(str(tmp_path), module="lenet_exp.report")
-    assert out.returncode == 1 and "holds no job folders" in out.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(url: str, body: dict | None = None):
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"X-XSRF-Protected": "1", "Content-Type": "application/json"}
-    with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=10) as response:
-        return json.loads(response.read())
-
-
-def test_a_real_tensorboard_server_shows_the_scalars_hparams_and_images_of_a_run(tmp_path, fake_data):
-    run = tmp_path / "run"
-    metrics = train(
-        compose_config(run, [*TINY, "trainer.max_epochs=2", "data.val_size=16", f"data.data_dir={fake_data}"])
+def test_a_failing_job_keeps_the_other_jobs_of_a_sweep(tmp_path, fake_data):
+    sweep = tmp_path / "sweep"
+    out = run_cli(
+        "-m",
+        *ONE_EPOCH[:2],
+        "trainer.max_epochs=1",
+        f"data.data_dir={fake_data}",
+        "data.batch_size=0,16",
+        f"hydra.sweep.dir={sweep}",
     )
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(run), "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                runs = get(f"{base}/data/runs")
-                if runs:
-                    break
-            except OSError:
-                pass
-            assert time.time() < deadline and server.poll() is None, "TensorBoard did not start"
-            time.sleep(0.5)
-        (name,) = runs
-        assert name == f"tensorboard/{event_dir(run).name}"
-        query = urllib.parse.urlencode({"run": name, "tag": "train/loss"})
-        points = get(f"{base}/data/plugin/scalars/scalars?{query}")
-        assert [value for _, _, value in points] == pytest.approx([v for _, v in scalars(run, "train/loss")])
-        assert len(points) == 2
-        experiment = get(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
-        hparams = {h["name"] for h in experiment["hparamInfos"]}
-        assert {"model.optimizer.lr", "data.batch_size", "model.net.activation", "seed"} <= hparams
-        metric_tags = {m["name"]["tag"] for m in experiment["metricInfos"]}
-        assert metric_tags == {"hparams/test_acc", "hparams/val_acc", "hparams/train_loss"}
-        groups = get(
-            f"{base}/data/plugin/hparams/session_groups",
-            {"experimentName": "", "startIndex": 0, "sliceSize": 10, "colParams": [],
-             "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]},
-        )["sessionGroups"]  # fmt: skip
-        values = {m["name"]["tag"]: m["value"] for m in groups[0]["metricValues"]}
-        assert values["hparams/val_acc"] == pytest.approx(metrics["val_acc"])
-        assert values["hparams/test_acc"] == pytest.approx(metrics["test_acc"])
-        images = get(f"{base}/data/plugin/images/tags")[name]
-        assert {"test/confusion_matrix", "test/misclassified"} <= images.keys()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    assert out.returncode != 0
+    assert "job 0 (" in out.stdout and "data.batch_size=0) failed: data.batch_size=0 must be a positive" in out.stdout
+    assert "must be a positive whole number" in (sweep / "0" / "error.txt").read_text()
+    assert not (sweep / "0" / "metrics.json").exists()
+    assert json.loads((sweep / "1" / "metrics.json").read_text())["epochs"] == 1
+    assert (sweep / "1" / "checkpoints" / "last.ckpt").is_file()

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, event_dir, run_cli
+from conftest import ONE_EPOCH, TIMING, compose_config, event_dir, run_cli
 from omegaconf import OmegaConf
 
+from lenet_exp.runtime.checkpoints import load_checkpoint
 from lenet_exp.train import train
 
 
@@ -29,9 +30,12 @@ def test_trainer_group_picks_the_accelerator(tmp_path, trainer):
 
 def test_fast_dev_run_through_hydra_compose(tmp_path, fake_data):
     overrides = [
-        "trainer=cpu", "+trainer.fast_dev_run=true", f"data.data_dir={fake_data}",
-        "data.verify_md5=false", "data.batch_size=16",
-    ]  # fmt: skip
+        "trainer=cpu",
+        "+trainer.fast_dev_run=true",
+        f"data.data_dir={fake_data}",
+        "data.verify_md5=false",
+        "data.batch_size=16",
+    ]
     cfg = compose_config(tmp_path, overrides)
     metrics = train(cfg)
     written = json.loads((tmp_path / "metrics.json").read_text())
@@ -44,9 +48,15 @@ def test_fast_dev_run_through_hydra_compose(tmp_path, fake_data):
 def test_one_epoch_on_synthetic_data_writes_a_complete_run_folder(tmp_path, fake_data):
     cfg = compose_config(
         tmp_path / "run",
-        ["trainer=cpu", "trainer.max_epochs=2", f"data.data_dir={fake_data}", "data.verify_md5=false",
-         "data.batch_size=16", "data.val_size=16"],
-    )  # fmt: skip
+        [
+            "trainer=cpu",
+            "trainer.max_epochs=2",
+            f"data.data_dir={fake_data}",
+            "data.verify_md5=false",
+            "data.batch_size=16",
+            "data.val_size=16",
+        ],
+    )
     metrics = train(cfg)
     run = tmp_path / "run"
     assert (run / "checkpoints" / "last.ckpt").is_file()
@@ -88,7 +98,21 @@ def test_bad_batch_size_from_the_command_line_is_one_clear_sentence(tmp_path):
 
 @pytest.mark.parametrize("debug", ["fast_dev_run", "limit", "profiler"])
 def test_debug_presets_compose_and_run(tmp_path, fake_data, debug):
-    cfg = compose_config(tmp_path, [f"debug={debug}", "trainer=cpu", f"data.data_dir={fake_data}",
-                                    "data.verify_md5=false", "data.batch_size=16"])  # fmt: skip
+    cfg = compose_config(
+        tmp_path,
+        [f"debug={debug}", "trainer=cpu", f"data.data_dir={fake_data}", "data.verify_md5=false", "data.batch_size=16"],
+    )
     metrics = train(cfg)
     assert metrics["epochs"] == {"fast_dev_run": 1, "limit": 2, "profiler": 1}[debug]
+
+
+def test_two_runs_with_one_seed_give_identical_metrics(tmp_path, fake_data):
+    results = []
+    for name in ("a", "b"):
+        cfg = compose_config(tmp_path / name, [*ONE_EPOCH, "trainer.max_epochs=2", f"data.data_dir={fake_data}"])
+        metrics = train(cfg)
+        results.append({k: v for k, v in metrics.items() if k not in TIMING})
+        ckpt = load_checkpoint(tmp_path / name / "checkpoints" / "last.ckpt")
+        results.append(ckpt["state_dict"])
+    assert results[0] == results[2]
+    assert all(torch.equal(results[1][k], results[3][k]) for k in results[1])

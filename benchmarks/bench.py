@@ -1,4 +1,4 @@
-"""``python -m lenet_exp.bench`` (``make bench``): what lenet_exp costs on top of the arithmetic.
+"""``python benchmarks/bench.py`` (``make bench``): what lenet_exp costs on top of the arithmetic.
 
 Trains the book's LeNet (sigmoid, Adam 1e-3, batch 256) on the real Fashion-MNIST three ways,
 each in its own process, interleaved and repeated so that noise hits all three alike:
@@ -110,11 +110,12 @@ def measure(variant: str, args: argparse.Namespace, raw_root: str, scratch: Path
     if variant == "lenet_exp":
         run_dir = Path(tempfile.mkdtemp(dir=scratch))
         accelerator = "gpu" if args.device.startswith("cuda") else "cpu"
-        command = [sys.executable, "-m", "lenet_exp", f"trainer={accelerator}", f"trainer.max_epochs={args.epochs}",
-                   f"seed={args.seed}", f"hydra.run.dir={run_dir}", *shlex.split(args.lenet_args)]  # fmt: skip
+        overrides = [f"trainer={accelerator}", f"trainer.max_epochs={args.epochs}", f"seed={args.seed}"]
+        extra = shlex.split(args.lenet_args)
+        command = [sys.executable, "-m", "lenet_exp", *overrides, f"hydra.run.dir={run_dir}", *extra]
     else:
-        command = [sys.executable, "-m", "lenet_exp.bench", "--child", variant, "--epochs", str(args.epochs),
-                   "--device", args.device, "--seed", str(args.seed), "--raw-root", raw_root]  # fmt: skip
+        options = ["--epochs", str(args.epochs), "--device", args.device, "--seed", str(args.seed)]
+        command = [sys.executable, __file__, "--child", variant, *options, "--raw-root", raw_root]
     with tempfile.TemporaryFile("w+", dir=scratch) as out, tempfile.TemporaryFile("w+", dir=scratch) as err:
         launched = time.time()  # files, not pipes: a chatty child cannot block on a full pipe
         child = subprocess.Popen(command, stdout=out, stderr=err, text=True)
@@ -147,8 +148,8 @@ def table(runs: list[dict]) -> tuple[str, dict[str, dict]]:
             summary[variant]["runs"] = len(mine)
     lines = [f"{'':10} {'s/epoch':>8} {'start->1st step':>16} {'peak RSS':>10} {'test acc':>9} {'runs':>5}"]
     for variant, s in summary.items():
-        lines.append(f"{variant:10} {s['seconds_per_epoch']:8.2f} {s['start_to_first_step']:14.1f} s "
-                     f"{s['peak_rss_mb']:7.0f} MB {s['test_acc']:9.3f} {s['runs']:5d}")  # fmt: skip
+        start, rss = f"{s['start_to_first_step']:14.1f} s", f"{s['peak_rss_mb']:7.0f} MB"
+        lines.append(f"{variant:10} {s['seconds_per_epoch']:8.2f} {start} {rss} {s['test_acc']:9.3f} {s['runs']:5d}")
     if {"bare", "lenet_exp"} <= summary.keys():
         ratio = summary["lenet_exp"]["seconds_per_epoch"] / summary["bare"]["seconds_per_epoch"]
         lines.append(f"c/b = lenet_exp / bare = {ratio:.3f}   (target <= 1.10)")
@@ -159,7 +160,7 @@ def table(runs: list[dict]) -> tuple[str, dict[str, dict]]:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lenet_exp.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (default 3)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each variant, interleaved (default 3)")
     parser.add_argument(
@@ -186,11 +187,11 @@ def main(argv: list[str]) -> None:
             for variant in order:
                 runs.append(measure(variant, args, raw_root, Path(scratch)))
                 r = runs[-1]
-                print(f"  run {repeat + 1}/{args.repeats} {variant:9} {r['seconds_per_epoch']:.2f} s/epoch, "
-                      f"test acc {r['test_acc']:.3f}", flush=True)  # fmt: skip
+                speed = f"{r['seconds_per_epoch']:.2f} s/epoch, test acc {r['test_acc']:.3f}"
+                print(f"  run {repeat + 1}/{args.repeats} {variant:9} {speed}", flush=True)
     text, summary = table(runs)
-    print(f"\n{args.epochs} epochs per run, {args.repeats} runs each, device {args.device}, "
-          f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}\n{text}")  # fmt: skip
+    where = f"device {args.device}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}"
+    print(f"\n{args.epochs} epochs per run, {args.repeats} runs each, {where}\n{text}")
     if args.json:
         args.json.write_text(json.dumps({"runs": runs, "summary": summary}, indent=2) + "\n")
 

@@ -32,8 +32,8 @@ class OutputFolder(Callback):
             Path(folder).mkdir(parents=True, exist_ok=True)
             tempfile.TemporaryFile(dir=folder).close()
         except OSError as err:
-            print(f"error: the output folder {folder} cannot be written ({err.strerror}); "
-                  f"choose another with {key}=<folder>.", file=sys.stderr)  # fmt: skip
+            reason = f"error: the output folder {folder} cannot be written ({err.strerror})"
+            print(f"{reason}; choose another with {key}=<folder>.", file=sys.stderr)
             sys.exit(1)
 
 

@@ -1,60 +1,45 @@
-"""Checkpoints: written atomically, read without unpickling code, checked against the model."""
+"""Checkpoints as data: the run config stored in them, read without unpickling code, checked against the model."""
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+import pytorch_lightning as pl
 import torch
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from lenet_exp.errors import UserError
 
-CONFIG_KEY = "lenet_exp_config"  # the resolved run config, stored by callbacks.ConfigInCheckpoint
+CONFIG_KEY = "lenet_exp_config"  # the resolved run config, stored by ConfigInCheckpoint
 
 
-def atomic_write(path: Path, data: bytes | None = None, save: Callable[[IO[bytes]], None] | None = None) -> None:
-    """Write ``data`` (or let ``save`` write into the file) so that ``path`` is never half a file:
-    a temporary file beside it, flushed to disk, then renamed over it. On failure ``path`` is as
-    it was and the temporary file is removed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data) if save is None else save(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+class ConfigInCheckpoint(pl.Callback):
+    """Stores the resolved run config (plain types only) in every checkpoint.
 
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes ``name.ckpt.tmp`` beside the target, fsyncs it, then renames it over ``name.ckpt``.
-
-    A kill at any moment leaves either the previous checkpoint or the new one, never half a file.
-    (Lightning's own save goes through a temporary file that may sit on another file system,
-    where the final move is a copy.)
+    A checkpoint then says how to rebuild its model, and loads with ``weights_only=True``.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        atomic_write(Path(path), save=lambda f: torch.save(checkpoint, f))
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CONFIG_KEY] = self.config
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a lenet_exp checkpoint with ``weights_only=True``: tensors and plain data, never code."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UserError(f"ckpt_path={path} does not exist; give the path of a .ckpt file, such as "
-                        "outputs/<date>/<time>/checkpoints/last.ckpt.")  # fmt: skip
+        raise UserError(
+            f"ckpt_path={path} does not exist; give the path of a .ckpt file, such as "
+            "outputs/<date>/<time>/checkpoints/last.ckpt."
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:

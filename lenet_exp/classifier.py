@@ -14,11 +14,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lenet_exp.errors import UserError
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+from lenet_exp.errors import UserError, check_value
 
 
 class WeightedMean(Metric):
@@ -66,10 +62,9 @@ class Classifier(pl.LightningModule):
     ) -> None:
         super().__init__()
         lr = getattr(optimizer, "keywords", {}).get("lr")  # a partial optimizer's learning rate
-        if lr is not None and not (_is_number(lr) and lr > 0):
-            raise UserError(f"model.optimizer.lr={lr!r} must be a positive number, such as 0.001.")
-        if not (_is_number(label_smoothing) and 0.0 <= label_smoothing < 1.0):
-            raise UserError(f"model.label_smoothing={label_smoothing!r} must be a number in [0, 1), such as 0.1.")
+        if lr is not None:
+            check_value("model.optimizer.lr", lr, "number", 0.001)
+        check_value("model.label_smoothing", label_smoothing, "number", 0.1, low=0, high=1)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "augment"], logger=False)
         self.net = net
         self.optimizer, self.scheduler = optimizer, scheduler

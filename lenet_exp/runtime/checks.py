@@ -1,0 +1,49 @@
+"""Checks of a run's settings that Lightning would accept but that cannot be what the user meant."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+
+from lenet_exp.errors import UserError, check_value
+
+METRICS = ("train_acc", "train_loss", "val_acc", "val_loss")  # what a sweeper may optimize
+
+
+def check_accelerator(accelerator: str, devices: object = 1, key: str = "trainer.accelerator") -> None:
+    """Refuse a GPU that is not there, or more GPUs than the machine has."""
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"{key}={accelerator} but PyTorch finds no CUDA GPU on this machine; use {key}=cpu or {key}=auto."
+        )
+    if accelerator in ("gpu", "cuda") and isinstance(devices, int) and devices > torch.cuda.device_count():
+        raise UserError(
+            f"trainer.devices={devices} but this machine has {torch.cuda.device_count()} CUDA GPU(s); "
+            "lower trainer.devices."
+        )
+
+
+def check_trainer(trainer: DictConfig) -> None:
+    check_accelerator(trainer.accelerator, trainer.get("devices"))
+    check_value("trainer.max_epochs", trainer.max_epochs, "whole", 5, low=1)
+
+
+def check_optimized_metric(name: str | None, val_size: int) -> None:
+    """The metric a sweeper maximizes must be one the run will have, and never the test set's."""
+    if not name:
+        return
+    if name.startswith("test"):
+        raise UserError(
+            f"optimized_metric={name} would choose hyperparameters on the test set; "
+            "use optimized_metric=val_acc with data.val_size > 0."
+        )
+    if name not in METRICS:
+        raise UserError(f"optimized_metric={name} is not a metric of a run; use one of {', '.join(METRICS)}.")
+    if name.startswith("val") and not val_size:
+        raise UserError(f"optimized_metric={name} needs a validation split; set data.val_size, such as 5000.")
+
+
+def check_run(cfg: DictConfig) -> None:
+    """Everything about ``cfg`` that can be refused before any data or model is built."""
+    check_trainer(cfg.trainer)
+    check_optimized_metric(cfg.get("optimized_metric"), cfg.data.get("val_size", 0))

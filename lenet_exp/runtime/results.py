@@ -1,0 +1,57 @@
+"""What a run (or an evaluation) records: metrics, hyperparameters and the code's git revision."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from lenet_exp.runtime.atomic import atomic_write
+
+
+def git_revision() -> str:
+    """The commit of the code that ran, with ``-dirty`` when it had uncommitted changes."""
+    here = Path(__file__).parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev.stdout.strip() + ("-dirty" if dirty.strip() else "")
+
+
+def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Lightning's ``callback_metrics`` ({"test/acc": tensor}) as metrics.json keys ({"test_acc": float})."""
+    return {key.replace("/", "_"): float(value) for key, value in sorted(metrics.items())}
+
+
+def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
+    """The run's data, model and trainer settings as flat ``key: scalar``, for TensorBoard's HParams."""
+    skip = {"data_dir", "download", "verify_md5", "default_root_dir", "_partial_", "plugins"}
+    flat: dict[str, Any] = {"seed": cfg.seed}
+
+    def walk(node: Any, prefix: str) -> None:
+        for key, value in node.items():
+            if key in skip:
+                continue
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif isinstance(value, bool | int | float | str):
+                flat[f"{prefix}{key}"] = value
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    walk({key: resolved[key] for key in ("data", "model", "trainer")}, "")
+    return flat
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    """``path`` holds the whole record or what it held before, never a part."""
+    atomic_write(path, (json.dumps(record, indent=2) + "\n").encode())
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")

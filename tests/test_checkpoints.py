@@ -1,0 +1,76 @@
+"""Checkpoints: written atomically, read as data only, refused when they do not fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ONE_EPOCH, compose_config, run_cli
+from omegaconf import OmegaConf
+
+from lenet_exp.errors import user_error
+from lenet_exp.runtime.atomic import AtomicCheckpointIO
+from lenet_exp.runtime.checkpoints import CONFIG_KEY, load_checkpoint
+from lenet_exp.train import train
+
+
+@pytest.fixture
+def trained_run(tmp_path_factory, fake_data) -> Path:
+    run = tmp_path_factory.mktemp("trained")
+    train(compose_config(run, [*ONE_EPOCH, f"data.data_dir={fake_data}"]))
+    return run
+
+
+def other_architecture(path: Path) -> None:
+    """A checkpoint that names the default model but holds weights of another shape."""
+    config = OmegaConf.to_container(compose_config(path.parent, []), resolve=True)
+    torch.save({"state_dict": {"net.features.0.weight": torch.zeros(3, 1, 5, 5)}, CONFIG_KEY: config}, path)
+
+
+class Pickled:  # an arbitrary class: loading it would run code that is not a tensor
+    pass
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (None, "does not exist"),
+        (lambda p: p.write_text("not a checkpoint"), "is not a checkpoint that loads with weights_only=True"),
+        (lambda p: torch.save({"state_dict": {}, "x": Pickled()}, p), "loads with weights_only=True"),
+        (other_architecture, "was saved from another architecture"),
+    ],
+)
+def test_bad_checkpoints_are_refused(tmp_path, fake_data, make, expected):
+    path = tmp_path / "given.ckpt"
+    if make:
+        make(path)
+    cfg = compose_config(tmp_path / "run", [*ONE_EPOCH, f"data.data_dir={fake_data}", f"ckpt_path={path}"])
+    with pytest.raises(Exception) as err:
+        train(cfg)
+    assert user_error(err.value) is not None and expected in str(user_error(err.value))
+    for bad in [path] if make else []:  # evaluation refuses the same files, as one sentence too
+        out = run_cli(f"ckpt_path={bad}", module="lenet_exp.eval")
+        assert out.returncode == 1 and expected in out.stderr and "Traceback" not in out.stderr
+
+
+def test_checkpoints_load_without_unpickling_code_and_hold_the_config(trained_run):
+    checkpoint = load_checkpoint(trained_run / "checkpoints" / "last.ckpt")  # weights_only=True inside
+    assert checkpoint["lenet_exp_config"]["model"]["net"]["activation"] == "sigmoid"
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 1}, path)
+
+    def dies_halfway(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt  # the process is stopped in the middle of writing
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 2}, path)
+    monkeypatch.undo()
+    kept = load_checkpoint(path)
+    assert kept["epoch"] == 1 and torch.equal(kept["state_dict"]["w"], torch.ones(3))

@@ -1,0 +1,80 @@
+"""Interrupted runs (SIGTERM, Ctrl-C) say how to go on, and resume to the uninterrupted result."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from conftest import ROOT, TIMING, apply, real_data, run_cli, scalars
+
+from lenet_exp.runtime.checkpoints import load_checkpoint
+
+
+def start_run(run: Path, *overrides: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "lenet_exp", "trainer=cpu", f"hydra.run.dir={run}", *overrides],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def interrupt_after_line(proc: subprocess.Popen, prefix: str, sig: signal.Signals) -> tuple[int, str]:
+    """Send ``sig`` one second after the line starting with ``prefix``; return exit code and output."""
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith(prefix):
+            time.sleep(0.3)  # the line is written as the next epoch starts: now well inside it
+            proc.send_signal(sig)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    return proc.returncode, "".join(seen) + rest
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"]
+
+
+@apply(real_data)
+def test_sigterm_in_epoch_3_then_resume_equals_an_uninterrupted_run(tmp_path):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    assert start_run(full, "trainer.max_epochs=4").wait(timeout=300) == 0
+
+    code, output = interrupt_after_line(start_run(killed, "trainer.max_epochs=4"), "epoch 2,", signal.SIGTERM)
+    assert code == 143, output
+    assert f"interrupted during epoch 3; {killed}/checkpoints/last.ckpt holds epoch 2" in output
+    assert f"resume with: python -m lenet_exp.resume {killed}" in output
+    assert load_checkpoint(killed / "checkpoints" / "last.ckpt")["epoch"] == 1  # index of epoch 2
+    assert not (killed / "metrics.json").exists()
+
+    resumed = run_cli(str(killed), module="lenet_exp.resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "epoch 3, loss" in resumed.stdout and "epoch 1, loss" not in resumed.stdout
+
+    same = lambda m: {k: v for k, v in m.items() if k not in TIMING}  # noqa: E731
+    metrics = [json.loads((run / "metrics.json").read_text()) for run in (full, killed)]
+    assert same(metrics[0]) == same(metrics[1]) and metrics[1]["epochs"] == 4
+    a, b = weights(full), weights(killed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit-identical on CPU
+    # the same TensorBoard run: one point per epoch, continuing the steps, equal to the uninterrupted run
+    assert scalars(killed, "train/loss") == scalars(full, "train/loss")
+
+
+@apply(real_data)
+def test_ctrl_c_keeps_the_last_completed_epoch_and_says_how_to_resume(tmp_path):
+    run = tmp_path / "run"
+    code, output = interrupt_after_line(start_run(run, "trainer.max_epochs=3"), "epoch 1,", signal.SIGINT)
+    assert code == 130, output
+    assert "interrupted during epoch 2" in output and f"python -m lenet_exp.resume {run}" in output
+    assert "Traceback" not in output
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 0
+    assert not list((run / "checkpoints").glob("*.tmp")) and not (run / "metrics.json").exists()

@@ -1,0 +1,69 @@
+"""A real TensorBoard server shows a run's scalars, HParams and images."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+from conftest import ONE_EPOCH, ROOT, compose_config, event_dir, free_port, get, scalars
+
+from lenet_exp.train import train
+
+
+def test_a_real_tensorboard_server_shows_the_scalars_hparams_and_images_of_a_run(tmp_path, fake_data):
+    run = tmp_path / "run"
+    metrics = train(
+        compose_config(run, [*ONE_EPOCH, "trainer.max_epochs=2", "data.val_size=16", f"data.data_dir={fake_data}"])
+    )
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(run), "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                runs = get(f"{base}/data/runs")
+                if runs:
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline and server.poll() is None, "TensorBoard did not start"
+            time.sleep(0.5)
+        (name,) = runs
+        assert name == f"tensorboard/{event_dir(run).name}"
+        query = urllib.parse.urlencode({"run": name, "tag": "train/loss"})
+        points = get(f"{base}/data/plugin/scalars/scalars?{query}")
+        assert [value for _, _, value in points] == pytest.approx([v for _, v in scalars(run, "train/loss")])
+        assert len(points) == 2
+        experiment = get(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
+        hparams = {h["name"] for h in experiment["hparamInfos"]}
+        assert {"model.optimizer.lr", "data.batch_size", "model.net.activation", "seed"} <= hparams
+        metric_tags = {m["name"]["tag"] for m in experiment["metricInfos"]}
+        assert metric_tags == {"hparams/test_acc", "hparams/val_acc", "hparams/train_loss"}
+        groups = get(
+            f"{base}/data/plugin/hparams/session_groups",
+            {
+                "experimentName": "",
+                "startIndex": 0,
+                "sliceSize": 10,
+                "colParams": [],
+                "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+            },
+        )["sessionGroups"]
+        values = {m["name"]["tag"]: m["value"] for m in groups[0]["metricValues"]}
+        assert values["hparams/val_acc"] == pytest.approx(metrics["val_acc"])
+        assert values["hparams/test_acc"] == pytest.approx(metrics["test_acc"])
+        images = get(f"{base}/data/plugin/images/tags")[name]
+        assert {"test/confusion_matrix", "test/misclassified"} <= images.keys()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
