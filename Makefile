@@ -9,7 +9,7 @@ ARGS ?=
 
 PORT ?= 6006
 
-.PHONY: setup data train test test-fast bench lint report tensorboard clean
+.PHONY: setup data train test test-fast bench gpu-check lint report tensorboard clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,13 @@ test-fast: setup
 # The seed's pipeline vs a bare loop vs lenet_exp, interleaved (about 2 minutes on 2 CPU cores).
 bench: setup data
 	$(PY) benchmarks/bench.py $(ARGS)
+
+# The GPU path checked and measured (benchmarks/gpu_check.py, about 5 minutes on one GPU); results
+# in $(OUT) or outputs/gpu_check/. DEVICE=cpu: the same steps reduced, on the CPU (a dry run).
+# Where the packages are already installed (a GPU image): make gpu-check PY=python3 skips the venv.
+DEVICE ?= cuda
+gpu-check: $(if $(filter $(VENV)/bin/python,$(PY)),setup data)
+	$(PY) benchmarks/gpu_check.py --device $(DEVICE) $(ARGS)
 
 # The newest sweep's summary table and plot (python -m lenet_exp.report <sweep folder> for any other).
 report: setup

@@ -7,6 +7,9 @@ each in its own process, interleaved and repeated so that noise hits all three a
   bare       a bare loop over whole in-memory tensors, no Lightning
   lenet_exp  python -m lenet_exp with the default config
 
+(and, when asked for with --variants, lenet_exp with trainer.precision=bf16-mixed as ``bf16``,
+with model.compile=true as ``compile`` and with model.compile=reduce-overhead as ``graphs``)
+
 and prints, for each, the median seconds per epoch (training plus test evaluation), the time
 from process start to the first training step, the peak memory and the final test accuracy,
 then the ratios lenet_exp/bare and seed/lenet_exp.
@@ -25,10 +28,18 @@ import tempfile
 import time
 from pathlib import Path
 
-VARIANTS = ("seed", "bare", "lenet_exp")
+# lenet_exp variants: the overrides each adds to the default config
+LENET_VARIANTS = {
+    "lenet_exp": [],
+    "bf16": ["trainer.precision=bf16-mixed"],
+    "compile": ["model.compile=true"],
+    "graphs": ["model.compile=reduce-overhead"],  # CUDA graphs through torch.compile
+}
+VARIANTS = ("seed", "bare", *LENET_VARIANTS)
+DEFAULT_VARIANTS = "seed,bare,lenet_exp"
 
 
-def _epoch_loop(net, batches, test_batches, optimizer, epochs: int, device) -> dict:
+def _epoch_loop(net, batches, test_batches, optimizer, epochs: int, device, train_batches: int | None) -> dict:
     """The book's train_ch5: train an epoch, evaluate the test set, time both."""
     import torch
     import torch.nn.functional as F
@@ -37,7 +48,9 @@ def _epoch_loop(net, batches, test_batches, optimizer, epochs: int, device) -> d
     for _ in range(epochs):
         start = time.perf_counter()
         net.train()
-        for x, y in batches():
+        for step, (x, y) in enumerate(batches()):
+            if train_batches is not None and step == train_batches:
+                break
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             first_step_at = first_step_at or time.time()
             loss = F.cross_entropy(net(x), y)
@@ -56,7 +69,9 @@ def _epoch_loop(net, batches, test_batches, optimizer, epochs: int, device) -> d
     return {"epoch_seconds": seconds, "first_step_at": first_step_at, "test_acc": accuracy}
 
 
-def run_variant(variant: str, epochs: int, device_name: str, raw_root: str, seed: int) -> dict:
+def run_variant(
+    variant: str, epochs: int, device_name: str, raw_root: str, seed: int, train_batches: int | None
+) -> dict:
     """One variant in this process (the parent starts one process per run)."""
     import torch
 
@@ -65,6 +80,7 @@ def run_variant(variant: str, epochs: int, device_name: str, raw_root: str, seed
 
     torch.manual_seed(seed)
     device = torch.device(device_name)
+    torch.backends.cudnn.benchmark = True  # as lenet_exp's trainer config sets it (GPU only)
     net = LeNet().to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     if variant == "seed":
@@ -75,7 +91,7 @@ def run_variant(variant: str, epochs: int, device_name: str, raw_root: str, seed
         train_set, test_set = make(True), make(False)
         train_loader = DataLoader(train_set, batch_size=256, shuffle=True, num_workers=4)
         test_loader = DataLoader(test_set, batch_size=256, shuffle=False, num_workers=4)
-        return _epoch_loop(net, lambda: train_loader, lambda: test_loader, optimizer, epochs, device)
+        return _epoch_loop(net, lambda: train_loader, lambda: test_loader, optimizer, epochs, device, train_batches)
     files = find_files(Path(DEFAULT_DATA_DIR).expanduser())
     (x, y), (tx, ty) = (load_split(files, split) for split in ("train", "test"))
     x, y, tx, ty = x.to(device), y.to(device), tx.to(device), ty.to(device)
@@ -90,7 +106,7 @@ def run_variant(variant: str, epochs: int, device_name: str, raw_root: str, seed
         for i in range(0, len(ty), 1024):
             yield tx[i : i + 1024].unsqueeze(1).float().div_(255), ty[i : i + 1024]
 
-    return _epoch_loop(net, batches, test_batches, optimizer, epochs, device)
+    return _epoch_loop(net, batches, test_batches, optimizer, epochs, device, train_batches)
 
 
 def stage_raw_files(root: Path) -> str:
@@ -107,15 +123,18 @@ def stage_raw_files(root: Path) -> str:
 
 def measure(variant: str, args: argparse.Namespace, raw_root: str, scratch: Path) -> dict:
     """Run one variant in a child process; time, peak memory and results from outside and inside."""
-    if variant == "lenet_exp":
+    if variant in LENET_VARIANTS:
         run_dir = Path(tempfile.mkdtemp(dir=scratch))
         accelerator = "gpu" if args.device.startswith("cuda") else "cpu"
         overrides = [f"trainer={accelerator}", f"trainer.max_epochs={args.epochs}", f"seed={args.seed}"]
-        extra = shlex.split(args.lenet_args)
+        if args.train_batches:
+            overrides.append(f"+trainer.limit_train_batches={args.train_batches}")
+        extra = [*LENET_VARIANTS[variant], *shlex.split(args.lenet_args)]
         command = [sys.executable, "-m", "lenet_exp", *overrides, f"hydra.run.dir={run_dir}", *extra]
     else:
         options = ["--epochs", str(args.epochs), "--device", args.device, "--seed", str(args.seed)]
-        command = [sys.executable, __file__, "--child", variant, *options, "--raw-root", raw_root]
+        options += ["--raw-root", raw_root, "--train-batches", str(args.train_batches or 0)]
+        command = [sys.executable, __file__, "--child", variant, *options]
     with tempfile.TemporaryFile("w+", dir=scratch) as out, tempfile.TemporaryFile("w+", dir=scratch) as err:
         launched = time.time()  # files, not pipes: a chatty child cannot block on a full pipe
         child = subprocess.Popen(command, stdout=out, stderr=err, text=True)
@@ -126,7 +145,7 @@ def measure(variant: str, args: argparse.Namespace, raw_root: str, scratch: Path
         stdout, stderr = out.read(), err.read()
     if child.returncode != 0:
         raise SystemExit(f"error: the {variant} run failed:\n{stderr[-2000:]}")
-    if variant == "lenet_exp":
+    if variant in LENET_VARIANTS:
         result = json.loads((run_dir / "metrics.json").read_text())
     else:
         result = json.loads(stdout.strip().splitlines()[-1])
@@ -150,9 +169,12 @@ def table(runs: list[dict]) -> tuple[str, dict[str, dict]]:
     for variant, s in summary.items():
         start, rss = f"{s['start_to_first_step']:14.1f} s", f"{s['peak_rss_mb']:7.0f} MB"
         lines.append(f"{variant:10} {s['seconds_per_epoch']:8.2f} {start} {rss} {s['test_acc']:9.3f} {s['runs']:5d}")
-    if {"bare", "lenet_exp"} <= summary.keys():
-        ratio = summary["lenet_exp"]["seconds_per_epoch"] / summary["bare"]["seconds_per_epoch"]
-        lines.append(f"c/b = lenet_exp / bare = {ratio:.3f}   (target <= 1.10)")
+    for variant in LENET_VARIANTS:
+        if {"bare", variant} <= summary.keys():
+            ratio = summary[variant]["seconds_per_epoch"] / summary["bare"]["seconds_per_epoch"]
+            summary[variant]["ratio_to_bare"] = ratio
+            name = "c/b = lenet_exp / bare" if variant == "lenet_exp" else f"{variant} / bare"
+            lines.append(f"{name} = {ratio:.3f}" + ("   (target <= 1.10)" if variant == "lenet_exp" else ""))
     if {"seed", "lenet_exp"} <= summary.keys():
         ratio = summary["seed"]["seconds_per_epoch"] / summary["lenet_exp"]["seconds_per_epoch"]
         lines.append(f"a/c = seed / lenet_exp = {ratio:.2f}    (target >= 2)")
@@ -164,8 +186,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (default 3)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each variant, interleaved (default 3)")
     parser.add_argument(
-        "--variants", default=",".join(VARIANTS), help="a comma-separated subset of " + ",".join(VARIANTS)
+        "--variants", default=DEFAULT_VARIANTS, help="a comma-separated subset of " + ",".join(VARIANTS)
     )
+    parser.add_argument("--train-batches", type=int, help="train on only this many batches per epoch (dry runs)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--lenet-args", default="", help='extra overrides for lenet_exp, e.g. "model.compile=true"')
@@ -174,11 +197,20 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--raw-root", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(run_variant(args.child, args.epochs, args.device, args.raw_root, args.seed)))
+        limit = args.train_batches or None
+        print(json.dumps(run_variant(args.child, args.epochs, args.device, args.raw_root, args.seed, limit)))
         return
     variants = [v for v in args.variants.split(",") if v]
-    if not variants or set(variants) - set(VARIANTS) or args.epochs < 1 or args.repeats < 1:
-        parser.error(f"--variants takes names from {','.join(VARIANTS)}; --epochs and --repeats must be >= 1")
+    if (
+        not variants
+        or set(variants) - set(VARIANTS)
+        or args.epochs < 1
+        or args.repeats < 1
+        or (args.train_batches or 1) < 1
+    ):
+        parser.error(
+            f"--variants takes names from {','.join(VARIANTS)}; --epochs, --repeats and --train-batches must be >= 1"
+        )
     runs = []
     with tempfile.TemporaryDirectory(prefix="lenet-exp-bench-") as scratch:
         raw_root = stage_raw_files(Path(scratch) / "torchvision") if "seed" in variants else ""
@@ -191,7 +223,7 @@ def main(argv: list[str]) -> None:
                 print(f"  run {repeat + 1}/{args.repeats} {variant:9} {speed}", flush=True)
     text, summary = table(runs)
     where = f"device {args.device}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}"
-    print(f"\n{args.epochs} epochs per run, {args.repeats} runs each, {where}\n{text}")
+    print(f"\n{args.epochs} epochs per run, {args.repeats} runs each, {where}\n{text}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"runs": runs, "summary": summary}, indent=2) + "\n")
 

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
-from torchmetrics.classification import MulticlassAccuracy
 
 from lenet_exp.errors import UserError, check_value
 
@@ -39,6 +38,29 @@ class WeightedMean(Metric):
         return self.total / self.weight
 
 
+class Accuracy(Metric):
+    """The share of correct top-1 predictions, counted on the device and summed across processes.
+
+    torchmetrics' MulticlassAccuracy counts through ``torch.bincount``, which on a GPU reads the
+    largest value back to the host: a device sync per step. Counting matches needs none.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("correct", torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, logits: Tensor, target: Tensor) -> None:
+        self.correct += (logits.argmax(1) == target).sum()
+        self.total += len(target)
+
+    def compute(self) -> Tensor:
+        return self.correct.float() / self.total
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 ADAM_1E3 = partial(torch.optim.Adam, lr=1e-3)  # the book's optimizer
 
 
@@ -58,7 +80,7 @@ class Classifier(pl.LightningModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         augment: nn.Module | None = None,
         label_smoothing: float = 0.0,
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         lr = getattr(optimizer, "keywords", {}).get("lr")  # a partial optimizer's learning rate
@@ -71,12 +93,16 @@ class Classifier(pl.LightningModule):
         self.augment, self.label_smoothing = augment, label_smoothing
         # torch.compile wraps the same parameters; kept out of the module tree so that
         # checkpoints hold the plain net's keys and load with or without compiling.
-        object.__setattr__(self, "_compiled", torch.compile(net) if compile else None)
+        # A string is torch.compile's mode, such as "reduce-overhead" (CUDA graphs on a GPU).
+        if isinstance(compile, str) and compile not in COMPILE_MODES:
+            raise UserError(f"model.compile={compile!r} is not known; use true, false or one of {list(COMPILE_MODES)}.")
+        mode = compile if isinstance(compile, str) else None
+        object.__setattr__(self, "_compiled", torch.compile(net, mode=mode) if compile else None)
         # Metric states accumulate on the training device; nothing is synced until the epoch ends.
         self.train_loss = WeightedMean()
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.train_acc = Accuracy()
         self.eval_loss = WeightedMean()
-        self.eval_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.eval_acc = Accuracy()
         # The first step of this epoch whose loss was NaN or infinite (-1: none), kept on the device
         # so that finding it costs no per-step sync; it is read once, at the end of the epoch.
         self.register_buffer("first_bad_step", torch.tensor(-1), persistent=False)

@@ -161,7 +161,9 @@ class InMemoryImages(Dataset):
         return x[0], y[0]
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
-        idx = torch.as_tensor(indices, device=self.images.device)
+        # Built on the CPU, then copied without waiting for the device (a blocking copy would sync
+        # the GPU once per step); the source is pageable, so the copy is staged before this returns.
+        idx = torch.as_tensor(indices).to(self.images.device, non_blocking=True)
         return self.images[idx].unsqueeze(1).float().div_(255), self.labels[idx]
 
     def to(self, device: torch.device) -> InMemoryImages:

@@ -17,7 +17,7 @@ from lenet_exp.runtime.checkpoints import ConfigInCheckpoint, check_architecture
 from lenet_exp.runtime.checks import check_run
 from lenet_exp.runtime.distributed import ddp_scope, point_ddp_ranks_at_this_job
 from lenet_exp.runtime.interrupts import resumable
-from lenet_exp.runtime.results import flat_metrics, git_revision, hyperparameters, write_json
+from lenet_exp.runtime.results import environment, flat_metrics, git_revision, hyperparameters, write_json
 from lenet_exp.runtime.threads import torch_threads
 
 log = logging.getLogger("lenet_exp")
@@ -64,6 +64,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "seed": cfg.seed,
             "threads": torch.get_num_threads(),
             "git_rev": git_revision(),
+            "environment": environment(trainer.strategy.root_device),
         }
         summary = {f"hparams/{key}": metrics[key] for key in ("test_acc", "val_acc", "train_loss") if key in metrics}
         for each in trainer.loggers:  # the HParams dashboard: this run's settings beside its final metrics

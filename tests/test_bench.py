@@ -1,7 +1,9 @@
-"""A smoke test of the benchmark: one tiny repeat of each variant on the real data."""
+"""The benchmark and the GPU check: smoke tests on the real data, and their refusals."""
 
 import json
 
+import pytest
+import torch
 from conftest import apply, real_data, run_cli
 
 
@@ -23,3 +25,25 @@ def test_bench_prints_the_table_and_both_ratios(tmp_path):
 def test_bench_refuses_unknown_variants():
     out = run_cli("--variants", "bare,fast", module="benchmarks/bench.py")
     assert out.returncode == 2 and "--variants takes names from seed,bare,lenet_exp" in out.stderr
+
+
+@apply([*real_data, pytest.mark.slow])
+def test_gpu_check_dry_run_on_the_cpu_runs_every_step_and_writes_its_tables(tmp_path):
+    out = run_cli("--device", "cpu", "--out", str(tmp_path), module="benchmarks/gpu_check.py", timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    results = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert [s["step"] for s in results["steps"]] == ["gpu tests", "book", "bench", "ddp"]
+    assert all(s["status"] == "ok" for s in results["steps"]), results["steps"]
+    assert set(results["bench"]) == {"bare", "lenet_exp", "bf16"} and results["bench"]["lenet_exp"]["ratio_to_bare"] > 0
+    assert results["device"]["device"] == "cpu" and results["device"]["cpu_cores"] >= 1
+    table = (tmp_path / "gpu_check.md").read_text()
+    assert "| lenet_exp |" in table and "| book | ok |" in table
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_gpu_check_without_cuda_says_so_in_one_line():
+    out = run_cli(module="benchmarks/gpu_check.py")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == (
+        "error: PyTorch finds no CUDA GPU here; run on a GPU machine, or `make gpu-check DEVICE=cpu` for a dry run."
+    )

@@ -1,12 +1,16 @@
-"""What a run (or an evaluation) records: metrics, hyperparameters and the code's git revision."""
+"""What a run (or an evaluation) records: metrics, hyperparameters, the machine and the code's revision."""
 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lenet_exp.runtime.atomic import atomic_write
@@ -21,6 +25,44 @@ def git_revision() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return rev.stdout.strip() + ("-dirty" if dirty.strip() else "")
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as the kernel reports it (``/proc/cpuinfo``), else what Python knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """What makes a timing comparable: versions, the device a run used, cores and threads."""
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    device = torch.device(device)
+    record: dict[str, Any] = {
+        "python": platform.python_version(),
+        **{name: installed(name) for name in ("torch", "torchvision", "pytorch-lightning", "hydra-core")},
+        "device": device.type,
+        "cpu": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        record.update(
+            gpu=torch.cuda.get_device_name(device),
+            gpu_count=torch.cuda.device_count(),
+            cuda=torch.version.cuda,
+        )
+    return record
 
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:

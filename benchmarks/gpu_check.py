@@ -1,0 +1,164 @@
+"""``make gpu-check`` (``python benchmarks/gpu_check.py``): lenet_exp on a CUDA GPU, checked and measured.
+
+One script, each step under its own time limit, about 5 minutes on one GPU:
+
+  1. the GPU-marked tests (``pytest -m gpu``);
+  2. the book's experiment with ``trainer.accelerator=gpu``, 5 epochs: test accuracy must be >= 0.70;
+  3. the benchmark, interleaved: the bare loop, lenet_exp, lenet_exp with bf16-mixed and with
+     torch.compile (then, once, with CUDA graphs through torch.compile's reduce-overhead mode);
+  4. ``trainer=ddp`` on every GPU, when there are two or more.
+
+Everything measured, with the device facts, goes to ``gpu_check.json`` and ``gpu_check.md`` in
+``--out`` (default: ``$OUT`` when set, else ``outputs/gpu_check/<date>_<time>``).
+
+``--device cpu`` runs the same steps in a reduced form on the CPU (1 short epoch, one repeat,
+DDP over two CPU processes): a dry run, so that the script cannot rot. Without CUDA, the default
+``--device cuda`` says so in one line and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout this script belongs to (it is not installed)
+BENCH = ROOT / "benchmarks" / "bench.py"
+NO_GPU_HINT = "run on a GPU machine, or `make gpu-check DEVICE=cpu` for a dry run."
+ACCURACY_BAND = 0.70  # the book's 5 epochs reach 0.75-0.77 on any device
+
+
+def save(out: Path, results: dict, repeats: int) -> None:
+    """Write gpu_check.json and gpu_check.md as they stand (after every step, so that a check cut
+    short by its caller's time limit still leaves what it measured)."""
+    results["bench"] = {}
+    for name in ("bench", "graphs"):
+        if (out / f"{name}.json").is_file():
+            results["bench"].update(json.loads((out / f"{name}.json").read_text())["summary"])
+    (out / "gpu_check.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "gpu_check.md").write_text(markdown(results, repeats))
+
+
+def run(step: str, command: list[str], limit: int, log: Path) -> dict:
+    """Run one step as a child process under a time limit; its output goes to ``log``."""
+    started = time.perf_counter()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log, "w") as out:
+        try:
+            code = subprocess.run(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=limit, env=env)
+            status = "ok" if code.returncode == 0 else f"failed (exit {code.returncode})"
+        except subprocess.TimeoutExpired:
+            status = f"failed (over its {limit} s limit)"
+    seconds = time.perf_counter() - started
+    tail = log.read_text().strip().splitlines()[-1:] or [""]
+    print(f"{step:10} {status:28} {seconds:6.1f} s   {tail[0][:100]}", flush=True)
+    return {"step": step, "status": status, "seconds": round(seconds, 1), "command": " ".join(command[1:])}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python benchmarks/gpu_check.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--out", type=Path, help="folder for gpu_check.json, gpu_check.md and the logs")
+    parser.add_argument("--repeats", type=int, help="benchmark runs per variant (default 3; 1 with --device cpu)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from lenet_exp.runtime.results import environment
+
+    gpu = args.device == "cuda"
+    if gpu and not torch.cuda.is_available():
+        sys.exit(f"error: PyTorch finds no CUDA GPU here; {NO_GPU_HINT}")
+    out = args.out or Path(os.environ.get("OUT") or ROOT / "outputs" / "gpu_check" / time.strftime("%Y-%m-%d_%H-%M-%S"))
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    gpus = torch.cuda.device_count() if gpu else 0
+    facts = {**environment("cuda" if gpu else "cpu"), "date": time.strftime("%Y-%m-%d %H:%M")}
+    print(f"gpu-check on {facts.get('gpu', facts['cpu'])} ({args.device}), results in {out}", flush=True)
+    accelerator = "gpu" if gpu else "cpu"
+    reduced = [] if gpu else ["trainer.max_epochs=1", "+trainer.limit_train_batches=20"]
+    python = sys.executable
+    repeats = args.repeats or (3 if gpu else 1)
+    steps: list[dict] = []
+    results = {"device": facts, "steps": steps, "book": {}, "bench": {}}
+
+    # 1. the GPU tests (on the CPU they are collected and skipped)
+    steps.append(
+        run(
+            "gpu tests",
+            [python, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests/test_gpu.py"],
+            240,
+            out / "tests.log",
+        )
+    )
+
+    # 2. the book's experiment
+    book_dir = scratch / "book"
+    overrides = [f"trainer.accelerator={accelerator}", *reduced, f"hydra.run.dir={book_dir}"]
+    steps.append(run("book", [python, "-m", "lenet_exp", *overrides], 180, out / "book.log"))
+    book = json.loads((book_dir / "metrics.json").read_text()) if (book_dir / "metrics.json").is_file() else {}
+    results["book"] = book
+    if book:
+        steps[-1].update(test_acc=book["test_acc"], seconds_per_epoch=book["seconds_per_epoch"])
+        if gpu and book["test_acc"] < ACCURACY_BAND:
+            steps[-1]["status"] = f"failed (test acc {book['test_acc']:.3f} < {ACCURACY_BAND})"
+
+    # 3. the benchmark, interleaved; CUDA graphs once, apart, since their capture may fail
+    save(out, results, repeats)
+    bench = [python, str(BENCH), "--device", args.device, "--repeats", str(repeats)]
+    bench += ["--epochs", "5"] if gpu else ["--epochs", "1", "--train-batches", "20"]
+    variants = "bare,lenet_exp,bf16,compile" if gpu else "bare,lenet_exp,bf16"
+    steps.append(
+        run("bench", [*bench, "--variants", variants, "--json", str(out / "bench.json")], 420, out / "bench.log")
+    )
+    save(out, results, repeats)
+    if gpu:
+        graphs = [python, str(BENCH), "--device", "cuda", "--repeats", "1", "--epochs", "5", "--variants", "graphs"]
+        steps.append(run("graphs", [*graphs, "--json", str(out / "graphs.json")], 180, out / "graphs.log"))
+
+        save(out, results, repeats)
+
+    # 4. DDP over every GPU (over two CPU processes in the dry run)
+    if gpu and gpus < 2:
+        steps.append({"step": "ddp", "status": f"skipped ({gpus} GPU)", "seconds": 0})
+        print(f"{'ddp':10} {steps[-1]['status']}", flush=True)
+    else:
+        ddp = ["trainer=ddp", f"trainer.devices={gpus}"] if gpu else ["trainer=ddp_cpu", *reduced]
+        ddp_dir = scratch / "ddp"
+        steps.append(run("ddp", [python, "-m", "lenet_exp", *ddp, f"hydra.run.dir={ddp_dir}"], 240, out / "ddp.log"))
+        if (ddp_dir / "metrics.json").is_file():
+            steps[-1]["test_acc"] = json.loads((ddp_dir / "metrics.json").read_text())["test_acc"]
+
+    save(out, results, repeats)
+    print("\n" + markdown(results, repeats), flush=True)
+    return 0 if all(s["status"] == "ok" or s["status"].startswith("skipped") for s in steps) else 1
+
+
+def markdown(results: dict, repeats: int) -> str:
+    facts = results["device"]
+    where = f"{facts['gpu']} x{facts['gpu_count']}, CUDA {facts['cuda']}" if "gpu" in facts else f"{facts['cpu']} (CPU)"
+    lines = [
+        f"gpu-check, {facts['date']}: {where}, torch {facts['torch']}, "
+        f"pytorch-lightning {facts['pytorch-lightning']}, {facts['cpu_cores']} CPU cores",
+        "",
+        f"| variant | s/epoch (median of {repeats}) | ratio to bare loop | test acc |",
+        "|---|---|---|---|",
+    ]
+    for variant, s in results["bench"].items():
+        bare = results["bench"].get("bare", {}).get("seconds_per_epoch")
+        ratio = f"{s['seconds_per_epoch'] / bare:.2f}" if bare else ""
+        lines.append(f"| {variant} | {s['seconds_per_epoch']:.3f} | {ratio} | {s['test_acc']:.3f} |")
+    lines += ["", "| step | status | seconds | |", "|---|---|---|---|"]
+    for s in results["steps"]:
+        extra = ", ".join(f"{k} {s[k]:.3f}" for k in ("test_acc", "seconds_per_epoch") if k in s)
+        lines.append(f"| {s['step']} | {s['status']} | {s['seconds']} | {extra} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
