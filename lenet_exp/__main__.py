@@ -24,6 +24,8 @@ def main(cfg: DictConfig) -> float | None:
     """Train once; return ``optimized_metric`` (such as val_acc) for sweepers like Optuna."""
     from lenet_exp.train import train  # imported here so that --help and --cfg stay fast
 
+    logging.raiseExceptions = False  # a full disk under the log file: the run's own writes report it, once
+
     try:
         metrics = train(cfg)
         return metrics[cfg.optimized_metric] if cfg.get("optimized_metric") else None

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import logging
 import os
+import zlib
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -99,7 +100,7 @@ def read_idx(path: Path, ndim: int, verify_md5: bool = True) -> Tensor:
     """Decode an unsigned-byte IDX file (gzipped or not) to a uint8 tensor of ``ndim`` dimensions."""
     try:
         raw = read_decompressed(path)
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:  # gzip's header, stream or trailer damaged; unreadable
         raise UserError(f"{path} cannot be read ({err}); {HOW_TO_GET}.") from err
     name = path.name.removesuffix(".gz")
     if verify_md5 and name in MD5 and hashlib.md5(raw).hexdigest() != MD5[name]:

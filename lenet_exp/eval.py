@@ -13,15 +13,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from lenet_exp.errors import exit_on_user_error
+from lenet_exp.runtime.cli import key_values, names
 from lenet_exp.runtime.console import log_to_console
 
 log = logging.getLogger("lenet_exp")
 
 
-def evaluate(ckpt_path: str | Path, accelerator: str = "auto", overrides: list[str] = ()) -> dict[str, Any]:
+def evaluate(
+    ckpt_path: str | Path, accelerator: str = "auto", overrides: list[str] = (), trust: list[str] = ()
+) -> dict[str, Any]:
     """Test-set metrics of the checkpoint at ``ckpt_path``, also appended to its run's evaluations.jsonl."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
@@ -32,7 +33,7 @@ def evaluate(ckpt_path: str | Path, accelerator: str = "auto", overrides: list[s
 
     check_accelerator(accelerator, key="accelerator")  # before any loading
     path = Path(ckpt_path).expanduser()
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, trust)
     cfg, module = rebuild(checkpoint, path, overrides)
     datamodule = instantiate(cfg.data)
     trainer = pl.Trainer(
@@ -63,11 +64,15 @@ def evaluate(ckpt_path: str | Path, accelerator: str = "auto", overrides: list[s
 
 def main(argv: list[str]) -> None:
     log_to_console()
-    args = OmegaConf.from_dotlist([a for a in argv if "=" in a and not a.startswith("data.")])
-    if "ckpt_path" not in args or any("=" not in a for a in argv):
-        sys.exit("usage: python -m lenet_exp.eval ckpt_path=<file.ckpt> [accelerator=auto|cpu|gpu] [data.key=value]")
-    overrides = [a for a in argv if a.startswith("data.")]
-    exit_on_user_error(lambda: evaluate(args.ckpt_path, args.get("accelerator", "auto"), overrides))
+    usage = (
+        "usage: python -m lenet_exp.eval ckpt_path=<file.ckpt> [accelerator=auto|cpu|gpu] [data.key=value] "
+        "[trust=your.Class,...]"
+    )
+    args, overrides = key_values(argv, usage, {"ckpt_path", "accelerator", "trust"}, prefix="data.")
+    if "ckpt_path" not in args:
+        sys.exit(usage)
+    accelerator, trust = str(args.get("accelerator", "auto")), names(args.get("trust"))
+    exit_on_user_error(lambda: evaluate(args["ckpt_path"], accelerator, overrides, trust))
 
 
 if __name__ == "__main__":

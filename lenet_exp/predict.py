@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lenet_exp.errors import UserError, check_value, exit_on_user_error
+from lenet_exp.runtime.cli import key_values, names
 from lenet_exp.runtime.console import log_to_console
 
 log = logging.getLogger("lenet_exp")
@@ -52,7 +52,7 @@ def to_fashion_mnist(image: Image.Image) -> np.ndarray:
     return np.asarray(canvas, dtype=np.float32) / 255.0
 
 
-def predict(ckpt_path: str | Path, images: str, top: int = 3) -> list[dict]:
+def predict(ckpt_path: str | Path, images: str, top: int = 3, trust: list[str] = ()) -> list[dict]:
     """One result per image: ``{"image", "class", "top": [{"class", "probability"}, ...]}``,
     or ``{"image", "error"}`` for a file that cannot be read as an image."""
     import torch
@@ -61,7 +61,7 @@ def predict(ckpt_path: str | Path, images: str, top: int = 3) -> list[dict]:
     from lenet_exp.runtime.checkpoints import load_checkpoint, rebuild
 
     path = Path(ckpt_path).expanduser()
-    cfg, module = rebuild(load_checkpoint(path), path)
+    cfg, module = rebuild(load_checkpoint(path, trust), path)
     names = list(getattr(get_class(cfg.data._target_), "classes", range(cfg.model.num_classes)))
     results: list[dict] = []
     arrays, readable = [], []
@@ -89,12 +89,16 @@ def predict(ckpt_path: str | Path, images: str, top: int = 3) -> list[dict]:
 
 def main(argv: list[str]) -> None:
     log_to_console()
-    usage = "usage: python -m lenet_exp.predict ckpt_path=<file.ckpt> images=<file|a,b|folder> [format=json] [top=3]"
-    args = OmegaConf.from_dotlist(argv) if all("=" in a for a in argv) else {}
+    usage = (
+        "usage: python -m lenet_exp.predict ckpt_path=<file.ckpt> images=<file|a,b|folder> [format=json] [top=3] "
+        "[trust=your.Class,...]"
+    )
+    args, _ = key_values(argv, usage, {"ckpt_path", "images", "format", "top", "trust"})
     if not {"ckpt_path", "images"} <= set(args) or args.get("format", "text") not in ("text", "json"):
         sys.exit(usage)
     top = exit_on_user_error(lambda: check_value("top", args.get("top", 3), "whole", 3, low=1))
-    results = exit_on_user_error(lambda: predict(args.ckpt_path, str(args.images), top))
+    trust = names(args.get("trust"))
+    results = exit_on_user_error(lambda: predict(args["ckpt_path"], str(args["images"]), top, trust))
     for result in results:
         if args.get("format", "text") == "json":
             print(json.dumps(result), flush=True)

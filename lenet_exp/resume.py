@@ -1,50 +1,117 @@
-"""``python -m lenet_exp.resume <run folder>``: continue a run in place from its last checkpoint.
+"""``python -m lenet_exp.resume <run folder> [trust=your.Class,...]``: finish a run in place.
 
-Same folder, same overrides (so the same config, as long as conf/ is unchanged), same
-TensorBoard run, from the epoch after the one ``checkpoints/last.ckpt`` holds.
+Replays the run's own config, as it was composed when the run started (its ``.hydra/config.yaml``),
+whatever ``conf/`` holds today: same folder, same TensorBoard run, from the epoch after the one
+``checkpoints/last.ckpt`` holds (from the start when no epoch was completed). The folder is data:
+every class its config names must be allowed (lenet_exp's own, torch optimizers and schedulers,
+and the classes given with ``trust=``) before anything is built.
 """
 
 from __future__ import annotations
 
-import os
+import json
+import logging
 import sys
 from pathlib import Path
-
-from omegaconf import OmegaConf
+from typing import Any
 
 from lenet_exp.errors import UserError, exit_on_user_error
+from lenet_exp.runtime.cli import key_values, names
+from lenet_exp.runtime.console import log_to_console
+
+log = logging.getLogger("lenet_exp")
+USAGE = "usage: python -m lenet_exp.resume <run folder> [trust=your.Class,...]"
 
 
-def resume_command(run_dir: str | Path) -> list[str]:
-    """The ``python -m lenet_exp ...`` command line that continues ``run_dir``."""
-    run = Path(run_dir).resolve()
-    overrides_file, last = run / ".hydra" / "overrides.yaml", run / "checkpoints" / "last.ckpt"
-    if not overrides_file.is_file():
+def read_run(run: Path) -> tuple[Any, Any]:
+    """The run's job config and Hydra config, as plain YAML values (nothing is built from them)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    files = [run / ".hydra" / "config.yaml", run / ".hydra" / "hydra.yaml"]
+    if not all(f.is_file() for f in files):
         raise UserError(
-            f"{run} is not a lenet_exp run folder (it has no .hydra/overrides.yaml); give the folder "
-            "a run printed at its end, such as outputs/<date>/<time>."
+            f"{run} is not a lenet_exp run folder (it has no .hydra/config.yaml and .hydra/hydra.yaml); give the "
+            "folder a run printed at its end, such as outputs/<date>/<time>."
         )
-    if not last.is_file():
-        raise UserError(f"{run} has no checkpoints/last.ckpt (no epoch was completed); start the run again instead.")
-    overrides = [o for o in OmegaConf.load(overrides_file) if not o.lstrip("+~").startswith("ckpt_path=")]
-    # hydra.mode=RUN: a sweep job (an Optuna trial's overrides name hparams_search) resumes as one run
-    return [
-        sys.executable,
-        "-m",
-        "lenet_exp",
-        *overrides,
-        "hydra.mode=RUN",
-        f"hydra.run.dir='{run}'",
-        f"ckpt_path='{last}'",
-    ]
+    try:
+        cfg, stored = (OmegaConf.load(f) for f in files)
+        hydra = stored.hydra if isinstance(stored, DictConfig) else None
+        if not isinstance(cfg, DictConfig) or not isinstance(hydra, DictConfig) or "run" not in hydra:
+            raise ValueError("not a mapping of a run's settings")
+    except Exception as err:  # YAML syntax, unreadable bytes, missing keys: all mean "damaged"
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(
+            f"{run}/.hydra cannot be read ({reason}); the folder is damaged, so start the run again instead."
+        ) from err
+    return cfg, hydra
+
+
+def as_this_process(cfg: Any, hydra: Any, run: Path) -> None:
+    """Make ``${hydra:...}`` in the run's config mean what it meant in the run, written into ``run``."""
+    from hydra.conf import HydraConf
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import setup_globals
+    from omegaconf import OmegaConf, open_dict
+
+    setup_globals()  # the ${hydra:...} and ${now:...} resolvers, as in the run
+    schema = OmegaConf.structured(HydraConf)
+    OmegaConf.set_struct(schema, False)  # keys that plugins (launchers, sweepers) added to the run's file
+    try:
+        hydra = OmegaConf.merge(schema, hydra)
+        hydra.runtime.output_dir, hydra.run.dir, hydra.mode = str(run), str(run), "RUN"  # a sweep job resumes alone
+        full = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+        with open_dict(full):
+            full.hydra = hydra
+    except Exception as err:  # values of the wrong type: the file was edited or damaged
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"{run}/.hydra/hydra.yaml cannot be used ({reason}); start the run again instead.") from err
+    HydraConfig.instance().set_config(full)
+
+
+def resume(run_dir: str | Path, trust: list[str] = ()) -> dict[str, Any]:
+    """Finish the run in ``run_dir``; return its metrics.json."""
+    from omegaconf import OmegaConf
+
+    from lenet_exp.runtime.checkpoints import GIT_KEY, load_checkpoint
+    from lenet_exp.runtime.results import git_revision
+    from lenet_exp.runtime.trust import check_targets
+
+    run = Path(run_dir).expanduser().resolve()
+    if not run.is_dir():
+        raise UserError(f"{run} is not a folder; give a run folder, such as outputs/<date>/<time>.")
+    stored, hydra = read_run(run)
+    if (run / "metrics.json").is_file():
+        log.info(f"{run} is finished (it has metrics.json); nothing to resume.")
+        return json.loads((run / "metrics.json").read_text())
+    as_this_process(stored, hydra, run)
+    cfg = OmegaConf.create(check_targets(stored, f"{run}/.hydra/config.yaml", trust))
+    cfg.trusted_targets = list(trust)  # what the user allows now, not what the folder says
+    last = run / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        checkpoint = load_checkpoint(last, trust)
+        then, now = checkpoint.get(GIT_KEY, "unknown"), git_revision()
+        if "unknown" not in (then, now) and then != now:
+            log.warning(f"note: {run} was started by the code at {then}; the code now is {now}. Going on.")
+        cfg.ckpt_path = str(last)
+        log.info(f"resuming {run} after epoch {checkpoint['epoch'] + 1}")
+    else:
+        log.info(f"{run} has no completed epoch: running it again from the start")
+    log_file = logging.FileHandler(run / f"{hydra.job.name}.log")  # appends, as the run did
+    log_file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+    logging.getLogger().addHandler(log_file)
+
+    from lenet_exp.train import train
+
+    return train(cfg)
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 1 or argv[0].startswith("-"):
-        sys.exit("usage: python -m lenet_exp.resume <run folder>")
-    command = exit_on_user_error(lambda: resume_command(argv[0]))
-    print("resuming: python", " ".join(command[1:]), flush=True)
-    os.execv(sys.executable, command)
+    log_to_console()
+    folders = [a for a in argv if "=" not in a]
+    if len(folders) != 1 or folders[0].startswith("-"):
+        sys.exit(USAGE)
+    args, _ = key_values([a for a in argv if "=" in a], USAGE, {"trust"})
+    exit_on_user_error(lambda: resume(folders[0], names(args.get("trust"))))
 
 
 if __name__ == "__main__":

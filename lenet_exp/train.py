@@ -16,7 +16,7 @@ from lenet_exp.callbacks import EpochLine, EpochTimer
 from lenet_exp.runtime.checkpoints import ConfigInCheckpoint, check_architecture, load_checkpoint
 from lenet_exp.runtime.checks import check_run
 from lenet_exp.runtime.distributed import ddp_scope, point_ddp_ranks_at_this_job
-from lenet_exp.runtime.interrupts import resumable
+from lenet_exp.runtime.faults import file_system_faults, resumable
 from lenet_exp.runtime.results import environment, flat_metrics, git_revision, hyperparameters, write_json
 from lenet_exp.runtime.threads import torch_threads
 
@@ -39,15 +39,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.model)
-    if cfg.get("ckpt_path"):
-        check_architecture(load_checkpoint(cfg.ckpt_path), module, cfg.ckpt_path)
-    timer = EpochTimer()
+    if cfg.get("ckpt_path"):  # data from a file: only allowed classes, and weights that fit the model
+        check_architecture(load_checkpoint(cfg.ckpt_path, cfg.get("trusted_targets") or ()), module, cfg.ckpt_path)
+    timer, stored = EpochTimer(), ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True), git_revision())
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
-    callbacks += [timer, EpochLine(timer), ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True))]
+    callbacks += [timer, EpochLine(timer), stored]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
-    with ddp_scope():
+    with ddp_scope(), file_system_faults(run_dir):
         point_ddp_ranks_at_this_job()
         with resumable(trainer, run_dir):
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
@@ -63,7 +63,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "first_step_at": timer.first_step_at,
             "seed": cfg.seed,
             "threads": torch.get_num_threads(),
-            "git_rev": git_revision(),
+            "git_rev": stored.git_rev,
             "environment": environment(trainer.strategy.root_device),
         }
         summary = {f"hparams/{key}": metrics[key] for key in ("test_acc", "val_acc", "train_loss") if key in metrics}

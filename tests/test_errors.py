@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ONE_EPOCH, ROOT, compose_config, run_cli, write_idx
+from conftest import ONE_EPOCH, ROOT, compose_config, run_cli, write_fake_fashion_mnist, write_idx
 
 from lenet_exp.errors import user_error
 from lenet_exp.train import train
@@ -46,6 +46,26 @@ def raw(name: str, cut: int = 0, magic: bytes | None = None):
 
 def remove_all(data_dir: Path) -> None:
     shutil.rmtree(data_dir)
+
+
+def damaged_gz(name: str, where: str):
+    """Damage the gzip file itself: its header, the deflate stream, the CRC trailer, or its end."""
+
+    def apply(data_dir: Path) -> None:
+        path = data_dir / f"{name}.gz"
+        blob = bytearray(path.read_bytes())
+        if where == "header":
+            blob[3] = 0xFF  # reserved flag bits set: gzip refuses the header
+        elif where == "stream":
+            for i in range(20, min(len(blob) - 8, 60)):
+                blob[i] ^= 0xFF
+        elif where == "crc":
+            blob[-8] ^= 0xFF
+        else:
+            blob = blob[: len(blob) // 2]
+        path.write_bytes(bytes(blob))
+
+    return apply
 
 
 BAD_INPUTS = {
@@ -83,6 +103,18 @@ BAD_INPUTS = {
     "config: optimizing an unknown metric": (["optimized_metric=acc"], None, "optimized_metric=acc is not a metric"),
     "config: optimizing val without a split": (["optimized_metric=val_acc"], None, "needs a validation split"),
     "config: unknown activation": (["model.net.activation=tanh"], None, r"model.net.activation='tanh' is not known"),
+    "config: unknown compile mode": (["model.compile=sometimes"], None, r"model.compile='sometimes' is not known"),
+    "config: more CPU processes than cores": (
+        ["trainer.devices=64"],
+        None,
+        r"trainer.devices=64 would start 64 training processes on this machine's \d+ CPU cores; ask for",
+    ),
+    "config: an accelerator this machine lacks": (["trainer.accelerator=mps"], None, "mps is not available"),
+    "config: an accelerator nobody has": (["trainer.accelerator=abacus"], None, "abacus is not an accelerator"),
+    "gz: damaged header": ([], damaged_gz("train-images-idx3-ubyte", "header"), "cannot be read"),
+    "gz: damaged stream": ([], damaged_gz("train-images-idx3-ubyte", "stream"), "cannot be read"),
+    "gz: damaged checksum": ([], damaged_gz("t10k-labels-idx1-ubyte", "crc"), "cannot be read"),
+    "gz: cut in half": ([], damaged_gz("t10k-images-idx3-ubyte", "half"), "cannot be read"),
 }
 if not torch.cuda.is_available():
     BAD_INPUTS["config: gpu without gpu"] = (["trainer.accelerator=gpu"], None, "finds no CUDA GPU")
@@ -152,3 +184,147 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_anything_runs
         assert out.returncode == 1 and "Traceback" not in out.stderr
         assert f"error: the output folder {blocker}" in out.stderr and f"choose another with {key}=" in out.stderr
     assert blocker.read_text() == "not a folder"
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A finished one-epoch run on synthetic data: the checkpoint and folder the commands are given."""
+    data = tmp_path_factory.mktemp("data")
+    write_fake_fashion_mnist(data)
+    run = tmp_path_factory.mktemp("finished")
+    out = run_cli(*ONE_EPOCH, f"data.data_dir={data}", f"hydra.run.dir={run}")
+    assert out.returncode == 0, out.stdout + out.stderr
+    return run
+
+
+def damaged_copy(run: Path, tmp: Path) -> Path:
+    """``run`` copied without its result, so that resume has work to do."""
+    folder = tmp / "copy"
+    shutil.copytree(run, folder)
+    (folder / "metrics.json").unlink()
+    return folder
+
+
+def damaged_data(tmp: Path) -> Path:
+    folder = tmp / "data"
+    write_fake_fashion_mnist(folder)
+    damaged_gz("train-images-idx3-ubyte", "stream")(folder)
+    return folder
+
+
+NO_CKPT = "/nonexistent/last.ckpt"
+# id: (command, arguments given the finished run and a scratch folder, what the one sentence says)
+CLI_CASES = {
+    "train: unknown key": ("lenet_exp", lambda r, t: ["data.foo=1"], "Key 'foo' is not in struct"),
+    "train: unknown experiment": ("lenet_exp", lambda r, t: ["experiment=nope"], "Could not find 'experiment/nope'"),
+    "train: batch size 0": ("lenet_exp", lambda r, t: ["data.batch_size=0"], "data.batch_size=0 must be a positive"),
+    "train: 64 CPU processes": ("lenet_exp", lambda r, t: ["trainer=cpu", "trainer.devices=64"], "would start 64"),
+    "train: an accelerator this machine lacks": ("lenet_exp", lambda r, t: ["trainer.accelerator=mps"], "mps is not"),
+    "train: damaged compressed data": (
+        "lenet_exp",
+        lambda r, t: [*ONE_EPOCH, f"data.data_dir={damaged_data(t)}"],
+        "train-images-idx3-ubyte.gz cannot be read",
+    ),
+    "train: missing checkpoint": ("lenet_exp", lambda r, t: [f"ckpt_path={NO_CKPT}"], "does not exist"),
+    "eval: no arguments": ("lenet_exp.eval", lambda r, t: [], "usage: python -m lenet_exp.eval"),
+    "eval: missing checkpoint": ("lenet_exp.eval", lambda r, t: [f"ckpt_path={NO_CKPT}"], "does not exist"),
+    "eval: not a checkpoint": (
+        "lenet_exp.eval",
+        lambda r, t: [f"ckpt_path={r / '.hydra' / 'config.yaml'}"],
+        "is not a checkpoint that loads with weights_only=True",
+    ),
+    "eval: an accelerator this machine lacks": (
+        "lenet_exp.eval",
+        lambda r, t: [f"ckpt_path={r / 'checkpoints' / 'last.ckpt'}", "accelerator=mps"],
+        "accelerator=mps is not available",
+    ),
+    "eval: unknown argument": (
+        "lenet_exp.eval",
+        lambda r, t: [f"ckpt_path={r / 'checkpoints' / 'last.ckpt'}", "acelerator=cpu"],
+        "acelerator is not an argument of this command",
+    ),
+    "eval: an override the config lacks": (
+        "lenet_exp.eval",
+        lambda r, t: [f"ckpt_path={r / 'checkpoints' / 'last.ckpt'}", "data.nope=1"],
+        "does not fit the checkpoint's config",
+    ),
+    "predict: no images": ("lenet_exp.predict", lambda r, t: [f"ckpt_path={NO_CKPT}"], "usage: python -m"),
+    "predict: top 0": (
+        "lenet_exp.predict",
+        lambda r, t: [f"ckpt_path={r / 'checkpoints' / 'last.ckpt'}", f"images={t}", "top=0"],
+        "top=0 must be a positive whole number",
+    ),
+    "predict: unknown format": (
+        "lenet_exp.predict",
+        lambda r, t: [f"ckpt_path={NO_CKPT}", f"images={t}", "format=xml"],
+        "usage: python -m lenet_exp.predict",
+    ),
+    "predict: missing checkpoint": (
+        "lenet_exp.predict",
+        lambda r, t: [f"ckpt_path={NO_CKPT}", f"images={t}"],
+        "does not exist",
+    ),
+    "predict: no image files": (
+        "lenet_exp.predict",
+        lambda r, t: [f"ckpt_path={r / 'checkpoints' / 'last.ckpt'}", f"images={t / 'empty'}"],
+        "names no image files",
+    ),
+    "resume: no arguments": ("lenet_exp.resume", lambda r, t: [], "usage: python -m lenet_exp.resume"),
+    "resume: not a folder": ("lenet_exp.resume", lambda r, t: [str(t / "nope")], "is not a folder"),
+    "resume: not a run folder": ("lenet_exp.resume", lambda r, t: [str(t)], "is not a lenet_exp run folder"),
+    "resume: damaged config.yaml": (
+        "lenet_exp.resume",
+        lambda r, t: [str(write(damaged_copy(r, t), ".hydra/config.yaml", "model: [unclosed"))],
+        ".hydra cannot be read",
+    ),
+    "resume: damaged hydra.yaml": (
+        "lenet_exp.resume",
+        lambda r, t: [str(write(damaged_copy(r, t), ".hydra/hydra.yaml", "- just\n- a list\n"))],
+        ".hydra cannot be read",
+    ),
+    "resume: unknown argument": ("lenet_exp.resume", lambda r, t: [str(r), "trusted=x"], "trusted is not an argument"),
+    "report: no arguments": ("lenet_exp.report", lambda r, t: [], "usage: python -m lenet_exp.report"),
+    "report: not a folder": ("lenet_exp.report", lambda r, t: [str(t / "nope")], "is not a folder"),
+    "report: no jobs": ("lenet_exp.report", lambda r, t: [str(t)], "holds no job folders"),
+    "bench: unknown variant": ("benchmarks/bench.py", lambda r, t: ["--variants", "bare,fast"], "--variants takes"),
+    "bench: no epochs": ("benchmarks/bench.py", lambda r, t: ["--epochs", "0"], "--epochs, --repeats and"),
+}
+if not torch.cuda.is_available():
+    CLI_CASES["eval: a GPU that is not there"] = (
+        "lenet_exp.eval",
+        lambda r, t: [f"ckpt_path={NO_CKPT}", "accelerator=gpu"],
+        "accelerator=gpu but PyTorch finds no CUDA GPU",
+    )
+    CLI_CASES["gpu-check: no GPU"] = ("benchmarks/gpu_check.py", lambda r, t: [], "finds no CUDA GPU here")
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    (folder / name).write_text(text)
+    return folder
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().decode(errors="replace"):
+                found.append(cmdline.parent.name)
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(CLI_CASES))
+def test_every_entry_point_answers_bad_input_with_one_sentence(case, finished, tmp_path):
+    module, make_args, expected = CLI_CASES[case]
+    (tmp_path / "empty").mkdir()
+    args = make_args(finished, tmp_path) + ([f"hydra.run.dir={tmp_path / 'run'}"] if module == "lenet_exp" else [])
+    out = run_cli(*args, module=module)
+    output = out.stdout + out.stderr
+    assert out.returncode != 0 and "Traceback" not in output, output
+    assert expected in output, output
+    lines = [line for line in output.splitlines() if line.startswith(("error:", "usage:"))]
+    assert len(lines) == 1 or "Set the environment variable HYDRA_FULL_ERROR" in output, output
+    assert not list(tmp_path.rglob("metrics.json")) and not list(tmp_path.rglob("*.tmp"))
+    assert not list(finished.rglob("*.tmp")) and not processes_mentioning(str(tmp_path))

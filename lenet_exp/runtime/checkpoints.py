@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,25 +13,32 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from lenet_exp.errors import UserError
+from lenet_exp.runtime.trust import check_targets
 
 CONFIG_KEY = "lenet_exp_config"  # the resolved run config, stored by ConfigInCheckpoint
+GIT_KEY = "lenet_exp_git_rev"  # the revision of the code that wrote the checkpoint
 
 
 class ConfigInCheckpoint(pl.Callback):
-    """Stores the resolved run config (plain types only) in every checkpoint.
+    """Stores the resolved run config (plain types only) and the code's revision in every checkpoint.
 
     A checkpoint then says how to rebuild its model, and loads with ``weights_only=True``.
     """
 
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = config
+    def __init__(self, config: dict[str, Any], git_rev: str = "unknown") -> None:
+        self.config, self.git_rev = config, git_rev
 
     def on_save_checkpoint(self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[CONFIG_KEY] = self.config
+        checkpoint[GIT_KEY] = self.git_rev
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a lenet_exp checkpoint with ``weights_only=True``: tensors and plain data, never code."""
+def load_checkpoint(path: str | Path, trusted: Iterable[str] = ()) -> dict[str, Any]:
+    """Read a lenet_exp checkpoint with ``weights_only=True``: tensors and plain data, never code.
+
+    The run config stored in it comes back resolved, once every class it names is allowed
+    (lenet_exp's own, torch optimizers and schedulers, and the ``trusted`` names).
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(
@@ -42,7 +47,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+    except Exception as err:  # UnpicklingError, BadZipFile, EOFError, IndexError...: whatever the bytes make torch do
         raise UserError(
             f"ckpt_path={path} is not a checkpoint that loads with weights_only=True (it is not a PyTorch "
             "file, is truncated, or holds pickled objects other than tensors and plain data); "
@@ -50,6 +55,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(f"ckpt_path={path} holds no model state_dict; give a .ckpt file written by lenet_exp.")
+    if CONFIG_KEY in checkpoint:
+        checkpoint[CONFIG_KEY] = check_targets(checkpoint[CONFIG_KEY], f"ckpt_path={path}", trusted)
     return checkpoint
 
 

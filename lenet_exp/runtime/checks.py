@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from omegaconf import DictConfig
 
@@ -10,8 +12,32 @@ from lenet_exp.errors import UserError, check_value
 METRICS = ("train_acc", "train_loss", "val_acc", "val_loss")  # what a sweeper may optimize
 
 
+def _available(accelerator: type) -> bool:
+    try:
+        return bool(accelerator.is_available())
+    except Exception:  # e.g. TPU support that is not installed
+        return False
+
+
 def check_accelerator(accelerator: str, devices: object = 1, key: str = "trainer.accelerator") -> None:
-    """Refuse a GPU that is not there, or more GPUs than the machine has."""
+    """Refuse an accelerator this machine cannot use, more GPUs than it has, or more CPU processes
+    than it has cores (each would be a whole training process competing for them)."""
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+
+    if not isinstance(accelerator, str):
+        return  # an Accelerator object from the user's own config: Lightning checks it
+    name = "cuda" if accelerator == "gpu" else accelerator
+    if name != "auto" and name not in AcceleratorRegistry:
+        raise UserError(f"{key}={accelerator} is not an accelerator Lightning knows; use cpu, gpu or auto.")
+    if name not in ("auto", "cuda") and not _available(AcceleratorRegistry[name]["accelerator"]):
+        raise UserError(f"{key}={accelerator} is not available on this machine; use {key}=cpu or {key}=auto.")
+    cores = os.cpu_count() or 1
+    on_cpu = name == "cpu" or (name == "auto" and not torch.cuda.is_available())
+    if on_cpu and isinstance(devices, int) and not isinstance(devices, bool) and devices > cores:
+        raise UserError(
+            f"trainer.devices={devices} would start {devices} training processes on this machine's {cores} CPU "
+            f"cores; ask for {cores} or fewer (trainer.devices={min(cores, 2)})."
+        )
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise UserError(
             f"{key}={accelerator} but PyTorch finds no CUDA GPU on this machine; use {key}=cpu or {key}=auto."

@@ -1,0 +1,74 @@
+"""Faults during a run (Ctrl-C, SIGTERM, a full disk, a folder gone or read-only): one sentence
+that says what was kept and how to go on. What is on disk stays loadable: checkpoints and
+metrics.json are replaced atomically."""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from lenet_exp.errors import UserError, user_error
+
+log = logging.getLogger("lenet_exp")
+
+
+@contextmanager
+def resumable(trainer: pl.Trainer, run_dir: Path) -> Iterator[None]:
+    """Lightning answers Ctrl-C and SIGTERM with SystemExit, after its on_exception hooks."""
+    try:
+        yield
+    except SystemExit as stop:
+        last = run_dir / "checkpoints" / "last.ckpt"
+        kept = (
+            f"{last} holds epoch {trainer.current_epoch}; resume with: python -m lenet_exp.resume {run_dir}"
+            if trainer.current_epoch and last.is_file()
+            else "no epoch was completed, so there is nothing to resume"
+        )
+        log.error(f"interrupted during epoch {trainer.current_epoch + 1}; {kept}")
+        raise SystemExit(143 if isinstance(stop, SIGTERMException) else 130) from stop
+
+
+WRITE_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOENT: "the folder was removed",
+    errno.EACCES: "permission denied",
+    errno.EIO: "input/output error",
+}
+# torch.save reports a failed write as a RuntimeError from its zip writer, without an errno
+TORCH_WRITE_FAILED = ("file write failed", "PytorchStreamWriter failed", "unexpected pos")
+
+
+def write_fault(err: BaseException | None) -> str | None:
+    """Why writing failed, when ``err`` (or what caused it) is a file-system fault."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in WRITE_ERRORS:
+            return WRITE_ERRORS[err.errno]
+        if isinstance(err, RuntimeError) and any(text in str(err) for text in TORCH_WRITE_FAILED):
+            return "a file could not be written: the disk may be full"
+        err = err.__cause__ or err.__context__
+    return None
+
+
+@contextmanager
+def file_system_faults(run_dir: Path) -> Iterator[None]:
+    """A failed write into the run folder becomes one sentence that names the folder."""
+    try:
+        yield
+    except Exception as err:
+        reason = write_fault(err)
+        if reason is None or user_error(err) is not None:
+            raise
+        last = run_dir / "checkpoints" / "last.ckpt"
+        kept = f"{last} holds the last completed epoch" if last.is_file() else "no epoch was saved"
+        raise UserError(
+            f"writing into {run_dir} failed ({reason}); {kept}. Free some space or make the folder writable, "
+            f"then resume with: python -m lenet_exp.resume {run_dir}"
+        ) from err

@@ -1,0 +1,152 @@
+"""A checkpoint or run folder someone sent is data: a stored config naming any class outside the
+allowlist, at any depth, is refused by eval, predict, ckpt_path= and resume, and nothing it names runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import ONE_EPOCH, ROOT, TINY, compose_config, run_cli, write_fake_fashion_mnist
+from pytorch_lightning.callbacks import Callback
+
+from lenet_exp.errors import UserError, user_error
+from lenet_exp.runtime.checkpoints import CONFIG_KEY
+from lenet_exp.runtime.trust import check_targets
+from lenet_exp.train import train
+
+
+def opener(canary: Path) -> dict:
+    """A config node that, if Hydra built it, would create ``canary``."""
+    return {"_target_": "builtins.open", "_args_": [str(canary), "w"]}
+
+
+# where the crafted node goes in the stored config: (dotted key, how to put it there)
+PLACES = {
+    "top level": ("model", lambda cfg, node: cfg.__setitem__("model", node)),
+    "nested": ("model.net.extra", lambda cfg, node: cfg["model"]["net"].__setitem__("extra", node)),
+    "in a list": ("trainer.plugins[1]", lambda cfg, node: cfg["trainer"]["plugins"].append(node)),
+    "inside an interpolation": (
+        "model.scheduler",
+        lambda cfg, node: cfg["model"].__setitem__(
+            "scheduler", f"${{oc.create:{{_target_: {node['_target_']}, _args_: ['{node['_args_'][0]}', w]}}}}"
+        ),
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A finished one-epoch run on synthetic data (its folder, checkpoint and .hydra/ files)."""
+    folder = tmp_path_factory.mktemp("run")
+    data = folder.with_name(folder.name + "-data")  # data_of(run)
+    write_fake_fashion_mnist(data)
+    out = run_cli(*ONE_EPOCH, f"data.data_dir={data}", f"hydra.run.dir={folder}")
+    assert out.returncode == 0, out.stdout + out.stderr
+    return folder
+
+
+def crafted_checkpoint(run: Path, place: str, canary: Path, into: Path) -> tuple[Path, str]:
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    key, put = PLACES[place]
+    put(checkpoint[CONFIG_KEY], opener(canary))
+    path = into / "crafted.ckpt"
+    torch.save(checkpoint, path)
+    return path, key
+
+
+@pytest.mark.parametrize("place", list(PLACES))
+def test_eval_predict_and_ckpt_path_refuse_a_crafted_checkpoint_and_run_nothing(run, tmp_path, place):
+    canary = tmp_path / "ran"
+    ckpt, key = crafted_checkpoint(run, place, canary, tmp_path)
+    for module, args in (
+        ("lenet_exp.eval", [f"ckpt_path={ckpt}", "accelerator=cpu"]),
+        ("lenet_exp.predict", [f"ckpt_path={ckpt}", f"images={tmp_path}"]),
+    ):
+        out = run_cli(*args, module=module)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        assert f"names {key}._target_=builtins.open" in out.stderr or f"names {key}" in out.stderr, out.stderr
+    cfg = compose_config(
+        tmp_path / "again", [*ONE_EPOCH, f"data.data_dir={run.with_name(run.name + '-data')}", f"ckpt_path={ckpt}"]
+    )
+    with pytest.raises(Exception) as err:
+        train(cfg)
+    assert "builtins.open" in str(user_error(err.value))
+    assert not canary.exists()
+
+
+def test_resume_refuses_a_run_folder_whose_config_names_other_code(run, tmp_path):
+    canary = tmp_path / "ran"
+    folder = tmp_path / "copy"
+    shutil.copytree(run, folder)
+    (folder / "metrics.json").unlink()
+    config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
+    config["callbacks"]["evil"] = opener(canary)
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    out = run_cli(str(folder), module="lenet_exp.resume")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "names callbacks.evil._target_=builtins.open" in out.stderr and "trust=builtins.open" in out.stderr
+    assert not canary.exists() and not (folder / "metrics.json").exists()
+
+
+def test_resume_refuses_a_crafted_last_checkpoint(run, tmp_path):
+    canary = tmp_path / "ran"
+    folder = tmp_path / "copy"
+    shutil.copytree(run, folder)
+    (folder / "metrics.json").unlink()
+    ckpt, _ = crafted_checkpoint(run, "nested", canary, tmp_path)
+    shutil.copy(ckpt, folder / "checkpoints" / "last.ckpt")
+    out = run_cli(str(folder), module="lenet_exp.resume")
+    assert out.returncode == 1 and "model.net.extra._target_=builtins.open" in out.stderr
+    assert not canary.exists()
+
+
+def test_what_is_allowed_and_how_the_user_adds_a_class():
+    stored = {
+        "model": {
+            "_target_": "lenet_exp.classifier.Classifier",
+            "net": {"_target_": "lenet_exp.models.LeNet"},
+            "optimizer": {"_target_": "torch.optim.SGD", "_partial_": True},
+            "scheduler": {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "_partial_": True},
+        },
+        "trainer": {"_target_": "pytorch_lightning.Trainer", "plugins": []},
+    }
+    assert check_targets(stored, "x") == stored
+    for target in ("os.system", "torch.load", "torch.optim.Optimizer.zero_grad", "subprocess.Popen", "torch.optim.os"):
+        with pytest.raises(UserError, match=f"x names model.net._target_={target}"):
+            check_targets({"model": {"net": {"_target_": target}}}, "x")
+    mine = {"model": {"net": {"_target_": "my_models.SmallCNN"}}}
+    assert check_targets(mine, "x", trusted=["my_models.SmallCNN"]) == mine
+
+
+def test_a_run_with_my_own_class_resumes_when_i_trust_it(tmp_path):
+    """A class of the user's own (here a callback in this test file) is refused by resume until
+    it is named with trust=; then the run resumes and finishes."""
+    data = tmp_path / "data"
+    write_fake_fashion_mnist(data)
+    folder = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    mine = "test_trust.StopOnceAtEpoch"
+    args = [*TINY, "trainer.max_epochs=2", f"data.data_dir={data}", f"hydra.run.dir={folder}"]
+    out = run_cli(*args, f"+callbacks.stop._target_={mine}", f"+callbacks.stop.marker={tmp_path / 'stopped'}", env=env)
+    assert out.returncode == 130 and "interrupted during epoch 2" in out.stdout + out.stderr, out.stdout + out.stderr
+    refused = run_cli(str(folder), module="lenet_exp.resume", env=env)
+    assert refused.returncode == 1 and f"trust={mine}" in refused.stderr
+    resumed = run_cli(str(folder), f"trust={mine}", module="lenet_exp.resume", env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "epoch 2, loss" in resumed.stdout and (folder / "metrics.json").is_file()
+
+
+class StopOnceAtEpoch(Callback):
+    """Stops the run like Ctrl-C when the second epoch starts, once (``marker`` remembers it)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = Path(marker)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 1 and not self.marker.exists():
+            self.marker.touch()
+            raise KeyboardInterrupt
