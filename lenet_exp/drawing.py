@@ -1,16 +1,16 @@
-"""Pictures drawn with Pillow: a confusion matrix, a captioned image grid, a line plot.
+"""Pictures: a confusion matrix and a captioned image grid (Pillow), curves with bands (matplotlib).
 
-Each returns a PIL image; ``np.asarray(image)`` is the (H, W, 3) uint8 array TensorBoard takes.
+The Pillow pictures are PIL images for TensorBoard (``np.asarray(image)`` is the (H, W, 3) uint8 array
+it takes); ``band_plot`` writes a PNG file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
-
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
 def font(size: int) -> ImageFont.ImageFont:
@@ -58,40 +58,48 @@ def image_grid(images: torch.Tensor, captions: Sequence[str], columns: int = 8, 
     return grid
 
 
-def line_plot(series: dict[str, Sequence[float]], title: str, ylabel: str, xlabel: str = "epoch") -> Image.Image:
-    """One line per entry of ``series`` (y values at x = 1, 2, ...), with axes and a legend."""
-    width, height, left, right, top, bottom = 1000, 480, 70, 360, 40, 50
-    image = Image.new("RGB", (width, height), "white")
-    draw, small = ImageDraw.Draw(image), font(13)
-    values = [v for ys in series.values() for v in ys]
-    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
-    lo, hi = (lo - 0.05, hi + 0.05) if hi - lo < 1e-9 else (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
-    n = max((len(ys) for ys in series.values()), default=1)
-    plot_w, plot_h = width - left - right, height - top - bottom
+def band_plot(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | Path,
+    title: str,
+    ylabel: str,
+    xlabel: str = "epoch",
+    legend_title: str = "",
+) -> None:
+    """Write a PNG with one line per entry of ``series``: (mean, std) at x = 1, 2, ..., in a band of ± std,
+    and a legend (titled ``legend_title``) beside the axes.
 
-    def at(x: float, y: float) -> tuple[float, float]:
-        return left + (x - 1) / max(n - 1, 1) * plot_w, top + (hi - y) / (hi - lo) * plot_h
+    The figure is drawn on matplotlib's Agg canvas directly: no GUI backend, no pyplot state shared
+    with whoever imported us.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    draw.rectangle((left, top, left + plot_w, top + plot_h), outline="black")
-    for t in range(6):
-        y = lo + (hi - lo) * t / 5
-        _, py = at(1, y)
-        draw.line((left - 4, py, left, py), fill="black")
-        draw.text((left - 6, py), f"{y:.3f}", fill="black", anchor="rm", font=small)
-    for x in range(1, n + 1, max(1, n // 10)):
-        px, _ = at(x, lo)
-        draw.line((px, top + plot_h, px, top + plot_h + 4), fill="black")
-        draw.text((px, top + plot_h + 6), str(x), fill="black", anchor="ma", font=small)
-    draw.text((left + plot_w // 2, height - 18), xlabel, fill="black", anchor="ma", font=small)
-    draw.text((left, top - 10), f"{title} ({ylabel})", fill="black", anchor="ls", font=font(15))
-    for k, (name, ys) in enumerate(series.items()):
-        color = PALETTE[k % len(PALETTE)]
-        points = [at(i + 1, y) for i, y in enumerate(ys)]
-        if len(points) > 1:
-            draw.line(points, fill=color, width=2)
-        for px, py in points:
-            draw.ellipse((px - 3, py - 3, px + 3, py + 3), fill=color)
-        ly = top + 10 + 20 * k
-        draw.line((left + plot_w + 14, ly, left + plot_w + 34, ly), fill=color, width=3)
-        draw.text((left + plot_w + 40, ly), name[:52], fill="black", anchor="lm", font=small)
-    return image
+    figure = Figure(figsize=(10, 5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for k, (name, (mean, std)) in enumerate(series.items()):
+        x = range(1, len(mean) + 1)
+        style = ["-", "--", ":", "-."][k // 10 % 4]  # the default cycle has 10 colours; then change the dashes
+        (line,) = axes.plot(x, mean, style, marker="o", markersize=3, label=name)
+        low, high = [m - s for m, s in zip(mean, std, strict=True)], [m + s for m, s in zip(mean, std, strict=True)]
+        axes.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    axes.set_title(title)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    axes.grid(alpha=0.3)
+    if series:
+        axes.legend(
+            title=legend_title or None,
+            alignment="left",
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1),
+            fontsize="small",
+            title_fontsize="small",
+            frameon=False,
+        )
+    else:
+        axes.text(0.5, 0.5, "no evaluation curve logged", transform=axes.transAxes, ha="center", va="center")
+    figure.savefig(path, format="png", bbox_inches="tight")  # "tight" keeps the legend beside the axes

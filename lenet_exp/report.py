@@ -1,14 +1,25 @@
-"""``python -m lenet_exp.report <sweep folder>``: one row per job, and every job's curve in one plot.
+"""``python -m lenet_exp.report <sweep folder>``: a sweep's results, seeds averaged, in tables and one plot.
 
-Writes ``summary.csv``, ``summary.md`` and ``summary.png`` into the sweep folder and prints the
-table. A job that failed is a row with its error; one that never finished says so.
+Jobs whose overrides differ only in ``seed`` form a group, shown as one row with the mean ± sample
+standard deviation (n) of each metric. Writes into the sweep folder:
+
+- ``summary.csv``: one row per job, as it finished (seed and machine included);
+- ``summary_groups.csv``: one row per group, then one per failed or unfinished job;
+- ``summary.md``: the grouped table, then the per-job one;
+- ``summary.png``: each group's mean evaluation accuracy per epoch, in a band of ± one std.
+
+Groups are sorted by mean val_acc, best first, when the jobs held out a validation set; otherwise they
+keep job order. A failed or unfinished job is never averaged in: it is a row of its own, after the groups.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import statistics
 import sys
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +27,18 @@ from omegaconf import OmegaConf
 
 from lenet_exp.errors import UserError, exit_on_user_error
 
-COLUMNS = ["job", "overrides", "test_acc", "val_acc", "train_loss", "seconds_per_epoch", "status"]
+METRICS = ["test_acc", "val_acc", "train_loss", "seconds_per_epoch"]
+# New columns go at the end, so that scripts reading the older summary.csv by position still work.
+JOB_COLUMNS = ["job", "overrides", *METRICS, "status", "seed", "device", "machine"]
+GROUP_COLUMNS = ["overrides", "n", "seeds", "jobs", *[f"{m}_{s}" for m in METRICS for s in ("mean", "std")], "status"]
+FILES = "summary.csv, summary_groups.csv, summary.md and summary.png"
+
+
+@dataclass
+class Report:
+    jobs: list[dict[str, Any]]  # one per job folder, in job order
+    groups: list[dict[str, Any]]  # one per group of finished jobs, sorted; then each failed or unfinished job
+    warning: str | None  # set when the finished jobs ran on different machines
 
 
 def job_folders(sweep: Path) -> list[Path]:
@@ -44,14 +66,40 @@ def eval_curve(job: Path, epochs: int | None) -> tuple[str, list[float]]:
     return "", []
 
 
+def is_seed(override: str) -> bool:
+    """Whether a Hydra override (``seed=1``, ``+seed=1``, ``++seed=1``) sets the seed."""
+    return override.split("=", 1)[0].lstrip("+~") == "seed"
+
+
+def machine(environment: dict[str, Any]) -> str:
+    """What a run ran on, in words (``NVIDIA H200 cuda``, ``AMD EPYC 7B13 x2 cpu``); empty for older runs.
+
+    On a CPU the core count is part of it: the same model with fewer cores is a slower machine.
+    """
+    if not environment:
+        return ""
+    if environment.get("device") == "cuda":
+        return f"{environment.get('gpu') or 'unknown GPU'} cuda"
+    cores = environment.get("cpu_cores")
+    return f"{environment.get('cpu') or 'unknown CPU'}{f' x{cores}' if cores else ''} cpu"
+
+
 def summarize(sweep: Path) -> list[dict[str, Any]]:
+    """One row per job folder: its overrides, seed, metrics, machine, status and evaluation curve."""
     rows = []
     for job in job_folders(sweep):
-        overrides = " ".join(OmegaConf.load(job / ".hydra" / "overrides.yaml"))
-        row: dict[str, Any] = {"job": job.name, "overrides": overrides}
+        overrides = [str(o) for o in OmegaConf.load(job / ".hydra" / "overrides.yaml")]
+        config = job / ".hydra" / "config.yaml"
+        seed = OmegaConf.load(config).get("seed") if config.is_file() else None
+        row: dict[str, Any] = {"job": job.name, "overrides": " ".join(overrides), "seed": seed}
+        row["group_overrides"] = [o for o in overrides if not is_seed(o)]
+        row["group"] = " ".join(row["group_overrides"])
         metrics = json.loads((job / "metrics.json").read_text()) if (job / "metrics.json").is_file() else {}
         if metrics:
-            row.update({key: metrics.get(key) for key in COLUMNS[2:6]})
+            row.update({key: metrics.get(key) for key in METRICS})
+            row["seed"] = metrics.get("seed", seed)
+            environment = metrics.get("environment") or {}  # runs before it was recorded have none
+            row["device"], row["machine"] = environment.get("device"), machine(environment)
             row["status"] = "ok"
         elif (job / "error.txt").is_file():
             row["status"] = "failed: " + (job / "error.txt").read_text().strip()
@@ -62,6 +110,56 @@ def summarize(sweep: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """The mean and the sample standard deviation (n - 1); the std of one value is None, not 0."""
+    if not values:
+        return None, None
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def group(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Finished jobs that differ only in seed, one row per group, best mean val_acc first when there is
+    one (else in job order); then every failed or unfinished job as a row of its own."""
+    members: dict[str, list[dict[str, Any]]] = {}
+    for job in jobs:
+        if job["status"] == "ok":
+            members.setdefault(job["group"], []).append(job)
+    rows = []
+    for key, same in members.items():
+        row: dict[str, Any] = {"overrides": key, "n": len(same), "status": "ok"}
+        row["override_list"] = same[0]["group_overrides"]
+        row["seeds"] = " ".join(str(job["seed"]) for job in same if job["seed"] is not None)
+        row["jobs"] = " ".join(job["job"] for job in same)
+        for metric in METRICS:
+            values = [job[metric] for job in same if job.get(metric) is not None]
+            row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std(values)
+            row[f"{metric}_n"] = len(values)
+        curves = [job["curve"] for job in same if job["curve"]]
+        row["curve_tag"] = next((job["curve_tag"] for job in same if job["curve"]), "")
+        # Epoch by epoch over the seeds that reached it, so one shorter curve does not cut the others.
+        points = [mean_std([c[i] for c in curves if i < len(c)]) for i in range(max(map(len, curves), default=0))]
+        row["curve_mean"] = [m for m, _ in points]
+        row["curve_std"] = [s or 0.0 for _, s in points]
+        rows.append(row)
+    # A stable sort: equal (or missing) validation accuracies keep job order.
+    rows.sort(key=lambda r: (r["val_acc_mean"] is None, -(r["val_acc_mean"] or 0.0)))
+    for job in jobs:
+        if job["status"] != "ok":
+            rows.append({"overrides": job["group"], "seeds": job["seed"], "jobs": job["job"], "status": job["status"]})
+    return rows
+
+
+def machines_warning(jobs: list[dict[str, Any]]) -> str | None:
+    """One sentence when the finished jobs ran on different machines, whose timings do not compare."""
+    machines = list(dict.fromkeys(job["machine"] for job in jobs if job["status"] == "ok" and job.get("machine")))
+    if len(machines) < 2:
+        return None
+    return (
+        f"warning: these runs come from different machines ({', '.join(machines)}); "
+        "compare seconds_per_epoch only within one machine."
+    )
+
+
 def cell(value: Any) -> str:
     if value is None:
         return ""
@@ -70,39 +168,99 @@ def cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in COLUMNS) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+def label(overrides: str) -> str:
+    """How a group is named in tables and legends: its overrides, or ``(defaults)`` when there are none."""
+    return overrides or "(defaults)"
 
 
-def write_report(sweep: str | Path) -> list[dict[str, Any]]:
+def spread(row: dict[str, Any], metric: str) -> str:
+    """``mean ± std (n=k)``; a single value has no spread, so it is ``value (n=1)``."""
+    mean, std, n = row.get(f"{metric}_mean"), row.get(f"{metric}_std"), row.get(f"{metric}_n")
+    if mean is None:
+        return ""
+    return f"{mean:.4f} ± {std:.4f} (n={n})" if std is not None else f"{mean:.4f} (n={n})"
+
+
+def table(header: list[str], lines: list[list[str]]) -> str:
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(rows + ["| " + " | ".join(line) + " |" for line in lines]) + "\n"
+
+
+def groups_markdown(groups: list[dict[str, Any]]) -> str:
+    header = ["overrides (without seed)", "seeds", "jobs", *METRICS, "status"]
+    lines = [
+        [
+            cell(label(g["overrides"])),
+            cell(g["seeds"]),
+            cell(g["jobs"]),
+            *[spread(g, m) for m in METRICS],
+            cell(g["status"]),
+        ]
+        for g in groups
+    ]
+    return table(header, lines)
+
+
+def jobs_markdown(jobs: list[dict[str, Any]]) -> str:
+    return table(JOB_COLUMNS, [[cell(job.get(c)) for c in JOB_COLUMNS] for job in jobs])
+
+
+def legend(override_lists: list[list[str]]) -> tuple[list[str], str]:
+    """Each group named by the overrides that set it apart (wrapped to stay narrow), and those all share."""
+    shared = (
+        [o for o in override_lists[0] if all(o in each for each in override_lists)] if len(override_lists) > 1 else []
+    )
+    names = [textwrap.fill(label(" ".join(o for o in each if o not in shared)), 60) for each in override_lists]
+    return names, " ".join(shared)
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_report(sweep: str | Path) -> Report:
+    """Summarize the sweep folder ``sweep`` into its summary.* files; return what they hold."""
     from lenet_exp import drawing
 
     sweep = Path(sweep)
     if not sweep.is_dir():
         raise UserError(f"{sweep} is not a folder; give a sweep folder such as outputs/multirun/<date>/<time>.")
-    rows = summarize(sweep)
-    if not rows:
+    jobs = summarize(sweep)
+    if not jobs:
         raise UserError(f"{sweep} holds no job folders (none has a .hydra/ folder); give a sweep folder.")
-    with open(sweep / "summary.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    (sweep / "summary.md").write_text(f"# Sweep {sweep}\n\n" + markdown(rows))
-    tags = {row["curve_tag"] for row in rows if row["curve"]}
-    label = " or ".join(sorted(tags)) or "no evaluation logged"
-    series = {f"{row['job']}: {row['overrides']}": row["curve"] for row in rows if row["curve"]}
-    drawing.line_plot(series, title="evaluation accuracy per epoch", ylabel=label).save(sweep / "summary.png")
-    return rows
+    report = Report(jobs, group(jobs), machines_warning(jobs))
+    write_csv(sweep / "summary.csv", JOB_COLUMNS, report.jobs)
+    write_csv(sweep / "summary_groups.csv", GROUP_COLUMNS, report.groups)
+    note = f"{report.warning}\n\n" if report.warning else ""
+    (sweep / "summary.md").write_text(
+        f"# Sweep {sweep}\n\n{note}## Groups (mean ± std over seeds)\n\n{groups_markdown(report.groups)}"
+        f"\n## Jobs\n\n{jobs_markdown(report.jobs)}"
+    )
+    curves = [g for g in report.groups if g.get("curve_mean")]
+    tags = sorted({g["curve_tag"] for g in curves})
+    names, shared = legend([g["override_list"] for g in curves])
+    series = {f"{name} (n={g['n']})": (g["curve_mean"], g["curve_std"]) for name, g in zip(names, curves, strict=True)}
+    drawing.band_plot(
+        series,
+        sweep / "summary.png",
+        title="evaluation accuracy per epoch, mean ± one std over seeds",
+        ylabel=" or ".join(tags) or "accuracy",
+        legend_title=textwrap.fill(f"all: {shared}", 60) if shared else "",
+    )
+    return report
 
 
 def main(argv: list[str]) -> None:
     if len(argv) != 1 or argv[0].startswith("-"):
         sys.exit("usage: python -m lenet_exp.report <sweep folder>   (such as outputs/multirun/<date>/<time>)")
-    rows = exit_on_user_error(lambda: write_report(argv[0]))
-    print(markdown(rows))
-    print(f"wrote summary.csv, summary.md and summary.png in {argv[0]}")
+    report = exit_on_user_error(lambda: write_report(argv[0]))
+    print(groups_markdown(report.groups))
+    if report.warning:
+        print(report.warning, file=sys.stderr)
+    print(f"wrote {FILES} in {argv[0]}")
 
 
 if __name__ == "__main__":

@@ -1,27 +1,138 @@
-"""lenet_exp.report: one row per job of a sweep, failed jobs included."""
+"""lenet_exp.report: seeds averaged into one row per setting, failed jobs listed, a band plot, machines compared."""
 
 from __future__ import annotations
 
-from conftest import run_cli, sweep
+import csv
+import json
+import statistics
+from pathlib import Path
 
-from lenet_exp.report import write_report
+import pytest
+import yaml
+from conftest import run_cli, sweep, write_fake_fashion_mnist
+
+from lenet_exp.report import main, write_report
 
 
-def test_report_lists_every_job_including_the_failed_one(tmp_path, fake_data):
-    out, folder = sweep(tmp_path, fake_data, "data.batch_size=0,16", "trainer.max_epochs=2")
-    assert out.returncode != 0  # one job failed; the other one ran
+@pytest.fixture(scope="module")
+def seed_sweep(tmp_path_factory) -> tuple[Path, object]:
+    """One real sweep for the tests below (a sweep takes 30-50 s on 2 cores): 3 seeds x batch sizes 0 (every
+    job fails), 8 and 16, with a validation hold-out; and the report command's output on it."""
+    root = tmp_path_factory.mktemp("report")
+    write_fake_fashion_mnist(root / "data")
+    args = ["seed=1,2,3", "data.batch_size=0,8,16", "data.val_size=16", "trainer.max_epochs=2"]
+    out, folder = sweep(root, root / "data", *args)
+    assert out.returncode != 0  # the batch_size=0 jobs failed; the others ran
     printed = run_cli(str(folder), module="lenet_exp.report")
     assert printed.returncode == 0, printed.stderr
-    rows = write_report(folder)
-    assert [r["job"] for r in rows] == ["0", "1"]
-    assert rows[0]["status"].startswith("failed: data.batch_size=0 must be a positive whole number")
-    assert rows[1]["status"] == "ok" and rows[1]["test_acc"] is not None and len(rows[1]["curve"]) == 2
-    csv_text = (folder / "summary.csv").read_text()
-    assert csv_text.splitlines()[0] == "job,overrides,test_acc,val_acc,train_loss,seconds_per_epoch,status"
-    assert "failed: data.batch_size=0" in csv_text and "failed: data.batch_size=0" in printed.stdout
-    assert "| 1 | " in (folder / "summary.md").read_text() and "| 1 | " in printed.stdout
+    return folder, printed
+
+
+def metrics_of(folder: Path, jobs: str) -> list[dict]:
+    return [json.loads((folder / job / "metrics.json").read_text()) for job in jobs.split()]
+
+
+def test_seeds_of_one_setting_are_one_row_with_mean_and_sample_std(seed_sweep):
+    folder, _ = seed_sweep
+    groups = [g for g in write_report(folder).groups if g["status"] == "ok"]
+    assert len(groups) == 2 and {g["n"] for g in groups} == {3} and {g["seeds"] for g in groups} == {"1 2 3"}
+    sizes = [o for g in groups for o in g["overrides"].split() if o.startswith("data.batch_size=")]
+    assert sorted(sizes) == ["data.batch_size=16", "data.batch_size=8"]
+    assert not any("seed=" in g["overrides"] for g in groups)
+    for g in groups:
+        runs = metrics_of(folder, g["jobs"])
+        assert {m["seed"] for m in runs} == {1, 2, 3}
+        for key in ("test_acc", "val_acc", "seconds_per_epoch"):
+            values = [m[key] for m in runs]
+            assert g[f"{key}_mean"] == pytest.approx(statistics.mean(values))
+            assert g[f"{key}_std"] == pytest.approx(statistics.stdev(values))
+        assert g["curve_tag"] == "val/acc" and len(g["curve_mean"]) == len(g["curve_std"]) == 2
+    # Sorted by the validation metric, best first.
+    assert groups[0]["val_acc_mean"] >= groups[1]["val_acc_mean"]
+
+
+def test_report_lists_every_job_including_the_failed_one(seed_sweep):
+    folder, printed = seed_sweep
+    report = write_report(folder)
+    assert [r["status"] for r in report.groups][:2] == ["ok", "ok"]
+    failed = report.groups[2:]  # after the groups, one row each, never averaged
+    assert len(failed) == 3 and sorted(r["seeds"] for r in failed) == [1, 2, 3]
+    assert all(r["status"].startswith("failed: data.batch_size=0 must be a positive whole number") for r in failed)
+    assert all(r.get("n") is None and r.get("test_acc_mean") is None for r in failed)
+    assert "failed: data.batch_size=0" in printed.stdout
+    assert "failed: data.batch_size=0" in (folder / "summary.csv").read_text()
+
+
+def test_tables_files_and_plot(seed_sweep):
+    folder, printed = seed_sweep
+    with open(folder / "summary.csv") as f:
+        jobs = list(csv.DictReader(f))
+    assert len(jobs) == 9 and [j["job"] for j in jobs] == [str(k) for k in range(9)]
+    assert list(jobs[0]) == [
+        *("job", "overrides", "test_acc", "val_acc", "train_loss", "seconds_per_epoch", "status"),
+        *("seed", "device", "machine"),
+    ]
+    assert sorted(j["seed"] for j in jobs) == sorted(["1", "2", "3"] * 3)
+    with open(folder / "summary_groups.csv") as f:
+        groups = list(csv.DictReader(f))
+    assert [g["n"] for g in groups] == ["3", "3", "", "", ""]
+    md = (folder / "summary.md").read_text()
+    assert md.count("(n=3)") == 2 * 4 and "## Jobs" in md  # four metrics in each of the two groups
+    # The printed table is the grouped one: 2 groups and 3 failed jobs, not 9 jobs.
+    table = [line for line in printed.stdout.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + 5 and " ± " in table[1] and "(n=3)" in table[1]
     png = (folder / "summary.png").read_bytes()
-    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    assert png.startswith(b"\x89PNG") and len(png) > 20000
+
+
+def fake_job(sweep: Path, number: int, overrides: list[str], metrics: dict | None = None, error: str = "") -> None:
+    """A job folder as Hydra and train.py leave it, without training: .hydra/overrides.yaml and the outcome."""
+    job = sweep / str(number)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if metrics is not None:
+        (job / "metrics.json").write_text(json.dumps({"seconds_per_epoch": 2.0, "test_acc": 0.7, **metrics}))
+    if error:
+        (job / "error.txt").write_text(error)
+
+
+def test_groups_are_sorted_by_validation_accuracy_else_kept_in_job_order(tmp_path):
+    for number, (lr, seed, val_acc) in enumerate([(1, 1, 0.5), (1, 2, 0.6), (2, 1, 0.9), (3, 1, 0.7), (3, 2, 0.8)]):
+        fake_job(tmp_path, number, [f"seed={seed}", f"lr={lr}"], {"seed": seed, "val_acc": val_acc})
+    fake_job(tmp_path, 5, ["seed=2", "lr=2"], error="loss is NaN")
+    fake_job(tmp_path, 6, ["seed=3", "lr=2"])  # still running
+    rows = write_report(tmp_path).groups
+    assert [(r["overrides"], r["n"]) for r in rows[:3]] == [("lr=2", 1), ("lr=3", 2), ("lr=1", 2)]
+    assert rows[0]["val_acc_std"] is None and rows[1]["val_acc_mean"] == pytest.approx(0.75)
+    assert [(r["jobs"], r["status"][:10]) for r in rows[3:]] == [("5", "failed: lo"), ("6", "incomplete")]
+    assert "| lr=2 | 1 | 2 | 0.7000 (n=1) | 0.9000 (n=1) |" in (tmp_path / "summary.md").read_text()
+
+    book = tmp_path / "book"  # no validation hold-out: job order
+    for number, (lr, test_acc) in enumerate([(1, 0.5), (2, 0.9), (3, 0.7)]):
+        fake_job(book, number, [f"lr={lr}"], {"test_acc": test_acc})
+    assert [r["overrides"] for r in write_report(book).groups] == ["lr=1", "lr=2", "lr=3"]
+
+
+def test_jobs_from_different_machines_bring_one_warning(tmp_path, capsys):
+    cpu = {"device": "cpu", "cpu": "AMD EPYC 7B13", "cpu_cores": 2, "torch_threads": 2}
+    gpu = {"device": "cuda", "cpu": "Intel Xeon", "cpu_cores": 16, "gpu": "NVIDIA H200", "gpu_count": 1}
+    fake_job(tmp_path, 0, ["seed=1"], {"environment": cpu})
+    fake_job(tmp_path, 1, ["seed=2"], {"environment": gpu})
+    fake_job(tmp_path, 2, ["seed=3"], {})  # an older run: no environment recorded
+    fake_job(tmp_path, 3, ["seed=4"], error="killed")
+    main([str(tmp_path)])  # in this process: the command line itself is run on the real sweep above
+    out = capsys.readouterr()
+    warnings = [line for line in (out.out + out.err).splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: these runs come from different machines (AMD EPYC 7B13 x2 cpu, NVIDIA H200 cuda); "
+        "compare seconds_per_epoch only within one machine."
+    ]
+    with open(tmp_path / "summary.csv") as f:
+        assert [row["device"] for row in csv.DictReader(f)] == ["cpu", "cuda", "", ""]
+    assert "warning: these runs come from different machines" in (tmp_path / "summary.md").read_text()
+
+    (tmp_path / "1" / "metrics.json").write_text(json.dumps({"seconds_per_epoch": 2.0, "environment": cpu}))
+    assert write_report(tmp_path).warning is None
 
 
 def test_report_refuses_a_folder_that_is_not_a_sweep(tmp_path):
