@@ -61,7 +61,8 @@ def evaluate(ckpt_path: str | Path, accelerator: str = "auto", overrides: list[s
     return result
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     log_to_console()
     args = OmegaConf.from_dotlist([a for a in argv if "=" in a and not a.startswith("data.")])
     if "ckpt_path" not in args or any("=" not in a for a in argv):
@@ -71,4 +72,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -97,7 +97,8 @@ def write_report(sweep: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or argv[0].startswith("-"):
         sys.exit("usage: python -m lenet_exp.report <sweep folder>   (such as outputs/multirun/<date>/<time>)")
     rows = exit_on_user_error(lambda: write_report(argv[0]))
@@ -106,4 +107,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -39,7 +39,8 @@ def resume_command(run_dir: str | Path) -> list[str]:
     ]
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or argv[0].startswith("-"):
         sys.exit("usage: python -m lenet_exp.resume <run folder>")
     command = exit_on_user_error(lambda: resume_command(argv[0]))
@@ -48,4 +49,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
