@@ -16,7 +16,7 @@ setup: $(STAMP)
 # The virtual environment, rebuilt when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,mlflow]'
 	touch $@
 
 # Fashion-MNIST from Debian's dataset-fashion-mnist package when it is not there yet.

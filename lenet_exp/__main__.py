@@ -1,4 +1,4 @@
-"""``python -m lenet_exp [overrides]``: one training run (or a sweep with ``-m``) from conf/."""
+"""``python -m lenet_exp [overrides]`` (or ``lenet-exp``): one training run (or a sweep with ``-m``) from conf/."""
 
 import logging
 import sys
@@ -14,9 +14,11 @@ from lenet_exp.errors import user_error
 log = logging.getLogger("lenet_exp")
 
 
-# conf/ beside the package (it is installed editable): an absolute path, so that the `lenet-exp`
-# console script finds it as well as `python -m lenet_exp` does.
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+# The configs, as an absolute path so that every command finds them from any folder: an installed
+# wheel carries conf/ as lenet_exp/conf/; a checkout (also installed editable) has no such folder and
+# reads the repository's conf/ itself, so edits to conf/ apply at once.
+_PACKAGE = Path(__file__).resolve().parent
+CONF_DIR = str(_PACKAGE / "conf" if (_PACKAGE / "conf" / "config.yaml").is_file() else _PACKAGE.parent / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -33,7 +35,7 @@ def main(cfg: DictConfig) -> float | None:
         if (cause := user_error(err)) is None:
             raise
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise cause from None  # Hydra marks the job failed and runs the others (see runs.FailedJobs)
+            raise cause from None  # Hydra marks the job failed and runs the others (see runtime.hydra_callbacks.FailedJobs)
         log.error(f"error: {cause}")
         sys.exit(1)
 

@@ -7,14 +7,14 @@ import sys
 import time
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, TQDMProgressBar
-from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.loggers import MLFlowLogger, TensorBoardLogger
 from torch import Tensor
 
 from lenet_exp import drawing
+from lenet_exp.loggers import log_image
 
 log = logging.getLogger("lenet_exp")
 
@@ -72,8 +72,8 @@ class EpochLine(Callback):
 
 
 class TestImages(Callback):
-    """After testing, logs to TensorBoard a confusion matrix with class names and a grid of
-    misclassified test images captioned "predicted / true".
+    """After testing, logs a confusion matrix with class names and a grid of misclassified test images
+    captioned "predicted / true": to TensorBoard as images, to MLflow as artifacts (other loggers: nothing).
 
     Uses the predicted classes that the module's ``test_step`` returns, and the datamodule's
     ``classes`` for the names.
@@ -107,8 +107,8 @@ class TestImages(Callback):
             self._wrong.append((x[wrong][:room].cpu(), preds[wrong][:room].cpu(), y[wrong][:room].cpu()))
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        logger = trainer.logger
-        if not isinstance(logger, TensorBoardLogger) or not self._targets:
+        loggers = [each for each in trainer.loggers if isinstance(each, TensorBoardLogger | MLFlowLogger)]
+        if not loggers or not self._targets:
             return
         if trainer.world_size > 1:  # every rank tested its own shard: put the pieces together
             pieces = [None] * trainer.world_size
@@ -120,13 +120,14 @@ class TestImages(Callback):
         n = len(names)
         counts = torch.bincount(torch.cat(self._targets) * n + torch.cat(self._preds), minlength=n * n).view(n, n)
         step = trainer.global_step
-        matrix = drawing.confusion_matrix(counts, names)
-        logger.experiment.add_image("test/confusion_matrix", np.asarray(matrix), step, dataformats="HWC")
+        images = {"test/confusion_matrix": drawing.confusion_matrix(counts, names)}
         if self._wrong and sum(len(w[0]) for w in self._wrong):
             x, pred, true = (torch.cat(parts) for parts in zip(*self._wrong, strict=True))
             captions = [f"{names[p]} / {names[t]}" for p, t in zip(pred.tolist(), true.tolist(), strict=True)]
-            grid = drawing.image_grid(x, captions)
-            logger.experiment.add_image("test/misclassified", np.asarray(grid), step, dataformats="HWC")
+            images["test/misclassified"] = drawing.image_grid(x, captions)
+        for logger in loggers:
+            for tag, image in images.items():
+                log_image(logger, tag, image, step)
 
 
 class TerminalProgressBar(TQDMProgressBar):

@@ -87,7 +87,8 @@ def predict(ckpt_path: str | Path, images: str, top: int = 3, trust: list[str] =
     return results
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     log_to_console()
     usage = (
         "usage: python -m lenet_exp.predict ckpt_path=<file.ckpt> images=<file|a,b|folder> [format=json] [top=3] "
@@ -112,4 +113,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -105,7 +105,8 @@ def resume(run_dir: str | Path, trust: list[str] = ()) -> dict[str, Any]:
     return train(cfg)
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     log_to_console()
     folders = [a for a in argv if "=" not in a]
     if len(folders) != 1 or folders[0].startswith("-"):
@@ -115,4 +116,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

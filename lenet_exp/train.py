@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lenet_exp.callbacks import EpochLine, EpochTimer
+from lenet_exp.loggers import close_loggers
 from lenet_exp.runtime.checkpoints import ConfigInCheckpoint, check_architecture, load_checkpoint
 from lenet_exp.runtime.checks import check_run
 from lenet_exp.runtime.distributed import ddp_scope, point_ddp_ranks_at_this_job
@@ -44,8 +45,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     timer, stored = EpochTimer(), ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True), git_revision())
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
     callbacks += [timer, EpochLine(timer), stored]
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    loggers = [instantiate(each) for each in (cfg.get("logger") or {}).values()]  # logger=[tensorboard,csv]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     with ddp_scope(), file_system_faults(run_dir):
         point_ddp_ranks_at_this_job()
@@ -66,10 +67,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "git_rev": stored.git_rev,
             "environment": environment(trainer.strategy.root_device),
         }
-        summary = {f"hparams/{key}": metrics[key] for key in ("test_acc", "val_acc", "train_loss") if key in metrics}
-        for each in trainer.loggers:  # the HParams dashboard: this run's settings beside its final metrics
-            each.log_hyperparams(hyperparameters(cfg), summary)
-            each.finalize("success")
+        close_loggers(trainer.loggers, hyperparameters(cfg), metrics)
         if trainer.is_global_zero:  # under DDP the other ranks hold the same (reduced) metrics
             write_json(run_dir / "metrics.json", metrics)
             log.info(f"test acc {metrics['test_acc']:.3f}; run folder {run_dir}")

@@ -20,7 +20,7 @@ def test_default_config_is_the_books_experiment(tmp_path):
     assert cfg.model.optimizer._target_ == "torch.optim.Adam" and cfg.model.optimizer.lr == 0.001
     assert cfg.data.batch_size == 256 and cfg.data.val_size == 0
     assert cfg.trainer.max_epochs == 5
-    assert cfg.logger._target_.endswith("TensorBoardLogger")
+    assert set(cfg.logger) == {"tensorboard"} and cfg.logger.tensorboard._target_.endswith("TensorBoardLogger")
 
 
 @pytest.mark.parametrize("trainer", ["cpu", "gpu", "auto"])

@@ -17,9 +17,14 @@ from lenet_exp.runtime.atomic import atomic_write
 
 
 def git_revision() -> str:
-    """The commit of the code that ran, with ``-dirty`` when it had uncommitted changes."""
-    here = Path(__file__).parent
+    """The commit of the code that ran, with ``-dirty`` when it had uncommitted changes; ``unknown``
+    for an installed copy (whose folder may lie inside some other repository, such as a project's .venv)."""
+    here = Path(__file__).resolve().parent
+    root = here.parents[1]  # the checkout that holds lenet_exp/
     try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=here, capture_output=True, text=True)
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root:
+            return "unknown"
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True).stdout
     except (OSError, subprocess.CalledProcessError):

@@ -29,6 +29,8 @@ ALLOWED = frozenset(
         "lenet_exp.callbacks.TerminalProgressBar",
         "lenet_exp.callbacks.TestImages",
         "lenet_exp.runtime.atomic.AtomicCheckpointIO",
+        "lenet_exp.loggers.EpochCSVLogger",
+        "lenet_exp.loggers.LocalMLFlowLogger",
         "pytorch_lightning.Trainer",
         "pytorch_lightning.loggers.TensorBoardLogger",
         "pytorch_lightning.loggers.CSVLogger",

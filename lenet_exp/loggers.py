@@ -1,0 +1,171 @@
+"""The trackers of conf/logger/ beside TensorBoard (a CSV row per epoch, an MLflow run in the run folder),
+and what every tracker is given: images, and at the end the run's settings and final metrics."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lightning_fabric.loggers.logger import rank_zero_experiment
+from PIL import Image
+from pytorch_lightning.core.saving import save_hparams_to_yaml
+from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+from lenet_exp.errors import UserError
+from lenet_exp.runtime.atomic import atomic_write
+
+log = logging.getLogger("lenet_exp")
+HPARAMS_METRICS = ("test_acc", "val_acc", "train_loss")  # beside the settings in TensorBoard's HParams tab
+FINAL_METRICS = ("test_acc", "test_loss", "val_acc", "val_loss", "train_acc", "train_loss", "seconds_per_epoch")
+
+
+class EpochCSVLogger(CSVLogger):
+    """Lightning's CSVLogger with one row per epoch in ``<save_dir>/<name>/metrics.csv``: ``epoch``
+    (counted from 0, as Lightning does), ``step`` and the epoch's metrics, such as ``train/loss``,
+    ``train/acc`` and ``test/acc`` (or ``val/*``); the settings go to ``hparams.yaml`` beside it.
+
+    Lightning logs an epoch's evaluation and then its training metrics in separate calls: both land in
+    the epoch's row, which is written once it has its training metrics. The final test after the last
+    epoch trains nothing and gets no row (it is in metrics.json). A resumed run keeps the earlier rows.
+    """
+
+    def __init__(self, save_dir: str, name: str = "csv") -> None:
+        super().__init__(save_dir, name=name, version="")
+        self.path = Path(self.log_dir) / "metrics.csv"
+        self._rows: dict[int, dict[str, Any]] = {}
+        if self.path.is_file():  # a resumed run: the epochs before it
+            with open(self.path, newline="") as f:
+                self._rows = {int(row["epoch"]): {k: v for k, v in row.items() if v != ""} for row in csv.DictReader(f)}
+        self._hparams: dict[str, Any] = {}
+
+    @property
+    def experiment(self) -> EpochCSVLogger:
+        """The logger itself: it writes its own files (Lightning's writer, made when a run starts,
+        would delete the metrics.csv of the run being resumed)."""
+        return self
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any]) -> None:
+        self._hparams.update(params)
+        save_hparams_to_yaml(Path(self.log_dir) / "hparams.yaml", self._hparams)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        epoch = int(metrics["epoch"])
+        row = self._rows.setdefault(epoch, {})
+        row.update({key: float(value) for key, value in metrics.items()}, epoch=epoch, step=step)
+        self.save()
+
+    @rank_zero_only
+    def save(self) -> None:
+        # The module's training metrics (train/*) are the last an epoch logs: a row with them is an epoch.
+        rows = [row for _, row in sorted(self._rows.items()) if any(key.startswith("train/") for key in row)]
+        if not rows:
+            return
+        columns = ["epoch", "step", *sorted({key for row in rows for key in row} - {"epoch", "step"})]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(self.path, text.getvalue().encode())
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.save()
+
+
+class LocalMLFlowLogger(MLFlowLogger):
+    """Lightning's MLFlowLogger with its own store, no server: the run in ``<save_dir>/mlflow.db``
+    (SQLite), its artifacts in ``<save_dir>/artifacts/``, the run folder as tag ``run_dir``.
+
+    Per-epoch metrics are logged with the epoch (from 0) as step; the final test after the last
+    epoch is at step = the number of epochs. A resumed run (same ``run_dir``) continues its MLflow run.
+    """
+
+    def __init__(self, save_dir: str, experiment_name: str, run_dir: str, run_name: str | None = None) -> None:
+        if importlib.util.find_spec("mlflow") is None:
+            raise UserError(
+                "logger=mlflow needs MLflow, which is not installed: pip install 'lenet_exp[mlflow]' "
+                "(or choose another logger, such as logger=csv)."
+            )
+        # Creating the store's tables is MLflow's own business: its INFO lines about it are not for users.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+        store = Path(save_dir).expanduser().resolve()
+        store.mkdir(parents=True, exist_ok=True)
+        self.run_dir = str(run_dir)
+        super().__init__(
+            experiment_name=experiment_name,
+            run_name=run_name or None,  # no overrides: MLflow makes up a name
+            tracking_uri=f"sqlite:///{store / 'mlflow.db'}",
+            tags={"run_dir": self.run_dir},
+            artifact_location=(store / "artifacts").as_uri(),
+        )
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        if not self._initialized and self._run_id is None:
+            self._run_id = self._earlier_run()
+        return super().experiment
+
+    def _earlier_run(self) -> str | None:
+        """The MLflow run of this run folder if there is one (a resume), creating the experiment if needed
+        (which Lightning's logger would do too, with a warning)."""
+        client = self._mlflow_client
+        experiment = client.get_experiment_by_name(self._experiment_name)
+        if experiment is None:
+            self._experiment_id = client.create_experiment(
+                self._experiment_name, artifact_location=self._artifact_location
+            )
+            return None
+        quote = '"' if "'" in self.run_dir else "'"
+        runs = client.search_runs([experiment.experiment_id], f"tags.run_dir = {quote}{self.run_dir}{quote}")
+        if not runs:
+            self._experiment_id = experiment.experiment_id
+            return None
+        client.update_run(runs[0].info.run_id, status="RUNNING")
+        return runs[0].info.run_id
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any]) -> None:
+        """MLflow never changes a parameter of a run: a run continued with other settings keeps the
+        first values (and says so) instead of failing at its end."""
+        logged = self.experiment.get_run(self.run_id).data.params
+        changed = sorted(key for key, value in params.items() if logged.get(key, str(value)[:250]) != str(value)[:250])
+        if changed:
+            log.warning(f"MLflow keeps the first values of {', '.join(changed)} (a run's parameters never change)")
+        super().log_hyperparams({key: value for key, value in params.items() if key not in changed})
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        metrics = dict(metrics)
+        epoch = metrics.pop("epoch", None)  # Lightning adds it to every epoch-level log call
+        super().log_metrics(metrics, step=int(epoch) if epoch is not None else step)
+
+
+def log_image(logger: Logger, tag: str, image: Image.Image, step: int) -> None:
+    """``image`` as a TensorBoard image, or as the MLflow artifact ``<tag>.png``; other loggers keep no images."""
+    if isinstance(logger, TensorBoardLogger):
+        logger.experiment.add_image(tag, np.asarray(image), step, dataformats="HWC")
+    elif isinstance(logger, MLFlowLogger):
+        logger.experiment.log_image(logger.run_id, image, artifact_file=f"{tag}.png")
+
+
+def close_loggers(loggers: list[Logger], settings: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """Gives every logger the run's settings (and MLflow the final metrics of metrics.json), then closes it."""
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):  # the HParams tab: the settings beside the final metrics
+            summary = {f"hparams/{key}": metrics[key] for key in HPARAMS_METRICS if key in metrics}
+            logger.log_hyperparams(settings, summary)
+        else:
+            logger.log_hyperparams(settings)
+        if isinstance(logger, MLFlowLogger):
+            final = {key: metrics[key] for key in FINAL_METRICS if key in metrics}
+            logger.log_metrics(final, step=metrics["epochs"])
+        logger.finalize("success")

@@ -1,0 +1,133 @@
+"""The logger group: TensorBoard, CSV, MLflow, none, or several at once; each read back after a run."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ONE_EPOCH, compose_config, event_dir, scalars
+from PIL import Image
+
+from lenet_exp.errors import UserError, user_error
+from lenet_exp.runtime.results import hyperparameters
+from lenet_exp.train import train
+
+
+def run(folder: Path, fake_data: Path, *overrides: str) -> dict:
+    """Train in ``folder`` (2 epochs unless overridden) and return its metrics.json."""
+    train(compose_config(folder, [*ONE_EPOCH, "trainer.max_epochs=2", f"data.data_dir={fake_data}", *overrides]))
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def csv_rows(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "csv" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize(
+    ("choice", "loggers"),
+    [
+        ([], {"tensorboard"}),
+        (["logger=csv"], {"csv"}),
+        (["logger=mlflow"], {"mlflow"}),
+        (["logger=none"], set()),
+        (["logger=[tensorboard,csv,mlflow]"], {"tensorboard", "csv", "mlflow"}),
+    ],
+)
+def test_the_logger_group_composes_any_set_of_loggers(tmp_path, choice, loggers):
+    cfg = compose_config(tmp_path, choice)
+    assert set(cfg.get("logger") or {}) == loggers
+    if "mlflow" in loggers:
+        assert cfg.logger.mlflow.experiment_name == "lenet_exp" and cfg.logger.mlflow.run_dir == str(tmp_path)
+
+
+def test_csv_alone_writes_one_row_per_epoch(tmp_path, fake_data):
+    metrics = run(tmp_path, fake_data, "logger=csv", "data.val_size=16")  # TestImages has no logger to draw for
+    rows = csv_rows(tmp_path)
+    assert [row["epoch"] for row in rows] == ["0", "1"]
+    assert list(rows[0]) == ["epoch", "step", "train/acc", "train/loss", "val/acc", "val/loss"]  # no final test
+    assert float(rows[-1]["train/loss"]) == pytest.approx(metrics["train_loss"])
+    assert float(rows[-1]["val/acc"]) == pytest.approx(metrics["val_acc"])
+    assert "model.optimizer.lr: 0.001" in (tmp_path / "csv" / "hparams.yaml").read_text()
+    assert not (tmp_path / "tensorboard").exists()
+
+
+def test_csv_of_a_continued_run_keeps_the_earlier_epochs(tmp_path, fake_data):
+    run(tmp_path, fake_data, "logger=csv", "trainer.max_epochs=1")
+    first = csv_rows(tmp_path)
+    run(tmp_path, fake_data, "logger=csv", f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}")  # what resume does
+    rows = csv_rows(tmp_path)
+    assert [row["epoch"] for row in rows] == ["0", "1"] and rows[0] == first[0]
+
+
+def test_no_logger_still_writes_the_run_folder(tmp_path, fake_data):
+    metrics = run(tmp_path, fake_data, "logger=none", "trainer.max_epochs=1")
+    assert metrics["epochs"] == 1 and (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "tensorboard").exists() and not (tmp_path / "csv").exists()
+
+
+def test_tensorboard_after_csv_still_gets_the_images(tmp_path, fake_data):
+    run(tmp_path, fake_data, "logger=[csv,tensorboard]")
+    assert len(csv_rows(tmp_path)) == 2 and len(scalars(tmp_path, "train/loss")) == 2
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(event_dir(tmp_path)))
+    events.Reload()
+    assert {"test/confusion_matrix", "test/misclassified"} <= set(events.Tags()["images"])
+
+
+def mlflow_runs(folder: Path) -> tuple[Any, list]:
+    """MLflow's client on the run folder's store, and the runs of its experiment ``lenet_exp``."""
+    pytest.importorskip("mlflow", reason="logger=mlflow needs pip install 'lenet_exp[mlflow]' (make setup does)")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow' / 'mlflow.db'}")
+    return client, client.search_runs([client.get_experiment_by_name("lenet_exp").experiment_id])
+
+
+def test_mlflow_run_reads_back_through_mlflows_client(tmp_path, fake_data):
+    pytest.importorskip("mlflow", reason="logger=mlflow needs pip install 'lenet_exp[mlflow]' (make setup does)")
+    overrides = ["logger=mlflow", "data.val_size=16"]
+    metrics = run(tmp_path, fake_data, *overrides)
+    client, (found,) = mlflow_runs(tmp_path)
+    run_id, data = found.info.run_id, found.data
+    assert found.info.status == "FINISHED" and data.tags["run_dir"] == str(tmp_path)
+    cfg = compose_config(tmp_path, [*ONE_EPOCH, "trainer.max_epochs=2", f"data.data_dir={fake_data}", *overrides])
+    assert data.params == {key: str(value) for key, value in hyperparameters(cfg).items()}
+
+    history = {key: client.get_metric_history(run_id, key) for key in ("train/loss", "val/acc", "test/acc")}
+    assert [m.step for m in history["train/loss"]] == [0, 1] and [m.step for m in history["val/acc"]] == [0, 1]
+    assert history["train/loss"][-1].value == pytest.approx(metrics["train_loss"])
+    assert [m.step for m in history["test/acc"]] == [2]  # the final test, after 2 epochs
+    assert data.metrics["test_acc"] == metrics["test_acc"] and data.metrics["val_acc"] == metrics["val_acc"]
+
+    assert {f.path for f in client.list_artifacts(run_id, "test")} == {
+        "test/confusion_matrix.png",
+        "test/misclassified.png",
+    }
+    matrix = Path(client.download_artifacts(run_id, "test/confusion_matrix.png", str(tmp_path / "download")))
+    assert Image.open(matrix).size[0] > 100
+
+
+def test_mlflow_run_of_a_continued_run_goes_on(tmp_path, fake_data, caplog):
+    pytest.importorskip("mlflow", reason="logger=mlflow needs pip install 'lenet_exp[mlflow]' (make setup does)")
+    run(tmp_path, fake_data, "logger=mlflow", "trainer.max_epochs=1")
+    run(tmp_path, fake_data, "logger=mlflow", f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}")  # as resume does
+    client, (found,) = mlflow_runs(tmp_path)  # one run
+    assert [m.step for m in client.get_metric_history(found.info.run_id, "train/loss")] == [0, 1]
+    assert found.info.status == "FINISHED" and found.data.params["trainer.max_epochs"] == "1"
+    assert "MLflow keeps the first values of trainer.max_epochs" in caplog.text
+
+
+def test_mlflow_without_mlflow_installed_is_one_clear_sentence(tmp_path, fake_data, monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else find_spec(name, *a))
+    with pytest.raises(Exception) as raised:
+        run(tmp_path, fake_data, "logger=mlflow")
+    assert isinstance(user_error(raised.value), UserError)
+    assert "pip install 'lenet_exp[mlflow]'" in str(user_error(raised.value))
+    assert not (tmp_path / "metrics.json").exists()

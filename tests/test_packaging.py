@@ -1,0 +1,97 @@
+"""The built wheel: it carries conf/, and once installed every command runs from any folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from omegaconf import OmegaConf
+
+pytestmark = pytest.mark.slow
+SCRIPTS = ("lenet-exp", "lenet-exp-eval", "lenet-exp-predict", "lenet-exp-resume", "lenet-exp-report")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> tuple[Path, Path]:
+    """(the wheel, the folder it is installed into without dependencies), inside a git repository of
+    its own, as a project's .venv would be."""
+    tmp = tmp_path_factory.mktemp("packaging")
+    source = tmp / "source"  # a copy, so that building leaves no build/ folder in the checkout
+    for name in ("lenet_exp", "conf"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp / "dist", source], check=True)
+    (wheel,) = (tmp / "dist").glob("lenet_exp-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", tmp / "site", wheel], check=True)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run([*git, "init", "-q", tmp], check=True)
+    subprocess.run([*git, "-C", tmp, "commit", "-q", "--allow-empty", "-m", "a project"], check=True)
+    return wheel, tmp / "site"
+
+
+def run_installed(site: Path, cwd: Path, *command: str | Path, check: bool = True) -> subprocess.CompletedProcess:
+    """``command`` in ``cwd`` with the installed copy first on the path (the rest: this environment's packages)."""
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run([str(c) for c in command], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 or not check, out.stdout + out.stderr
+    return out
+
+
+def test_the_wheel_holds_every_module_every_config_and_the_console_scripts(installed):
+    wheel, _ = installed
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        entry_points = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
+    configs = {f"lenet_exp/conf/{p.relative_to(ROOT / 'conf').as_posix()}" for p in (ROOT / "conf").rglob("*.yaml")}
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "lenet_exp").rglob("*.py")}
+    assert "lenet_exp/conf/config.yaml" in configs and "lenet_exp/conf/hydra/default.yaml" in configs
+    assert configs <= names and modules <= names
+    assert all(f"{script} = " in entry_points for script in SCRIPTS)
+
+
+def test_the_installed_copy_trains_evaluates_and_resumes_from_an_unrelated_folder(installed, tmp_path, fake_data):
+    _, site = installed
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    python = sys.executable
+    show = "import lenet_exp.__main__ as m; print(m.__file__, m.CONF_DIR)"
+    where = run_installed(site, elsewhere, python, "-c", show)
+    assert where.stdout.split() == [str(site / "lenet_exp" / "__main__.py"), str(site / "lenet_exp" / "conf")]
+
+    overrides = ["debug=limit", "trainer=cpu", f"data.data_dir={fake_data}", "data.verify_md5=false"]
+    run_installed(site, elsewhere, python, "-m", "lenet_exp", *overrides, "data.batch_size=16")
+    (run,) = (elsewhere / "outputs").glob("*/*")  # ./outputs of the working directory
+    sources = OmegaConf.load(run / ".hydra" / "hydra.yaml").hydra.runtime.config_sources
+    assert {"path": str(site / "lenet_exp" / "conf"), "schema": "file", "provider": "main"} in sources
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["git_rev"] == "unknown"  # not the enclosing repository's commit
+
+    ckpt = run / "checkpoints" / "last.ckpt"
+    run_installed(site, elsewhere, python, "-m", "lenet_exp.eval", f"ckpt_path={ckpt}", "accelerator=cpu")
+    evaluation = json.loads((run / "evaluations.jsonl").read_text())
+    assert evaluation["test_acc"] == pytest.approx(metrics["test_acc"])
+
+    resumed = run_installed(site, elsewhere, site / "bin" / "lenet-exp-resume", run)  # re-executes python -m lenet_exp
+    assert f"run folder {run}" in resumed.stdout
+    assert list((elsewhere / "outputs").glob("*/*")) == [run]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_console_script_of_the_installed_copy_starts(installed, tmp_path, script):
+    _, site = installed
+    args = ["--help"] if script == "lenet-exp" else []
+    out = run_installed(site, tmp_path, site / "bin" / script, *args, check=False)
+    assert "Traceback" not in out.stderr
+    if script == "lenet-exp":
+        assert out.returncode == 0 and "Config groups" in out.stdout
+    else:  # no arguments: the command's usage line
+        assert out.returncode == 1 and out.stderr.startswith("usage: python -m lenet_exp.")
