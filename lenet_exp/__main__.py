@@ -35,7 +35,7 @@ def main(cfg: DictConfig) -> float | None:
         if (cause := user_error(err)) is None:
             raise
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise cause from None  # Hydra marks the job failed and runs the others (see runtime.hydra_callbacks.FailedJobs)
+            raise cause from None  # Hydra marks the job failed and runs the others (hydra_callbacks.FailedJobs)
         log.error(f"error: {cause}")
         sys.exit(1)
 

@@ -68,8 +68,9 @@ def as_this_process(cfg: Any, hydra: Any, run: Path) -> None:
     HydraConfig.instance().set_config(full)
 
 
-def resume(run_dir: str | Path, trust: list[str] = ()) -> dict[str, Any]:
-    """Finish the run in ``run_dir``; return its metrics.json."""
+def resume(run_dir: str | Path, trust: list[str] = (), job_name: str | None = None) -> dict[str, Any]:
+    """Finish the run in ``run_dir``; return its metrics.json. ``job_name`` names the log file
+    (Lightning gives DDP ranks 1.. their own, ``hydra.job.name=train_ddp_process_N``)."""
     from omegaconf import OmegaConf
 
     from lenet_exp.runtime.checkpoints import GIT_KEY, load_checkpoint
@@ -96,7 +97,7 @@ def resume(run_dir: str | Path, trust: list[str] = ()) -> dict[str, Any]:
         log.info(f"resuming {run} after epoch {checkpoint['epoch'] + 1}")
     else:
         log.info(f"{run} has no completed epoch: running it again from the start")
-    log_file = logging.FileHandler(run / f"{hydra.job.name}.log")  # appends, as the run did
+    log_file = logging.FileHandler(run / f"{job_name or hydra.job.name}.log")  # appends, as the run did
     log_file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
     logging.getLogger().addHandler(log_file)
 
@@ -111,8 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     folders = [a for a in argv if "=" not in a]
     if len(folders) != 1 or folders[0].startswith("-"):
         sys.exit(USAGE)
-    args, _ = key_values([a for a in argv if "=" in a], USAGE, {"trust"})
-    exit_on_user_error(lambda: resume(folders[0], names(args.get("trust"))))
+    # Lightning starts DDP ranks 1.. as this command plus hydra.run.dir, hydra.job.name, hydra.output_subdir
+    args, hydra = key_values([a for a in argv if "=" in a], USAGE, {"trust"}, prefix="hydra.")
+    job_name = next((a.split("=", 1)[1] for a in hydra if a.startswith("hydra.job.name=")), None)
+    exit_on_user_error(lambda: resume(folders[0], names(args.get("trust")), job_name))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from lenet_exp.callbacks import EpochLine, EpochTimer
 from lenet_exp.loggers import close_loggers
 from lenet_exp.runtime.checkpoints import ConfigInCheckpoint, check_architecture, load_checkpoint
 from lenet_exp.runtime.checks import check_run
-from lenet_exp.runtime.distributed import ddp_scope, point_ddp_ranks_at_this_job
+from lenet_exp.runtime.distributed import RankWatch, ddp_scope, dead_ranks_named, point_ddp_ranks_at_this_job
 from lenet_exp.runtime.faults import file_system_faults, resumable
 from lenet_exp.runtime.results import environment, flat_metrics, git_revision, hyperparameters, write_json
 from lenet_exp.runtime.threads import torch_threads
@@ -44,13 +44,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         check_architecture(load_checkpoint(cfg.ckpt_path, cfg.get("trusted_targets") or ()), module, cfg.ckpt_path)
     timer, stored = EpochTimer(), ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True), git_revision())
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
-    callbacks += [timer, EpochLine(timer), stored]
+    callbacks += [timer, EpochLine(timer), stored, RankWatch(str(run_dir))]
     loggers = [instantiate(each) for each in (cfg.get("logger") or {}).values()]  # logger=[tensorboard,csv]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     with ddp_scope(), file_system_faults(run_dir):
         point_ddp_ranks_at_this_job()
-        with resumable(trainer, run_dir):
+        with resumable(trainer, run_dir), dead_ranks_named(trainer, str(run_dir)):
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         final = dict(trainer.callback_metrics)  # the last epoch's train/* and val/* (or test/*)
         trainer.test(module, datamodule=datamodule, verbose=False)

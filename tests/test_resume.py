@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import torch
-from conftest import ROOT, TIMING, apply, real_data, run_cli, scalars
+from conftest import ROOT, TIMING, TINY, apply, real_data, run_cli, scalars
 
-from lenet_exp.runtime.checkpoints import load_checkpoint
+from lenet_exp.runtime.checkpoints import CONFIG_KEY, load_checkpoint
 
 
 def start_run(run: Path, *overrides: str) -> subprocess.Popen:
@@ -78,3 +78,28 @@ def test_ctrl_c_keeps_the_last_completed_epoch_and_says_how_to_resume(tmp_path):
     assert "Traceback" not in output
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 0
     assert not list((run / "checkpoints").glob("*.tmp")) and not (run / "metrics.json").exists()
+
+
+def test_resume_replays_the_runs_own_config_and_notes_a_changed_revision(tmp_path, fake_data):
+    """The run's settings come from its folder, not from today's configs or its overrides file."""
+    from lenet_exp.runtime.checkpoints import GIT_KEY
+
+    mine = "test_trust.StopOnceAtEpoch"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    args = [*TINY, "trainer.max_epochs=3", "model.optimizer.lr=0.002", f"data.data_dir={fake_data}"]
+    full, run = tmp_path / "full", tmp_path / "run"
+    assert run_cli(*args, f"hydra.run.dir={full}").returncode == 0
+    stop = [f"+callbacks.stop._target_={mine}", f"+callbacks.stop.marker={tmp_path / 'stopped'}"]
+    assert run_cli(*args, *stop, f"hydra.run.dir={run}", env=env).returncode == 130
+    (run / ".hydra" / "overrides.yaml").unlink()  # what the old resume replayed against today's conf/
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint[GIT_KEY] = "0123abc"
+    torch.save(checkpoint, run / "checkpoints" / "last.ckpt")
+    resumed = run_cli(str(run), f"trust={mine}", module="lenet_exp.resume", env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"note: {run} was started by the code at 0123abc" in resumed.stdout + resumed.stderr
+    metrics = [json.loads((folder / "metrics.json").read_text()) for folder in (full, run)]
+    assert metrics[1]["epochs"] == 3 and metrics[1]["test_acc"] == metrics[0]["test_acc"]
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt", [mine])[CONFIG_KEY]["model"]["optimizer"]["lr"] == 0.002
+    a, b = weights(full), load_checkpoint(run / "checkpoints" / "last.ckpt", [mine])["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,17 +1,26 @@
 """DDP under Hydra: ranks that Lightning starts join the current run (or sweep job), and nothing
-of one DDP run stays behind in the process for the next job of a sweep."""
+of one DDP run stays behind in the process for the next job of a sweep, and a dead rank stops the run."""
 
 from __future__ import annotations
 
+import logging
 import os
+import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import read_write
+
+from lenet_exp.errors import UserError
+
+log = logging.getLogger("lenet_exp")
 
 
 def point_ddp_ranks_at_this_job() -> None:
@@ -48,3 +57,66 @@ def ddp_scope() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _dead_rank(procs: list[subprocess.Popen]) -> str | None:
+    """ "DDP rank N (PID p) was killed by signal 9" for the first child rank that died, if any."""
+    for rank, proc in enumerate(procs, start=1):
+        code = proc.poll()
+        if code:  # None: running; 0: finished as it should
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            return f"DDP rank {rank} (PID {proc.pid}) {how}"
+    return None
+
+
+@contextmanager
+def dead_ranks_named(trainer: pl.Trainer, run_dir: str) -> Iterator[None]:
+    """A collective that fails because a child rank died ("connection reset by peer") becomes one
+    sentence naming that rank; the other ranks are stopped."""
+    try:
+        yield
+    except Exception as err:
+        procs = list(getattr(trainer.strategy.launcher, "procs", None) or [])
+        deadline = time.monotonic() + 3  # the dead rank's exit status may lag its closed sockets
+        while procs and (dead := _dead_rank(procs)) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not procs or dead is None:
+            raise
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        raise UserError(
+            f"{dead}, so every rank of this run was stopped; resume with: python -m lenet_exp.resume {run_dir}"
+        ) from err
+
+
+class RankWatch(pl.Callback):
+    """On rank 0 of a run whose other ranks Lightning started as child processes: when one of them
+    dies (killed, out of memory), say which, stop the others, and exit, instead of waiting in a
+    collective for a rank that will never answer. (Lightning's own watcher kills every process,
+    rank 0 included, with SIGKILL, so nothing gets to say what happened.)"""
+
+    def __init__(self, run_dir: str, period: float = 0.5) -> None:
+        self.run_dir, self.period = run_dir, period
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        procs = list(getattr(trainer.strategy.launcher, "procs", None) or [])
+        if procs and trainer.is_global_zero:
+            threading.Thread(target=self._watch, args=(procs,), daemon=True, name="rank-watch").start()
+
+    def _watch(self, procs: list[subprocess.Popen]) -> None:
+        while True:
+            time.sleep(self.period)
+            if (dead := _dead_rank(procs)) is not None:
+                time.sleep(5)  # a collective that fails at once lets dead_ranks_named say it; one that hangs not
+                log.error(
+                    f"error: {dead}, so every rank of this run was stopped; "
+                    f"resume with: python -m lenet_exp.resume {self.run_dir}"
+                )
+                for other in procs:
+                    if other.poll() is None:
+                        other.kill()
+                logging.shutdown()
+                os._exit(1)  # this process is inside a collective that never returns
+            if all(proc.poll() == 0 for proc in procs):
+                return

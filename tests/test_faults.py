@@ -1,0 +1,207 @@
+"""Faults of the machine during a run: a full disk, a read-only folder, a DDP rank that dies, a
+SIGKILL at any moment. Each ends in one sentence (or none, for SIGKILL), and what was written
+stays loadable and resumes to the same result as an uninterrupted run."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ONE_EPOCH, ROOT, TIMING, TINY, compose_config, run_cli, write_fake_fashion_mnist
+
+from lenet_exp.errors import UserError
+from lenet_exp.resume import resume
+from lenet_exp.runtime import atomic
+from lenet_exp.runtime.checkpoints import load_checkpoint
+from lenet_exp.train import train
+
+
+def same(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in (*TIMING, "environment")}
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [(errno.ENOSPC, "no space left on the device"), (errno.EROFS, "the file system is read-only")],
+)
+def test_a_failed_checkpoint_write_is_one_sentence_and_the_last_checkpoint_still_resumes(
+    tmp_path, fake_data, monkeypatch, code, reason
+):
+    overrides = [*TINY, "trainer.max_epochs=3", f"data.data_dir={fake_data}"]
+    full = train(compose_config(tmp_path / "full", overrides))
+    save, calls = atomic.torch.save, []
+
+    def fails_on_the_second(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            f.write(b"PK half a checkpoint")
+            raise OSError(code, os.strerror(code))
+        return save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(atomic.torch, "save", fails_on_the_second)
+    run = tmp_path / "run"
+    with pytest.raises(UserError) as err:
+        train(compose_config(run, overrides))
+    message = str(err.value)
+    assert (
+        f"writing into {run} failed ({reason}); {run}/checkpoints/last.ckpt holds the last completed epoch" in message
+    )
+    assert f"resume with: python -m lenet_exp.resume {run}" in message and "\n" not in message
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 0  # epoch 1, intact
+    assert not list(run.rglob("*.tmp")) and not (run / "metrics.json").exists()
+    monkeypatch.undo()
+    resumed = train(compose_config(run, [*overrides, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"]))
+    assert same(resumed) == same(full)
+    assert_same_weights(run, tmp_path / "full")
+
+
+def test_a_failed_metrics_write_is_one_sentence(tmp_path, fake_data, monkeypatch):
+    import lenet_exp.train as train_module
+
+    def read_only(path, record):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(train_module, "write_json", read_only)
+    with pytest.raises(UserError, match=r"writing into .* failed \(the file system is read-only\)"):
+        train(compose_config(tmp_path, [*ONE_EPOCH, f"data.data_dir={fake_data}"]))
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 1 MiB tmpfs in the test's folder: room for one checkpoint, not for the next one beside it."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if out.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not allowed here: {out.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_really_full_disk_mid_run_is_one_sentence_and_the_run_resumes_elsewhere(tmp_path, fake_data, small_tmpfs):
+    args = [*TINY, "trainer.max_epochs=3", f"data.data_dir={fake_data}", "logger=none"]
+    run = small_tmpfs / "run"
+    out = run_cli(*args, f"hydra.run.dir={run}")
+    output = out.stdout + out.stderr
+    assert out.returncode == 1 and "Traceback" not in output, output
+    assert f"error: writing into {run} failed (" in output and "python -m lenet_exp.resume" in output, output
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] >= 0  # what was saved still loads
+    assert not (run / "metrics.json").exists()
+    moved = tmp_path / "moved"  # where there is room: copy the folder and finish it there
+    shutil.copytree(run, moved, ignore=shutil.ignore_patterns("*.tmp"))
+    resumed = run_cli(str(moved), module="lenet_exp.resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    full = tmp_path / "full"
+    assert run_cli(*args, f"hydra.run.dir={full}").returncode == 0
+    assert same(json.loads((moved / "metrics.json").read_text())) == same(
+        json.loads((full / "metrics.json").read_text())
+    )
+    assert_same_weights(moved, full)
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().decode(errors="replace") and int(cmdline.parent.name) != os.getpid():
+                found.append(int(cmdline.parent.name))
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+@pytest.mark.slow
+def test_when_a_ddp_rank_is_killed_every_rank_stops_naming_it_and_the_run_resumes(tmp_path):
+    data = tmp_path / "data"
+    write_fake_fashion_mnist(data, n_train=1024, n_test=64)
+    run = tmp_path / "run"
+    args = ["trainer=ddp_cpu", "data.verify_md5=false", "data.batch_size=8", "trainer.max_epochs=3"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lenet_exp", *args, f"data.data_dir={data}", f"hydra.run.dir={run}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("epoch 1,"):
+            break
+    rank1 = children(proc.pid)
+    assert rank1, "".join(seen)
+    os.kill(rank1[0], signal.SIGKILL)
+    started = time.monotonic()
+    rest, _ = proc.communicate(timeout=60)
+    output = "".join(seen) + rest
+    assert time.monotonic() - started < 60
+    assert proc.returncode == 1 and "Traceback" not in output, output
+    assert f"error: DDP rank 1 (PID {rank1[0]}) was killed by signal 9" in output
+    time.sleep(1)
+    assert not processes_mentioning(str(run)), "a rank was left behind"
+    resumed = run_cli(str(run), module="lenet_exp.resume", timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 3
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_moment_leaves_a_folder_that_resumes_to_the_uninterrupted_result(tmp_path):
+    data = tmp_path / "data"
+    write_fake_fashion_mnist(data, n_train=1024, n_test=256)
+    args = [*TINY, "trainer.max_epochs=3", f"data.data_dir={data}", "logger=none"]
+    full = tmp_path / "full"
+    started = time.monotonic()
+    assert run_cli(*args, f"hydra.run.dir={full}").returncode == 0
+    duration = time.monotonic() - started
+    expected = same(json.loads((full / "metrics.json").read_text()))
+    moments = [duration * (0.1 + 0.85 * i / 9) for i in range(10)]  # start-up, epochs, checkpoints, the test
+    random.Random(0).shuffle(moments)
+    resumed_runs = 0
+    for i, moment in enumerate(moments):
+        run = tmp_path / f"killed-{i}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lenet_exp", *args, f"hydra.run.dir={run}"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(moment)
+        proc.kill()
+        proc.wait()
+        if not (run / ".hydra" / "config.yaml").is_file():
+            continue  # killed before Hydra wrote anything: there is no run to resume, nothing to lose
+        resume(run)  # in this process: the same code as python -m lenet_exp.resume, without its start-up
+        assert same(json.loads((run / "metrics.json").read_text())) == expected, f"killed at {moment:.1f} s"
+        assert_same_weights(run, full)
+        resumed_runs += 1
+    assert resumed_runs >= 7, "most kills should land after the run folder exists"
