@@ -1,6 +1,6 @@
 """``make gpu-check`` (``python benchmarks/gpu_check.py``): lenet_exp on a CUDA GPU, checked and measured.
 
-One script, each step under its own time limit, about 5 minutes on one GPU:
+One script, each step under its own time limit, about 6 minutes on one GPU:
 
   1. the GPU-marked tests (``pytest -m gpu``);
   2. the book's experiment with ``trainer.accelerator=gpu``, 5 epochs: test accuracy must be >= 0.70;
@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/gpu_check.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--out", type=Path, help="folder for gpu_check.json, gpu_check.md and the logs")
-    parser.add_argument("--repeats", type=int, help="benchmark runs per variant (default 3; 1 with --device cpu)")
+    parser.add_argument("--repeats", type=int, help="benchmark runs per variant (default 2; 1 with --device cpu)")
     args = parser.parse_args(argv)
 
     import torch
@@ -83,7 +83,7 @@ def main(argv: list[str]) -> int:
     accelerator = "gpu" if gpu else "cpu"
     reduced = [] if gpu else ["trainer.max_epochs=1", "+trainer.limit_train_batches=20"]
     python = sys.executable
-    repeats = args.repeats or (3 if gpu else 1)
+    repeats = args.repeats or (2 if gpu else 1)
     steps: list[dict] = []
     results = {"device": facts, "steps": steps, "book": {}, "bench": {}}
 

@@ -62,7 +62,7 @@ def predict(ckpt_path: str | Path, images: str, top: int = 3, trust: list[str] =
 
     path = Path(ckpt_path).expanduser()
     cfg, module = rebuild(load_checkpoint(path, trust), path)
-    names = list(getattr(get_class(cfg.data._target_), "classes", range(cfg.model.num_classes)))
+    names = list(getattr(get_class(cfg.data._target_), "classes", None) or range(cfg.model.get("num_classes", 10)))
     results: list[dict] = []
     arrays, readable = [], []
     for file in image_paths(images):

@@ -49,7 +49,8 @@ def test_two_process_run_writes_one_folder_shards_each_epoch_and_reduces_metrics
     assert orders[0] != orders[1]  # a new shuffle every epoch
 
     metrics = json.loads((run / "metrics.json").read_text())
-    evaluated = run_cli(f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "accelerator=cpu", module="lenet_exp.eval")
+    ckpt = run / "checkpoints" / "last.ckpt"
+    evaluated = run_cli(f"ckpt_path={ckpt}", "accelerator=cpu", "trust=ddp_spy.ShardSpy", module="lenet_exp.eval")
     assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
     single = json.loads((run / "evaluations.jsonl").read_text().splitlines()[-1])
     assert single["test_acc"] == metrics["test_acc"] and single["test_loss"] == pytest.approx(metrics["test_loss"])

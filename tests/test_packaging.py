@@ -80,8 +80,9 @@ def test_the_installed_copy_trains_evaluates_and_resumes_from_an_unrelated_folde
     evaluation = json.loads((run / "evaluations.jsonl").read_text())
     assert evaluation["test_acc"] == pytest.approx(metrics["test_acc"])
 
-    resumed = run_installed(site, elsewhere, site / "bin" / "lenet-exp-resume", run)  # re-executes python -m lenet_exp
-    assert f"run folder {run}" in resumed.stdout
+    (run / "metrics.json").unlink()  # as if stopped before its final test
+    resumed = run_installed(site, elsewhere, site / "bin" / "lenet-exp-resume", run)
+    assert f"run folder {run}" in resumed.stdout and (run / "metrics.json").is_file()
     assert list((elsewhere / "outputs").glob("*/*")) == [run]
 
 

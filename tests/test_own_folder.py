@@ -1,0 +1,47 @@
+"""README's "Your own model in your own folder", run as written: a model, a model config and an
+experiment outside the repository; train, eval, predict and resume with trust=."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from conftest import ROOT, run_cli
+
+
+@pytest.mark.slow
+def test_the_readme_example_trains_evaluates_predicts_and_resumes(tmp_path, fake_data):
+    readme = (ROOT / "README.md").read_text()
+    files = re.findall(r"\*\*`(my_lenet/[^`]+)`\*\*\n```\w+\n(.*?)```", readme, re.S)
+    assert [name for name, _ in files] == [
+        "my_lenet/my_models.py",
+        "my_lenet/model/my_cnn.yaml",
+        "my_lenet/experiment/my_exp.yaml",
+    ]
+    for name, text in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    mine = tmp_path / "my_lenet"
+    env = {**os.environ, "PYTHONPATH": f"{mine}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    run = tmp_path / "run"
+    quick = ["trainer=cpu", "debug=limit", "data.verify_md5=false", "data.batch_size=16", f"data.data_dir={fake_data}"]
+    out = run_cli("--config-dir", str(mine), "experiment=my_exp", *quick, f"hydra.run.dir={run}", env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    ckpt = run / "checkpoints" / "last.ckpt"
+    refused = run_cli(f"ckpt_path={ckpt}", "accelerator=cpu", module="lenet_exp.eval", env=env)
+    assert refused.returncode == 1 and "trust=my_models.SmallCNN" in refused.stderr
+    trusted = "trust=my_models.SmallCNN"
+    evaluated = run_cli(f"ckpt_path={ckpt}", "accelerator=cpu", trusted, module="lenet_exp.eval", env=env)
+    assert evaluated.returncode == 0 and "test acc" in evaluated.stdout, evaluated.stderr
+    from PIL import Image
+
+    Image.new("L", (40, 30), 200).save(tmp_path / "shoe.png")
+    predicted = run_cli(
+        f"ckpt_path={ckpt}", f"images={tmp_path / 'shoe.png'}", trusted, module="lenet_exp.predict", env=env
+    )
+    assert predicted.returncode == 0 and "shoe.png:" in predicted.stdout, predicted.stderr
+    (run / "metrics.json").unlink()  # as if it had been stopped before its final test
+    resumed = run_cli(str(run), trusted, module="lenet_exp.resume", env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert (run / "metrics.json").is_file()
