@@ -19,7 +19,7 @@ from lenet_exp.runtime.checks import check_run
 from lenet_exp.runtime.distributed import RankWatch, ddp_scope, dead_ranks_named, point_ddp_ranks_at_this_job
 from lenet_exp.runtime.faults import file_system_faults, resumable
 from lenet_exp.runtime.results import environment, flat_metrics, git_revision, hyperparameters, write_json
-from lenet_exp.runtime.threads import torch_threads
+from lenet_exp.runtime.threads import job_devices, torch_threads
 
 log = logging.getLogger("lenet_exp")
 # Lightning 2.6 calls a torch.utils._pytree API that torch 2.14 deprecates; nothing for users to act on.
@@ -46,7 +46,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
     callbacks += [timer, EpochLine(timer), stored, RankWatch(str(run_dir))]
     loggers = [instantiate(each) for each in (cfg.get("logger") or {}).values()]  # logger=[tensorboard,csv]
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    devices = job_devices(cfg.trainer.accelerator, cfg.trainer.get("devices"))  # a GPU per parallel sweep job
+    trainer: pl.Trainer = instantiate(cfg.trainer, devices=devices, callbacks=callbacks, logger=loggers or False)
 
     with ddp_scope(), file_system_faults(run_dir):
         point_ddp_ranks_at_this_job()

@@ -139,3 +139,64 @@ def test_the_progress_bar_shows_no_version_and_the_summary_shows_shapes_and_flop
     summary = ModelSummary(module, max_depth=-1)
     assert summary.total_flops > 0 and "[1, 10]" in str(summary)
 
+
+@pytest.mark.parametrize(
+    ("launcher", "accelerator", "devices", "gpus", "job", "chosen"),
+    [
+        (
+            {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 4},
+            "gpu",
+            1,
+            2,
+            3,
+            [1],
+        ),
+        (
+            {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": -1},
+            "auto",
+            1,
+            4,
+            2,
+            [2],
+        ),
+        (
+            {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 1},
+            "gpu",
+            1,
+            2,
+            3,
+            1,
+        ),
+        (
+            {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 4},
+            "gpu",
+            2,
+            4,
+            3,
+            2,
+        ),
+        (
+            {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 4},
+            "gpu",
+            1,
+            1,
+            3,
+            1,
+        ),
+        ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, "gpu", 1, 2, 3, 1),
+    ],
+)
+def test_each_parallel_joblib_job_gets_its_own_gpu(
+    tmp_path, monkeypatch, launcher, accelerator, devices, gpus, job, chosen
+):
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from lenet_exp.runtime.threads import job_devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+    hydra = OmegaConf.create({"launcher": launcher, "job": {"num": job}})
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: hydra))
+    assert job_devices(accelerator, devices) == chosen
