@@ -1,4 +1,5 @@
-"""Lightning callbacks: the epoch stopwatch, the book's per-epoch line, test-set pictures, a quiet progress bar."""
+"""Lightning callbacks: the epoch stopwatch, the book's per-epoch line, the best epoch's checkpoint, test-set
+pictures, a quiet progress bar."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, TQDMProgressBar
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import MLFlowLogger, TensorBoardLogger
 from torch import Tensor
 
@@ -71,6 +72,48 @@ class EpochLine(Callback):
         )
 
 
+class BestCheckpoint(ModelCheckpoint):
+    """``<dirpath>/<filename>.ckpt``: the weights of the epoch with the best validation ``monitor``.
+
+    Keeps the ``save_top_k`` best epochs (with more than one, ``filename`` needs ``{epoch}``). Saves after
+    the module's epoch-end checks, like ``last.ckpt``. In the book's protocol (no validation split)
+    there is nothing to choose by, and it saves nothing.
+    """
+
+    def __init__(
+        self, dirpath: str, monitor: str = "val/acc", mode: str = "max", save_top_k: int = 1, filename: str = "best"
+    ) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename=filename,
+            monitor=monitor,
+            mode=mode,
+            save_top_k=save_top_k,
+            auto_insert_metric_name=False,
+            save_on_train_epoch_end=True,
+        )
+        self.active = True
+        self.best_epoch: int | None = None  # from 1; kept in last.ckpt, so a resumed run knows it
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.best_epoch = state_dict.get("best_epoch")
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self.active = getattr(trainer.datamodule, "eval_split", "val") == "val"
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.active:
+            before = self.best_model_score
+            super().on_train_epoch_end(trainer, pl_module)
+            if self.best_model_score is not before:  # a new best: this epoch
+                self.best_epoch = trainer.current_epoch + 1
+
+
 class TestImages(Callback):
     """After testing, logs a confusion matrix with class names and a grid of misclassified test images
     captioned "predicted / true": to TensorBoard as images, to MLflow as artifacts (other loggers: nothing).
@@ -119,7 +162,7 @@ class TestImages(Callback):
         names = getattr(trainer.datamodule, "classes", None) or [str(i) for i in range(pl_module.hparams.num_classes)]
         n = len(names)
         counts = torch.bincount(torch.cat(self._targets) * n + torch.cat(self._preds), minlength=n * n).view(n, n)
-        step = trainer.global_step
+        step = trainer.current_epoch  # beside the final test's scalars: the number of epochs trained
         images = {"test/confusion_matrix": drawing.confusion_matrix(counts, names)}
         if self._wrong and sum(len(w[0]) for w in self._wrong):
             x, pred, true = (torch.cat(parts) for parts in zip(*self._wrong, strict=True))
@@ -137,3 +180,9 @@ class TerminalProgressBar(TQDMProgressBar):
         super().__init__(refresh_rate=refresh_rate)
         if not sys.stderr.isatty():
             self.disable()
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, int | str | float]:
+        """Lightning's, without the logger's version tag ``v_num`` (here: the run's overrides, long and known)."""
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics

@@ -106,13 +106,16 @@ class Classifier(pl.LightningModule):
         # The first step of this epoch whose loss was NaN or infinite (-1: none), kept on the device
         # so that finding it costs no per-step sync; it is read once, at the end of the epoch.
         self.register_buffer("first_bad_step", torch.tensor(-1), persistent=False)
+        # Lets Lightning's model summary show each layer's output shape and FLOPs (a compiled net is left
+        # out: one more compilation, for a batch of one, only to print them).
+        self.example_input_array = None if compile else torch.zeros(1, 1, 28, 28)
 
     def forward(self, x: Tensor) -> Tensor:
         return self._compiled(x) if self._compiled is not None else self.net(x)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         """Augments training batches on the device they are on."""
-        if self.augment is not None and self.trainer.training:
+        if self.augment is not None and self.trainer.training and isinstance(batch, tuple | list):
             x, y = batch
             return self.augment(x, self.global_step), y
         return batch
@@ -141,6 +144,13 @@ class Classifier(pl.LightningModule):
             )
         self.log("train/loss", self.train_loss)
         self.log("train/acc", self.train_acc)
+        self._epoch_as_step()
+
+    def _epoch_as_step(self) -> None:
+        """Loggers get the epoch (from 0) as the step of this hook's metrics, so that runs of any batch size
+        line up; Lightning takes a logged "step" as the step, and then adds no "epoch" metric of its own.
+        After training (the final test) it is the number of epochs trained."""
+        self.log("step", float(self.current_epoch), sync_dist=True)
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
         x, y = batch
@@ -154,9 +164,15 @@ class Classifier(pl.LightningModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, getattr(self.trainer.datamodule, "eval_split", "val"))
 
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_as_step()
+
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         """Returns the predicted classes (N,), for callbacks such as TestImages."""
         return self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_as_step()
 
     def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
         try:

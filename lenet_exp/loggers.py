@@ -27,7 +27,7 @@ FINAL_METRICS = ("test_acc", "test_loss", "val_acc", "val_loss", "train_acc", "t
 
 class EpochCSVLogger(CSVLogger):
     """Lightning's CSVLogger with one row per epoch in ``<save_dir>/<name>/metrics.csv``: ``epoch``
-    (counted from 0, as Lightning does), ``step`` and the epoch's metrics, such as ``train/loss``,
+    (counted from 0, the step the module logs with) and the epoch's metrics, such as ``train/loss``,
     ``train/acc`` and ``test/acc`` (or ``val/*``); the settings go to ``hparams.yaml`` beside it.
 
     Lightning logs an epoch's evaluation and then its training metrics in separate calls: both land in
@@ -57,9 +57,9 @@ class EpochCSVLogger(CSVLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        epoch = int(metrics["epoch"])
+        epoch = int(step)  # the module logs the epoch as the step
         row = self._rows.setdefault(epoch, {})
-        row.update({key: float(value) for key, value in metrics.items()}, epoch=epoch, step=step)
+        row.update({key: float(value) for key, value in metrics.items()}, epoch=epoch)
         self.save()
 
     @rank_zero_only
@@ -68,7 +68,7 @@ class EpochCSVLogger(CSVLogger):
         rows = [row for _, row in sorted(self._rows.items()) if any(key.startswith("train/") for key in row)]
         if not rows:
             return
-        columns = ["epoch", "step", *sorted({key for row in rows for key in row} - {"epoch", "step"})]
+        columns = ["epoch", *sorted({key for row in rows for key in row} - {"epoch", "step"})]
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
@@ -141,12 +141,6 @@ class LocalMLFlowLogger(MLFlowLogger):
         if changed:
             log.warning(f"MLflow keeps the first values of {', '.join(changed)} (a run's parameters never change)")
         super().log_hyperparams({key: value for key, value in params.items() if key not in changed})
-
-    @rank_zero_only
-    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        metrics = dict(metrics)
-        epoch = metrics.pop("epoch", None)  # Lightning adds it to every epoch-level log call
-        super().log_metrics(metrics, step=int(epoch) if epoch is not None else step)
 
 
 def log_image(logger: Logger, tag: str, image: Image.Image, step: int) -> None:

@@ -12,14 +12,14 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_exp.callbacks import EpochLine, EpochTimer
+from lenet_exp.callbacks import BestCheckpoint, EpochLine, EpochTimer
 from lenet_exp.loggers import close_loggers
 from lenet_exp.runtime.checkpoints import ConfigInCheckpoint, check_architecture, load_checkpoint
 from lenet_exp.runtime.checks import check_run
 from lenet_exp.runtime.distributed import RankWatch, ddp_scope, dead_ranks_named, point_ddp_ranks_at_this_job
 from lenet_exp.runtime.faults import file_system_faults, resumable
 from lenet_exp.runtime.results import environment, flat_metrics, git_revision, hyperparameters, write_json
-from lenet_exp.runtime.threads import torch_threads
+from lenet_exp.runtime.threads import job_devices, torch_threads
 
 log = logging.getLogger("lenet_exp")
 # Lightning 2.6 calls a torch.utils._pytree API that torch 2.14 deprecates; nothing for users to act on.
@@ -33,7 +33,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     With ``cfg.ckpt_path`` set, training continues from that checkpoint's next epoch.
     """
-    check_run(cfg)
+    tested = check_run(cfg)  # which weights the final test uses: "best" or "last"
     torch.set_num_threads(torch_threads(cfg.get("threads")))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
@@ -46,19 +46,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
     callbacks += [timer, EpochLine(timer), stored, RankWatch(str(run_dir))]
     loggers = [instantiate(each) for each in (cfg.get("logger") or {}).values()]  # logger=[tensorboard,csv]
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    devices = job_devices(cfg.trainer.accelerator, cfg.trainer.get("devices"))  # a GPU per parallel sweep job
+    trainer: pl.Trainer = instantiate(cfg.trainer, devices=devices, callbacks=callbacks, logger=loggers or False)
 
     with ddp_scope(), file_system_faults(run_dir):
         point_ddp_ranks_at_this_job()
         with resumable(trainer, run_dir), dead_ranks_named(trainer, str(run_dir)):
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         final = dict(trainer.callback_metrics)  # the last epoch's train/* and val/* (or test/*)
-        trainer.test(module, datamodule=datamodule, verbose=False)
-        final.update(trainer.callback_metrics)  # test/* on the final weights
+        best = next((c for c in trainer.checkpoint_callbacks if isinstance(c, BestCheckpoint) and c.active), None)
+        test_ckpt = best.best_model_path if best and tested == "best" else None  # "last": the weights in memory
+        chosen = {"best_epoch": best.best_epoch if best else None, "tested": tested}  # test reloads callback states
+        trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False, weights_only=True)
+        final.update(trainer.callback_metrics)  # test/* on the tested weights
 
         metrics = {
             **flat_metrics(final),
             "epochs": trainer.current_epoch,
+            **chosen,
             "seconds_per_epoch": sum(timer.seconds) / max(len(timer.seconds), 1),
             "epoch_seconds": timer.seconds,  # the epochs this process ran (after a resume: the rest)
             "first_step_at": timer.first_step_at,

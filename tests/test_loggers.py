@@ -49,7 +49,7 @@ def test_csv_alone_writes_one_row_per_epoch(tmp_path, fake_data):
     metrics = run(tmp_path, fake_data, "logger=csv", "data.val_size=16")  # TestImages has no logger to draw for
     rows = csv_rows(tmp_path)
     assert [row["epoch"] for row in rows] == ["0", "1"]
-    assert list(rows[0]) == ["epoch", "step", "train/acc", "train/loss", "val/acc", "val/loss"]  # no final test
+    assert list(rows[0]) == ["epoch", "train/acc", "train/loss", "val/acc", "val/loss"]  # no final test
     assert float(rows[-1]["train/loss"]) == pytest.approx(metrics["train_loss"])
     assert float(rows[-1]["val/acc"]) == pytest.approx(metrics["val_acc"])
     assert "model.optimizer.lr: 0.001" in (tmp_path / "csv" / "hparams.yaml").read_text()

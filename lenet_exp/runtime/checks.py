@@ -69,7 +69,36 @@ def check_optimized_metric(name: str | None, val_size: int) -> None:
         raise UserError(f"optimized_metric={name} needs a validation split; set data.val_size, such as 5000.")
 
 
-def check_run(cfg: DictConfig) -> None:
-    """Everything about ``cfg`` that can be refused before any data or model is built."""
+def check_selection(cfg: DictConfig) -> str:
+    """Which weights the final test uses, ``best`` or ``last`` (``test_on``; null: best when there is a
+    validation split, else last); refuses choosing or stopping by the test set."""
+    val_size, has_best = cfg.data.get("val_size", 0), False
+    for name, callback in (cfg.get("callbacks") or {}).items():
+        monitor = callback.get("monitor") if isinstance(callback, DictConfig) else None
+        if not isinstance(monitor, str):
+            continue
+        if monitor.startswith("test/"):
+            raise UserError(
+                f"callbacks.{name}.monitor={monitor} would choose by the test set; monitor val/acc or val/loss "
+                "with data.val_size > 0."
+            )
+        checkpoint = str(callback.get("_target_", "")).endswith("BestCheckpoint")  # idle without a split
+        has_best = has_best or checkpoint
+        if monitor.startswith("val/") and not val_size and not checkpoint:
+            raise UserError(f"callbacks.{name} monitors {monitor}, which needs a validation split: data.val_size=5000.")
+    test_on = cfg.get("test_on") or ("best" if val_size and has_best else "last")
+    if test_on not in ("best", "last"):
+        raise UserError(f"test_on={test_on} is not known; use test_on=best or test_on=last.")
+    if test_on == "best" and not val_size:
+        raise UserError("test_on=best needs a validation split to choose the best epoch by; set data.val_size=5000.")
+    if test_on == "best" and not has_best:
+        raise UserError("test_on=best needs the best-epoch checkpoint of callbacks=default; add it, or test_on=last.")
+    return test_on
+
+
+def check_run(cfg: DictConfig) -> str:
+    """Everything about ``cfg`` that can be refused before any data or model is built; returns which
+    weights the final test uses (``best`` or ``last``)."""
     check_trainer(cfg.trainer)
     check_optimized_metric(cfg.get("optimized_metric"), cfg.data.get("val_size", 0))
+    return check_selection(cfg)

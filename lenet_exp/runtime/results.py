@@ -72,12 +72,16 @@ def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """Lightning's ``callback_metrics`` ({"test/acc": tensor}) as metrics.json keys ({"test_acc": float})."""
-    return {key.replace("/", "_"): float(value) for key, value in sorted(metrics.items())}
+    return {key.replace("/", "_"): float(value) for key, value in sorted(metrics.items()) if key != "step"}
 
 
 def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
-    """The run's data, model and trainer settings as flat ``key: scalar``, for TensorBoard's HParams."""
-    skip = {"data_dir", "download", "verify_md5", "default_root_dir", "_partial_", "plugins"}
+    """The run's data, model and trainer settings as flat ``key: scalar``, for TensorBoard's HParams.
+
+    A nested part is named by its class's short name (``model.optimizer: Adam``), beside its settings
+    (``model.optimizer.lr``); no ``_target_`` keys.
+    """
+    skip = {"data_dir", "download", "verify_md5", "default_root_dir", "_partial_", "plugins", "_target_"}
     flat: dict[str, Any] = {"seed": cfg.seed}
 
     def walk(node: Any, prefix: str) -> None:
@@ -85,6 +89,8 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
             if key in skip:
                 continue
             if isinstance(value, dict):
+                if prefix and isinstance(value.get("_target_"), str):
+                    flat[f"{prefix}{key}"] = value["_target_"].rpartition(".")[2]
                 walk(value, f"{prefix}{key}.")
             elif isinstance(value, bool | int | float | str):
                 flat[f"{prefix}{key}"] = value

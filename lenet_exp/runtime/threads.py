@@ -1,4 +1,5 @@
-"""How many CPU threads a job's torch may use, so that parallel sweep jobs do not fight over cores."""
+"""How many CPU threads a job's torch may use and which GPU it trains on, so that parallel sweep jobs
+do not fight over cores or all crowd onto cuda:0."""
 
 from __future__ import annotations
 
@@ -17,8 +18,24 @@ def torch_threads(requested: int | None) -> int:
     if requested is not None:
         return check_value("threads", requested, "whole", "4 (or null for the default)", low=1)
     cores = os.cpu_count() or 1
-    launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
-    n_jobs = launcher.get("n_jobs") if "joblib" in str(launcher.get("_target_", "")) else None
+    n_jobs = joblib_jobs()
     if n_jobs:  # joblib's convention: -1 is all cores, -2 all but one, ...
         return max(1, cores // (n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)))
     return DEFAULT_THREADS
+
+
+def joblib_jobs() -> int | None:
+    """``n_jobs`` of Hydra's joblib launcher when this job runs under it, else None."""
+    launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
+    return launcher.get("n_jobs") if "joblib" in str(launcher.get("_target_", "")) else None
+
+
+def job_devices(accelerator: object, devices: object) -> object:
+    """``trainer.devices`` for this job: one GPU of its own (``[job number % GPUs]``) when it asks for one GPU
+    and the joblib launcher runs several jobs at once on a machine with several GPUs; else ``devices``."""
+    n_jobs = joblib_jobs()
+    if devices != 1 or n_jobs in (None, 1) or accelerator not in ("gpu", "cuda", "auto"):
+        return devices
+    if not torch.cuda.is_available() or torch.cuda.device_count() < 2:
+        return devices
+    return [HydraConfig.get().job.num % torch.cuda.device_count()]

@@ -26,6 +26,7 @@ ALLOWED = frozenset(
         "lenet_exp.models.lenet.LeNet",
         "lenet_exp.augment.BatchAugment",
         "lenet_exp.data.FashionMNIST",
+        "lenet_exp.callbacks.BestCheckpoint",
         "lenet_exp.callbacks.TerminalProgressBar",
         "lenet_exp.callbacks.TestImages",
         "lenet_exp.runtime.atomic.AtomicCheckpointIO",

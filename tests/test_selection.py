@@ -1,0 +1,202 @@
+"""Model selection (best.ckpt, test_on, early stopping) and dashboards that compare (epoch steps, HParams names)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ONE_EPOCH, ROOT, TIMING, compose_config, event_dir, run_cli, scalars
+from hydra.utils import instantiate
+from pytorch_lightning import Callback, Trainer
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.model_summary import ModelSummary
+
+from lenet_exp.callbacks import TerminalProgressBar
+from lenet_exp.errors import UserError
+from lenet_exp.eval import evaluate
+from lenet_exp.runtime.checkpoints import load_checkpoint
+from lenet_exp.runtime.checks import check_run
+from lenet_exp.train import train
+
+
+class SigtermOnce(Callback):
+    """Sends this process SIGTERM as epoch ``epoch`` (from 0) starts, once per ``marker`` file: a kill
+    that a resumed run (which replays the same config) does not repeat."""
+
+    def __init__(self, epoch: int, marker: str) -> None:
+        self.epoch, self.marker = epoch, Path(marker)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch and not self.marker.exists():
+            self.marker.touch()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_best_ckpt_holds_the_best_epoch_and_the_test_uses_it(tmp_path, fake_data):
+    run = tmp_path / "run"
+    overrides = [*ONE_EPOCH, "trainer.max_epochs=3", "data.val_size=16", f"data.data_dir={fake_data}"]
+    metrics = train(compose_config(run, [*overrides, "model.optimizer.lr=0.02"]))
+    val_acc = scalars(run, "val/acc")
+    assert [step for step, _ in val_acc] == [0, 1, 2]  # the epoch (from 0) is the step
+    best = max(range(3), key=lambda i: val_acc[i][1])  # the first of equal maxima, as ModelCheckpoint keeps it
+    assert metrics["best_epoch"] == best + 1 and metrics["tested"] == "best"
+    checkpoint = load_checkpoint(run / "checkpoints" / "best.ckpt")
+    assert checkpoint["epoch"] == best
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 2
+    evaluated = evaluate(run / "checkpoints" / "best.ckpt", "cpu")
+    assert evaluated["test_acc"] == pytest.approx(metrics["test_acc"])
+    assert evaluated["test_loss"] == pytest.approx(metrics["test_loss"])
+
+
+def test_the_book_protocol_tests_the_last_weights_and_writes_no_best_ckpt(tmp_path, fake_data):
+    run = tmp_path / "run"
+    metrics = train(compose_config(run, [*ONE_EPOCH, "trainer.max_epochs=2", f"data.data_dir={fake_data}"]))
+    assert metrics["tested"] == "last" and metrics["best_epoch"] is None
+    assert not (run / "checkpoints" / "best.ckpt").exists() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert scalars(run, "test/acc")[-1] == (2, pytest.approx(metrics["test_acc"]))  # the final test, after 2 epochs
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        (["test_on=best"], "test_on=best needs a validation split"),
+        (["test_on=first", "data.val_size=16"], "test_on=first is not known"),
+        (["callbacks.best.monitor=test/acc", "data.val_size=16"], "would choose by the test set"),
+        (["callbacks=with_early_stopping", "callbacks.early_stopping.monitor=test/loss"], "by the test set"),
+        (["callbacks=with_early_stopping"], "monitors val/acc, which needs a validation split"),
+    ],
+)
+def test_choosing_or_stopping_by_the_test_set_is_refused(tmp_path, overrides, says):
+    with pytest.raises(UserError, match=says):
+        check_run(compose_config(tmp_path, [*ONE_EPOCH, *overrides]))
+
+
+def test_early_stopping_stops_when_val_acc_stops_improving(tmp_path, fake_data):
+    run = tmp_path / "run"
+    overrides = ["callbacks=with_early_stopping", "callbacks.early_stopping.patience=1"]
+    overrides += ["callbacks.early_stopping.min_delta=2.0"]  # no accuracy improves by 2: stop after epoch 2
+    cfg = compose_config(run, [*ONE_EPOCH, "trainer.max_epochs=5", "data.val_size=16", *overrides])
+    cfg.data.data_dir = str(fake_data)
+    metrics = train(cfg)
+    assert metrics["epochs"] == 2 < cfg.trainer.max_epochs
+    assert [step for step, _ in scalars(run, "train/loss")] == [0, 1]
+
+
+def test_a_resumed_run_keeps_best_ckpt_and_early_stopping_exact(tmp_path, fake_data):
+    """Killed after epoch 2 and resumed, a run with early stopping (patience 3: it stops after epoch 4, not 5,
+    only if the resumed run remembers the epochs without improvement) ends as an uninterrupted one."""
+    common = [*ONE_EPOCH, "trainer.max_epochs=6", "data.val_size=16", f"data.data_dir={fake_data}"]
+    common += ["callbacks=with_early_stopping", "callbacks.early_stopping.min_delta=2.0", "logger=none"]
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    assert run_cli(*common, f"hydra.run.dir={full}", env=env).returncode == 0
+    kill = ["+callbacks.kill._target_=test_selection.SigtermOnce", "+callbacks.kill.epoch=2"]
+    kill += [f"+callbacks.kill.marker={tmp_path / 'killed-once'}"]
+    out = run_cli(*common, *kill, f"hydra.run.dir={killed}", env=env)
+    assert out.returncode == 143, out.stdout + out.stderr
+    assert load_checkpoint(killed / "checkpoints" / "last.ckpt", ["test_selection.SigtermOnce"])["epoch"] == 1
+    resumed = run_cli(str(killed), "trust=test_selection.SigtermOnce", module="lenet_exp.resume", env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+
+    a, b = (json.loads((run / "metrics.json").read_text()) for run in (full, killed))
+    assert {k: v for k, v in a.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
+    assert a["epochs"] == 4 and a["best_epoch"] is not None
+    trusted = ["test_selection.SigtermOnce"]
+    best_a = load_checkpoint(full / "checkpoints" / "best.ckpt")
+    best_b = load_checkpoint(killed / "checkpoints" / "best.ckpt", trusted)
+    assert best_a["epoch"] == best_b["epoch"] == a["best_epoch"] - 1
+    assert all(torch.equal(best_a["state_dict"][k], best_b["state_dict"][k]) for k in best_a["state_dict"])
+
+
+def test_tensorboard_has_epoch_steps_no_epoch_tag_and_readable_hparams(tmp_path, fake_data):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    train(compose_config(run, [*ONE_EPOCH, "trainer.max_epochs=2", f"data.data_dir={fake_data}"]))
+    events = EventAccumulator(str(event_dir(run)))
+    events.Reload()
+    assert "epoch" not in events.Tags()["scalars"]
+    assert [step for step, _ in scalars(run, "train/acc")] == [0, 1]
+    assert [step for step, _ in scalars(run, "test/acc")] == [0, 1, 2]  # per epoch, then the final test
+    hparams = b"".join(events.PluginTagToContent("hparams").values())
+    assert b"_target_" not in hparams
+    for name in (b"model.net.activation", b"model.optimizer.lr", b"data.batch_size", b"trainer.max_epochs"):
+        assert name in hparams
+    assert b"model.optimizer" in hparams and b"Adam" in hparams
+
+
+def test_the_progress_bar_shows_no_version_and_the_summary_shows_shapes_and_flops(tmp_path):
+    module = instantiate(compose_config(tmp_path, ONE_EPOCH).model)
+    bar = TerminalProgressBar()
+    trainer = Trainer(logger=TensorBoardLogger(tmp_path, version="a=1,b=2"), callbacks=[bar], accelerator="cpu")
+    module.trainer = trainer
+    assert "v_num" not in bar.get_metrics(trainer, module)
+    module.trainer = None
+    summary = ModelSummary(module, max_depth=-1)
+    assert summary.total_flops > 0 and "[1, 10]" in str(summary)
+
+
+@pytest.mark.parametrize(
+    ("launcher", "accelerator", "devices", "gpus", "job", "chosen"),
+    [
+        (
+            {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 4},
+            "gpu",
+            1,
+            2,
+            3,
+            [1],
+        ),
+        (
+            {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": -1},
+            "auto",
+            1,
+            4,
+            2,
+            [2],
+        ),
+        (
+            {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 1},
+            "gpu",
+            1,
+            2,
+            3,
+            1,
+        ),
+        (
+            {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 4},
+            "gpu",
+            2,
+            4,
+            3,
+            2,
+        ),
+        (
+            {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 4},
+            "gpu",
+            1,
+            1,
+            3,
+            1,
+        ),
+        ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, "gpu", 1, 2, 3, 1),
+    ],
+)
+def test_each_parallel_joblib_job_gets_its_own_gpu(
+    tmp_path, monkeypatch, launcher, accelerator, devices, gpus, job, chosen
+):
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from lenet_exp.runtime.threads import job_devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+    hydra = OmegaConf.create({"launcher": launcher, "job": {"num": job}})
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: hydra))
+    assert job_devices(accelerator, devices) == chosen
