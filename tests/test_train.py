@@ -1,6 +1,8 @@
 """The Hydra entry point: composed configs, a fast_dev_run, and the CLI's messages."""
 
 import json
+import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +67,11 @@ def test_one_epoch_on_synthetic_data_writes_a_complete_run_folder(tmp_path, fake
         == "data.batch_size=16,data.val_size=16,data.verify_md5=false,trainer.max_epochs=2,trainer=cpu"
     )
     assert {"val_acc", "test_acc", "train_loss"} <= metrics.keys() and metrics["epochs"] == 2
+    machine = json.loads((run / "metrics.json").read_text())["environment"]  # what makes a timing comparable
+    assert machine["device"] == "cpu" and machine["cpu_cores"] == os.cpu_count() and machine["cpu"]
+    assert machine["torch"] == torch.__version__.split("+")[0]  # the installed distribution's version
+    assert machine["torch_threads"] == metrics["threads"] and machine["pytorch-lightning"] and machine["hydra-core"]
+    assert machine["python"] == platform.python_version() and "gpu" not in machine
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["lenet_exp_config"]["data"]["val_size"] == 16
     assert OmegaConf.create(ckpt["lenet_exp_config"]).model.net.activation == "sigmoid"
