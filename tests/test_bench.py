@@ -22,6 +22,7 @@ def test_bench_prints_the_table_and_both_ratios(tmp_path):
         assert figures["peak_rss_mb"] > 50 and 0.3 < figures["test_acc"] < 1.0, (variant, figures)
 
 
+@pytest.mark.slow
 def test_bench_refuses_unknown_variants():
     out = run_cli("--variants", "bare,fast", module="benchmarks/bench.py")
     assert out.returncode == 2 and "--variants takes names from seed,bare,lenet_exp" in out.stderr
@@ -40,6 +41,7 @@ def test_gpu_check_dry_run_on_the_cpu_runs_every_step_and_writes_its_tables(tmp_
     assert "| lenet_exp |" in table and "| book | ok |" in table
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_gpu_check_without_cuda_says_so_in_one_line():
     out = run_cli(module="benchmarks/gpu_check.py")

@@ -32,6 +32,7 @@ class Pickled:  # an arbitrary class: loading it would run code that is not a te
     pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("make", "expected"),
     [

@@ -20,6 +20,7 @@ def ddp_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
 
 
+@pytest.mark.slow
 def test_two_process_run_writes_one_folder_shards_each_epoch_and_reduces_metrics(tmp_path, fake_data):
     write_fake_fashion_mnist(fake_data, n_test=33)  # odd: a padded split would count an image twice
     run, spy = tmp_path / "run", tmp_path / "spy"
@@ -56,6 +57,7 @@ def test_two_process_run_writes_one_folder_shards_each_epoch_and_reduces_metrics
     assert single["test_acc"] == metrics["test_acc"] and single["test_loss"] == pytest.approx(metrics["test_loss"])
 
 
+@pytest.mark.slow
 def test_multirun_with_ddp_gives_each_job_its_folder_and_does_not_hang(tmp_path, fake_data):
     sweep = tmp_path / "sweep"
     out = run_cli(

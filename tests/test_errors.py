@@ -136,6 +136,7 @@ def test_bad_input_is_one_clear_sentence_and_writes_no_result(case, tmp_path, fa
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_an_unreadable_data_directory_is_named():
     container = Path(tempfile.mkdtemp(prefix="lenet-exp-test-"))  # reachable by any user, unlike tmp_path
     container.chmod(0o755)
@@ -157,6 +158,7 @@ def test_an_unreadable_data_directory_is_named():
     assert f"{folder} cannot be read (permission denied)" in out.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -173,6 +175,7 @@ def test_cli_config_errors_exit_non_zero_without_a_traceback(tmp_path, args, exp
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_an_output_folder_that_cannot_be_written_is_refused_before_anything_runs(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import apply, compose_config, real_data, run_cli
 from PIL import Image
 
@@ -63,6 +64,7 @@ def test_predict_labels_real_test_images_and_names_an_unreadable_one(tmp_path):
     assert one.returncode == 0 and len(one.stdout.strip().splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_predict_without_a_checkpoint_is_one_sentence(tmp_path):
     out = run_cli(f"ckpt_path={tmp_path / 'none.ckpt'}", f"images={tmp_path}", module="lenet_exp.predict")
     assert out.returncode == 1 and "does not exist" in out.stderr and "Traceback" not in out.stderr

@@ -135,6 +135,7 @@ def test_jobs_from_different_machines_bring_one_warning(tmp_path, capsys):
     assert write_report(tmp_path).warning is None
 
 
+@pytest.mark.slow
 def test_report_refuses_a_folder_that_is_not_a_sweep(tmp_path):
     out = run_cli(str(tmp_path), module="lenet_exp.report")
     assert out.returncode == 1 and "holds no job folders" in out.stderr

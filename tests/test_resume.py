@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import ROOT, TIMING, TINY, apply, real_data, run_cli, scalars
 
@@ -80,6 +81,7 @@ def test_ctrl_c_keeps_the_last_completed_epoch_and_says_how_to_resume(tmp_path):
     assert not list((run / "checkpoints").glob("*.tmp")) and not (run / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_resume_replays_the_runs_own_config_and_notes_a_changed_revision(tmp_path, fake_data):
     """The run's settings come from its folder, not from today's configs or its overrides file."""
     from lenet_exp.runtime.checkpoints import GIT_KEY

@@ -86,6 +86,7 @@ def test_early_stopping_stops_when_val_acc_stops_improving(tmp_path, fake_data):
     assert [step for step, _ in scalars(run, "train/loss")] == [0, 1]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_best_ckpt_and_early_stopping_exact(tmp_path, fake_data):
     """Killed after epoch 2 and resumed, a run with early stopping (patience 3: it stops after epoch 4, not 5,
     only if the resumed run remembers the epochs without improvement) ends as an uninterrupted one."""

@@ -9,6 +9,8 @@ import pytest
 import yaml
 from conftest import ONE_EPOCH, assert_complete, event_dir, run_cli, sweep
 
+pytestmark = pytest.mark.slow  # every test here starts processes (sweeps, servers)
+
 
 def test_basic_multirun_writes_one_complete_folder_per_job_named_by_its_overrides(tmp_path, fake_data):
     out, folder = sweep(tmp_path, fake_data, "model.net.activation=sigmoid,relu")

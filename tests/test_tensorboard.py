@@ -13,6 +13,8 @@ from conftest import ONE_EPOCH, ROOT, compose_config, event_dir, free_port, get,
 
 from lenet_exp.train import train
 
+pytestmark = pytest.mark.slow  # every test here starts processes (sweeps, servers)
+
 
 def test_a_real_tensorboard_server_shows_the_scalars_hparams_and_images_of_a_run(tmp_path, fake_data):
     run = tmp_path / "run"

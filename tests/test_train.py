@@ -77,6 +77,7 @@ def test_one_epoch_on_synthetic_data_writes_a_complete_run_folder(tmp_path, fake
     assert OmegaConf.create(ckpt["lenet_exp_config"]).model.net.activation == "sigmoid"
 
 
+@pytest.mark.slow
 def test_help_and_cfg_job_work_like_hydra():
     help_out = run_cli("--help")
     assert help_out.returncode == 0 and "trainer: auto, cpu, ddp, ddp_cpu, default, gpu" in help_out.stdout
@@ -88,6 +89,7 @@ def test_help_and_cfg_job_work_like_hydra():
     assert OmegaConf.create(cfg_out.stdout).data.batch_size == 128
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_gpu_without_gpu_is_one_clear_sentence(tmp_path):
     out = run_cli("trainer.accelerator=gpu", f"hydra.run.dir={tmp_path}")
@@ -97,6 +99,7 @@ def test_gpu_without_gpu_is_one_clear_sentence(tmp_path):
     assert not (tmp_path / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_bad_batch_size_from_the_command_line_is_one_clear_sentence(tmp_path):
     out = run_cli("data.batch_size=0", f"hydra.run.dir={tmp_path}")
     assert out.returncode != 0 and "Traceback" not in out.stdout + out.stderr

@@ -58,6 +58,7 @@ def crafted_checkpoint(run: Path, place: str, canary: Path, into: Path) -> tuple
     return path, key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("place", list(PLACES))
 def test_eval_predict_and_ckpt_path_refuse_a_crafted_checkpoint_and_run_nothing(run, tmp_path, place):
     canary = tmp_path / "ran"
@@ -78,6 +79,7 @@ def test_eval_predict_and_ckpt_path_refuse_a_crafted_checkpoint_and_run_nothing(
     assert not canary.exists()
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_run_folder_whose_config_names_other_code(run, tmp_path):
     canary = tmp_path / "ran"
     folder = tmp_path / "copy"
@@ -92,6 +94,7 @@ def test_resume_refuses_a_run_folder_whose_config_names_other_code(run, tmp_path
     assert not canary.exists() and not (folder / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_crafted_last_checkpoint(run, tmp_path):
     canary = tmp_path / "ran"
     folder = tmp_path / "copy"
@@ -122,6 +125,7 @@ def test_what_is_allowed_and_how_the_user_adds_a_class():
     assert check_targets(mine, "x", trusted=["my_models.SmallCNN"]) == mine
 
 
+@pytest.mark.slow
 def test_a_run_with_my_own_class_resumes_when_i_trust_it(tmp_path):
     """A class of the user's own (here a callback in this test file) is refused by resume until
     it is named with trust=; then the run resumes and finishes."""
