@@ -89,6 +89,7 @@ def mlflow_runs(folder: Path) -> tuple[Any, list]:
     return client, client.search_runs([client.get_experiment_by_name("lenet_exp").experiment_id])
 
 
+@pytest.mark.slow
 def test_mlflow_run_reads_back_through_mlflows_client(tmp_path, fake_data):
     pytest.importorskip("mlflow", reason="logger=mlflow needs pip install 'lenet_exp[mlflow]' (make setup does)")
     overrides = ["logger=mlflow", "data.val_size=16"]
@@ -113,6 +114,7 @@ def test_mlflow_run_reads_back_through_mlflows_client(tmp_path, fake_data):
     assert Image.open(matrix).size[0] > 100
 
 
+@pytest.mark.slow
 def test_mlflow_run_of_a_continued_run_goes_on(tmp_path, fake_data, caplog):
     pytest.importorskip("mlflow", reason="logger=mlflow needs pip install 'lenet_exp[mlflow]' (make setup does)")
     run(tmp_path, fake_data, "logger=mlflow", "trainer.max_epochs=1")

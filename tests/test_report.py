@@ -13,6 +13,8 @@ from conftest import run_cli, sweep, write_fake_fashion_mnist
 
 from lenet_exp.report import main, write_report
 
+pytestmark = pytest.mark.slow  # most tests here share one real sweep of nine jobs
+
 
 @pytest.fixture(scope="module")
 def seed_sweep(tmp_path_factory) -> tuple[Path, object]:
