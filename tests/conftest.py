@@ -159,3 +159,13 @@ def get(url: str, body: dict | None = None):
 
 
 TIMING = ("seconds_per_epoch", "epoch_seconds", "first_step_at", "git_rev")  # differ between equal runs
+
+
+def unfinished_copy(run: Path, into: Path) -> Path:
+    """``run`` copied to ``into/copy`` without its metrics.json, so that resume has work to do."""
+    import shutil
+
+    folder = into / "copy"
+    shutil.copytree(run, folder)
+    (folder / "metrics.json").unlink()
+    return folder

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ONE_EPOCH, ROOT, compose_config, run_cli, write_fake_fashion_mnist, write_idx
+from conftest import ONE_EPOCH, ROOT, compose_config, run_cli, unfinished_copy, write_fake_fashion_mnist, write_idx
 
 from lenet_exp.errors import user_error
 from lenet_exp.train import train
@@ -200,14 +200,6 @@ def finished(tmp_path_factory) -> Path:
     return run
 
 
-def damaged_copy(run: Path, tmp: Path) -> Path:
-    """``run`` copied without its result, so that resume has work to do."""
-    folder = tmp / "copy"
-    shutil.copytree(run, folder)
-    (folder / "metrics.json").unlink()
-    return folder
-
-
 def damaged_data(tmp: Path) -> Path:
     folder = tmp / "data"
     write_fake_fashion_mnist(folder)
@@ -277,12 +269,12 @@ CLI_CASES = {
     "resume: not a run folder": ("lenet_exp.resume", lambda r, t: [str(t)], "is not a lenet_exp run folder"),
     "resume: damaged config.yaml": (
         "lenet_exp.resume",
-        lambda r, t: [str(write(damaged_copy(r, t), ".hydra/config.yaml", "model: [unclosed"))],
+        lambda r, t: [str(write(unfinished_copy(r, t), ".hydra/config.yaml", "model: [unclosed"))],
         ".hydra cannot be read",
     ),
     "resume: damaged hydra.yaml": (
         "lenet_exp.resume",
-        lambda r, t: [str(write(damaged_copy(r, t), ".hydra/hydra.yaml", "- just\n- a list\n"))],
+        lambda r, t: [str(write(unfinished_copy(r, t), ".hydra/hydra.yaml", "- just\n- a list\n"))],
         ".hydra cannot be read",
     ),
     "resume: unknown argument": ("lenet_exp.resume", lambda r, t: [str(r), "trusted=x"], "trusted is not an argument"),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ONE_EPOCH, ROOT, TINY, compose_config, run_cli, write_fake_fashion_mnist
+from conftest import ONE_EPOCH, ROOT, TINY, compose_config, run_cli, unfinished_copy, write_fake_fashion_mnist
 from pytorch_lightning.callbacks import Callback
 
 from lenet_exp.errors import UserError, user_error
@@ -82,9 +82,7 @@ def test_eval_predict_and_ckpt_path_refuse_a_crafted_checkpoint_and_run_nothing(
 @pytest.mark.slow
 def test_resume_refuses_a_run_folder_whose_config_names_other_code(run, tmp_path):
     canary = tmp_path / "ran"
-    folder = tmp_path / "copy"
-    shutil.copytree(run, folder)
-    (folder / "metrics.json").unlink()
+    folder = unfinished_copy(run, tmp_path)
     config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
     config["callbacks"]["evil"] = opener(canary)
     (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
@@ -97,9 +95,7 @@ def test_resume_refuses_a_run_folder_whose_config_names_other_code(run, tmp_path
 @pytest.mark.slow
 def test_resume_refuses_a_crafted_last_checkpoint(run, tmp_path):
     canary = tmp_path / "ran"
-    folder = tmp_path / "copy"
-    shutil.copytree(run, folder)
-    (folder / "metrics.json").unlink()
+    folder = unfinished_copy(run, tmp_path)
     ckpt, _ = crafted_checkpoint(run, "nested", canary, tmp_path)
     shutil.copy(ckpt, folder / "checkpoints" / "last.ckpt")
     out = run_cli(str(folder), module="lenet_exp.resume")
