@@ -4,9 +4,12 @@ and what every tracker is given: images, and at the end the run's settings and f
 from __future__ import annotations
 
 import csv
+import fcntl
 import importlib.util
 import io
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +86,7 @@ class EpochCSVLogger(CSVLogger):
 class LocalMLFlowLogger(MLFlowLogger):
     """Lightning's MLFlowLogger with its own store, no server: the run in ``<save_dir>/mlflow.db``
     (SQLite), its artifacts in ``<save_dir>/artifacts/``, the run folder as tag ``run_dir``.
+    Several runs, also at the same time (the parallel jobs of a sweep), may share one store.
 
     Per-epoch metrics are logged with the epoch (from 0) as step; the final test after the last
     epoch is at step = the number of epochs. A resumed run (same ``run_dir``) continues its MLflow run.
@@ -98,14 +102,15 @@ class LocalMLFlowLogger(MLFlowLogger):
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         store = Path(save_dir).expanduser().resolve()
         store.mkdir(parents=True, exist_ok=True)
-        self.run_dir = str(run_dir)
-        super().__init__(
-            experiment_name=experiment_name,
-            run_name=run_name or None,  # no overrides: MLflow makes up a name
-            tracking_uri=f"sqlite:///{store / 'mlflow.db'}",
-            tags={"run_dir": self.run_dir},
-            artifact_location=(store / "artifacts").as_uri(),
-        )
+        self.run_dir, self._lock_file = str(run_dir), store / "mlflow.lock"
+        with self._store_locked():  # MLflow's client creates a new store's tables
+            super().__init__(
+                experiment_name=experiment_name,
+                run_name=run_name or None,  # no overrides: MLflow makes up a name
+                tracking_uri=f"sqlite:///{store / 'mlflow.db'}",
+                tags={"run_dir": self.run_dir},
+                artifact_location=(store / "artifacts").as_uri(),
+            )
 
     @property
     @rank_zero_experiment
@@ -116,7 +121,22 @@ class LocalMLFlowLogger(MLFlowLogger):
 
     def _earlier_run(self) -> str | None:
         """The MLflow run of this run folder if there is one (a resume), creating the experiment if needed
-        (which Lightning's logger would do too, with a warning)."""
+        (which Lightning's logger would do too, with a warning).
+
+        Under the store's lock: MLflow creates an experiment by first looking and then writing.
+        """
+        with self._store_locked():
+            return self._find_or_create()
+
+    @contextmanager
+    def _store_locked(self) -> Iterator[None]:
+        """Holds the store's lock, so that runs starting together (the parallel jobs of a sweep) do not
+        both create its tables or the experiment."""
+        with open(self._lock_file, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+            yield
+
+    def _find_or_create(self) -> str | None:
         client = self._mlflow_client
         experiment = client.get_experiment_by_name(self._experiment_name)
         if experiment is None:

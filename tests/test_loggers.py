@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ONE_EPOCH, compose_config, event_dir, scalars
+from conftest import ONE_EPOCH, compose_config, event_dir, scalars, sweep
 from PIL import Image
 
 from lenet_exp.errors import UserError, user_error
+from lenet_exp.resume import resume
 from lenet_exp.runtime.results import hyperparameters
 from lenet_exp.train import train
 
@@ -81,7 +82,7 @@ def test_tensorboard_after_csv_still_gets_the_images(tmp_path, fake_data):
 
 
 def mlflow_runs(folder: Path) -> tuple[Any, list]:
-    """MLflow's client on the run folder's store, and the runs of its experiment ``lenet_exp``."""
+    """MLflow's client on the store in ``folder`` (a run's or a sweep's), and its experiment ``lenet_exp``'s runs."""
     pytest.importorskip("mlflow", reason="logger=mlflow needs pip install 'lenet_exp[mlflow]' (make setup does)")
     from mlflow.tracking import MlflowClient
 
@@ -133,3 +134,28 @@ def test_mlflow_without_mlflow_installed_is_one_clear_sentence(tmp_path, fake_da
     assert isinstance(user_error(raised.value), UserError)
     assert "pip install 'lenet_exp[mlflow]'" in str(user_error(raised.value))
     assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_parallel_sweep_jobs_are_runs_of_one_mlflow_experiment_in_the_sweep_folder(tmp_path, fake_data):
+    pytest.importorskip("mlflow", reason="logger=mlflow needs pip install 'lenet_exp[mlflow]' (make setup does)")
+    args = ["logger=mlflow", "data.batch_size=16,32", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    out, folder = sweep(tmp_path, fake_data, *args)
+    assert out.returncode == 0, out.stderr
+    client, runs = mlflow_runs(folder)  # both jobs started together and created nothing twice
+    by_folder = {run.data.tags["run_dir"]: run for run in runs}
+    assert sorted(by_folder) == [str(folder / "0"), str(folder / "1")]
+    for job, run in by_folder.items():
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics["test_acc"] == json.loads((Path(job) / "metrics.json").read_text())["test_acc"]
+    assert {run.data.params["data.batch_size"] for run in runs} == {"16", "32"}
+    assert sorted("data.batch_size=16" in run.info.run_name for run in runs) == [False, True]
+    assert not (folder / "0" / "mlflow").exists()
+
+    (folder / "0" / "metrics.json").unlink()  # resuming a job goes on in its run of the sweep's store
+    resumed = resume(folder / "0")
+    client, runs = mlflow_runs(folder)
+    assert len(runs) == 2
+    (again,) = [run for run in runs if run.data.tags["run_dir"] == str(folder / "0")]
+    assert again.info.run_id == by_folder[str(folder / "0")].info.run_id
+    assert again.data.metrics["test_acc"] == resumed["test_acc"]
