@@ -1,20 +1,27 @@
 """Data augmentation on whole batches, on the device the batch is on (no per-image Python)."""
 
+import math
+
 import torch
 from torch import Tensor, nn
+
+from lenet_exp.errors import check_value
 
 
 class BatchAugment(nn.Module):
     """Per-image random crop of a zero-padded image (a shift of up to ``crop_padding`` pixels each
-    way) and, with ``flip``, a random horizontal flip. (N,C,H,W) -> (N,C,H,W).
+    way), with ``flip`` a random horizontal flip, and with ``erase`` > 0 random erasing: that share
+    of the images gets one rectangle (2% to 33% of the image, aspect ratio 0.3 to 3.3) set to
+    zero, the background. (N,C,H,W) -> (N,C,H,W).
 
     The random numbers of a batch are a function of (torch's initial seed, ``step``), so a run
     resumed from a checkpoint draws exactly what an uninterrupted one would.
     """
 
-    def __init__(self, crop_padding: int = 2, flip: bool = True) -> None:
+    def __init__(self, crop_padding: int = 2, flip: bool = True, erase: float = 0.0) -> None:
         super().__init__()
-        self.crop_padding, self.flip = crop_padding, flip
+        check_value("model.augment.erase", erase, "number", 0.25, low=0, high=1)
+        self.crop_padding, self.flip, self.erase = crop_padding, flip, erase
 
     def forward(self, x: Tensor, step: int) -> Tensor:
         n, _, h, w = x.shape
@@ -30,4 +37,20 @@ class BatchAugment(nn.Module):
         if self.flip:
             flipped = torch.rand(n, device=x.device, generator=generator) < 0.5
             x = torch.where(flipped[:, None, None, None], x.flip(-1), x)
+        if self.erase:
+            x = x.masked_fill(self._erased(n, h, w, x.device, generator)[:, None], 0.0)
         return x
+
+    def _erased(self, n: int, h: int, w: int, device: torch.device, generator: torch.Generator) -> Tensor:
+        """(N,H,W) bool: one random rectangle in each image chosen with probability ``erase``."""
+        chosen, area, log_ratio, y, x = torch.rand(5, n, device=device, generator=generator)
+        area = (0.02 + 0.31 * area) * h * w
+        ratio = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * log_ratio)  # height / width
+        eh = (area * ratio).sqrt().round().clamp(1, h)
+        ew = (area / ratio).sqrt().round().clamp(1, w)
+        top, left = (y * (h - eh + 1)).floor(), (x * (w - ew + 1)).floor()
+        rows = torch.arange(h, device=device)[None, :, None]
+        cols = torch.arange(w, device=device)[None, None, :]
+        in_rows = (rows >= top[:, None, None]) & (rows < (top + eh)[:, None, None])  # (N,H,1)
+        in_cols = (cols >= left[:, None, None]) & (cols < (left + ew)[:, None, None])  # (N,1,W)
+        return in_rows & in_cols & (chosen < self.erase)[:, None, None]

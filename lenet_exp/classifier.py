@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
@@ -11,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import Metric
 
 from lenet_exp.errors import UserError, check_value
@@ -68,6 +70,9 @@ class Classifier(pl.LightningModule):
     """Trains ``net`` (images -> logits) with cross-entropy; logs loss and accuracy once per epoch.
 
     ``optimizer`` is a partial optimizer (Hydra's ``_partial_: true``) that is given the parameters.
+    With ``ema_decay`` (such as 0.999) an exponential moving average of the weights (and batch-norm
+    statistics) is kept after every step, and evaluation, test and prediction use it. With
+    ``flip_average`` they average the class probabilities of each image and its mirror image.
     Per-epoch evaluation is logged as ``test/*`` when the datamodule evaluates the test set after
     every epoch (the book's protocol) and as ``val/*`` when it holds out a validation split.
     """
@@ -81,14 +86,24 @@ class Classifier(pl.LightningModule):
         augment: nn.Module | None = None,
         label_smoothing: float = 0.0,
         compile: bool | str = False,
+        ema_decay: float | None = None,
+        flip_average: bool = False,
     ) -> None:
         super().__init__()
         lr = getattr(optimizer, "keywords", {}).get("lr")  # a partial optimizer's learning rate
         if lr is not None:
             check_value("model.optimizer.lr", lr, "number", 0.001)
         check_value("model.label_smoothing", label_smoothing, "number", 0.1, low=0, high=1)
+        if ema_decay is not None:
+            check_value("model.ema_decay", ema_decay, "number", 0.999, low=0, high=1)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "augment"], logger=False)
         self.net = net
+        # The average is a submodule, so checkpoints hold it and a resumed run continues it exactly.
+        self.ema = None
+        if ema_decay is not None:
+            self.ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            self.ema.requires_grad_(False)  # not trained: the optimizer and DDP leave it alone
+        self.flip_average = flip_average
         self.optimizer, self.scheduler = optimizer, scheduler
         self.augment, self.label_smoothing = augment, label_smoothing
         # torch.compile wraps the same parameters; kept out of the module tree so that
@@ -111,7 +126,20 @@ class Classifier(pl.LightningModule):
         self.example_input_array = None if compile else torch.zeros(1, 1, 28, 28)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._compiled(x) if self._compiled is not None else self.net(x)
+        """Logits; in eval mode those of the weight average with ``ema_decay``, and with ``flip_average``
+        the log of the mean probabilities of the image and its mirror (softmax gives those back)."""
+        trained = self._compiled if self._compiled is not None else self.net
+        if self.training or self.ema is None and not self.flip_average:
+            return trained(x)
+        net = self.ema.module if self.ema is not None else trained
+        if not self.flip_average:
+            return net(x)
+        both = net(torch.cat([x, x.flip(-1)])).log_softmax(1).view(2, len(x), -1)
+        return both.logsumexp(0) - math.log(2)  # log of the mean of the two probabilities
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.net)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         """Augments training batches on the device they are on."""
@@ -176,7 +204,7 @@ class Classifier(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
         try:
-            optimizer = self.optimizer(self.parameters())
+            optimizer = self.optimizer(self.net.parameters())
         except ValueError as err:  # torch's own checks: "Invalid learning rate: -0.1", ...
             raise UserError(f"model.optimizer is refused by torch ({err}); use e.g. model.optimizer.lr=0.001.") from err
         if self.scheduler is None:

@@ -1,10 +1,12 @@
-"""Batch augmentation on the device: shifts within the padding, flips, repeatable per step."""
+"""Batch augmentation on the device: shifts within the padding, flips, erasing, repeatable per step."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from lenet_exp.augment import BatchAugment
+from lenet_exp.errors import UserError
 
 
 def test_batch_augment_shifts_within_the_padding_and_flips_repeatably():
@@ -19,3 +21,23 @@ def test_batch_augment_shifts_within_the_padding_and_flips_repeatably():
     lefts = columns.min(1).values
     assert set(lefts.tolist()) <= {2, 3, 4, 5, 6} | {18, 19, 20, 21, 22}  # shifted, or flipped and shifted
     assert (lefts >= 18).any() and (lefts <= 6).any()
+
+
+def test_random_erasing_blanks_one_rectangle_in_about_that_share_of_images_repeatably():
+    x = torch.ones(2000, 1, 28, 28)
+    augment = BatchAugment(crop_padding=0, flip=False, erase=0.5)
+    out = augment(x, step=3)
+    assert torch.equal(out, augment(x, step=3)) and not torch.equal(out, augment(x, step=4))
+    blank = (out == 0).float().sum((1, 2, 3)) / (28 * 28)  # the erased share of each image
+    erased = blank > 0
+    assert 0.45 < erased.float().mean() < 0.55
+    assert blank[erased].min() >= 0.015 and blank[erased].max() <= 0.35
+    for image in out[erased][:50, 0]:  # each blank area is one rectangle: its bounding box is all blank
+        rows, cols = (image == 0).nonzero().unbind(1)
+        assert (image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] == 0).all()
+    assert torch.equal(BatchAugment(crop_padding=0, flip=False, erase=0.0)(x, step=3), x)
+
+
+def test_an_erasing_share_outside_0_to_1_is_one_sentence():
+    with pytest.raises(UserError, match=r"model.augment.erase=1.5 must be a number in \[0, 1\)"):
+        BatchAugment(erase=1.5)

@@ -7,7 +7,9 @@ import torch
 from conftest import ONE_EPOCH, TINY, compose_config
 from pytorch_lightning.callbacks import Callback
 
+from lenet_exp.classifier import Classifier
 from lenet_exp.errors import UserError
+from lenet_exp.models import LeNet
 from lenet_exp.runtime.checkpoints import load_checkpoint
 from lenet_exp.train import train
 
@@ -82,3 +84,35 @@ def test_compiled_bf16_training_keeps_plain_checkpoints(tmp_path, fake_data):
     assert 0.0 <= train(cfg)["test_acc"] <= 1.0
     keys = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["state_dict"].keys()
     assert "net.features.0.weight" in keys and not any("_orig_mod" in k for k in keys)
+
+
+def test_flip_average_evaluates_an_image_and_its_mirror_image_alike():
+    torch.manual_seed(0)
+    module = Classifier(LeNet(activation="relu"), flip_average=True)
+    x = torch.rand(8, 1, 28, 28)
+    assert not torch.allclose(module(x), module(x.flip(-1)))  # training: the plain logits of each image
+    module.eval()
+    averaged = module(x)
+    assert torch.allclose(averaged, module(x.flip(-1)), atol=1e-6)
+    probabilities = (module.net(x).softmax(1) + module.net(x.flip(-1)).softmax(1)) / 2
+    assert torch.allclose(averaged.exp(), probabilities, atol=1e-6)
+
+
+def test_the_weight_average_is_trained_checkpointed_evaluated_and_resumed_exactly(tmp_path, fake_data):
+    common = [*TINY, f"data.data_dir={fake_data}", "model.ema_decay=0.9", "model.net.activation=relu"]
+    train(compose_config(tmp_path / "straight", [*common, "trainer.max_epochs=2"]))
+    state = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")["state_dict"]
+    assert state["ema.n_averaged"] == 2 * 4  # updated after each of the 8 steps
+    assert not torch.equal(state["ema.module.features.0.weight"], state["net.features.0.weight"])
+
+    module = Classifier(LeNet(activation="relu"), ema_decay=0.9)
+    module.load_state_dict(state)  # what eval and predict do: they evaluate the average
+    module.eval()
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.equal(module(x), module.ema.module(x)) and not torch.equal(module(x), module.net(x))
+
+    train(compose_config(tmp_path / "resumed", [*common, "trainer.max_epochs=1"]))
+    last = tmp_path / "resumed" / "checkpoints" / "last.ckpt"
+    train(compose_config(tmp_path / "resumed", [*common, "trainer.max_epochs=2", f"ckpt_path={last}"]))
+    resumed = load_checkpoint(last)["state_dict"]
+    assert resumed.keys() == state.keys() and all(torch.equal(resumed[k], state[k]) for k in state)
