@@ -230,7 +230,7 @@ class FashionMNIST(pl.LightningDataModule):
         if self.val_size >= len(train_y):
             raise UserError(
                 f"data.val_size={self.val_size} leaves no training images (the training set has "
-                f"{len(train_y)}); choose a smaller value, such as 5000."
+                f"{len(train_y)}); choose a smaller value, such as {max(len(train_y) // 12, 1)}."
             )
         if self.val_size:  # a seeded hold-out from the training set; the test set stays untouched
             order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(self.seed))
