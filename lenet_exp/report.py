@@ -1,7 +1,9 @@
 """``python -m lenet_exp.report <sweep folder>``: a sweep's results, seeds averaged, in tables and one plot.
 
 Jobs whose overrides differ only in ``seed`` form a group, shown as one row with the mean ± sample
-standard deviation (n) of each metric. Writes into the sweep folder:
+standard deviation (n) of each metric. Overrides that Hydra leaves out of a job's name (where a run
+is recorded or how many threads it used: conf/hydra/default.yaml) do not part a group either.
+Writes into the sweep folder:
 
 - ``summary.csv``: one row per job, as it finished (seed and machine included);
 - ``summary_groups.csv``: one row per group, then one per failed or unfinished job;
@@ -66,9 +68,17 @@ def eval_curve(job: Path, epochs: int | None) -> tuple[str, list[float]]:
     return "", []
 
 
-def is_seed(override: str) -> bool:
-    """Whether a Hydra override (``seed=1``, ``+seed=1``, ``++seed=1``) sets the seed."""
-    return override.split("=", 1)[0].lstrip("+~") == "seed"
+def key(override: str) -> str:
+    """The config key a Hydra override sets (``seed`` of ``seed=1``, ``+seed=1``, ``++seed=1``)."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def unnamed_keys(job: Path) -> set[str]:
+    """The keys Hydra left out of the job's name (``hydra.job.config.override_dirname.exclude_keys``)."""
+    settings = job / ".hydra" / "hydra.yaml"
+    if not settings.is_file():
+        return set()
+    return set(OmegaConf.select(OmegaConf.load(settings), "hydra.job.config.override_dirname.exclude_keys") or [])
 
 
 def machine(environment: dict[str, Any]) -> str:
@@ -92,7 +102,8 @@ def summarize(sweep: Path) -> list[dict[str, Any]]:
         config = job / ".hydra" / "config.yaml"
         seed = OmegaConf.load(config).get("seed") if config.is_file() else None
         row: dict[str, Any] = {"job": job.name, "overrides": " ".join(overrides), "seed": seed}
-        row["group_overrides"] = [o for o in overrides if not is_seed(o)]
+        apart = {"seed", *unnamed_keys(job)}  # what does not part a group
+        row["group_overrides"] = [o for o in overrides if key(o) not in apart]
         row["group"] = " ".join(row["group_overrides"])
         metrics = json.loads((job / "metrics.json").read_text()) if (job / "metrics.json").is_file() else {}
         if metrics:

@@ -115,6 +115,17 @@ def test_groups_are_sorted_by_validation_accuracy_else_kept_in_job_order(tmp_pat
     assert [r["overrides"] for r in write_report(book).groups] == ["lr=1", "lr=2", "lr=3"]
 
 
+def test_seeds_run_with_other_threads_or_loggers_are_still_one_group(seed_sweep, tmp_path):
+    real_settings = (seed_sweep[0] / "0" / ".hydra" / "hydra.yaml").read_text()  # as Hydra wrote it
+    jobs = [["seed=1", "lr=1"], ["seed=2", "lr=1", "threads=1"], ["seed=3", "lr=1", "logger=csv"], ["seed=1", "lr=2"]]
+    for number, overrides in enumerate(jobs):
+        fake_job(tmp_path, number, overrides, {"seed": number, "val_acc": 0.5})
+        (tmp_path / str(number) / ".hydra" / "hydra.yaml").write_text(real_settings)
+    rows = write_report(tmp_path).groups
+    assert [(r["overrides"], r["n"]) for r in rows] == [("lr=1", 3), ("lr=2", 1)]
+    assert [job["overrides"] for job in write_report(tmp_path).jobs][1] == "seed=2 lr=1 threads=1"  # kept per job
+
+
 def test_jobs_from_different_machines_bring_one_warning(tmp_path, capsys):
     cpu = {"device": "cpu", "cpu": "AMD EPYC 7B13", "cpu_cores": 2, "torch_threads": 2}
     gpu = {"device": "cuda", "cpu": "Intel Xeon", "cpu_cores": 16, "gpu": "NVIDIA H200", "gpu_count": 1}
