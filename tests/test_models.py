@@ -12,6 +12,8 @@ from lenet_exp.models import LeNet
 from lenet_exp.runtime.checkpoints import load_checkpoint
 from lenet_exp.train import train
 
+ABLATION_ROWS = sorted(path.stem for path in (CONF_DIR / "ablation").glob("*.yaml"))  # conf/ablation/, in order
+
 
 def test_lenet_is_the_books_network():
     net = LeNet()
@@ -63,25 +65,28 @@ def test_lenet_plus_is_the_chosen_ablation_row_under_100k_parameters(tmp_path):
     assert cfg.data.batch_size == 128 and cfg.trainer.max_epochs == 20
     # The table measures what lenet_plus runs: its row, evaluated in other batches (which changes no result).
     assert cfg == compose_config(tmp_path, ["+ablation=1_flip_average", "data.eval_batch_size=256"])
-    rows = sorted(path.stem for path in (CONF_DIR / "ablation").glob("*.yaml"))
-    first = compose_config(tmp_path, [f"+ablation={rows[0]}"])
+    first = compose_config(tmp_path, [f"+ablation={ABLATION_ROWS[0]}"])
     assert first == compose_config(tmp_path, ["experiment=lenet_modern", "data.val_size=5000"])
 
 
 def test_each_ablation_row_changes_the_row_before_it(tmp_path):
-    rows = sorted(path.stem for path in (CONF_DIR / "ablation").glob("*.yaml"))
-    configs = [OmegaConf.to_container(compose_config(tmp_path, [f"+ablation={row}"])) for row in rows]
+    configs = [OmegaConf.to_container(compose_config(tmp_path, [f"+ablation={row}"])) for row in ABLATION_ROWS]
     for before, after in zip(configs, configs[1:], strict=False):
         assert before != after
 
 
 def test_the_ablation_rows_train_with_their_options_wired(tmp_path, fake_data):
-    last = sorted(path.stem for path in (CONF_DIR / "ablation").glob("*.yaml"))[-1]  # every option of the table
-    overrides = [f"+ablation={last}", *TINY, f"data.data_dir={fake_data}", "trainer.max_epochs=1", "data.val_size=16"]
+    overrides = [
+        f"+ablation={ABLATION_ROWS[-1]}",
+        *TINY,
+        f"data.data_dir={fake_data}",
+        "trainer.max_epochs=1",
+        "data.val_size=16",
+    ]
     cfg = compose_config(tmp_path, overrides)
     metrics = train(cfg)
     assert 0.0 <= metrics["val_acc"] <= 1.0 and 0.0 <= metrics["test_acc"] <= 1.0
     state = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]
     assert state["ema.n_averaged"] == 3  # 64 images less a validation split of 16 (TINY's data), batches of 16
     assert state["ema.module.features.4.weight"].shape == (48, 16, 5, 5)
-    assert cfg.model.flip_average
+    assert cfg.model.flip_average  # the last row has every option of the table
