@@ -25,6 +25,9 @@ def start_run(run: Path, *overrides: str) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # Ctrl-C as on a terminal, also when the tests themselves run in the background of a
+        # non-interactive shell, which starts them with SIGINT ignored (and children inherit that).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
