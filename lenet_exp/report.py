@@ -102,8 +102,8 @@ def summarize(sweep: Path) -> list[dict[str, Any]]:
         config = job / ".hydra" / "config.yaml"
         seed = OmegaConf.load(config).get("seed") if config.is_file() else None
         row: dict[str, Any] = {"job": job.name, "overrides": " ".join(overrides), "seed": seed}
-        apart = {"seed", *unnamed_keys(job)}  # what does not part a group
-        row["group_overrides"] = [o for o in overrides if key(o) not in apart]
+        ignored = {"seed", *unnamed_keys(job)}  # keys that do not set a group apart
+        row["group_overrides"] = [o for o in overrides if key(o) not in ignored]
         row["group"] = " ".join(row["group_overrides"])
         metrics = json.loads((job / "metrics.json").read_text()) if (job / "metrics.json").is_file() else {}
         if metrics:
