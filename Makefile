@@ -6,8 +6,6 @@ STAMP  := $(VENV)/.installed
 DEBIAN_DATA := /usr/share/datasets/fashion-mnist
 DATA_FILES  := train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte
 ARGS ?=
-# pytest processes (pytest-xdist), each test file in one of them; each holds about 0.5 GB, more with DDP tests.
-TEST_WORKERS ?= 2
 
 PORT ?= 6006
 
@@ -41,11 +39,11 @@ train: setup data
 
 # Everything, real-data and slow tests included (what CI runs); the slowest tests are listed at the end.
 test: setup data
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 $(ARGS)
+	$(PY) -m pytest --durations=15 $(ARGS)
 
 # The edit-test loop: no real data, no slow marks (about 50 s of tests on 2 cores).
 test-fast: setup
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not realdata and not slow" -q $(ARGS)
+	$(PY) -m pytest -m "not realdata and not slow" -q $(ARGS)
 
 # The seed's pipeline vs a bare loop vs lenet_exp, interleaved (about 2 minutes on 2 CPU cores).
 bench: setup data
