@@ -123,3 +123,20 @@ def test_an_ablation_row_trains_with_its_options_wired(tmp_path, fake_data):
     assert state["ema.n_averaged"] == 3  # 64 images less a validation split of 16 (TINY's data), batches of 16
     assert state["ema.module.features.4.weight"].shape == (48, 16, 5, 5)
     assert cfg.model.flip_average
+
+
+def test_lenet_plus_trains_with_its_options_wired(tmp_path, fake_data):
+    overrides = [
+        "experiment=lenet_plus",
+        *TINY,
+        f"data.data_dir={fake_data}",
+        "trainer.max_epochs=1",
+        "data.val_size=16",
+    ]
+    metrics = train(compose_config(tmp_path, overrides))
+    assert 0.0 <= metrics["val_acc"] <= 1.0 and 0.0 <= metrics["test_acc"] <= 1.0
+    checkpoint = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert checkpoint["optimizer_states"][0]["param_groups"][0]["weight_decay"] == 0.01
+    assert checkpoint["hyper_parameters"]["flip_average"]
+    weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.") and "running_" not in k}
+    assert sum(v.numel() for k, v in weights.items() if "num_batches_tracked" not in k) == 86_074
