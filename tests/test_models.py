@@ -62,9 +62,7 @@ def test_lenet_plus_is_the_chosen_ablation_row_under_100k_parameters(tmp_path):
     module = instantiate(cfg.model)
     assert sum(p.numel() for p in module.net.parameters()) == 86_074
     assert module.flip_average and module.ema is None and isinstance(module.augment, BatchAugment)
-    assert (
-        module.augment.crop_padding == 1 and module.optimizer(module.net.parameters()).defaults["weight_decay"] == 0.01
-    )
+    assert module.augment.crop_padding == 1 and weight_decay(module) == 0.01
     assert cfg.data.batch_size == 128 and cfg.trainer.max_epochs == 20
     # The table measures what lenet_plus runs: its row, evaluated in other batches (which changes no result).
     assert cfg == compose_config(tmp_path, ["+ablation=8_shifts_of_1_pixel", "data.eval_batch_size=256"])
@@ -102,9 +100,9 @@ ROW_CHANGES = {
 def test_each_ablation_row_makes_its_one_change_to_the_row_it_builds_on(tmp_path, row):
     before = compose_config(tmp_path, [f"+ablation={builds_on(row)}"])
     after = compose_config(tmp_path, [f"+ablation={row}"])
-    changed = ROW_CHANGES[row]
-    assert changed(after, instantiate(after.model)) and not changed(before, instantiate(before.model))
-    assert sum(p.numel() for p in instantiate(after.model).net.parameters()) <= 100_000
+    changed, module = ROW_CHANGES[row], instantiate(after.model)
+    assert changed(after, module) and not changed(before, instantiate(before.model))
+    assert sum(p.numel() for p in module.net.parameters()) <= 100_000
     assert after.data.val_size == 5000 and after.seed == before.seed  # chosen on the validation split
 
 
