@@ -1,5 +1,6 @@
-"""The trackers of conf/logger/ beside TensorBoard (a CSV row per epoch, an MLflow run in the run folder),
-and what every tracker is given: images, and at the end the run's settings and final metrics."""
+"""The trackers of conf/logger/ (TensorBoard in one event file per run, a CSV row per epoch, an MLflow run
+in the run folder), and what every tracker is given: images, and at the end the run's settings and final
+metrics."""
 
 from __future__ import annotations
 
@@ -26,6 +27,31 @@ from lenet_exp.runtime.atomic import atomic_write
 log = logging.getLogger("lenet_exp")
 HPARAMS_METRICS = ("test_acc", "val_acc", "train_loss")  # beside the settings in TensorBoard's HParams tab
 FINAL_METRICS = ("test_acc", "test_loss", "val_acc", "val_loss", "train_acc", "train_loss", "seconds_per_epoch")
+
+
+class RunTensorBoardLogger(TensorBoardLogger):
+    """Lightning's TensorBoardLogger with one event file per run: training, the final test and the
+    HParams summary.
+
+    Lightning closes the writer after fitting and after testing, and the next write starts a new
+    file. TensorBoard reads a folder's files in the order of their names, which a process tells apart
+    by a counter within the same second, so ``...4711.10`` sorts before ``...4711.9``. From the fourth
+    run of one process on (a sweep's jobs run in one process) the final test's points were read first,
+    and then dropped as out of order. Here fitting and testing end with a flush; ``close_loggers``
+    closes the file once, at the end of the run (a failed run closes it at once).
+    """
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if status != "success":
+            super().finalize(status)
+        elif self._experiment is not None:
+            self.experiment.flush()
+            self.save()  # hparams.yaml, as Lightning does
+
+    @rank_zero_only
+    def close(self) -> None:
+        super().finalize("success")
 
 
 class EpochCSVLogger(CSVLogger):
@@ -183,3 +209,5 @@ def close_loggers(loggers: list[Logger], settings: dict[str, Any], metrics: dict
             final = {key: metrics[key] for key in FINAL_METRICS if key in metrics}
             logger.log_metrics(final, step=metrics["epochs"])
         logger.finalize("success")
+        if isinstance(logger, RunTensorBoardLogger):
+            logger.close()

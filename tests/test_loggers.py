@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -69,6 +70,29 @@ def test_no_logger_still_writes_the_run_folder(tmp_path, fake_data):
     metrics = run(tmp_path, fake_data, "logger=none", "trainer.max_epochs=1")
     assert metrics["epochs"] == 1 and (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert not (tmp_path / "tensorboard").exists() and not (tmp_path / "csv").exists()
+
+
+def test_tensorboard_writes_a_run_into_one_event_file_so_its_final_test_is_never_read_out_of_order(
+    tmp_path, fake_data, monkeypatch
+):
+    """TensorBoard reads a run's event files in name order, and the names a process makes within one second
+    differ only by a counter (``.9`` sorts after ``.10``). Bring the counter to such a step, as the fourth
+    job of a sweep does, and the run's final test must still be its last point."""
+    from tensorboard.summary.writer import event_file_writer
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    # Every file is named (and stamped) within the same second, as a fast run's files are.
+    monkeypatch.setattr(event_file_writer, "time", SimpleNamespace(time=lambda: 1_800_000_000.0))
+    scratch = tmp_path / "scratch"
+    while True:  # each writer takes the next number, written at the end of its file's name
+        EventFileWriter(str(scratch)).close()
+        number = max(int(path.name.rsplit(".", 1)[1]) for path in scratch.iterdir())
+        if set(str(number + 1)) == {"9"}:  # the run's files would have been ...9, ...10 (, ...11)
+            break
+    folder = tmp_path / "run"
+    metrics = run(folder, fake_data)
+    assert len(list((folder / "tensorboard").rglob("events.out.tfevents.*"))) == 1
+    assert scalars(folder, "test/acc")[-1] == (2, pytest.approx(metrics["test_acc"]))  # after the 2 epochs
 
 
 def test_tensorboard_after_csv_still_gets_the_images(tmp_path, fake_data):

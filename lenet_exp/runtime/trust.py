@@ -31,6 +31,7 @@ ALLOWED = frozenset(
         "lenet_exp.callbacks.TestImages",
         "lenet_exp.runtime.atomic.AtomicCheckpointIO",
         "lenet_exp.loggers.EpochCSVLogger",
+        "lenet_exp.loggers.RunTensorBoardLogger",
         "lenet_exp.loggers.LocalMLFlowLogger",
         "pytorch_lightning.Trainer",
         "pytorch_lightning.loggers.TensorBoardLogger",
