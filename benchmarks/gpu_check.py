@@ -69,11 +69,12 @@ def main(argv: list[str]) -> int:
 
     import torch
 
-    from lenet_exp.runtime.results import environment
-
     gpu = args.device == "cuda"
     if gpu and not torch.cuda.is_available():
         sys.exit(f"error: PyTorch finds no CUDA GPU here; {NO_GPU_HINT}")
+
+    from lenet_exp.runtime.results import environment  # Lightning's seconds of loading, only when needed
+
     out = args.out or Path(os.environ.get("OUT") or ROOT / "outputs" / "gpu_check" / time.strftime("%Y-%m-%d_%H-%M-%S"))
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="gpu-check-"))

@@ -24,11 +24,14 @@ CONF_DIR = str(_PACKAGE / "conf" if (_PACKAGE / "conf" / "config.yaml").is_file(
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Train once; return ``optimized_metric`` (such as val_acc) for sweepers like Optuna."""
-    from lenet_exp.train import train  # imported here so that --help and --cfg stay fast
+    from lenet_exp.runtime.checks import check_run
 
     logging.raiseExceptions = False  # a full disk under the log file: the run's own writes report it, once
 
     try:
+        check_run(cfg)  # a wrong setting is said at once, before torch and Lightning take seconds to load
+        from lenet_exp.train import train  # imported here so that --help and --cfg stay fast too
+
         metrics = train(cfg)
         return metrics[cfg.optimized_metric] if cfg.get("optimized_metric") else None
     except Exception as err:

@@ -24,15 +24,17 @@ def evaluate(
     ckpt_path: str | Path, accelerator: str = "auto", overrides: list[str] = (), trust: list[str] = ()
 ) -> dict[str, Any]:
     """Test-set metrics of the checkpoint at ``ckpt_path``, also appended to its run's evaluations.jsonl."""
+    from lenet_exp.runtime.checks import check_accelerator, checkpoint_file
+
+    check_accelerator(accelerator, key="accelerator")  # before any loading
+    path = checkpoint_file(ckpt_path)  # and before Lightning takes its seconds to load
+
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
     from lenet_exp.runtime.checkpoints import load_checkpoint, rebuild
-    from lenet_exp.runtime.checks import check_accelerator
     from lenet_exp.runtime.results import append_jsonl, flat_metrics, git_revision
 
-    check_accelerator(accelerator, key="accelerator")  # before any loading
-    path = Path(ckpt_path).expanduser()
     checkpoint = load_checkpoint(path, trust)
     cfg, module = rebuild(checkpoint, path, overrides)
     datamodule = instantiate(cfg.data)

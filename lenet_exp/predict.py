@@ -55,17 +55,20 @@ def to_fashion_mnist(image: Image.Image) -> np.ndarray:
 def predict(ckpt_path: str | Path, images: str, top: int = 3, trust: list[str] = ()) -> list[dict]:
     """One result per image: ``{"image", "class", "top": [{"class", "probability"}, ...]}``,
     or ``{"image", "error"}`` for a file that cannot be read as an image."""
+    from lenet_exp.runtime.checks import checkpoint_file
+
+    path, files = checkpoint_file(ckpt_path), image_paths(images)  # before torch takes its seconds to load
+
     import torch
     from hydra.utils import get_class
 
     from lenet_exp.runtime.checkpoints import load_checkpoint, rebuild
 
-    path = Path(ckpt_path).expanduser()
     cfg, module = rebuild(load_checkpoint(path, trust), path)
     names = list(getattr(get_class(cfg.data._target_), "classes", None) or range(cfg.model.get("num_classes", 10)))
     results: list[dict] = []
     arrays, readable = [], []
-    for file in image_paths(images):
+    for file in files:
         try:
             with Image.open(file) as image:
                 arrays.append(to_fashion_mnist(image))

@@ -71,12 +71,6 @@ def as_this_process(cfg: Any, hydra: Any, run: Path) -> None:
 def resume(run_dir: str | Path, trust: list[str] = (), job_name: str | None = None) -> dict[str, Any]:
     """Finish the run in ``run_dir``; return its metrics.json. ``job_name`` names the log file
     (Lightning gives DDP ranks 1.. their own, ``hydra.job.name=train_ddp_process_N``)."""
-    from omegaconf import OmegaConf
-
-    from lenet_exp.runtime.checkpoints import GIT_KEY, load_checkpoint
-    from lenet_exp.runtime.results import git_revision
-    from lenet_exp.runtime.trust import check_targets
-
     run = Path(run_dir).expanduser().resolve()
     if not run.is_dir():
         raise UserError(f"{run} is not a folder; give a run folder, such as outputs/<date>/<time>.")
@@ -84,6 +78,14 @@ def resume(run_dir: str | Path, trust: list[str] = (), job_name: str | None = No
     if (run / "metrics.json").is_file():
         log.info(f"{run} is finished (it has metrics.json); nothing to resume.")
         return json.loads((run / "metrics.json").read_text())
+
+    # Imported only now: torch and Lightning take seconds to load, and a wrong folder is said at once.
+    from omegaconf import OmegaConf
+
+    from lenet_exp.runtime.checkpoints import GIT_KEY, load_checkpoint
+    from lenet_exp.runtime.results import git_revision
+    from lenet_exp.runtime.trust import check_targets
+
     as_this_process(stored, hydra, run)
     cfg = OmegaConf.create(check_targets(stored, f"{run}/.hydra/config.yaml", trust))
     cfg.trusted_targets = list(trust)  # what the user allows now, not what the folder says

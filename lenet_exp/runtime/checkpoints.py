@@ -13,6 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from lenet_exp.errors import UserError
+from lenet_exp.runtime.checks import checkpoint_file
 from lenet_exp.runtime.trust import check_targets
 
 CONFIG_KEY = "lenet_exp_config"  # the resolved run config, stored by ConfigInCheckpoint
@@ -39,12 +40,7 @@ def load_checkpoint(path: str | Path, trusted: Iterable[str] = ()) -> dict[str, 
     The run config stored in it comes back resolved, once every class it names is allowed
     (lenet_exp's own, torch optimizers and schedulers, and the ``trusted`` names).
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(
-            f"ckpt_path={path} does not exist; give the path of a .ckpt file, such as "
-            "outputs/<date>/<time>/checkpoints/last.ckpt."
-        )
+    path = checkpoint_file(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, BadZipFile, EOFError, IndexError...: whatever the bytes make torch do

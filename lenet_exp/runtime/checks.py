@@ -1,10 +1,14 @@
-"""Checks of a run's settings that Lightning would accept but that cannot be what the user meant."""
+"""Checks of a run's settings that Lightning would accept but that cannot be what the user meant.
+
+torch and Lightning are imported only by the checks that need them, so that the entry points can
+refuse a wrong path before spending seconds loading them.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 
 from lenet_exp.errors import UserError, check_value
@@ -22,22 +26,23 @@ def _available(accelerator: type) -> bool:
 def check_accelerator(accelerator: str, devices: object = 1, key: str = "trainer.accelerator") -> None:
     """Refuse an accelerator this machine cannot use, more GPUs than it has, or more CPU processes
     than it has cores (each would be a whole training process competing for them)."""
-    from pytorch_lightning.accelerators import AcceleratorRegistry
-
     if not isinstance(accelerator, str):
         return  # an Accelerator object from the user's own config: Lightning checks it
     name = "cuda" if accelerator == "gpu" else accelerator
-    if name != "auto" and name not in AcceleratorRegistry:
-        raise UserError(f"{key}={accelerator} is not an accelerator Lightning knows; use cpu, gpu or auto.")
-    if name not in ("auto", "cuda") and not _available(AcceleratorRegistry[name]["accelerator"]):
-        raise UserError(f"{key}={accelerator} is not available on this machine; use {key}=cpu or {key}=auto.")
-    cores = os.cpu_count() or 1
-    on_cpu = name == "cpu" or (name == "auto" and not torch.cuda.is_available())
-    if on_cpu and isinstance(devices, int) and not isinstance(devices, bool) and devices > cores:
-        raise UserError(
-            f"trainer.devices={devices} would start {devices} training processes on this machine's {cores} CPU "
-            f"cores; ask for {cores} or fewer (trainer.devices={min(cores, 2)})."
-        )
+    if name not in ("auto", "cpu", "cuda"):  # mps, tpu, ...: Lightning's registry knows them
+        from pytorch_lightning.accelerators import AcceleratorRegistry
+
+        if name not in AcceleratorRegistry:
+            raise UserError(f"{key}={accelerator} is not an accelerator Lightning knows; use cpu, gpu or auto.")
+        if not _available(AcceleratorRegistry[name]["accelerator"]):
+            raise UserError(f"{key}={accelerator} is not available on this machine; use {key}=cpu or {key}=auto.")
+    if name == "cpu":
+        check_cpu_processes(devices)
+        return
+    import torch
+
+    if name == "auto" and not torch.cuda.is_available():
+        check_cpu_processes(devices)
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise UserError(
             f"{key}={accelerator} but PyTorch finds no CUDA GPU on this machine; use {key}=cpu or {key}=auto."
@@ -47,6 +52,27 @@ def check_accelerator(accelerator: str, devices: object = 1, key: str = "trainer
             f"trainer.devices={devices} but this machine has {torch.cuda.device_count()} CUDA GPU(s); "
             "lower trainer.devices."
         )
+
+
+def check_cpu_processes(devices: object) -> None:
+    """Refuse more training processes on the CPU than the machine has cores."""
+    cores = os.cpu_count() or 1
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > cores:
+        raise UserError(
+            f"trainer.devices={devices} would start {devices} training processes on this machine's {cores} CPU "
+            f"cores; ask for {cores} or fewer (trainer.devices={min(cores, 2)})."
+        )
+
+
+def checkpoint_file(path: str | Path, key: str = "ckpt_path") -> Path:
+    """``path`` as a Path, if it is a file; else one sentence saying what to give instead."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(
+            f"{key}={path} does not exist; give the path of a .ckpt file, such as "
+            "outputs/<date>/<time>/checkpoints/last.ckpt."
+        )
+    return path
 
 
 def check_trainer(trainer: DictConfig) -> None:
@@ -100,5 +126,7 @@ def check_run(cfg: DictConfig) -> str:
     """Everything about ``cfg`` that can be refused before any data or model is built; returns which
     weights the final test uses (``best`` or ``last``)."""
     check_trainer(cfg.trainer)
+    if cfg.get("ckpt_path"):
+        checkpoint_file(cfg.ckpt_path)
     check_optimized_metric(cfg.get("optimized_metric"), cfg.data.get("val_size", 0))
     return check_selection(cfg)
