@@ -8,7 +8,8 @@ Writes into the sweep folder:
 - ``summary.csv``: one row per job, as it finished (seed and machine included);
 - ``summary_groups.csv``: one row per group, then one per failed or unfinished job;
 - ``summary.md``: the grouped table, then the per-job one;
-- ``summary.png``: each group's mean evaluation accuracy per epoch, in a band of ± one std.
+- ``summary.png``: each group's mean evaluation accuracy per epoch, in a band of ± one std (from the
+  jobs' TensorBoard events, or their CSV files with ``logger=csv``).
 
 Groups are sorted by mean val_acc, best first, when the jobs held out a validation set; otherwise they
 keep job order. A failed or unfinished job is never averaged in: it is a row of its own, after the groups.
@@ -50,7 +51,8 @@ def job_folders(sweep: Path) -> list[Path]:
 
 
 def eval_curve(job: Path, epochs: int | None) -> tuple[str, list[float]]:
-    """The per-epoch evaluation accuracy (val/acc, or test/acc in the book's protocol) of a job.
+    """The per-epoch evaluation accuracy (val/acc, or test/acc in the book's protocol) of a job, from its
+    TensorBoard events, else from its CSV file (``logger=csv``); none with ``logger=none``.
 
     In the book's protocol the final test logs test/acc once more after the last epoch; only the
     first ``epochs`` points are the per-epoch curve.
@@ -64,6 +66,14 @@ def eval_curve(job: Path, epochs: int | None) -> tuple[str, list[float]]:
         for tag in ("val/acc", "test/acc"):
             if tag in tags:
                 values = [event.value for event in sorted(events.Scalars(tag), key=lambda e: (e.step, e.wall_time))]
+                return tag, values[:epochs] if epochs else values
+    table = job / "csv" / "metrics.csv"  # one row per epoch, by epoch (the final test is not in it)
+    if table.is_file():
+        with open(table, newline="") as f:
+            rows = list(csv.DictReader(f))
+        for tag in ("val/acc", "test/acc"):
+            values = [float(row[tag]) for row in rows if row.get(tag)]
+            if values:
                 return tag, values[:epochs] if epochs else values
     return "", []
 

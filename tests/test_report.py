@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_cli, sweep, write_fake_fashion_mnist
+from conftest import ONE_EPOCH, compose_config, run_cli, sweep, write_fake_fashion_mnist
 
 from lenet_exp.report import main, write_report
+from lenet_exp.train import train
 
 pytestmark = pytest.mark.slow  # most tests here share one real sweep of nine jobs
 
@@ -124,6 +125,17 @@ def test_seeds_run_with_other_threads_or_loggers_are_still_one_group(seed_sweep,
     rows = write_report(tmp_path).groups
     assert [(r["overrides"], r["n"]) for r in rows] == [("lr=1", 3), ("lr=2", 1)]
     assert [job["overrides"] for job in write_report(tmp_path).jobs][1] == "seed=2 lr=1 threads=1"  # kept per job
+
+
+def test_curves_come_from_the_csv_file_of_a_job_run_without_tensorboard(tmp_path, fake_data):
+    sweep = tmp_path / "sweep"
+    fake_job(sweep, 0, ["logger=csv"])
+    overrides = [*ONE_EPOCH, "trainer.max_epochs=2", "data.val_size=16", "logger=csv", f"data.data_dir={fake_data}"]
+    train(compose_config(sweep / "0", overrides))
+    with open(sweep / "0" / "csv" / "metrics.csv", newline="") as f:
+        written = [float(row["val/acc"]) for row in csv.DictReader(f)]
+    (job,) = write_report(sweep).jobs
+    assert job["curve_tag"] == "val/acc" and job["curve"] == written and len(written) == 2
 
 
 def test_jobs_from_different_machines_bring_one_warning(tmp_path, capsys):
