@@ -57,7 +57,7 @@ def predict(ckpt_path: str | Path, images: str, top: int = 3, trust: list[str] =
     or ``{"image", "error"}`` for a file that cannot be read as an image."""
     from lenet_exp.runtime.checks import checkpoint_file
 
-    path, files = checkpoint_file(ckpt_path), image_paths(images)  # before torch takes its seconds to load
+    path = checkpoint_file(ckpt_path)  # before torch takes its seconds to load
 
     import torch
     from hydra.utils import get_class
@@ -68,7 +68,7 @@ def predict(ckpt_path: str | Path, images: str, top: int = 3, trust: list[str] =
     names = list(getattr(get_class(cfg.data._target_), "classes", None) or range(cfg.model.get("num_classes", 10)))
     results: list[dict] = []
     arrays, readable = [], []
-    for file in files:
+    for file in image_paths(images):
         try:
             with Image.open(file) as image:
                 arrays.append(to_fashion_mnist(image))
