@@ -159,23 +159,6 @@ def test_an_unreadable_data_directory_is_named():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        (["data.foo=1"], "Key 'foo' is not in struct"),
-        (["experiment=nonexistent"], "Could not find 'experiment/nonexistent'"),
-        (["data.batch_size=0"], "error: data.batch_size=0 must be a positive whole number, such as 256."),
-    ],
-)
-def test_cli_config_errors_exit_non_zero_without_a_traceback(tmp_path, args, expected):
-    out = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}")
-    assert out.returncode != 0
-    assert expected in out.stdout + out.stderr
-    assert "Traceback" not in out.stdout + out.stderr
-    assert not (tmp_path / "run" / "metrics.json").exists()
-
-
-@pytest.mark.slow
 def test_an_output_folder_that_cannot_be_written_is_refused_before_anything_runs(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

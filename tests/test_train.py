@@ -99,13 +99,6 @@ def test_gpu_without_gpu_is_one_clear_sentence(tmp_path):
     assert not (tmp_path / "metrics.json").exists()
 
 
-@pytest.mark.slow
-def test_bad_batch_size_from_the_command_line_is_one_clear_sentence(tmp_path):
-    out = run_cli("data.batch_size=0", f"hydra.run.dir={tmp_path}")
-    assert out.returncode != 0 and "Traceback" not in out.stdout + out.stderr
-    assert "data.batch_size=0 must be a positive whole number" in out.stdout
-
-
 @pytest.mark.parametrize("debug", ["fast_dev_run", "limit", "profiler"])
 def test_debug_presets_compose_and_run(tmp_path, fake_data, debug):
     cfg = compose_config(
