@@ -6,6 +6,9 @@ STAMP  := $(VENV)/.installed
 DEBIAN_DATA := /usr/share/datasets/fashion-mnist
 DATA_FILES  := train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte
 ARGS ?=
+# pytest processes for make test (pytest-xdist; each test file runs whole in one of them). Each holds
+# about 0.5 GB and starts a few more in its slow tests: 2 fits a 2-core, 24 GB machine. 0: one process.
+TEST_WORKERS ?= 2
 
 PORT ?= 6006
 
@@ -39,7 +42,7 @@ train: setup data
 
 # Everything, real-data and slow tests included (what CI runs); the slowest tests are listed at the end.
 test: setup data
-	$(PY) -m pytest --durations=15 $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 $(ARGS)
 
 # The edit-test loop: no real data, no slow marks (about 50 s of tests on 2 cores).
 test-fast: setup
