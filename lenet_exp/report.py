@@ -5,7 +5,7 @@ standard deviation (n) of each metric. Overrides that Hydra leaves out of a job'
 is recorded or how many threads it used: conf/hydra/default.yaml) do not part a group either.
 Writes into the sweep folder:
 
-- ``summary.csv``: one row per job, as it finished (seed and machine included);
+- ``summary.csv``: one row per job, as it finished (seed, machine, and the epoch and weights tested);
 - ``summary_groups.csv``: one row per group, then one per failed or unfinished job;
 - ``summary.md``: the grouped table, then the per-job one;
 - ``summary.png``: each group's mean evaluation accuracy per epoch, in a band of ± one std (from the
@@ -32,7 +32,7 @@ from lenet_exp.errors import UserError, exit_on_user_error
 
 METRICS = ["test_acc", "val_acc", "train_loss", "seconds_per_epoch"]
 # New columns go at the end, so that scripts reading the older summary.csv by position still work.
-JOB_COLUMNS = ["job", "overrides", *METRICS, "status", "seed", "device", "machine"]
+JOB_COLUMNS = ["job", "overrides", *METRICS, "status", "seed", "device", "machine", "best_epoch", "tested"]
 GROUP_COLUMNS = ["overrides", "n", "seeds", "jobs", *[f"{m}_{s}" for m in METRICS for s in ("mean", "std")], "status"]
 FILES = "summary.csv, summary_groups.csv, summary.md and summary.png"
 
@@ -117,7 +117,7 @@ def summarize(sweep: Path) -> list[dict[str, Any]]:
         row["group"] = " ".join(row["group_overrides"])
         metrics = json.loads((job / "metrics.json").read_text()) if (job / "metrics.json").is_file() else {}
         if metrics:
-            row.update({key: metrics.get(key) for key in METRICS})
+            row.update({key: metrics.get(key) for key in (*METRICS, "best_epoch", "tested")})
             row["seed"] = metrics.get("seed", seed)
             environment = metrics.get("environment") or {}  # runs before it was recorded have none
             row["device"], row["machine"] = environment.get("device"), machine(environment)

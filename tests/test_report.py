@@ -73,9 +73,13 @@ def test_tables_files_and_plot(seed_sweep):
     assert len(jobs) == 9 and [j["job"] for j in jobs] == [str(k) for k in range(9)]
     assert list(jobs[0]) == [
         *("job", "overrides", "test_acc", "val_acc", "train_loss", "seconds_per_epoch", "status"),
-        *("seed", "device", "machine"),
+        *("seed", "device", "machine", "best_epoch", "tested"),
     ]
     assert sorted(j["seed"] for j in jobs) == sorted(["1", "2", "3"] * 3)
+    finished = [j for j in jobs if j["status"] == "ok"]  # tested on the epoch with the best val/acc
+    assert len(finished) == 6 and all(j["tested"] == "best" and j["best_epoch"] in ("1", "2") for j in finished)
+    for job in finished:
+        assert int(job["best_epoch"]) == json.loads((folder / job["job"] / "metrics.json").read_text())["best_epoch"]
     with open(folder / "summary_groups.csv") as f:
         groups = list(csv.DictReader(f))
     assert [g["n"] for g in groups] == ["3", "3", "", "", ""]
