@@ -206,9 +206,8 @@ def test_sigkill_at_any_moment_leaves_a_folder_that_resumes_to_the_uninterrupted
     for i, (phase, moment) in enumerate(moments):
         run = tmp_path / f"killed-{i}"
         if phase == "start-up":
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "lenet_exp", *args, f"hydra.run.dir={run}"], cwd=ROOT, stdout=subprocess.DEVNULL
-            )
+            command = [sys.executable, "-m", "lenet_exp", *args, f"hydra.run.dir={run}"]
+            proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         else:
             proc, _ = start_until_first_line([*args, f"hydra.run.dir={run}"])
         time.sleep(moment)

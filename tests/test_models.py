@@ -93,6 +93,7 @@ ROW_CHANGES = {
     "6_weight_decay_0.01": lambda cfg, module: weight_decay(module) == 0.01,
     "7_no_weight_decay": lambda cfg, module: weight_decay(module) == 0.0,
     "8_shifts_of_1_pixel": lambda cfg, module: module.augment.crop_padding == 1 and module.augment.flip,
+    "9_no_shifts": lambda cfg, module: module.augment.crop_padding == 0 and module.augment.flip,
 }
 
 
