@@ -138,20 +138,25 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-@pytest.mark.slow
-def test_when_a_ddp_rank_is_killed_every_rank_stops_naming_it_and_the_run_resumes(tmp_path):
-    data = tmp_path / "data"
-    write_fake_fashion_mnist(data, n_train=1024, n_test=64)
-    run = tmp_path / "run"
-    args = ["trainer=ddp_cpu", "data.verify_md5=false", "data.batch_size=8", "trainer.max_epochs=3"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lenet_exp", *args, f"data.data_dir={data}", f"hydra.run.dir={run}"],
+def start_lenet_exp(args: list[str]) -> subprocess.Popen:
+    """``python -m lenet_exp args`` from the repository root, its output (stdout and stderr) unbuffered in a pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "lenet_exp", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+@pytest.mark.slow
+def test_when_a_ddp_rank_is_killed_every_rank_stops_naming_it_and_the_run_resumes(tmp_path):
+    data = tmp_path / "data"
+    write_fake_fashion_mnist(data, n_train=1024, n_test=64)
+    run = tmp_path / "run"
+    args = ["trainer=ddp_cpu", "data.verify_md5=false", "data.batch_size=8", "trainer.max_epochs=3"]
+    proc = start_lenet_exp([*args, f"data.data_dir={data}", f"hydra.run.dir={run}"])
     seen = []
     for line in proc.stdout:
         seen.append(line)
@@ -177,13 +182,7 @@ def start_until_first_line(args: list[str]) -> tuple[subprocess.Popen, float]:
     """Start ``python -m lenet_exp args``; return it once it printed its first line (Lightning's "GPU
     available", after the imports and after Hydra wrote the run folder), with the seconds that took."""
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lenet_exp", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = start_lenet_exp(args)
     proc.stdout.readline()
     return proc, time.monotonic() - started
 
