@@ -1,0 +1,117 @@
+"""conf/ as a new user reads it: every option of every group, chosen alone, composes to what its file says,
+and every class a config names is one that eval and resume may rebuild from a stored config."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import CONF_DIR, compose_config, run_cli
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from lenet_exp.runtime.trust import allowed
+
+GROUPS = sorted(d.name for d in CONF_DIR.iterdir() if d.is_dir() and d.name != "hydra")
+OPTIONS = [(group, file.stem) for group in GROUPS for file in sorted((CONF_DIR / group).glob("*.yaml"))]
+DEFAULTS = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml").defaults)
+IN_DEFAULTS = {next(iter(entry)) for entry in DEFAULTS if isinstance(entry, dict)}  # chosen without a "+"
+
+
+def package(file: Path, group: str) -> str:
+    """Where a group file's keys land: its ``# @package`` header (``_global_``: the top), else the group."""
+    for line in file.read_text().splitlines():
+        if line.startswith("# @package"):
+            name = line.split(maxsplit=2)[2].strip()
+            return "" if name == "_global_" else name
+    return group
+
+
+def package_path(file: Path, group: str) -> tuple[str, ...]:
+    return tuple(part for part in package(file, group).split(".") if part)
+
+
+def leaves(node: Any, path: tuple[str, ...]) -> dict[tuple[str, ...], Any]:
+    """``{("model", "net", "activation"): "relu", ...}``: every value a file sets, lists taken whole
+    (a path, not a dotted string: the sweeper's ``params`` have keys such as ``model.optimizer.lr``)."""
+    if not isinstance(node, dict):
+        return {path: node}
+    flat: dict[tuple[str, ...], Any] = {}
+    for key, value in node.items():
+        flat.update(leaves(value, (*path, str(key))))
+    return flat
+
+
+def lookup(config: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        config = config[part]
+    return config.name if isinstance(config, Enum) else config  # hydra.mode: RunMode.MULTIRUN
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_each_option_alone_composes_to_what_its_file_says(group, option):
+    file = CONF_DIR / group / f"{option}.yaml"
+    own = OmegaConf.to_container(OmegaConf.load(file)) or {}
+    own.pop("defaults", None)
+    choice = f"{'' if group in IN_DEFAULTS else '+'}{group}={option}"
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[choice], return_hydra_config=True)
+    composed = OmegaConf.to_container(cfg, resolve=False)
+    expected = leaves(own, package_path(file, group))
+    for key, value in expected.items():
+        found = lookup(composed, key)
+        assert found == value, f"{choice}: {'.'.join(key)} is {found!r}, its file says {value!r}"
+
+
+def test_the_default_run_is_the_books_and_d2l_lenet_changes_nothing(tmp_path):
+    default = compose_config(tmp_path)
+    assert default.model.net.activation == "sigmoid"
+    assert default.model.optimizer._target_ == "torch.optim.Adam" and default.model.optimizer.lr == 0.001
+    assert default.model.scheduler is None and default.model.augment is None
+    assert default.data.batch_size == 256 and default.data.val_size == 0 and default.trainer.max_epochs == 5
+    assert compose_config(tmp_path, ["experiment=d2l_lenet"]) == default
+
+
+def test_a_model_chosen_alone_keeps_its_own_learning_rate_and_activation(tmp_path):
+    """The trap this guards: a default experiment merged after the model group overwrote both."""
+    cfg = compose_config(tmp_path, ["model=lenet_modern"])
+    assert cfg.model.net.activation == "relu" and cfg.model.net.batch_norm is True
+    assert cfg.model.optimizer._target_ == "torch.optim.AdamW" and cfg.model.optimizer.lr == 0.003
+    assert cfg.model.optimizer.weight_decay == 0.05 and cfg.model.scheduler.max_lr == 0.01
+    assert cfg.data.batch_size == 256 and cfg.trainer.max_epochs == 5  # the model group sets neither
+
+
+def test_cfg_job_shows_the_chosen_model(tmp_path):
+    out = run_cli("model=lenet_modern", "--cfg", "job", timeout=60)
+    assert out.returncode == 0, out.stderr
+    shown = OmegaConf.create(out.stdout)
+    assert shown.model.net.activation == "relu" and shown.model.net.batch_norm is True
+    assert shown.model.optimizer._target_ == "torch.optim.AdamW" and shown.model.optimizer.lr == 0.003
+
+
+def _targets(node: Any, where: str):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "_target_":
+                yield where, value
+            else:
+                yield from _targets(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _targets(value, f"{where}[{i}]")
+
+
+# Hydra's own settings (conf/hydra/: its callbacks, launchers) are never stored in a run's config.yaml
+# or a checkpoint, so eval and resume never rebuild them.
+STORED = sorted(p for p in CONF_DIR.rglob("*.yaml") if "hydra" not in p.relative_to(CONF_DIR).parts)
+
+
+@pytest.mark.parametrize("file", STORED, ids=[str(p.relative_to(CONF_DIR)) for p in STORED])
+def test_every_class_a_config_names_may_be_rebuilt_from_a_stored_config(file):
+    """A new class in conf/ that is not on runtime/trust.py's ALLOWED would make eval, predict and resume
+    refuse every run that used it: add it to ALLOWED."""
+    node = OmegaConf.to_container(OmegaConf.load(file)) or {}
+    for where, target in _targets(node, file.stem):
+        assert allowed(target), f"{file.relative_to(CONF_DIR)} names {where}={target}: add it to trust.ALLOWED"
