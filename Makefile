@@ -48,11 +48,11 @@ test: setup data
 test-fast: setup
 	$(PY) -m pytest -m "not realdata and not slow" -q $(ARGS)
 
-# The seed's pipeline vs a bare loop vs lenet_exp, interleaved (about 2 minutes on 2 CPU cores).
+# The book's pipeline vs a bare loop vs lenet_exp, interleaved (about 2 minutes on 2 CPU cores; docs/performance.md).
 bench: setup data
 	$(PY) benchmarks/bench.py $(ARGS)
 
-# The GPU path checked and measured (benchmarks/gpu_check.py, about 5 minutes on one GPU); results
+# The GPU path checked and measured (benchmarks/gpu_check.py, about 6 minutes on one GPU); results
 # in $(OUT) or outputs/gpu_check/. DEVICE=cpu: the same steps reduced, on the CPU (a dry run).
 # Where the packages are already installed (a GPU image): make gpu-check PY=python3 skips the venv.
 DEVICE ?= cuda

@@ -1,7 +1,6 @@
 """``python -m lenet_exp [overrides]`` (or ``lenet-exp``): one training run (or a sweep with ``-m``) from conf/."""
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -9,10 +8,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lenet_exp.errors import user_error
-
-log = logging.getLogger("lenet_exp")
-
+from lenet_exp.errors import fail, user_error
 
 # The configs, as an absolute path so that every command finds them from any folder: an installed
 # wheel carries conf/ as lenet_exp/conf/; a checkout (also installed editable) has no such folder and
@@ -39,8 +35,7 @@ def main(cfg: DictConfig) -> float | None:
             raise
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise cause from None  # Hydra marks the job failed and runs the others (hydra_callbacks.FailedJobs)
-        log.error(f"error: {cause}")
-        sys.exit(1)
+        fail(cause)
 
 
 if __name__ == "__main__":

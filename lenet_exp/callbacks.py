@@ -75,9 +75,10 @@ class EpochLine(Callback):
 class BestCheckpoint(ModelCheckpoint):
     """``<dirpath>/<filename>.ckpt``: the weights of the epoch with the best validation ``monitor``.
 
-    Keeps the ``save_top_k`` best epochs (with more than one, ``filename`` needs ``{epoch}``). Saves after
-    the module's epoch-end checks, like ``last.ckpt``. In the book's protocol (no validation split)
-    there is nothing to choose by, and it saves nothing.
+    Keeps the ``save_top_k`` best epochs (with more than one, ``filename`` needs ``{epoch}``, which counts
+    from 1 like ``best_epoch`` and the epoch lines). Saves after the module's epoch-end checks, like
+    ``last.ckpt``. In the book's protocol (no validation split) there is nothing to choose by, and it saves
+    nothing.
     """
 
     def __init__(
@@ -105,6 +106,12 @@ class BestCheckpoint(ModelCheckpoint):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self.active = getattr(trainer.datamodule, "eval_split", "val") == "val"
+
+    def _monitor_candidates(self, trainer: pl.Trainer) -> dict[str, Tensor]:
+        """What ``filename`` may name; ``{epoch}`` from 1 (Lightning's counts from 0)."""
+        candidates = super()._monitor_candidates(trainer)
+        candidates["epoch"] = candidates["epoch"] + 1
+        return candidates
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.active:

@@ -126,12 +126,17 @@ class Classifier(pl.LightningModule):
         self.example_input_array = None if compile else torch.zeros(1, 1, 28, 28)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits; in eval mode those of the weight average with ``ema_decay``, and with ``flip_average``
-        the log of the mean probabilities of the image and its mirror (softmax gives those back)."""
-        trained = self._compiled if self._compiled is not None else self.net
-        if self.training or self.ema is None and not self.flip_average:
-            return trained(x)
-        net = self.ema.module if self.ema is not None else trained
+        """Logits (N, classes) of images (N, 1, 28, 28): in training mode the trained net's, in eval mode
+        (validation, test, predict) those of ``_evaluated``."""
+        return self._trained(x) if self.training else self._evaluated(x)
+
+    def _trained(self, x: Tensor) -> Tensor:
+        return self._compiled(x) if self._compiled is not None else self.net(x)
+
+    def _evaluated(self, x: Tensor) -> Tensor:
+        """The weight average's logits with ``ema_decay``, else the trained net's; with ``flip_average``, the log
+        of the mean probabilities of each image and its mirror image (softmax gives those back)."""
+        net = self.ema.module if self.ema is not None else self._trained
         if not self.flip_average:
             return net(x)
         both = net(torch.cat([x, x.flip(-1)])).log_softmax(1).view(2, len(x), -1)

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def font(size: int) -> ImageFont.ImageFont:
@@ -65,7 +69,7 @@ def band_plot(
     ylabel: str,
     xlabel: str = "epoch",
     legend_title: str = "",
-) -> None:
+) -> Figure:
     """Write a PNG with one line per entry of ``series``: (mean, std) at x = 1, 2, ..., in a band of ± std,
     and a legend (titled ``legend_title``) beside the axes.
 
@@ -88,7 +92,10 @@ def band_plot(
     axes.set_title(title)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    # Epochs are whole numbers, also when a curve has one point (the locator's fallback is tenths).
+    longest = max((len(mean) for mean, _ in series.values()), default=1)
+    axes.set_xlim(0.5, longest + 0.5)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     axes.grid(alpha=0.3)
     if series:
         axes.legend(
@@ -103,3 +110,4 @@ def band_plot(
     else:
         axes.text(0.5, 0.5, "no evaluation curve logged", transform=axes.transAxes, ha="center", va="center")
     figure.savefig(path, format="png", bbox_inches="tight")  # "tight" keeps the legend beside the axes
+    return figure

@@ -1,8 +1,10 @@
-"""The one exception type whose message is meant for the user, and the one check for config values."""
+"""The one exception type whose message is meant for the user, the one check for config values, and the
+one way every command ends on bad input: ``error: <sentence>`` on stderr (and in the run's log), exit status 1."""
 
+import logging
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -41,12 +43,31 @@ def user_error(err: BaseException | None) -> UserError | None:
     return err
 
 
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of ``err``'s message (libraries append context lines), else its type's name."""
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+
+
+def fail(err: BaseException | str) -> NoReturn:
+    """End the command: ``error: <sentence>`` on stderr, and in the run's log file when there is one; exit 1.
+
+    Through the console handler of runtime/console.py where it is installed (it sends errors to stderr and
+    keeps them above a progress bar); before that (Hydra's own set-up), straight to stderr.
+    """
+    message = f"error: {err if isinstance(err, str) else first_line(err)}"
+    if any(getattr(handler, "errors_to_stderr", False) for handler in logging.getLogger().handlers):
+        logging.getLogger("lenet_exp").error(message)
+    else:
+        print(message, file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
 def exit_on_user_error(function: Callable[[], T]) -> T:
-    """Run ``function``; a UserError behind what it raises ends the program with ``error: <sentence>``
-    on stderr and exit status 1. Anything else is a bug and keeps its traceback."""
+    """Run ``function``; a UserError behind what it raises ends the program through ``fail``.
+    Anything else is a bug and keeps its traceback."""
     try:
         return function()
     except Exception as err:
         if (cause := user_error(err)) is None:
             raise
-        sys.exit(f"error: {cause}")
+        fail(cause)

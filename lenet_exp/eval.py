@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lenet_exp.errors import exit_on_user_error
-from lenet_exp.runtime.cli import key_values, names
+from lenet_exp.runtime.cli import answer_help, key_values, names, require
 from lenet_exp.runtime.console import log_to_console
 
 log = logging.getLogger("lenet_exp")
@@ -34,6 +34,7 @@ def evaluate(
 
     from lenet_exp.runtime.checkpoints import load_checkpoint, rebuild
     from lenet_exp.runtime.results import append_jsonl, flat_metrics, git_revision
+    from lenet_exp.runtime.run_folder import evaluations_file, run_of
 
     checkpoint = load_checkpoint(path, trust)
     cfg, module = rebuild(checkpoint, path, overrides)
@@ -55,25 +56,25 @@ def evaluate(
         "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "git_rev": git_revision(),
     }
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    append_jsonl(run_dir / "evaluations.jsonl", result)
+    record = evaluations_file(run_of(path))
+    append_jsonl(record, result)
     log.info(
         f"test acc {result['test_acc']:.4f} on {result['images']} images: {path} "
-        f"(after {result['epochs']} epochs); recorded in {run_dir / 'evaluations.jsonl'}"
+        f"(after {result['epochs']} epochs); recorded in {record}"
     )
     return result
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    answer_help(argv, __doc__)
     log_to_console()
     usage = (
         "usage: python -m lenet_exp.eval ckpt_path=<file.ckpt> [accelerator=auto|cpu|gpu] [data.key=value] "
         "[trust=your.Class,...]"
     )
     args, overrides = key_values(argv, usage, {"ckpt_path", "accelerator", "trust"}, prefix="data.")
-    if "ckpt_path" not in args:
-        sys.exit(usage)
+    require(args, ("ckpt_path",), usage)
     accelerator, trust = str(args.get("accelerator", "auto")), names(args.get("trust"))
     exit_on_user_error(lambda: evaluate(args["ckpt_path"], accelerator, overrides, trust))
 

@@ -23,10 +23,9 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lenet_exp.errors import UserError
 from lenet_exp.runtime.atomic import atomic_write
+from lenet_exp.runtime.run_folder import FINAL, SUMMARY
 
 log = logging.getLogger("lenet_exp")
-HPARAMS_METRICS = ("test_acc", "val_acc", "train_loss")  # beside the settings in TensorBoard's HParams tab
-FINAL_METRICS = ("test_acc", "test_loss", "val_acc", "val_loss", "train_acc", "train_loss", "seconds_per_epoch")
 
 
 class RunTensorBoardLogger(TensorBoardLogger):
@@ -201,12 +200,12 @@ def close_loggers(loggers: list[Logger], settings: dict[str, Any], metrics: dict
     """Gives every logger the run's settings (and MLflow the final metrics of metrics.json), then closes it."""
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):  # the HParams tab: the settings beside the final metrics
-            summary = {f"hparams/{key}": metrics[key] for key in HPARAMS_METRICS if key in metrics}
+            summary = {f"hparams/{key}": metrics[key] for key in SUMMARY if key in metrics}
             logger.log_hyperparams(settings, summary)
         else:
             logger.log_hyperparams(settings)
         if isinstance(logger, MLFlowLogger):
-            final = {key: metrics[key] for key in FINAL_METRICS if key in metrics}
+            final = {key: metrics[key] for key in FINAL if key in metrics}
             logger.log_metrics(final, step=metrics["epochs"])
         logger.finalize("success")
         if isinstance(logger, RunTensorBoardLogger):

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from lenet_exp.errors import UserError, check_value, exit_on_user_error
-from lenet_exp.runtime.cli import key_values, names
+from lenet_exp.errors import UserError, check_value, exit_on_user_error, fail
+from lenet_exp.runtime.cli import answer_help, key_values, names, require
 from lenet_exp.runtime.console import log_to_console
 
 log = logging.getLogger("lenet_exp")
@@ -92,14 +92,16 @@ def predict(ckpt_path: str | Path, images: str, top: int = 3, trust: list[str] =
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    answer_help(argv, __doc__)
     log_to_console()
     usage = (
         "usage: python -m lenet_exp.predict ckpt_path=<file.ckpt> images=<file|a,b|folder> [format=json] [top=3] "
         "[trust=your.Class,...]"
     )
     args, _ = key_values(argv, usage, {"ckpt_path", "images", "format", "top", "trust"})
-    if not {"ckpt_path", "images"} <= set(args) or args.get("format", "text") not in ("text", "json"):
-        sys.exit(usage)
+    require(args, ("ckpt_path", "images"), usage)
+    if args.get("format", "text") not in ("text", "json"):
+        fail(f"format={args['format']} is not known; use format=text or format=json.")
     top = exit_on_user_error(lambda: check_value("top", args.get("top", 3), "whole", 3, low=1))
     trust = names(args.get("trust"))
     results = exit_on_user_error(lambda: predict(args["ckpt_path"], str(args["images"]), top, trust))

@@ -28,9 +28,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from lenet_exp.errors import UserError, exit_on_user_error
+from lenet_exp.errors import UserError, exit_on_user_error, fail
+from lenet_exp.runtime.cli import answer_help
+from lenet_exp.runtime.run_folder import HYDRA, SUMMARY, error_file, hydra_file, metrics_file
 
-METRICS = ["test_acc", "val_acc", "train_loss", "seconds_per_epoch"]
+METRICS = list(SUMMARY)
 # New columns go at the end, so that scripts reading the older summary.csv by position still work.
 JOB_COLUMNS = ["job", "overrides", *METRICS, "status", "seed", "device", "machine", "best_epoch", "tested"]
 GROUP_COLUMNS = ["overrides", "n", "seeds", "jobs", *[f"{m}_{s}" for m in METRICS for s in ("mean", "std")], "status"]
@@ -46,7 +48,7 @@ class Report:
 
 def job_folders(sweep: Path) -> list[Path]:
     """The sweep's job folders (those with a .hydra/ folder), in job-number order."""
-    jobs = [d for d in sweep.iterdir() if d.is_dir() and (d / ".hydra").is_dir()]
+    jobs = [d for d in sweep.iterdir() if d.is_dir() and (d / HYDRA).is_dir()]
     return sorted(jobs, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else d.name))
 
 
@@ -85,7 +87,7 @@ def key(override: str) -> str:
 
 def unnamed_keys(job: Path) -> set[str]:
     """The keys Hydra left out of the job's name (``hydra.job.config.override_dirname.exclude_keys``)."""
-    settings = job / ".hydra" / "hydra.yaml"
+    settings = hydra_file(job, "hydra.yaml")
     if not settings.is_file():
         return set()
     return set(OmegaConf.select(OmegaConf.load(settings), "hydra.job.config.override_dirname.exclude_keys") or [])
@@ -108,22 +110,22 @@ def summarize(sweep: Path) -> list[dict[str, Any]]:
     """One row per job folder: its overrides, seed, metrics, machine, status and evaluation curve."""
     rows = []
     for job in job_folders(sweep):
-        overrides = [str(o) for o in OmegaConf.load(job / ".hydra" / "overrides.yaml")]
-        config = job / ".hydra" / "config.yaml"
+        overrides = [str(o) for o in OmegaConf.load(hydra_file(job, "overrides.yaml"))]
+        config = hydra_file(job, "config.yaml")
         seed = OmegaConf.load(config).get("seed") if config.is_file() else None
         row: dict[str, Any] = {"job": job.name, "overrides": " ".join(overrides), "seed": seed}
         ignored = {"seed", *unnamed_keys(job)}  # keys that do not set a group apart
         row["group_overrides"] = [o for o in overrides if key(o) not in ignored]
         row["group"] = " ".join(row["group_overrides"])
-        metrics = json.loads((job / "metrics.json").read_text()) if (job / "metrics.json").is_file() else {}
+        metrics = json.loads(metrics_file(job).read_text()) if metrics_file(job).is_file() else {}
         if metrics:
             row.update({key: metrics.get(key) for key in (*METRICS, "best_epoch", "tested")})
             row["seed"] = metrics.get("seed", seed)
             environment = metrics.get("environment") or {}  # runs before it was recorded have none
             row["device"], row["machine"] = environment.get("device"), machine(environment)
             row["status"] = "ok"
-        elif (job / "error.txt").is_file():
-            row["status"] = "failed: " + (job / "error.txt").read_text().strip()
+        elif error_file(job).is_file():
+            row["status"] = "failed: " + error_file(job).read_text().strip()
         else:
             row["status"] = "incomplete (no metrics.json and no error.txt: still running, or killed)"
         row["curve_tag"], row["curve"] = eval_curve(job, metrics.get("epochs"))
@@ -276,8 +278,12 @@ def write_report(sweep: str | Path) -> Report:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    answer_help(argv, __doc__)
     if len(argv) != 1 or argv[0].startswith("-"):
-        sys.exit("usage: python -m lenet_exp.report <sweep folder>   (such as outputs/multirun/<date>/<time>)")
+        fail(
+            "give one sweep folder; usage: python -m lenet_exp.report <sweep folder> "
+            "(such as outputs/multirun/<date>/<time>)"
+        )
     report = exit_on_user_error(lambda: write_report(argv[0]))
     print(groups_markdown(report.groups))
     if report.warning:

@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lenet_exp.errors import UserError, exit_on_user_error
-from lenet_exp.runtime.cli import key_values, names
+from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line
+from lenet_exp.runtime.cli import answer_help, key_values, names
 from lenet_exp.runtime.console import log_to_console
+from lenet_exp.runtime.run_folder import hydra_file, last_checkpoint, metrics_file
 
 log = logging.getLogger("lenet_exp")
 USAGE = "usage: python -m lenet_exp.resume <run folder> [trust=your.Class,...]"
@@ -27,7 +28,7 @@ def read_run(run: Path) -> tuple[Any, Any]:
     """The run's job config and Hydra config, as plain YAML values (nothing is built from them)."""
     from omegaconf import DictConfig, OmegaConf
 
-    files = [run / ".hydra" / "config.yaml", run / ".hydra" / "hydra.yaml"]
+    files = [hydra_file(run, "config.yaml"), hydra_file(run, "hydra.yaml")]
     if not all(f.is_file() for f in files):
         raise UserError(
             f"{run} is not a lenet_exp run folder (it has no .hydra/config.yaml and .hydra/hydra.yaml); give the "
@@ -39,9 +40,8 @@ def read_run(run: Path) -> tuple[Any, Any]:
         if not isinstance(cfg, DictConfig) or not isinstance(hydra, DictConfig) or "run" not in hydra:
             raise ValueError("not a mapping of a run's settings")
     except Exception as err:  # YAML syntax, unreadable bytes, missing keys: all mean "damaged"
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(
-            f"{run}/.hydra cannot be read ({reason}); the folder is damaged, so start the run again instead."
+            f"{run}/.hydra cannot be read ({first_line(err)}); the folder is damaged, so start the run again instead."
         ) from err
     return cfg, hydra
 
@@ -63,8 +63,9 @@ def as_this_process(cfg: Any, hydra: Any, run: Path) -> None:
         with open_dict(full):
             full.hydra = hydra
     except Exception as err:  # values of the wrong type: the file was edited or damaged
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"{run}/.hydra/hydra.yaml cannot be used ({reason}); start the run again instead.") from err
+        raise UserError(
+            f"{hydra_file(run, 'hydra.yaml')} cannot be used ({first_line(err)}); start the run again."
+        ) from err
     HydraConfig.instance().set_config(full)
 
 
@@ -75,9 +76,9 @@ def resume(run_dir: str | Path, trust: list[str] = (), job_name: str | None = No
     if not run.is_dir():
         raise UserError(f"{run} is not a folder; give a run folder, such as outputs/<date>/<time>.")
     stored, hydra = read_run(run)
-    if (run / "metrics.json").is_file():
+    if metrics_file(run).is_file():
         log.info(f"{run} is finished (it has metrics.json); nothing to resume.")
-        return json.loads((run / "metrics.json").read_text())
+        return json.loads(metrics_file(run).read_text())
 
     # Imported only now: torch and Lightning take seconds to load, and a wrong folder is said at once.
     from omegaconf import OmegaConf
@@ -87,9 +88,9 @@ def resume(run_dir: str | Path, trust: list[str] = (), job_name: str | None = No
     from lenet_exp.runtime.trust import check_targets
 
     as_this_process(stored, hydra, run)
-    cfg = OmegaConf.create(check_targets(stored, f"{run}/.hydra/config.yaml", trust))
+    cfg = OmegaConf.create(check_targets(stored, str(hydra_file(run, "config.yaml")), trust))
     cfg.trusted_targets = list(trust)  # what the user allows now, not what the folder says
-    last = run / "checkpoints" / "last.ckpt"
+    last = last_checkpoint(run)
     if last.is_file():
         checkpoint = load_checkpoint(last, trust)
         then, now = checkpoint.get(GIT_KEY, "unknown"), git_revision()
@@ -110,10 +111,11 @@ def resume(run_dir: str | Path, trust: list[str] = (), job_name: str | None = No
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    answer_help(argv, __doc__)
     log_to_console()
     folders = [a for a in argv if "=" not in a]
     if len(folders) != 1 or folders[0].startswith("-"):
-        sys.exit(USAGE)
+        fail(f"give one run folder; {USAGE}")
     # Lightning starts DDP ranks 1.. as this command plus hydra.run.dir, hydra.job.name, hydra.output_subdir
     args, hydra = key_values([a for a in argv if "=" in a], USAGE, {"trust"}, prefix="hydra.")
     job_name = next((a.split("=", 1)[1] for a in hydra if a.startswith("hydra.job.name=")), None)

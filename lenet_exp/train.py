@@ -1,4 +1,4 @@
-"""One run, top to bottom: check the config, build data, model and trainer, fit, test, record."""
+"""One run, top to bottom: check the config; build data, model and trainer; fit; test; record."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from lenet_exp.callbacks import BestCheckpoint, EpochLine, EpochTimer
 from lenet_exp.loggers import close_loggers
-from lenet_exp.runtime.checkpoints import ConfigInCheckpoint, check_architecture, load_checkpoint
+from lenet_exp.runtime.checkpoints import ConfigInCheckpoint, check_architecture, check_epochs_left, load_checkpoint
 from lenet_exp.runtime.checks import check_run
 from lenet_exp.runtime.distributed import RankWatch, ddp_scope, dead_ranks_named, point_ddp_ranks_at_this_job
 from lenet_exp.runtime.faults import file_system_faults, resumable
 from lenet_exp.runtime.results import environment, flat_metrics, git_revision, hyperparameters, write_json
+from lenet_exp.runtime.run_folder import metrics_file
 from lenet_exp.runtime.threads import job_devices, torch_threads
 
 log = logging.getLogger("lenet_exp")
@@ -26,6 +27,10 @@ log = logging.getLogger("lenet_exp")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 # Augmenting in the module's on_after_batch_transfer is the intent, not an accident.
 warnings.filterwarnings("ignore", message=r"You have overridden `on_after_batch_transfer`")
+# Lightning's hints that describe what lenet_exp does on purpose: resume writes into the run's own checkpoints/
+# folder, ckpt_path= continues into a new one, and a machine with SLURM's client need not run under srun.
+for hint in (r"Checkpoint directory .* exists and is not empty", r"The dirpath has changed", r"The `srun` command"):
+    warnings.filterwarnings("ignore", message=hint)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -38,42 +43,60 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
 
-    datamodule = instantiate(cfg.data)
-    module = instantiate(cfg.model)
-    if cfg.get("ckpt_path"):  # data from a file: only allowed classes, and weights that fit the model
-        check_architecture(load_checkpoint(cfg.ckpt_path, cfg.get("trusted_targets") or ()), module, cfg.ckpt_path)
-    timer, stored = EpochTimer(), ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True), git_revision())
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
-    callbacks += [timer, EpochLine(timer), stored, RankWatch(str(run_dir))]
-    loggers = [instantiate(each) for each in (cfg.get("logger") or {}).values()]  # logger=[tensorboard,csv]
-    devices = job_devices(cfg.trainer.accelerator, cfg.trainer.get("devices"))  # a GPU per parallel sweep job
-    trainer: pl.Trainer = instantiate(cfg.trainer, devices=devices, callbacks=callbacks, logger=loggers or False)
-
+    datamodule, module, trainer, timer, stored = build(cfg, run_dir)
     with ddp_scope(), file_system_faults(run_dir):
         point_ddp_ranks_at_this_job()
         with resumable(trainer, run_dir), dead_ranks_named(trainer, str(run_dir)):
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         final = dict(trainer.callback_metrics)  # the last epoch's train/* and val/* (or test/*)
-        best = next((c for c in trainer.checkpoint_callbacks if isinstance(c, BestCheckpoint) and c.active), None)
-        test_ckpt = best.best_model_path if best and tested == "best" else None  # "last": the weights in memory
-        chosen = {"best_epoch": best.best_epoch if best else None, "tested": tested}  # test reloads callback states
-        trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False, weights_only=True)
+        chosen = test(trainer, module, datamodule, tested)
         final.update(trainer.callback_metrics)  # test/* on the tested weights
+        return record(cfg, trainer, {**flat_metrics(final), **chosen}, timer, stored.git_rev, run_dir)
 
-        metrics = {
-            **flat_metrics(final),
-            "epochs": trainer.current_epoch,
-            **chosen,
-            "seconds_per_epoch": sum(timer.seconds) / max(len(timer.seconds), 1),
-            "epoch_seconds": timer.seconds,  # the epochs this process ran (after a resume: the rest)
-            "first_step_at": timer.first_step_at,
-            "seed": cfg.seed,
-            "threads": torch.get_num_threads(),
-            "git_rev": stored.git_rev,
-            "environment": environment(trainer.strategy.root_device),
-        }
-        close_loggers(trainer.loggers, hyperparameters(cfg), metrics)
-        if trainer.is_global_zero:  # under DDP the other ranks hold the same (reduced) metrics
-            write_json(run_dir / "metrics.json", metrics)
-            log.info(f"test acc {metrics['test_acc']:.3f}; run folder {run_dir}")
+
+def build(cfg: DictConfig, run_dir: Path) -> tuple[Any, pl.LightningModule, pl.Trainer, EpochTimer, ConfigInCheckpoint]:
+    """The data module, the LightningModule and the Trainer with its callbacks and loggers, from ``cfg``."""
+    datamodule = instantiate(cfg.data)
+    module = instantiate(cfg.model)
+    if cfg.get("ckpt_path"):  # data from a file: only allowed classes, and weights that fit the model
+        checkpoint = load_checkpoint(cfg.ckpt_path, cfg.get("trusted_targets") or (), hint="trusted_targets")
+        check_architecture(checkpoint, module, cfg.ckpt_path)
+        check_epochs_left(checkpoint, cfg.ckpt_path, cfg.trainer.max_epochs)
+    timer, stored = EpochTimer(), ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True), git_revision())
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    callbacks += [timer, EpochLine(timer), stored, RankWatch(str(run_dir))]
+    loggers = [instantiate(each) for each in (cfg.get("logger") or {}).values()]  # logger=[tensorboard,csv]
+    devices = job_devices(cfg.trainer.accelerator, cfg.trainer.get("devices"))  # a GPU per parallel sweep job
+    trainer = instantiate(cfg.trainer, devices=devices, callbacks=callbacks, logger=loggers or False)
+    return datamodule, module, trainer, timer, stored
+
+
+def test(trainer: pl.Trainer, module: pl.LightningModule, datamodule: Any, tested: str) -> dict[str, Any]:
+    """The final test, on the best epoch's weights (``tested="best"``) or the last's; returns which epoch was best."""
+    best = next((c for c in trainer.checkpoint_callbacks if isinstance(c, BestCheckpoint) and c.active), None)
+    chosen = {"best_epoch": best.best_epoch if best else None, "tested": tested}  # test reloads callback states
+    test_ckpt = best.best_model_path if best and tested == "best" else None  # "last": the weights in memory
+    trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False, weights_only=True)
+    return chosen
+
+
+def record(
+    cfg: DictConfig, trainer: pl.Trainer, final: dict[str, Any], timer: EpochTimer, git_rev: str, run_dir: Path
+) -> dict[str, Any]:
+    """metrics.json (on rank 0; the other ranks hold the same, reduced, metrics) and the trackers' last words."""
+    metrics = {
+        **final,
+        "epochs": trainer.current_epoch,
+        "seconds_per_epoch": sum(timer.seconds) / max(len(timer.seconds), 1),
+        "epoch_seconds": timer.seconds,  # the epochs this process ran (after a resume: the rest)
+        "first_step_at": timer.first_step_at,
+        "seed": cfg.seed,
+        "threads": torch.get_num_threads(),
+        "git_rev": git_rev,
+        "environment": environment(trainer.strategy.root_device),
+    }
+    close_loggers(trainer.loggers, hyperparameters(cfg), metrics)
+    if trainer.is_global_zero:
+        write_json(metrics_file(run_dir), metrics)
+        log.info(f"test acc {metrics['test_acc']:.3f}; run folder {run_dir}")
     return metrics

@@ -105,6 +105,12 @@ def run_cli(
     )
 
 
+def counted_over(accuracy: float, images: int) -> bool:
+    """Whether ``accuracy`` is k / ``images`` for a whole k: the share of exactly that many images that were
+    evaluated, each once (not a batch's, not a mean over batches of different sizes)."""
+    return 0 <= accuracy <= 1 and abs(accuracy * images - round(accuracy * images)) < 1e-6
+
+
 def apply(marks):
     """Decorate a test with a list of marks (such as ``real_data``)."""
 

@@ -13,9 +13,9 @@ def test_bench_prints_the_table_and_both_ratios(tmp_path):
         "--epochs", "1", "--repeats", "1", "--json", str(tmp_path / "bench.json"), module="benchmarks/bench.py"
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    for variant in ("seed", "bare", "lenet_exp"):
+    for variant in ("book", "bare", "lenet_exp"):
         assert any(line.startswith(variant) for line in out.stdout.splitlines()), variant
-    assert "c/b = lenet_exp / bare = " in out.stdout and "a/c = seed / lenet_exp = " in out.stdout
+    assert "c/b = lenet_exp / bare = " in out.stdout and "a/c = book / lenet_exp = " in out.stdout
     summary = json.loads((tmp_path / "bench.json").read_text())["summary"]
     for variant, figures in summary.items():
         assert figures["seconds_per_epoch"] > 0 and 0 < figures["start_to_first_step"] < 120

@@ -33,7 +33,7 @@ def test_the_books_experiment_reaches_its_accuracy_and_logs_every_epoch(tmp_path
     assert out.stdout.rstrip().splitlines()[-1].endswith(f"run folder {run}")
 
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["test_acc"] >= 0.70  # the book printed 0.759
+    assert 0.75 <= metrics["test_acc"] <= 0.77  # the book printed 0.759; seed 42 here: 0.766
     assert metrics["epochs"] == 5 and metrics["seed"] == 42 and metrics["seconds_per_epoch"] > 0
     assert float(lines[-1][3]) == pytest.approx(metrics["test_acc"], abs=5e-4)
     assert float(lines[-1][1]) == pytest.approx(metrics["train_loss"], abs=5e-5)

@@ -168,3 +168,13 @@ def test_jobs_from_different_machines_bring_one_warning(tmp_path, capsys):
 def test_report_refuses_a_folder_that_is_not_a_sweep(tmp_path):
     out = run_cli(str(tmp_path), module="lenet_exp.report")
     assert out.returncode == 1 and "holds no job folders" in out.stderr
+
+
+@pytest.mark.parametrize("epochs", [1, 3, 20])
+def test_the_plot_marks_whole_epochs_only(tmp_path, epochs):
+    from lenet_exp import drawing
+
+    figure = drawing.band_plot({"a": ([0.5] * epochs, [0.0] * epochs)}, tmp_path / "p.png", "t", "acc")
+    low, high = figure.axes[0].get_xlim()
+    ticks = [t for t in figure.axes[0].get_xticks() if low <= t <= high]
+    assert ticks and all(t == int(t) and 1 <= t <= epochs for t in ticks)

@@ -93,7 +93,15 @@ def test_resume_replays_the_runs_own_config_and_notes_a_changed_revision(tmp_pat
     from lenet_exp.runtime.checkpoints import GIT_KEY
 
     mine = "test_trust.StopOnceAtEpoch"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    srun = tmp_path / "bin" / "srun"  # SLURM's client on the PATH: Lightning would hint at using it
+    srun.parent.mkdir()
+    srun.write_text("#!/bin/sh\nexit 1\n")
+    srun.chmod(0o755)
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "PATH": f"{srun.parent}{os.pathsep}{os.environ['PATH']}",
+    }
     args = [*TINY, "trainer.max_epochs=3", "model.optimizer.lr=0.002", f"data.data_dir={fake_data}"]
     full, run = tmp_path / "full", tmp_path / "run"
     assert run_cli(*args, f"hydra.run.dir={full}").returncode == 0
@@ -106,6 +114,8 @@ def test_resume_replays_the_runs_own_config_and_notes_a_changed_revision(tmp_pat
     resumed = run_cli(str(run), f"trust={mine}", module="lenet_exp.resume", env=env)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"note: {run} was started by the code at 0123abc" in resumed.stdout + resumed.stderr
+    for hint in ("exists and is not empty", "dirpath has changed", "`srun` command"):  # Lightning's, not for users
+        assert hint not in resumed.stdout + resumed.stderr, resumed.stderr
     metrics = [json.loads((folder / "metrics.json").read_text()) for folder in (full, run)]
     assert metrics[1]["epochs"] == 3 and metrics[1]["test_acc"] == metrics[0]["test_acc"]
     assert load_checkpoint(run / "checkpoints" / "last.ckpt", [mine])[CONFIG_KEY]["model"]["optimizer"]["lr"] == 0.002

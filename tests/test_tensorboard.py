@@ -50,7 +50,7 @@ def test_a_real_tensorboard_server_shows_the_scalars_hparams_and_images_of_a_run
         hparams = {h["name"] for h in experiment["hparamInfos"]}
         assert {"model.optimizer.lr", "data.batch_size", "model.net.activation", "seed"} <= hparams
         metric_tags = {m["name"]["tag"] for m in experiment["metricInfos"]}
-        assert metric_tags == {"hparams/test_acc", "hparams/val_acc", "hparams/train_loss"}
+        assert metric_tags == {f"hparams/{name}" for name in ("test_acc", "val_acc", "train_loss", "seconds_per_epoch")}
         groups = get(
             f"{base}/data/plugin/hparams/session_groups",
             {

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from lenet_exp.errors import UserError
+from lenet_exp.errors import UserError, first_line
 from lenet_exp.runtime.checks import checkpoint_file
 from lenet_exp.runtime.trust import check_targets
 
@@ -34,7 +34,7 @@ class ConfigInCheckpoint(pl.Callback):
         checkpoint[GIT_KEY] = self.git_rev
 
 
-def load_checkpoint(path: str | Path, trusted: Iterable[str] = ()) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, trusted: Iterable[str] = (), hint: str = "trust") -> dict[str, Any]:
     """Read a lenet_exp checkpoint with ``weights_only=True``: tensors and plain data, never code.
 
     The run config stored in it comes back resolved, once every class it names is allowed
@@ -52,7 +52,7 @@ def load_checkpoint(path: str | Path, trusted: Iterable[str] = ()) -> dict[str, 
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(f"ckpt_path={path} holds no model state_dict; give a .ckpt file written by lenet_exp.")
     if CONFIG_KEY in checkpoint:
-        checkpoint[CONFIG_KEY] = check_targets(checkpoint[CONFIG_KEY], f"ckpt_path={path}", trusted)
+        checkpoint[CONFIG_KEY] = check_targets(checkpoint[CONFIG_KEY], f"ckpt_path={path}", trusted, hint)
     return checkpoint
 
 
@@ -65,6 +65,16 @@ def check_architecture(checkpoint: dict[str, Any], module: nn.Module, path: str 
         raise UserError(
             f"ckpt_path={path} was saved from another architecture (its weights differ at {differ[0]}); "
             "use the model config it was trained with (see its run folder's .hydra/config.yaml)."
+        )
+
+
+def check_epochs_left(checkpoint: dict[str, Any], path: str | Path, max_epochs: int) -> None:
+    """Refuse to continue from a checkpoint that already holds ``max_epochs`` epochs: there is nothing left to train."""
+    done = checkpoint.get("epoch", -1) + 1  # saved at an epoch's end, Lightning stores that epoch's index
+    if done >= max_epochs:
+        raise UserError(
+            f"ckpt_path={path} already holds {done} epochs and trainer.max_epochs={max_epochs}, so there is "
+            f"nothing left to train; to train further, raise it, such as trainer.max_epochs={done + 5}."
         )
 
 
@@ -84,7 +94,7 @@ def rebuild(checkpoint: dict[str, Any], path: str | Path, overrides: Sequence[st
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as err:
         raise UserError(
-            f"{' '.join(overrides)} does not fit the checkpoint's config ({str(err).splitlines()[0]}); "
+            f"{' '.join(overrides)} does not fit the checkpoint's config ({first_line(err)}); "
             "only existing keys such as data.data_dir can be changed."
         ) from err
     with open_dict(cfg):

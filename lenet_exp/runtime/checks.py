@@ -12,8 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from lenet_exp.errors import UserError, check_value
-
-METRICS = ("train_acc", "train_loss", "val_acc", "val_loss")  # what a sweeper may optimize
+from lenet_exp.runtime.run_folder import SELECTABLE
 
 
 def _available(accelerator: type) -> bool:
@@ -89,8 +88,8 @@ def check_optimized_metric(name: str | None, val_size: int) -> None:
             f"optimized_metric={name} would choose hyperparameters on the test set; "
             "use optimized_metric=val_acc with data.val_size > 0."
         )
-    if name not in METRICS:
-        raise UserError(f"optimized_metric={name} is not a metric of a run; use one of {', '.join(METRICS)}.")
+    if name not in SELECTABLE:
+        raise UserError(f"optimized_metric={name} is not a metric of a run; use one of {', '.join(SELECTABLE)}.")
     if name.startswith("val") and not val_size:
         raise UserError(f"optimized_metric={name} needs a validation split; set data.val_size, such as 5000.")
 

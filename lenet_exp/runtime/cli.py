@@ -1,4 +1,5 @@
-"""``key=value`` arguments of the commands other than training (eval, predict, resume)."""
+"""The arguments of the commands other than training (eval, predict, resume, report): ``--help``, and
+``key=value`` pairs; a wrong one ends the command through ``errors.fail``, with the usage line."""
 
 from __future__ import annotations
 
@@ -8,24 +9,40 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lenet_exp.errors import fail
+
+
+def answer_help(argv: list[str], doc: str | None) -> None:
+    """``-h`` or ``--help``: print the command's docstring (its usage, then what it does) and exit 0."""
+    if any(arg in ("-h", "--help") for arg in argv):
+        print((doc or "").strip().replace("``", ""))
+        sys.exit(0)
+
 
 def key_values(
     argv: list[str], usage: str, keys: set[str], prefix: str | None = None
 ) -> tuple[dict[str, Any], list[str]]:
     """The arguments named in ``keys`` (typed as YAML values), and those starting with ``prefix``
-    (such as ``data.``) as they are. Anything else ends the program with the usage line."""
+    (such as ``data.``) as they are. Anything else ends the program, naming it, with the usage line."""
     passed = [a for a in argv if prefix and a.startswith(prefix)]
     mine = [a for a in argv if a not in passed]
-    if any("=" not in a or a.startswith("=") for a in mine):
-        sys.exit(usage)
+    wrong = next((a for a in mine if "=" not in a or a.startswith("=")), None)
+    if wrong is not None:
+        fail(f"{wrong} is not a key=value argument; {usage}")
     try:
         args = OmegaConf.to_container(OmegaConf.from_dotlist(mine))
-    except OmegaConfBaseException:
-        sys.exit(usage)
+    except OmegaConfBaseException as err:
+        fail(f"the arguments cannot be read ({err}); {usage}")
     unknown = sorted(set(args) - keys)
     if unknown:
-        sys.exit(f"error: {unknown[0]} is not an argument of this command; {usage}")
+        fail(f"{unknown[0]} is not an argument of this command; {usage}")
     return args, passed
+
+
+def require(args: dict[str, Any], keys: tuple[str, ...], usage: str) -> None:
+    missing = [key for key in keys if key not in args]
+    if missing:
+        fail(f"{missing[0]}= is missing; {usage}")
 
 
 def names(value: Any) -> list[str]:

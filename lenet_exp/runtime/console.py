@@ -7,11 +7,15 @@ from tqdm import tqdm
 
 
 class TqdmLoggingHandler(logging.StreamHandler):
-    """Prints each record above a running tqdm bar instead of through it."""
+    """Prints each record above a running tqdm bar instead of through it: errors on stderr, the rest on
+    its own stream (stdout), so that ``python -m lenet_exp > log`` still shows what went wrong."""
+
+    errors_to_stderr = True  # errors.fail looks for this
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            tqdm.write(self.format(record), file=self.stream)
+            stream = sys.stderr if record.levelno >= logging.ERROR else self.stream
+            tqdm.write(self.format(record), file=stream)
         except Exception:
             self.handleError(record)
 

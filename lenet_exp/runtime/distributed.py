@@ -19,6 +19,7 @@ from hydra.types import RunMode
 from omegaconf import read_write
 
 from lenet_exp.errors import UserError
+from lenet_exp.runtime.run_folder import resume_hint
 
 log = logging.getLogger("lenet_exp")
 
@@ -85,9 +86,7 @@ def dead_ranks_named(trainer: pl.Trainer, run_dir: str) -> Iterator[None]:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-        raise UserError(
-            f"{dead}, so every rank of this run was stopped; resume with: python -m lenet_exp.resume {run_dir}"
-        ) from err
+        raise UserError(f"{dead}, so every rank of this run was stopped; {resume_hint(run_dir)}") from err
 
 
 class RankWatch(pl.Callback):
@@ -109,10 +108,7 @@ class RankWatch(pl.Callback):
             time.sleep(self.period)
             if (dead := _dead_rank(procs)) is not None:
                 time.sleep(5)  # a collective that fails at once lets dead_ranks_named say it; one that hangs not
-                log.error(
-                    f"error: {dead}, so every rank of this run was stopped; "
-                    f"resume with: python -m lenet_exp.resume {self.run_dir}"
-                )
+                log.error(f"error: {dead}, so every rank of this run was stopped; {resume_hint(self.run_dir)}")
                 for other in procs:
                     if other.poll() is None:
                         other.kill()

@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lenet_exp.errors import UserError, user_error
+from lenet_exp.runtime.run_folder import kept
 
 log = logging.getLogger("lenet_exp")
 
@@ -24,13 +25,7 @@ def resumable(trainer: pl.Trainer, run_dir: Path) -> Iterator[None]:
     try:
         yield
     except SystemExit as stop:
-        last = run_dir / "checkpoints" / "last.ckpt"
-        kept = (
-            f"{last} holds epoch {trainer.current_epoch}; resume with: python -m lenet_exp.resume {run_dir}"
-            if trainer.current_epoch and last.is_file()
-            else "no epoch was completed, so there is nothing to resume"
-        )
-        log.error(f"interrupted during epoch {trainer.current_epoch + 1}; {kept}")
+        log.error(f"interrupted during epoch {trainer.current_epoch + 1}; {kept(run_dir, trainer.current_epoch)}")
         raise SystemExit(143 if isinstance(stop, SIGTERMException) else 130) from stop
 
 
@@ -66,9 +61,6 @@ def file_system_faults(run_dir: Path) -> Iterator[None]:
         reason = write_fault(err)
         if reason is None or user_error(err) is not None:
             raise
-        last = run_dir / "checkpoints" / "last.ckpt"
-        kept = f"{last} holds the last completed epoch" if last.is_file() else "no epoch was saved"
         raise UserError(
-            f"writing into {run_dir} failed ({reason}); {kept}. Free some space or make the folder writable, "
-            f"then resume with: python -m lenet_exp.resume {run_dir}"
+            f"writing into {run_dir} failed ({reason}); free some space or make the folder writable; {kept(run_dir)}"
         ) from err

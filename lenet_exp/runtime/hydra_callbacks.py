@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from lenet_exp.errors import user_error
+from lenet_exp.errors import fail, user_error
+from lenet_exp.runtime.run_folder import error_file
 
 log = logging.getLogger("lenet_exp")
 
@@ -32,9 +32,7 @@ class OutputFolder(Callback):
             Path(folder).mkdir(parents=True, exist_ok=True)
             tempfile.TemporaryFile(dir=folder).close()
         except OSError as err:
-            reason = f"error: the output folder {folder} cannot be written ({err.strerror})"
-            print(f"{reason}; choose another with {key}=<folder>.", file=sys.stderr)
-            sys.exit(1)
+            fail(f"the output folder {folder} cannot be written ({err.strerror}); choose another with {key}=<folder>.")
 
 
 class FailedJobs(Callback):
@@ -49,6 +47,6 @@ class FailedJobs(Callback):
         error = job_return._return_value
         cause = user_error(error)
         reason = str(cause) if cause is not None else f"{type(error).__name__}: {error}"
-        (Path(config.hydra.runtime.output_dir) / "error.txt").write_text(reason + "\n")
+        error_file(config.hydra.runtime.output_dir).write_text(reason + "\n")
         job = f"job {config.hydra.job.num} ({' '.join(job_return.overrides) or 'no overrides'})"
         log.error(f"{job} failed: {reason}")

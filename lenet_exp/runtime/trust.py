@@ -15,7 +15,7 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lenet_exp.errors import UserError
+from lenet_exp.errors import UserError, first_line
 
 # lenet_exp's own classes, and the Lightning classes lenet_exp's configs build: a checkpoint
 # stores the whole run config (trainer, logger and callbacks too), and resume rebuilds all of it.
@@ -40,6 +40,7 @@ ALLOWED = frozenset(
         "pytorch_lightning.callbacks.ModelCheckpoint",
         "pytorch_lightning.callbacks.EarlyStopping",
         "pytorch_lightning.callbacks.LearningRateMonitor",
+        "pytorch_lightning.callbacks.ModelSummary",
     }
 )
 
@@ -83,7 +84,7 @@ def resolved(config: Any, source: str) -> dict[str, Any]:
         container = OmegaConf.to_container(OmegaConf.create(config), resolve=True)
     except (OmegaConfBaseException, ValueError, TypeError) as err:
         raise UserError(
-            f"{source} holds a config that cannot be read ({str(err).splitlines()[0]}); it is damaged or was "
+            f"{source} holds a config that cannot be read ({first_line(err)}); it is damaged or was "
             "not written by lenet_exp."
         ) from err
     if not isinstance(container, dict):
@@ -91,15 +92,20 @@ def resolved(config: Any, source: str) -> dict[str, Any]:
     return container
 
 
-def check_targets(config: Any, source: str, trusted: Iterable[str] = ()) -> dict[str, Any]:
-    """``config`` (read from ``source``) resolved, once every ``_target_`` in it proved allowed."""
+def check_targets(config: Any, source: str, trusted: Iterable[str] = (), hint: str = "trust") -> dict[str, Any]:
+    """``config`` (read from ``source``) resolved, once every ``_target_`` in it proved allowed.
+
+    ``hint`` is the argument the refusal tells the user to add: ``trust`` (eval, predict, resume) or
+    ``trusted_targets`` (training with ``ckpt_path=``, whose config is Hydra's).
+    """
     trusted = list(trusted)
     config = resolved(config, source)
     for key, target in _targets(config, ""):
         if not allowed(target, trusted):
+            allow = f"trust={target}" if hint == "trust" else f"'trusted_targets=[{target}]'"
             raise UserError(
                 f"{source} names {key}={target}, which is not a class lenet_exp builds from a file it was "
                 f"given (its own classes, torch optimizers and schedulers); nothing was loaded. If you trust "
-                f"that file and {target}, allow it with trust={target}."
+                f"that file and {target}, allow it with {allow}."
             )
     return config

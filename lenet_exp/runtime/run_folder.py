@@ -1,0 +1,65 @@
+"""A run folder, written down once: where every command finds and puts each file, the names of the
+metrics a run records, and the sentence that says how to finish an interrupted run.
+
+    <run>/.hydra/config.yaml    the run's composed config (resume replays it); hydra.yaml, overrides.yaml
+    <run>/checkpoints/last.ckpt after every epoch; best.ckpt: the best epoch by val/acc
+    <run>/metrics.json          the finished run's metrics (see METRICS)
+    <run>/evaluations.jsonl     one line per lenet_exp.eval of the run's checkpoints
+    <run>/error.txt             why a sweep job failed
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHECKPOINTS = "checkpoints"
+HYDRA = ".hydra"
+
+# Every epoch's metrics as metrics.json names them (Lightning logs them as train/loss, ...). The test set's are
+# only ever reported, never optimized: a sweeper or a checkpoint callback may choose by the others.
+EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
+SELECTABLE = tuple(name for name in EPOCH_METRICS if not name.startswith("test_"))
+# What a run is compared by: the report's columns, TensorBoard's HParams metrics.
+SUMMARY = ("test_acc", "val_acc", "train_loss", "seconds_per_epoch")
+# The final values a tracker receives (MLflow), beside its per-epoch curves.
+FINAL = (*EPOCH_METRICS, "seconds_per_epoch")
+
+
+def last_checkpoint(run: Path) -> Path:
+    return Path(run) / CHECKPOINTS / "last.ckpt"
+
+
+def metrics_file(run: Path) -> Path:
+    return Path(run) / "metrics.json"
+
+
+def evaluations_file(run: Path) -> Path:
+    return Path(run) / "evaluations.jsonl"
+
+
+def error_file(run: Path) -> Path:
+    return Path(run) / "error.txt"
+
+
+def hydra_file(run: Path, name: str) -> Path:
+    """``<run>/.hydra/<name>``: ``config.yaml``, ``hydra.yaml`` or ``overrides.yaml``."""
+    return Path(run) / HYDRA / name
+
+
+def run_of(checkpoint: Path) -> Path:
+    """The run folder a checkpoint belongs to (``<run>/checkpoints/x.ckpt``), else the folder it lies in."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINTS else checkpoint.parent
+
+
+def resume_hint(run: Path) -> str:
+    return f"resume with: python -m lenet_exp.resume {run}"
+
+
+def kept(run: Path, epoch: int | None = None) -> str:
+    """What an interrupted or failed run left to go on from, as part of a sentence."""
+    last = last_checkpoint(run)
+    if not last.is_file() or epoch == 0:
+        return "no epoch was completed, so there is nothing to resume"
+    holds = f"epoch {epoch}" if epoch is not None else "the last completed epoch"
+    return f"{last} holds {holds}; {resume_hint(run)}"
