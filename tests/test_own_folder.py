@@ -1,4 +1,4 @@
-"""README's "Your own model in your own folder", run as written: a model, a model config and an
+"""docs/own-model.md, run as written: a model, a model config and an
 experiment outside the repository; train, eval, predict and resume with trust=."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from conftest import ROOT, run_cli
 
 
 @pytest.mark.slow
-def test_the_readme_example_trains_evaluates_predicts_and_resumes(tmp_path, fake_data):
-    readme = (ROOT / "README.md").read_text()
-    files = re.findall(r"\*\*`(my_lenet/[^`]+)`\*\*\n```\w+\n(.*?)```", readme, re.S)
+def test_the_documented_example_trains_evaluates_predicts_and_resumes(tmp_path, fake_data):
+    page = (ROOT / "docs" / "own-model.md").read_text()
+    files = re.findall(r"\*\*`(my_lenet/[^`]+)`\*\*\n```\w+\n(.*?)```", page, re.S)
     assert [name for name, _ in files] == [
         "my_lenet/my_models.py",
         "my_lenet/model/my_cnn.yaml",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,8 @@ from lenet_exp.eval import evaluate
 from lenet_exp.runtime.checkpoints import load_checkpoint
 from lenet_exp.runtime.checks import check_run
 from lenet_exp.train import train
+
+DOC = (ROOT / "docs" / "configuration.md").read_text()
 
 
 class SigtermOnce(Callback):
@@ -50,6 +54,24 @@ def test_best_ckpt_holds_the_best_epoch_and_the_test_uses_it(tmp_path, fake_data
     evaluated = evaluate(run / "checkpoints" / "best.ckpt", "cpu")
     assert evaluated["test_acc"] == pytest.approx(metrics["test_acc"])
     assert evaluated["test_loss"] == pytest.approx(metrics["test_loss"])
+
+
+@pytest.mark.slow
+def test_the_documented_top_3_command_keeps_three_best_checkpoints_named_by_epoch_from_1(tmp_path, fake_data):
+    """The command line of docs/configuration.md, through a shell, quotes and all."""
+    run = tmp_path / "run"
+    command = (
+        f"{sys.executable} -m lenet_exp {' '.join(ONE_EPOCH)} trainer.max_epochs=3 data.val_size=16 "
+        f"data.data_dir={fake_data} hydra.run.dir={run} "
+        "callbacks.best.save_top_k=3 \"callbacks.best.filename='best-{epoch}'\""
+    )
+    assert "callbacks.best.save_top_k=3 \"callbacks.best.filename='best-{epoch}'\"" in DOC
+    out = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    saved = sorted(p.name for p in (run / "checkpoints").glob("best-*.ckpt"))
+    assert saved == ["best-1.ckpt", "best-2.ckpt", "best-3.ckpt"]
+    best_epoch = json.loads((run / "metrics.json").read_text())["best_epoch"]
+    assert load_checkpoint(run / "checkpoints" / f"best-{best_epoch}.ckpt")["epoch"] == best_epoch - 1
 
 
 def test_the_book_protocol_tests_the_last_weights_and_writes_no_best_ckpt(tmp_path, fake_data):

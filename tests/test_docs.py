@@ -1,0 +1,72 @@
+"""README.md as a new user meets it: a short guide whose links lead to every docs/ page, and whose commands
+run as written (the commands that read a run folder verbatim; those that train, with --cfg job)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ONE_EPOCH, ROOT, run_cli
+from PIL import Image
+
+README = (ROOT / "README.md").read_text()
+COMMANDS = [
+    line.strip()
+    for block in re.findall(r"```bash\n(.*?)```", README, re.S)
+    for line in block.splitlines()
+    if line.strip().startswith("python ")
+]
+
+
+def test_readme_is_a_short_guide_that_links_every_docs_page():
+    assert len(README.splitlines()) <= 200
+    linked = set(re.findall(r"\]\((docs/[^)#]+)", README))
+    pages = {str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")}
+    assert linked == pages, f"not linked: {sorted(pages - linked)}; missing: {sorted(linked - pages)}"
+
+
+def test_docs_pages_link_only_to_pages_that_exist():
+    for page in (ROOT / "docs").glob("*.md"):
+        for target in re.findall(r"\]\(([^)#:]+\.md)", page.read_text()):
+            assert (page.parent / target).is_file(), f"{page.name} links to {target}"
+
+
+def shell(command: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``command`` through bash, as copied into a terminal, with this environment's python first on PATH."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_the_readme_commands_run_as_written(tmp_path, fake_data):
+    trains = [c for c in COMMANDS if re.match(r"python -m lenet_exp( |$)", c)]
+    readers = [c for c in COMMANDS if c not in trains]
+    assert len(trains) >= 5 and {c.split()[2] for c in readers} == {
+        "lenet_exp.resume",
+        "lenet_exp.eval",
+        "lenet_exp.predict",
+        "lenet_exp.report",
+    }
+    for command in trains:  # training takes minutes: each composes, as written, to a config (a sweep: its first job)
+        single = command.split("#")[0].replace("python -m lenet_exp -m ", "python -m lenet_exp ")
+        first_job = re.sub(r"=([^ ,]+),\S+", r"=\1", single)
+        out = shell(f"{first_job} --cfg job", tmp_path)
+        assert out.returncode == 0 and "model:" in out.stdout, f"{command}\n{out.stderr}"
+
+    # The run and sweep folders README's commands name, made quickly on synthetic data.
+    quick = [*ONE_EPOCH, f"data.data_dir={fake_data}"]
+    run = tmp_path / "outputs/2026-11-29/12-00-00"
+    out = run_cli(*quick, f"hydra.run.dir={run}")
+    assert out.returncode == 0, out.stderr
+    out = run_cli("-m", *quick, "seed=1,2", f"hydra.sweep.dir={tmp_path / 'outputs/multirun/2026-11-29/12-00-00'}")
+    assert out.returncode == 0, out.stderr
+    Image.new("L", (40, 60), 255).save(tmp_path / "shoe.jpg")
+    for command in readers:
+        out = shell(command, tmp_path)
+        assert out.returncode == 0 and "error" not in out.stderr, f"{command}\n{out.stdout}\n{out.stderr}"
+    assert (tmp_path / "outputs/multirun/2026-11-29/12-00-00/summary.md").is_file()
+    assert (run / "evaluations.jsonl").is_file()
