@@ -61,7 +61,7 @@ def run(*overrides: str, config_dir: str | Path | None = None) -> Run:
 
     with _hydra(config_dir) as (app, callbacks_of):
         cfg = _compose(app, overrides, RunMode.RUN)
-        _own_folder(cfg.hydra.run, "hydra.run.dir")
+        _own_folder(cfg, "run")
         callbacks = callbacks_of(cfg)
         callbacks.on_run_start(config=cfg, config_name=CONFIG_NAME)
         ret = run_job(
@@ -92,7 +92,7 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
 
     with _hydra(config_dir) as (app, callbacks_of):
         cfg = _compose(app, overrides, RunMode.MULTIRUN)
-        folder = _own_folder(cfg.hydra.sweep, "hydra.sweep.dir")
+        folder = _own_folder(cfg, "sweep")
         callbacks = callbacks_of(cfg)
         callbacks.on_multirun_start(config=cfg, config_name=CONFIG_NAME)
         context = HydraContext(config_loader=app.config_loader, callbacks=callbacks)
@@ -149,7 +149,7 @@ def _hydra(config_dir: str | Path | None) -> Iterator[tuple[Any, Any]]:
             raise UserError(f"config_dir={config_dir} is not a folder; give the folder that holds your configs.")
         search_path.prepend(provider="command-line", path=f"file://{folder}", anchor=SearchPathQuery(provider="schema"))
 
-    saved = _State()
+    saved, base = _State(), version.getbase()
     version.setbase("1.3")  # as @hydra.main(version_base="1.3")
     GlobalHydra.instance().clear()  # a compose() of the caller's own
     try:
@@ -158,6 +158,7 @@ def _hydra(config_dir: str | Path | None) -> Iterator[tuple[Any, Any]]:
     finally:
         GlobalHydra.instance().clear()
         saved.restore()
+        version.VersionBase.instance().version_base = base  # what the caller's own Hydra use set, if any
 
 
 def _compose(app: Any, overrides: Sequence[str], mode: Any) -> Any:
@@ -183,15 +184,16 @@ def _compose(app: Any, overrides: Sequence[str], mode: Any) -> Any:
     return cfg
 
 
-def _own_folder(node: Any, key: str) -> Path:
-    """The run (or sweep) folder, created and writable. One named by the clock (``${now:...}``, as by
-    default) gets ``_1``, ``_2``... when a run of the same second already made it."""
+def _own_folder(cfg: Any, kind: str) -> Path:
+    """The run (``kind="run"``) or sweep folder, created and writable. One named by the clock (``${now:...}``,
+    as by default) gets ``_1``, ``_2``... when a run of the same second already made it."""
     from omegaconf import OmegaConf, read_write
 
     from lenet_exp.runtime.hydra_callbacks import check_output_folder
 
-    named, folder = OmegaConf.to_container(node, resolve=False)["dir"], Path(node.dir)
-    if "${now:" in str(named):
+    node, key = cfg.hydra[kind], f"hydra.{kind}.dir"
+    folder = Path(node.dir)
+    if "${now:" in str(OmegaConf.to_container(node, resolve=False)["dir"]):
         candidate, n = folder, 0
         while True:
             try:
@@ -202,9 +204,13 @@ def _own_folder(node: Any, key: str) -> Path:
                 candidate = folder.with_name(f"{folder.name}_{n}")
             except OSError:
                 break  # check_output_folder says why
-        folder = candidate
-        with read_write(node):
-            node.dir = str(folder)
+        if candidate != folder:
+            folder = candidate
+            with read_write(cfg.hydra):
+                node.dir = str(folder)
+                # A sweep's launcher composes each job again from these overrides: the jobs go there too.
+                quoted = str(folder).replace("\\", "\\\\").replace("'", "\\'")
+                cfg.hydra.overrides.hydra.append(f"{key}='{quoted}'")
     check_output_folder(str(folder), key)
     return folder
 

@@ -15,9 +15,11 @@ import torch
 from conftest import ONE_EPOCH, run_cli, write_fake_fashion_mnist
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.version import VersionBase
 from PIL import Image
 
 import lenet_exp
+import lenet_exp.__main__  # noqa: F401  (importing it sets Hydra's version base, as @hydra.main does)
 from lenet_exp.data import find_files, load_split
 from lenet_exp.errors import UserError
 
@@ -48,6 +50,7 @@ def process_state() -> dict:
         "torch threads": torch.get_num_threads(),
         "Hydra initialized": GlobalHydra.instance().is_initialized(),
         "HydraConfig": HydraConfig.instance().cfg,
+        "Hydra version base": VersionBase.instance().getbase(),
     }
 
 
@@ -82,13 +85,16 @@ def test_two_runs_in_one_process_land_in_two_folders_with_their_own_metrics_and_
 
 def test_a_folder_named_by_the_clock_that_exists_already_is_not_shared(tmp_path, data_dir):
     # What two runs started within the same second see: the second finds the first one's folder.
-    taken = tmp_path / "runs" / time.strftime("%Y")
+    runs = tmp_path / "it's runs"  # a quote and a space: the folder is passed on as a Hydra override
+    taken = runs / time.strftime("%Y")
     taken.mkdir(parents=True)
-    result = lenet_exp.run(
-        *ONE_EPOCH, f"data.data_dir={data_dir}", "threads=1", f"hydra.run.dir={taken.parent}/${{now:%Y}}"
-    )
-    assert result.run_dir == taken.with_name(f"{taken.name}_1") and not any(taken.iterdir())
-    assert (result.run_dir / "metrics.json").is_file()
+    clock = "'" + str(runs).replace("'", "\\'") + "/${now:%Y}'"  # quoted, as Hydra's override grammar wants
+    result = lenet_exp.run(*ONE_EPOCH, f"data.data_dir={data_dir}", "threads=1", f"hydra.run.dir={clock}")
+    assert result.run_dir == taken.with_name(f"{taken.name}_1") and (result.run_dir / "metrics.json").is_file()
+    # A sweep's launcher composes each job again: its jobs go into the sweep's own folder too.
+    (jobs,) = lenet_exp.sweep(*ONE_EPOCH, f"data.data_dir={data_dir}", f"hydra.sweep.dir={clock}")
+    assert jobs.run_dir == taken.with_name(f"{taken.name}_2") / "0" and (jobs.run_dir / "metrics.json").is_file()
+    assert not any(taken.iterdir())
 
 
 def test_user_errors_are_raised_with_their_sentence_never_exited(tmp_path, data_dir):
