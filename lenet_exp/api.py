@@ -10,15 +10,18 @@
 A call composes the config the command line would from the same conf/ (or ``config_dir``, like
 ``--config-dir``), runs it through Hydra's own job runner with conf/hydra's callbacks, and writes the
 same run folder. Calls follow one another in one process: each leaves Hydra's global state, the
-logging handlers, the environment (DDP's variables), the working folder and torch's thread count as
-it found them. A user error raises lenet_exp.errors.UserError with its one sentence; never SystemExit.
+logging handlers, the environment (DDP's variables), the working folder, the Ctrl-C handler and
+torch's thread count as it found them. A user error raises lenet_exp.errors.UserError with its one
+sentence, and Ctrl-C (a notebook's interrupt) KeyboardInterrupt; never SystemExit.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,25 +47,21 @@ class Run:
     @property
     def checkpoint(self) -> Path:
         """The weights the final test used: checkpoints/best.ckpt (chosen by validation) or last.ckpt."""
-        best = self.run_dir / "checkpoints" / "best.ckpt"
-        return (
-            best
-            if self.metrics.get("tested") == "best" and best.is_file()
-            else self.run_dir / "checkpoints" / "last.ckpt"
-        )
+        return self.run_dir / "checkpoints" / ("best.ckpt" if self.metrics.get("tested") == "best" else "last.ckpt")
 
 
 def run(*overrides: str, config_dir: str | Path | None = None) -> Run:
     """Train once, as ``python -m lenet_exp <overrides>`` (``--config-dir <config_dir>``) would; return the run."""
+    from hydra._internal.callbacks import Callbacks
     from hydra.core.utils import JobStatus, run_job
     from hydra.types import HydraContext, RunMode
 
     from lenet_exp.__main__ import CONFIG_NAME, job
 
-    with _hydra(config_dir) as (app, callbacks_of):
+    with _hydra(config_dir) as app:  # the steps of Hydra.run, with a folder of the run's own
         cfg = _compose(app, overrides, RunMode.RUN)
         _own_folder(cfg, "run")
-        callbacks = callbacks_of(cfg)
+        callbacks = Callbacks(cfg)
         callbacks.on_run_start(config=cfg, config_name=CONFIG_NAME)
         ret = run_job(
             hydra_context=HydraContext(config_loader=app.config_loader, callbacks=callbacks),
@@ -83,6 +82,7 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
     A job that fails with a user error fails the sweep with its sentence once the other jobs have run
     (Hydra's basic sweeper), except under sweepers that carry on (Optuna): there it is a Run with ``error``.
     """
+    from hydra._internal.callbacks import Callbacks
     from hydra.core.plugins import Plugins
     from hydra.types import HydraContext, RunMode
     from omegaconf import OmegaConf
@@ -90,10 +90,10 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
     from lenet_exp.__main__ import CONFIG_NAME, sweep_job
     from lenet_exp.report import job_folders
 
-    with _hydra(config_dir) as (app, callbacks_of):
+    with _hydra(config_dir) as app:  # the steps of Hydra.multirun, with a folder of the sweep's own
         cfg = _compose(app, overrides, RunMode.MULTIRUN)
         folder = _own_folder(cfg, "sweep")
-        callbacks = callbacks_of(cfg)
+        callbacks = Callbacks(cfg)
         callbacks.on_multirun_start(config=cfg, config_name=CONFIG_NAME)
         context = HydraContext(config_loader=app.config_loader, callbacks=callbacks)
         sweeper = Plugins.instance().instantiate_sweeper(config=cfg, hydra_context=context, task_function=sweep_job)
@@ -130,11 +130,10 @@ def _finished(job: Path) -> Run:
 
 
 @contextmanager
-def _hydra(config_dir: str | Path | None) -> Iterator[tuple[Any, Any]]:
+def _hydra(config_dir: str | Path | None) -> Iterator[Any]:
     """Hydra set up as ``@hydra.main`` sets it up for lenet_exp's command line (plus ``--config-dir``),
     and everything a run changes in this process put back afterwards, also when it fails."""
     from hydra import version
-    from hydra._internal.callbacks import Callbacks
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_automatic_config_search_path
     from hydra.core.config_search_path import SearchPathQuery
@@ -149,16 +148,22 @@ def _hydra(config_dir: str | Path | None) -> Iterator[tuple[Any, Any]]:
             raise UserError(f"config_dir={config_dir} is not a folder; give the folder that holds your configs.")
         search_path.prepend(provider="command-line", path=f"file://{folder}", anchor=SearchPathQuery(provider="schema"))
 
-    saved, base = _State(), version.getbase()
+    saved, base, caller = _State(), version.getbase(), GlobalHydra.instance().hydra  # the caller's own compose()
     version.setbase("1.3")  # as @hydra.main(version_base="1.3")
-    GlobalHydra.instance().clear()  # a compose() of the caller's own
+    GlobalHydra.instance().clear()
     try:
         app = Hydra.create_main_hydra2(task_name="__main__", config_search_path=search_path)
-        yield app, Callbacks
+        yield app
+    except SystemExit as stop:
+        if stop.code != 130:  # SIGTERM (143): this process is asked to end
+            raise
+        # Lightning answers Ctrl-C (a notebook's "interrupt") with SystemExit, after the run said what it
+        # kept (faults.resumable): interrupted it is, and the kernel lives on.
+        raise KeyboardInterrupt from None
     finally:
         GlobalHydra.instance().clear()
+        GlobalHydra.instance().hydra, version.VersionBase.instance().version_base = caller, base
         saved.restore()
-        version.VersionBase.instance().version_base = base  # what the caller's own Hydra use set, if any
 
 
 def _compose(app: Any, overrides: Sequence[str], mode: Any) -> Any:
@@ -225,6 +230,7 @@ class _State:
         self.loggers = {each: (each.level, list(each.handlers), each.propagate, each.disabled) for each in _loggers()}
         torch = sys.modules.get("torch")
         self.threads = torch.get_num_threads() if torch else None
+        self.sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores Ctrl-C once it has answered one
 
     def restore(self) -> None:
         for logger in _loggers():
@@ -243,6 +249,8 @@ class _State:
         os.environ.update(self.environ)
         sys.argv[:] = self.argv
         os.chdir(self.cwd)
+        if threading.current_thread() is threading.main_thread():  # only there can handlers be set
+            signal.signal(signal.SIGINT, self.sigint)
         if "torch" in sys.modules:
             from lenet_exp.runtime.threads import DEFAULT_THREADS  # torch's own, before any run changed it
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -184,3 +186,38 @@ def test_load_refuses_a_checkpoint_that_names_a_class_it_may_not_build(tmp_path,
     torch.save(checkpoint, crafted)
     with pytest.raises(UserError, match="os.system"):
         lenet_exp.load(crafted)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_run_is_a_keyboard_interrupt_and_the_next_run_works(tmp_path, data_dir):
+    # Lightning answers Ctrl-C with SystemExit and then ignores SIGINT; a notebook's kernel must live on.
+    script = f"""
+import signal, lenet_exp
+args = {[*ONE_EPOCH[:-1], f"data.data_dir={data_dir}", "threads=1"]!r}
+try:
+    lenet_exp.run(*args, "trainer.max_epochs=1000", "hydra.run.dir={tmp_path / "stopped"}")
+except KeyboardInterrupt:
+    print("KeyboardInterrupt", signal.getsignal(signal.SIGINT) is signal.default_int_handler, flush=True)
+print("next", lenet_exp.run(*args, "trainer.max_epochs=1", "hydra.run.dir={tmp_path / "next"}").metrics["epochs"])
+"""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # also under a shell that ignores it
+    )
+    try:
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("epoch 2,"):
+                proc.send_signal(signal.SIGINT)
+                break
+        output = "".join(seen) + proc.communicate(timeout=120)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, output
+    assert f"resume with: python -m lenet_exp.resume {tmp_path / 'stopped'}" in output
+    assert "KeyboardInterrupt True" in output and "next 1" in output and "SystemExit" not in output
