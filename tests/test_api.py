@@ -56,6 +56,17 @@ def process_state() -> dict:
     }
 
 
+def test_import_lenet_exp_loads_neither_torch_nor_lightning_until_a_call():
+    heavy = "[m for m in ('torch', 'pytorch_lightning', 'hydra') if m in sys.modules]"
+    out = subprocess.run(
+        [sys.executable, "-c", f"import sys, lenet_exp; lenet_exp.run, lenet_exp.load; print({heavy})"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
 def test_two_runs_in_one_process_land_in_two_folders_with_their_own_metrics_and_logs(
     tmp_path, data_dir, monkeypatch, capsys
 ):
