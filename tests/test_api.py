@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -122,7 +123,8 @@ def test_user_errors_are_raised_with_their_sentence_never_exited(tmp_path, data_
         lenet_exp.run(config_dir=tmp_path / "missing")
     folder = tmp_path / "sweep"
     with pytest.raises(
-        UserError, match=rf"^job 0 of the sweep in {folder} failed: data.batch_size=0 must be a positive"
+        UserError,
+        match=rf"^job 0 of the sweep in {re.escape(str(folder))} failed: data.batch_size=0 must be a positive",
     ):
         lenet_exp.sweep(*ONE_EPOCH, f"data.data_dir={data_dir}", "data.batch_size=0", f"hydra.sweep.dir={folder}")
     assert "data.batch_size=0 must be a positive" in (folder / "0" / "error.txt").read_text()
