@@ -2,40 +2,58 @@
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lenet_exp.errors import fail, user_error
+from lenet_exp.errors import UserError, fail, user_error
 
 # The configs, as an absolute path so that every command finds them from any folder: an installed
 # wheel carries conf/ as lenet_exp/conf/; a checkout (also installed editable) has no such folder and
 # reads the repository's conf/ itself, so edits to conf/ apply at once.
 _PACKAGE = Path(__file__).resolve().parent
 CONF_DIR = str(_PACKAGE / "conf" if (_PACKAGE / "conf" / "config.yaml").is_file() else _PACKAGE.parent / "conf")
+CONFIG_NAME = "config"
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> float | None:
-    """Train once; return ``optimized_metric`` (such as val_acc) for sweepers like Optuna."""
+def job(cfg: DictConfig) -> dict[str, Any]:
+    """One run's work, for the command line and lenet_exp.run alike: check, train, return metrics.json's
+    values. A user error comes out as the UserError itself (Hydra's instantiate may have wrapped it)."""
     from lenet_exp.runtime.checks import check_run
 
     logging.raiseExceptions = False  # a full disk under the log file: the run's own writes report it, once
-
     try:
         check_run(cfg)  # a wrong setting is said at once, before torch and Lightning take seconds to load
         from lenet_exp.train import train  # imported here so that --help and --cfg stay fast too
 
-        metrics = train(cfg)
-        return metrics[cfg.optimized_metric] if cfg.get("optimized_metric") else None
+        return train(cfg)
     except Exception as err:
         if (cause := user_error(err)) is None:
             raise
+        raise cause from None
+
+
+def sweep_job(cfg: DictConfig) -> float | None:
+    """One job of a sweep: train once; return ``optimized_metric`` (such as val_acc) for sweepers like Optuna.
+
+    A user error is raised, so that Hydra marks the job failed and runs the others (hydra_callbacks.FailedJobs).
+    """
+    metrics = job(cfg)
+    return metrics[cfg.optimized_metric] if cfg.get("optimized_metric") else None
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=CONFIG_NAME)
+def main(cfg: DictConfig) -> float | None:
+    """Train once (a run, or a job of a sweep); a user error in a run ends it with ``error: <sentence>``."""
+    try:
+        return sweep_job(cfg)
+    except UserError as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise cause from None  # Hydra marks the job failed and runs the others (hydra_callbacks.FailedJobs)
-        fail(cause)
+            raise  # Hydra marks the job failed and runs the others (hydra_callbacks.FailedJobs)
+        fail(err)
 
 
 if __name__ == "__main__":

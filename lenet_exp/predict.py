@@ -4,14 +4,21 @@ Prints, for each image, the predicted class and the top probabilities. Any image
 the way Fashion-MNIST's were: grayscale; inverted when its background (the border pixels) is
 light, so the object is light on dark; scaled so its longer side is 28 pixels, keeping its
 aspect ratio; centred on a black 28x28 canvas; pixels / 255.
+
+``lenet_exp.load(ckpt).predict(images)`` (TrainedModel here) is the same code path from Python; it also
+takes PIL images, and tensors already in Fashion-MNIST's form, which it gives to the network as they are.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -19,6 +26,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from lenet_exp.errors import UserError, check_value, exit_on_user_error, fail
 from lenet_exp.runtime.cli import answer_help, key_values, names, require
 from lenet_exp.runtime.console import log_to_console
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("lenet_exp")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
@@ -52,40 +62,128 @@ def to_fashion_mnist(image: Image.Image) -> np.ndarray:
     return np.asarray(canvas, dtype=np.float32) / 255.0
 
 
-def predict(ckpt_path: str | Path, images: str, top: int = 3, trust: list[str] = ()) -> list[dict]:
-    """One result per image: ``{"image", "class", "top": [{"class", "probability"}, ...]}``,
-    or ``{"image", "error"}`` for a file that cannot be read as an image."""
+def read_image(file: Path) -> np.ndarray:
+    """The picture in ``file``, made like Fashion-MNIST's; else one sentence naming the file."""
+    try:
+        with Image.open(file) as image:
+            return to_fashion_mnist(image)
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        reason = "no such file" if not file.exists() else f"not a readable image ({type(err).__name__})"
+        raise UserError(f"{file} cannot be read: {reason}") from err
+
+
+def as_batch(images: Any) -> torch.Tensor:
+    """``images`` as the network's input, an (N, 1, 28, 28) float tensor in [0, 1].
+
+    ``images`` is one item or a list of them: a path (a file, a comma-separated list or a folder, as
+    ``images=`` of the command) or a PIL image, made like Fashion-MNIST's first; or a tensor (or array)
+    already in Fashion-MNIST's form, one image (28, 28) or (1, 28, 28) or a batch (N, 28, 28) or
+    (N, 1, 28, 28), of uint8 pixels (0-255) or floats in [0, 1], given to the network as it is.
+    """
+    import torch
+
+    pixels = []  # one (28, 28) float tensor per image
+    for item in images if isinstance(images, list | tuple) else [images]:
+        if isinstance(item, str | os.PathLike):
+            files = image_paths(item) if isinstance(item, str) else [Path(item)]
+            pixels += [torch.from_numpy(read_image(file)) for file in files]
+        elif isinstance(item, Image.Image):
+            pixels.append(torch.from_numpy(to_fashion_mnist(item)))
+        elif isinstance(item, torch.Tensor | np.ndarray):
+            pixels += list(_image_tensor(torch.as_tensor(item)))
+        else:
+            raise UserError(
+                f"an image of type {type(item).__name__} cannot be read; give paths, PIL images or tensors of "
+                "28x28 pixels."
+            )
+    if not pixels:
+        raise UserError("no images were given; give paths, PIL images or tensors of 28x28 pixels.")
+    return torch.stack(pixels).unsqueeze(1)
+
+
+def _image_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """A tensor of Fashion-MNIST-like images as (N, 28, 28) floats in [0, 1]."""
+    shape = tuple(tensor.shape)
+    if shape[-2:] != (28, 28) or len(shape) > 4 or (len(shape) == 4 and shape[1] != 1):
+        raise UserError(
+            f"an image tensor of shape {shape} is not Fashion-MNIST's; give (28, 28), (N, 28, 28) or "
+            "(N, 1, 28, 28) pixels, or paths or PIL images of any size."
+        )
+    tensor = tensor.detach().cpu().reshape(-1, 28, 28)
+    if not tensor.is_floating_point():
+        return tensor.float() / 255
+    if tensor.numel() and (tensor.min() < 0 or tensor.max() > 1):
+        raise UserError("image tensors of floats must hold pixels in [0, 1]; divide 0-255 pixels by 255.")
+    return tensor.float()
+
+
+@dataclass
+class Predictions:
+    """What a model says about N images, in the order they were given."""
+
+    classes: list[str]  # the most likely class of each image
+    probabilities: torch.Tensor  # (N, number of classes), each row sums to 1; columns in the order of names
+    names: list[str]  # the class names
+
+    def top(self, k: int = 3) -> list[list[dict[str, Any]]]:
+        """Per image, the ``k`` likeliest classes: ``[{"class", "probability"}, ...]``, best first."""
+        values, indices = self.probabilities.topk(min(k, self.probabilities.shape[1]), dim=1)
+        return [
+            [{"class": self.names[c], "probability": round(float(p), 4)} for p, c in zip(v, i, strict=True)]
+            for v, i in zip(values.tolist(), indices.tolist(), strict=True)
+        ]
+
+
+@dataclass
+class TrainedModel:
+    """A trained model read from a checkpoint (``lenet_exp.load``), ready to label pictures."""
+
+    module: Any  # the LightningModule, in eval mode, on the CPU
+    names: list[str]  # the class names, in the order of the network's outputs
+    config: Any  # the run config stored in the checkpoint (a DictConfig)
+    checkpoint: Path
+
+    def predict(self, images: Any, batch_size: int = 1024) -> Predictions:
+        """The class of each image and the probability of every class; ``images`` as ``as_batch`` takes them."""
+        import torch
+
+        batch = as_batch(images)
+        with torch.no_grad():
+            probabilities = torch.cat([self.module(part).softmax(dim=1) for part in batch.split(batch_size)])
+        return Predictions([self.names[i] for i in probabilities.argmax(dim=1).tolist()], probabilities, self.names)
+
+
+def load_model(ckpt_path: str | Path, trust: Sequence[str] = ()) -> TrainedModel:
+    """The model in the checkpoint ``ckpt_path``, built only from allowed classes (lenet_exp's own and
+    ``trust``) with weights that fit it, as eval and resume check."""
     from lenet_exp.runtime.checks import checkpoint_file
 
     path = checkpoint_file(ckpt_path)  # before torch takes its seconds to load
 
-    import torch
     from hydra.utils import get_class
 
     from lenet_exp.runtime.checkpoints import load_checkpoint, rebuild
 
     cfg, module = rebuild(load_checkpoint(path, trust), path)
-    names = list(getattr(get_class(cfg.data._target_), "classes", None) or range(cfg.model.get("num_classes", 10)))
+    classes = getattr(get_class(cfg.data._target_), "classes", None) or range(cfg.model.get("num_classes", 10))
+    return TrainedModel(module, [str(name) for name in classes], cfg, path)
+
+
+def predict(ckpt_path: str | Path, images: str, top: int = 3, trust: Sequence[str] = ()) -> list[dict]:
+    """One result per image: ``{"image", "class", "top": [{"class", "probability"}, ...]}``,
+    or ``{"image", "error"}`` for a file that cannot be read as an image."""
+    model = load_model(ckpt_path, trust)
     results: list[dict] = []
     arrays, readable = [], []
     for file in image_paths(images):
+        results.append({"image": str(file)})
         try:
-            with Image.open(file) as image:
-                arrays.append(to_fashion_mnist(image))
-            readable.append(len(results))
-            results.append({"image": str(file)})
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            reason = "no such file" if not file.exists() else f"not a readable image ({type(err).__name__})"
-            results.append({"image": str(file), "error": f"{file} cannot be read: {reason}"})
+            arrays.append(read_image(file))
+            readable.append(len(results) - 1)
+        except UserError as err:  # said for this file; the others are still predicted
+            results[-1]["error"] = str(err)
     if arrays:
-        with torch.no_grad():
-            batch = torch.from_numpy(np.stack(arrays)).unsqueeze(1)  # (N,1,28,28)
-            probabilities = module(batch).softmax(dim=1)
-        k = min(top, probabilities.shape[1])
-        values, indices = probabilities.topk(k, dim=1)
-        for i, row in enumerate(readable):
-            pairs = zip(values[i].tolist(), indices[i].tolist(), strict=True)
-            best = [{"class": str(names[c]), "probability": round(float(p), 4)} for p, c in pairs]
+        for row, best in zip(readable, model.predict(np.stack(arrays)).top(top), strict=True):
             results[row].update({"class": best[0]["class"], "top": best})
     return results
 

@@ -9,12 +9,24 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lenet_exp.errors import fail, user_error
+from lenet_exp.errors import UserError, fail, user_error
 from lenet_exp.runtime.run_folder import error_file
 
 log = logging.getLogger("lenet_exp")
+
+
+def check_output_folder(folder: str, key: str) -> None:
+    """Create ``folder`` (a run's or a sweep's) and make sure it can be written, else one sentence saying so."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        raise UserError(
+            f"the output folder {folder} cannot be written ({err.strerror}); choose another with {key}=<folder>."
+        ) from err
 
 
 class OutputFolder(Callback):
@@ -29,10 +41,9 @@ class OutputFolder(Callback):
     @staticmethod
     def _check(folder: str, key: str) -> None:
         try:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            tempfile.TemporaryFile(dir=folder).close()
-        except OSError as err:
-            fail(f"the output folder {folder} cannot be written ({err.strerror}); choose another with {key}=<folder>.")
+            check_output_folder(folder, key)
+        except UserError as err:  # Hydra would print a traceback for an exception raised here
+            fail(err)
 
 
 class FailedJobs(Callback):
@@ -42,8 +53,8 @@ class FailedJobs(Callback):
     """
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if job_return.status != JobStatus.FAILED:
-            return
+        if job_return.status != JobStatus.FAILED or config.hydra.mode != RunMode.MULTIRUN:
+            return  # a single run (lenet_exp.run) raises its error to the caller
         error = job_return._return_value
         cause = user_error(error)
         reason = str(cause) if cause is not None else f"{type(error).__name__}: {error}"

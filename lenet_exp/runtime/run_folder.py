@@ -29,6 +29,10 @@ def last_checkpoint(run: Path) -> Path:
     return Path(run) / CHECKPOINTS / "last.ckpt"
 
 
+def best_checkpoint(run: Path) -> Path:
+    return Path(run) / CHECKPOINTS / "best.ckpt"
+
+
 def metrics_file(run: Path) -> Path:
     return Path(run) / "metrics.json"
 

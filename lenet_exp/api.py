@@ -1,0 +1,264 @@
+"""lenet_exp from Python (a notebook, a script): ``run``, ``sweep`` and ``load``.
+
+    import lenet_exp
+    book = lenet_exp.run()                                  # python -m lenet_exp
+    quick = lenet_exp.run("debug=limit", "seed=1")          # python -m lenet_exp debug=limit seed=1
+    jobs = lenet_exp.sweep("debug=limit", "seed=1,2")       # python -m lenet_exp -m debug=limit seed=1,2
+    model = lenet_exp.load(book.checkpoint)                 # python -m lenet_exp.predict ckpt_path=...
+    model.predict(["shoe.png", "shirt.jpg"]).classes
+
+A call composes the config the command line would from the same conf/ (or ``config_dir``, like
+``--config-dir``), runs it through Hydra's own job runner with conf/hydra's callbacks, and writes the
+same run folder. Calls follow one another in one process: each leaves Hydra's global state, the
+logging handlers, the environment (DDP's variables), the working folder, the Ctrl-C handler and
+torch's thread count as it found them. A user error raises lenet_exp.errors.UserError with its one
+sentence, and Ctrl-C (a notebook's interrupt) KeyboardInterrupt; never SystemExit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lenet_exp.errors import UserError, user_error
+from lenet_exp.predict import Predictions, TrainedModel, load_model
+from lenet_exp.runtime.cli import names
+from lenet_exp.runtime.run_folder import best_checkpoint, error_file, hydra_file, last_checkpoint, metrics_file
+
+__all__ = ["Predictions", "Run", "TrainedModel", "load", "run", "sweep"]
+
+
+@dataclass
+class Run:
+    """A finished run (or job of a sweep): its folder and what it wrote to ``metrics.json``."""
+
+    run_dir: Path
+    metrics: dict[str, Any]  # metrics.json; empty for a job of a sweep that failed
+    overrides: list[str] = field(default_factory=list)  # as in .hydra/overrides.yaml
+    error: str | None = None  # why a job of a sweep failed (its error.txt)
+
+    @property
+    def checkpoint(self) -> Path:
+        """The weights the final test used: checkpoints/best.ckpt (chosen by validation) or last.ckpt."""
+        tested_best = self.metrics.get("tested") == "best"
+        return best_checkpoint(self.run_dir) if tested_best else last_checkpoint(self.run_dir)
+
+
+def run(*overrides: str, config_dir: str | Path | None = None) -> Run:
+    """Train once, as ``python -m lenet_exp <overrides>`` (``--config-dir <config_dir>``) would; return the run."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.utils import JobStatus, run_job
+    from hydra.types import HydraContext, RunMode
+
+    from lenet_exp.__main__ import CONFIG_NAME, job
+
+    with _hydra(config_dir) as app:  # the steps of Hydra.run, with a folder of the run's own
+        cfg = _compose(app, overrides, RunMode.RUN)
+        _own_folder(cfg, "run")
+        callbacks = Callbacks(cfg)
+        callbacks.on_run_start(config=cfg, config_name=CONFIG_NAME)
+        ret = run_job(
+            hydra_context=HydraContext(config_loader=app.config_loader, callbacks=callbacks),
+            task_function=job,
+            config=cfg,
+            job_dir_key="hydra.run.dir",
+            job_subdir_key=None,
+        )
+        callbacks.on_run_end(config=cfg, config_name=CONFIG_NAME, job_return=ret)
+    if ret.status == JobStatus.FAILED:
+        raise ret._return_value  # a UserError (job() unwraps them) or a bug, with its traceback
+    return Run(Path(ret.hydra_cfg.hydra.runtime.output_dir), ret.return_value, list(ret.overrides))
+
+
+def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
+    """Run a sweep, as ``python -m lenet_exp -m <overrides>`` would; return each job, in job order.
+
+    A job that fails with a user error fails the sweep with its sentence once the other jobs have run
+    (Hydra's basic sweeper), except under sweepers that carry on (Optuna): there it is a Run with ``error``.
+    """
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.plugins import Plugins
+    from hydra.types import HydraContext, RunMode
+    from omegaconf import OmegaConf
+
+    from lenet_exp.__main__ import CONFIG_NAME, sweep_job
+    from lenet_exp.report import job_folders
+
+    with _hydra(config_dir) as app:  # the steps of Hydra.multirun, with a folder of the sweep's own
+        cfg = _compose(app, overrides, RunMode.MULTIRUN)
+        folder = _own_folder(cfg, "sweep")
+        callbacks = Callbacks(cfg)
+        callbacks.on_multirun_start(config=cfg, config_name=CONFIG_NAME)
+        context = HydraContext(config_loader=app.config_loader, callbacks=callbacks)
+        sweeper = Plugins.instance().instantiate_sweeper(config=cfg, hydra_context=context, task_function=sweep_job)
+        try:
+            sweeper.sweep(arguments=OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False))
+        except Exception as err:
+            if (cause := user_error(err)) is None:
+                raise
+            failed = next((j for j in job_folders(folder) if error_file(j).is_file()), None)
+            job = f"job {failed.name} of the sweep in {folder}" if failed else f"a job of the sweep in {folder}"
+            raise UserError(f"{job} failed: {cause}") from None
+        callbacks.on_multirun_end(config=cfg, config_name=CONFIG_NAME)
+    return [_finished(job) for job in job_folders(folder)]
+
+
+def load(checkpoint: str | Path, trust: Sequence[str] | str = ()) -> TrainedModel:
+    """The trained model in ``checkpoint`` (a .ckpt file, such as ``run.checkpoint``), read as data: only
+    lenet_exp's classes and those named in ``trust`` are built, and its weights must fit the model."""
+    return load_model(checkpoint, names(trust) if isinstance(trust, str) else list(trust))
+
+
+def _finished(job: Path) -> Run:
+    import json
+
+    from omegaconf import OmegaConf
+
+    metrics, error = metrics_file(job), error_file(job)
+    return Run(
+        job,
+        json.loads(metrics.read_text()) if metrics.is_file() else {},
+        list(OmegaConf.load(hydra_file(job, "overrides.yaml"))),
+        error.read_text().strip() if error.is_file() else None,
+    )
+
+
+@contextmanager
+def _hydra(config_dir: str | Path | None) -> Iterator[Any]:
+    """Hydra set up as ``@hydra.main`` sets it up for lenet_exp's command line (plus ``--config-dir``),
+    and everything a run changes in this process put back afterwards, also when it fails."""
+    from hydra import version
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_automatic_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lenet_exp.__main__ import CONF_DIR
+
+    search_path = create_automatic_config_search_path(None, None, CONF_DIR)
+    if config_dir is not None:  # what _run_hydra does with --config-dir
+        folder = Path(config_dir).expanduser().resolve()
+        if not folder.is_dir():
+            raise UserError(f"config_dir={config_dir} is not a folder; give the folder that holds your configs.")
+        search_path.prepend(provider="command-line", path=f"file://{folder}", anchor=SearchPathQuery(provider="schema"))
+
+    saved, base, caller = _State(), version.getbase(), GlobalHydra.instance().hydra  # the caller's own compose()
+    version.setbase("1.3")  # as @hydra.main(version_base="1.3")
+    GlobalHydra.instance().clear()
+    try:
+        app = Hydra.create_main_hydra2(task_name="__main__", config_search_path=search_path)
+        yield app
+    except SystemExit as stop:
+        if stop.code != 130:  # SIGTERM (143): this process is asked to end
+            raise
+        # Lightning answers Ctrl-C (a notebook's "interrupt") with SystemExit, after the run said what it
+        # kept (faults.resumable): interrupted it is, and the kernel lives on.
+        raise KeyboardInterrupt from None
+    finally:
+        GlobalHydra.instance().clear()
+        GlobalHydra.instance().hydra, version.VersionBase.instance().version_base = caller, base
+        saved.restore()
+
+
+def _compose(app: Any, overrides: Sequence[str], mode: Any) -> Any:
+    """The config (Hydra's node included) of the command line with ``overrides``, in ``mode``; Hydra's
+    composition errors (no such option or key, bad syntax) as one UserError."""
+    from hydra.errors import HydraException
+    from hydra.types import RunMode
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = [str(each) for each in overrides]
+    try:
+        chosen = app.get_mode(config_name="config", overrides=overrides)  # hydra.mode= in overrides or configs
+        if chosen == RunMode.MULTIRUN and mode == RunMode.RUN:
+            raise UserError("hydra.mode=MULTIRUN asks for a sweep; call lenet_exp.sweep instead of lenet_exp.run.")
+        mode_override = [f"hydra.mode={mode.name}"] if chosen != mode else []  # as _run_app adds it
+        cfg = app.compose_config(
+            config_name="config", overrides=[*overrides, *mode_override], run_mode=mode, with_log_configuration=True
+        )
+    except (HydraException, OmegaConfBaseException) as err:
+        message = str(err).split("Config search path:")[0]  # the folders Hydra looked in are known
+        lines = [line.strip() for line in message.splitlines() if line.strip()]
+        raise UserError(" ".join(lines) or type(err).__name__) from None
+    return cfg
+
+
+def _own_folder(cfg: Any, kind: str) -> Path:
+    """The run (``kind="run"``) or sweep folder, created and writable. One named by the clock (``${now:...}``,
+    as by default) gets ``_1``, ``_2``... when a run of the same second already made it."""
+    from omegaconf import OmegaConf, read_write
+
+    from lenet_exp.runtime.hydra_callbacks import check_output_folder
+
+    node, key = cfg.hydra[kind], f"hydra.{kind}.dir"
+    folder = Path(node.dir)
+    if "${now:" in str(OmegaConf.to_container(node, resolve=False)["dir"]):
+        candidate, n = folder, 0
+        while True:
+            try:
+                candidate.mkdir(parents=True)
+                break
+            except FileExistsError:
+                n += 1
+                candidate = folder.with_name(f"{folder.name}_{n}")
+            except OSError:
+                break  # check_output_folder says why
+        if candidate != folder:
+            folder = candidate
+            with read_write(cfg.hydra):
+                node.dir = str(folder)
+                # A sweep's launcher composes each job again from these overrides: the jobs go there too.
+                quoted = str(folder).replace("\\", "\\\\").replace("'", "\\'")
+                cfg.hydra.overrides.hydra.append(f"{key}='{quoted}'")
+    check_output_folder(str(folder), key)
+    return folder
+
+
+class _State:
+    """What a run changes in this process beyond its folder, saved when made and put back by ``restore``."""
+
+    def __init__(self) -> None:
+        self.environ = dict(os.environ)  # DDP's MASTER_ADDR/WORLD_SIZE..., PL_GLOBAL_SEED, hydra.job.env_set
+        self.argv, self.cwd = list(sys.argv), os.getcwd()
+        self.raise_exceptions = logging.raiseExceptions
+        self.loggers = {each: (each.level, list(each.handlers), each.propagate, each.disabled) for each in _loggers()}
+        torch = sys.modules.get("torch")
+        self.threads = torch.get_num_threads() if torch else None
+        self.sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores Ctrl-C once it has answered one
+
+    def restore(self) -> None:
+        for logger in _loggers():
+            level, handlers, propagate, disabled = self.loggers.get(
+                logger,
+                (logger.level, [], logger.propagate, logger.disabled),  # one the run made: only its handlers go
+            )
+            for handler in logger.handlers:
+                if handler not in handlers:  # the run's console and log file handlers
+                    handler.close()
+            logger.handlers, logger.propagate, logger.disabled = handlers, propagate, disabled
+            logger.setLevel(level)
+        logging.raiseExceptions = self.raise_exceptions
+        for key in set(os.environ) - set(self.environ):
+            del os.environ[key]
+        os.environ.update(self.environ)
+        sys.argv[:] = self.argv
+        os.chdir(self.cwd)
+        if threading.current_thread() is threading.main_thread():  # only there can handlers be set
+            signal.signal(signal.SIGINT, self.sigint)
+        if "torch" in sys.modules:
+            from lenet_exp.runtime.threads import DEFAULT_THREADS  # torch's own, before any run changed it
+
+            sys.modules["torch"].set_num_threads(self.threads or DEFAULT_THREADS)
+
+
+def _loggers() -> list[logging.Logger]:
+    manager = logging.Logger.manager
+    return [logging.getLogger(), *(each for each in manager.loggerDict.values() if isinstance(each, logging.Logger))]

@@ -1,0 +1,236 @@
+"""lenet_exp.run / sweep / load: the command line's runs from Python, one after another in one process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ONE_EPOCH, run_cli, write_fake_fashion_mnist
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.version import VersionBase
+from PIL import Image
+
+import lenet_exp
+import lenet_exp.__main__  # noqa: F401  (importing it sets Hydra's version base, as @hydra.main does)
+from lenet_exp.data import find_files, load_split
+from lenet_exp.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("api") / "data"
+    write_fake_fashion_mnist(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir) -> lenet_exp.api.Run:
+    """One run of one epoch on the synthetic files, for the tests that need a checkpoint."""
+    folder = tmp_path_factory.mktemp("api") / "run"
+    return lenet_exp.run(*ONE_EPOCH, f"data.data_dir={data_dir}", "threads=1", f"hydra.run.dir={folder}")
+
+
+def process_state() -> dict:
+    """What one run must not leave changed for the next one."""
+    root = logging.getLogger()
+    return {
+        "root handlers": list(root.handlers),
+        "root level": root.level,
+        "environment": dict(os.environ),
+        "argv": list(sys.argv),
+        "cwd": os.getcwd(),
+        "torch threads": torch.get_num_threads(),
+        "Hydra initialized": GlobalHydra.instance().is_initialized(),
+        "HydraConfig": HydraConfig.instance().cfg,
+        "Hydra version base": VersionBase.instance().getbase(),
+    }
+
+
+def test_import_lenet_exp_loads_neither_torch_nor_lightning_until_a_call():
+    heavy = "[m for m in ('torch', 'pytorch_lightning', 'hydra') if m in sys.modules]"
+    out = subprocess.run(
+        [sys.executable, "-c", f"import sys, lenet_exp; lenet_exp.run, lenet_exp.load; print({heavy})"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_two_runs_in_one_process_land_in_two_folders_with_their_own_metrics_and_logs(
+    tmp_path, data_dir, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    before = process_state()
+    a = lenet_exp.run(*ONE_EPOCH, f"data.data_dir={data_dir}", "threads=1")
+    assert process_state() == before
+    b = lenet_exp.run(*ONE_EPOCH, f"data.data_dir={data_dir}", "threads=1", "seed=1")
+    assert process_state() == before
+
+    day = time.strftime("%Y-%m-%d")
+    assert a.run_dir != b.run_dir
+    assert a.run_dir.parent == b.run_dir.parent == tmp_path / "outputs" / day  # outputs/<date>/<time>/
+    for result, seed in ((a, 42), (b, 1)):
+        assert result.metrics == json.loads((result.run_dir / "metrics.json").read_text())
+        assert result.metrics["seed"] == seed and result.metrics["epochs"] == 1
+        assert (result.run_dir / ".hydra" / "config.yaml").is_file() and (
+            result.run_dir / ".hydra" / "hydra.yaml"
+        ).is_file()
+        assert result.checkpoint == result.run_dir / "checkpoints" / "last.ckpt" and result.checkpoint.is_file()
+        log = (result.run_dir / "lenet_exp.log").read_text()
+        assert log.count("epoch 1, loss") == 1 and log.count("run folder") == 1  # the other run's lines are not in it
+    assert b.overrides == [*ONE_EPOCH, f"data.data_dir={data_dir}", "threads=1", "seed=1"]
+
+    printed = capsys.readouterr().out
+    assert printed.count("epoch 1, loss") == 2  # the book's epoch line, as the command line prints it
+    assert f"run folder {a.run_dir}" in printed and f"run folder {b.run_dir}" in printed
+
+
+def test_a_folder_named_by_the_clock_that_exists_already_is_not_shared(tmp_path, data_dir):
+    # What two runs started within the same second see: the second finds the first one's folder.
+    runs = tmp_path / "it's runs"  # a quote and a space: the folder is passed on as a Hydra override
+    taken = runs / time.strftime("%Y")
+    taken.mkdir(parents=True)
+    clock = "'" + str(runs).replace("'", "\\'") + "/${now:%Y}'"  # quoted, as Hydra's override grammar wants
+    result = lenet_exp.run(*ONE_EPOCH, f"data.data_dir={data_dir}", "threads=1", f"hydra.run.dir={clock}")
+    assert result.run_dir == taken.with_name(f"{taken.name}_1") and (result.run_dir / "metrics.json").is_file()
+    # A sweep's launcher composes each job again: its jobs go into the sweep's own folder too.
+    (jobs,) = lenet_exp.sweep(*ONE_EPOCH, f"data.data_dir={data_dir}", f"hydra.sweep.dir={clock}")
+    assert jobs.run_dir == taken.with_name(f"{taken.name}_2") / "0" and (jobs.run_dir / "metrics.json").is_file()
+    assert not any(taken.iterdir())
+
+
+def test_user_errors_are_raised_with_their_sentence_never_exited(tmp_path, data_dir):
+    before = process_state()
+    with pytest.raises(UserError, match=r"^trainer.max_epochs=0 must be a positive whole number, such as 5\.$"):
+        lenet_exp.run("trainer.max_epochs=0", f"hydra.run.dir={tmp_path / 'zero'}")
+    with pytest.raises(
+        UserError, match=r"^In 'config': Could not find 'model/nope' Available options in 'model': lenet"
+    ):
+        lenet_exp.run("model=nope")
+    with pytest.raises(UserError, match=r"^config_dir=.*missing is not a folder"):
+        lenet_exp.run(config_dir=tmp_path / "missing")
+    folder = tmp_path / "sweep"
+    with pytest.raises(
+        UserError,
+        match=rf"^job 0 of the sweep in {re.escape(str(folder))} failed: data.batch_size=0 must be a positive",
+    ):
+        lenet_exp.sweep(*ONE_EPOCH, f"data.data_dir={data_dir}", "data.batch_size=0", f"hydra.sweep.dir={folder}")
+    assert "data.batch_size=0 must be a positive" in (folder / "0" / "error.txt").read_text()
+    assert process_state() == before
+
+
+def test_sweep_returns_each_job(tmp_path, data_dir):
+    folder = tmp_path / "sweep"
+    jobs = lenet_exp.sweep(
+        *ONE_EPOCH, f"data.data_dir={data_dir}", "threads=1", "seed=1,2", f"hydra.sweep.dir={folder}"
+    )
+    assert [job.run_dir for job in jobs] == [folder / "0", folder / "1"]
+    assert [job.metrics["seed"] for job in jobs] == [1, 2] and [job.overrides[-1] for job in jobs] == [
+        "seed=1",
+        "seed=2",
+    ]
+    assert all(job.error is None and job.metrics["epochs"] == 1 for job in jobs)
+    assert (folder / "multirun.yaml").is_file()
+
+
+def test_config_dir_adds_the_users_configs_like_the_config_dir_option(tmp_path, data_dir):
+    mine = tmp_path / "mine" / "experiment"
+    mine.mkdir(parents=True)
+    (mine / "tiny.yaml").write_text("# @package _global_\nmodel:\n  optimizer:\n    lr: 0.0042\n")
+    result = lenet_exp.run(
+        *ONE_EPOCH, "experiment=tiny", f"data.data_dir={data_dir}", "threads=1", f"hydra.run.dir={tmp_path / 'run'}",
+        config_dir=tmp_path / "mine",
+    )  # fmt: skip
+    assert "lr: 0.0042" in (result.run_dir / ".hydra" / "config.yaml").read_text()
+
+
+def test_load_predicts_what_the_predict_command_prints_from_paths_pil_images_and_tensors(tmp_path, trained, data_dir):
+    images, _ = load_split(find_files(data_dir), "test", verify_md5=False)
+    paths = []
+    for i in range(6):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(images[i].numpy()).save(paths[-1])
+    out = run_cli(f"ckpt_path={trained.checkpoint}", f"images={tmp_path}", "format=json", module="lenet_exp.predict")
+    assert out.returncode == 0, out.stderr
+    printed = [json.loads(line) for line in out.stdout.splitlines()]
+
+    model = lenet_exp.load(trained.checkpoint)
+    predictions = model.predict(paths)
+    assert predictions.classes == [r["class"] for r in printed]
+    assert predictions.top(3) == [r["top"] for r in printed]
+    assert predictions.probabilities.shape == (6, 10)
+    assert torch.allclose(predictions.probabilities.sum(dim=1), torch.ones(6))
+    assert model.predict(str(tmp_path)).classes == predictions.classes  # a folder, as images= of the command
+
+    # The synthetic pictures have dark borders and are 28x28: made like Fashion-MNIST's, they stay as they are.
+    same = [
+        [Image.open(path) for path in paths],  # PIL images
+        images[:6],  # a uint8 batch (N, 28, 28)
+        images[:6].unsqueeze(1).float() / 255,  # floats in [0, 1], (N, 1, 28, 28)
+        [images[i].numpy() for i in range(6)],  # arrays, one image each
+    ]
+    for each in same:
+        assert torch.equal(model.predict(each).probabilities, predictions.probabilities)
+
+    with pytest.raises(UserError, match=r"floats must hold pixels in \[0, 1\]"):
+        model.predict(images[:2].float())
+    with pytest.raises(UserError, match=r"shape \(2, 3, 28, 28\) is not Fashion-MNIST's"):
+        model.predict(np.zeros((2, 3, 28, 28), dtype=np.uint8))
+    with pytest.raises(UserError, match=r"missing.png cannot be read: no such file"):
+        model.predict(tmp_path / "missing.png")
+
+
+def test_load_refuses_a_checkpoint_that_names_a_class_it_may_not_build(tmp_path, trained):
+    checkpoint = torch.load(trained.checkpoint, weights_only=True)
+    checkpoint["lenet_exp_config"]["model"]["_target_"] = "os.system"
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(checkpoint, crafted)
+    with pytest.raises(UserError, match="os.system"):
+        lenet_exp.load(crafted)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_run_is_a_keyboard_interrupt_and_the_next_run_works(tmp_path, data_dir):
+    # Lightning answers Ctrl-C with SystemExit and then ignores SIGINT; a notebook's kernel must live on.
+    script = f"""
+import signal, lenet_exp
+args = {[*ONE_EPOCH[:-1], f"data.data_dir={data_dir}", "threads=1"]!r}
+try:
+    lenet_exp.run(*args, "trainer.max_epochs=1000", "hydra.run.dir={tmp_path / "stopped"}")
+except KeyboardInterrupt:
+    print("KeyboardInterrupt", signal.getsignal(signal.SIGINT) is signal.default_int_handler, flush=True)
+print("next", lenet_exp.run(*args, "trainer.max_epochs=1", "hydra.run.dir={tmp_path / "next"}").metrics["epochs"])
+"""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # also under a shell that ignores it
+    )
+    try:
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("epoch 2,"):
+                proc.send_signal(signal.SIGINT)
+                break
+        output = "".join(seen) + proc.communicate(timeout=120)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, output
+    assert f"resume with: python -m lenet_exp.resume {tmp_path / 'stopped'}" in output
+    assert "KeyboardInterrupt True" in output and "next 1" in output and "SystemExit" not in output
