@@ -106,7 +106,7 @@ def resume(run_dir: str | Path, trust: list[str] = (), job_name: str | None = No
 
     from lenet_exp.train import train
 
-    return train(cfg)
+    return train(cfg, finishing=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,17 +33,19 @@ for hint in (r"Checkpoint directory .* exists and is not empty", r"The dirpath h
     warnings.filterwarnings("ignore", message=hint)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig, finishing: bool = False) -> dict[str, Any]:
     """Run the experiment ``cfg`` describes; return what it wrote to ``metrics.json``.
 
-    With ``cfg.ckpt_path`` set, training continues from that checkpoint's next epoch.
+    With ``cfg.ckpt_path`` set, training continues from that checkpoint's next epoch. ``finishing``: the
+    checkpoint is the run's own last.ckpt (lenet_exp.resume), which may hold every epoch and still lack
+    its final test; otherwise a checkpoint with nothing left to train is refused.
     """
     tested = check_run(cfg)  # which weights the final test uses: "best" or "last"
     torch.set_num_threads(torch_threads(cfg.get("threads")))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
 
-    datamodule, module, trainer, timer, stored = build(cfg, run_dir)
+    datamodule, module, trainer, timer, stored = build(cfg, run_dir, finishing)
     with ddp_scope(), file_system_faults(run_dir):
         point_ddp_ranks_at_this_job()
         with resumable(trainer, run_dir), dead_ranks_named(trainer, str(run_dir)):
@@ -54,14 +56,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return record(cfg, trainer, {**flat_metrics(final), **chosen}, timer, stored.git_rev, run_dir)
 
 
-def build(cfg: DictConfig, run_dir: Path) -> tuple[Any, pl.LightningModule, pl.Trainer, EpochTimer, ConfigInCheckpoint]:
+def build(
+    cfg: DictConfig, run_dir: Path, finishing: bool = False
+) -> tuple[Any, pl.LightningModule, pl.Trainer, EpochTimer, ConfigInCheckpoint]:
     """The data module, the LightningModule and the Trainer with its callbacks and loggers, from ``cfg``."""
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.model)
     if cfg.get("ckpt_path"):  # data from a file: only allowed classes, and weights that fit the model
         checkpoint = load_checkpoint(cfg.ckpt_path, cfg.get("trusted_targets") or (), hint="trusted_targets")
         check_architecture(checkpoint, module, cfg.ckpt_path)
-        check_epochs_left(checkpoint, cfg.ckpt_path, cfg.trainer.max_epochs)
+        if not finishing:
+            check_epochs_left(checkpoint, cfg.ckpt_path, cfg.trainer.max_epochs)
     timer, stored = EpochTimer(), ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True), git_revision())
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
     callbacks += [timer, EpochLine(timer), stored, RankWatch(str(run_dir))]
