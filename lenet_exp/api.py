@@ -188,6 +188,12 @@ def _compose(app: Any, overrides: Sequence[str], mode: Any) -> Any:
         message = str(err).split("Config search path:")[0]  # the folders Hydra looked in are known
         lines = [line.strip() for line in message.splitlines() if line.strip()]
         raise UserError(" ".join(lines) or type(err).__name__) from None
+    strategy, devices = str(cfg.trainer.get("strategy", "auto")), cfg.trainer.get("devices", 1)
+    if "ddp" in strategy and devices not in (1, "1") or cfg.trainer.get("num_nodes", 1) not in (1, "1"):
+        raise UserError(
+            f"trainer.strategy={strategy} with trainer.devices={devices} starts its other processes as copies of a "
+            "command line, which a Python session is not; run it as python -m lenet_exp with the same overrides."
+        )
     return cfg
 
 

@@ -121,6 +121,9 @@ def test_user_errors_are_raised_with_their_sentence_never_exited(tmp_path, data_
         lenet_exp.run("model=nope")
     with pytest.raises(UserError, match=r"^config_dir=.*missing is not a folder"):
         lenet_exp.run(config_dir=tmp_path / "missing")
+    with pytest.raises(UserError, match=r"^trainer.strategy=ddp with trainer.devices=2 starts its other processes"):
+        lenet_exp.run("trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'ddp'}")  # Lightning would re-run sys.argv
+    assert not (tmp_path / "ddp").exists()
     folder = tmp_path / "sweep"
     with pytest.raises(
         UserError,

@@ -115,7 +115,7 @@ def test_a_failing_job_keeps_the_other_jobs_of_a_sweep(tmp_path, fake_data):
         f"hydra.sweep.dir={sweep}",
     )
     assert out.returncode != 0
-    assert "job 0 (" in out.stdout and "data.batch_size=0) failed: data.batch_size=0 must be a positive" in out.stdout
+    assert "job 0 (" in out.stderr and "data.batch_size=0) failed: data.batch_size=0 must be a positive" in out.stderr
     assert "must be a positive whole number" in (sweep / "0" / "error.txt").read_text()
     assert not (sweep / "0" / "metrics.json").exists()
     assert json.loads((sweep / "1" / "metrics.json").read_text())["epochs"] == 1
