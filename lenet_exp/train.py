@@ -29,7 +29,14 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 warnings.filterwarnings("ignore", message=r"You have overridden `on_after_batch_transfer`")
 # Lightning's hints that describe what lenet_exp does on purpose: resume writes into the run's own checkpoints/
 # folder, ckpt_path= continues into a new one, and a machine with SLURM's client need not run under srun.
-for hint in (r"Checkpoint directory .* exists and is not empty", r"The dirpath has changed", r"The `srun` command"):
+# Each epoch's metrics are logged once, at its end, so Lightning's step logging interval does not apply.
+HINTS = (
+    r"Checkpoint directory .* exists and is not empty",
+    r"The dirpath has changed",
+    r"The `srun` command",
+    r"The number of training batches .* is smaller than the logging interval",
+)
+for hint in HINTS:
     warnings.filterwarnings("ignore", message=hint)
 
 
