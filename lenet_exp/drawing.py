@@ -6,6 +6,7 @@ it takes); ``band_plot`` writes a PNG file.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -109,5 +110,9 @@ def band_plot(
         )
     else:
         axes.text(0.5, 0.5, "no evaluation curve logged", transform=axes.transAxes, ha="center", va="center")
-    figure.savefig(path, format="png", bbox_inches="tight")  # "tight" keeps the legend beside the axes
+    from lenet_exp.runtime.atomic import atomic_write
+
+    png = io.BytesIO()
+    figure.savefig(png, format="png", bbox_inches="tight")  # "tight" keeps the legend beside the axes
+    atomic_write(Path(path), png.getvalue())  # never through a link planted at that path
     return figure

@@ -18,6 +18,7 @@ keep job order. A failed or unfinished job is never averaged in: it is a row of 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import statistics
 import sys
@@ -31,6 +32,7 @@ from omegaconf import OmegaConf
 from lenet_exp.errors import UserError, exit_on_user_error, fail
 from lenet_exp.runtime.cli import answer_help
 from lenet_exp.runtime.run_folder import HYDRA, SUMMARY, error_file, hydra_file, metrics_file
+from lenet_exp.runtime.atomic import atomic_write
 
 METRICS = list(SUMMARY)
 # New columns go at the end, so that scripts reading the older summary.csv by position still work.
@@ -238,10 +240,11 @@ def legend(override_lists: list[list[str]]) -> tuple[list[str], str]:
 
 
 def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, text.getvalue().encode())
 
 
 def write_report(sweep: str | Path) -> Report:
@@ -258,10 +261,11 @@ def write_report(sweep: str | Path) -> Report:
     write_csv(sweep / "summary.csv", JOB_COLUMNS, report.jobs)
     write_csv(sweep / "summary_groups.csv", GROUP_COLUMNS, report.groups)
     note = f"{report.warning}\n\n" if report.warning else ""
-    (sweep / "summary.md").write_text(
+    markdown = (
         f"# Sweep {sweep}\n\n{note}## Groups (mean ± std over seeds)\n\n{groups_markdown(report.groups)}"
         f"\n## Jobs\n\n{jobs_markdown(report.jobs)}"
     )
+    atomic_write(sweep / "summary.md", markdown.encode())
     curves = [g for g in report.groups if g.get("curve_mean")]
     tags = sorted({g["curve_tag"] for g in curves})
     names, shared = legend([g["override_list"] for g in curves])

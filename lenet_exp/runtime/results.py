@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_exp.runtime.atomic import atomic_write
+from lenet_exp.runtime.atomic import atomic_write, open_append
 
 
 def git_revision() -> str:
@@ -106,5 +107,8 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
+    """One line more in ``path``, never written through a link planted there, under a short lock of
+    the file: two evaluations at once each append their whole line."""
+    with open_append(path) as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file is closed
         f.write(json.dumps(record) + "\n")
