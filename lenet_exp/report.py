@@ -30,9 +30,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from lenet_exp.errors import UserError, exit_on_user_error, fail
+from lenet_exp.runtime.atomic import atomic_write
 from lenet_exp.runtime.cli import answer_help
 from lenet_exp.runtime.run_folder import HYDRA, SUMMARY, error_file, hydra_file, metrics_file
-from lenet_exp.runtime.atomic import atomic_write
 
 METRICS = list(SUMMARY)
 # New columns go at the end, so that scripts reading the older summary.csv by position still work.

@@ -80,9 +80,18 @@ def resume(run_dir: str | Path, trust: list[str] = (), job_name: str | None = No
         log.info(f"{run} is finished (it has metrics.json); nothing to resume.")
         return json.loads(metrics_file(run).read_text())
 
-    # Imported only now: torch and Lightning take seconds to load, and a wrong folder is said at once.
+    # torch and Lightning are imported only after this: they take seconds to load, and a wrong or busy
+    # folder is said at once.
+    from lenet_exp.runtime.lock import run_lock
+
+    with run_lock(run):  # before anything is written into the folder
+        return _resume(run, stored, hydra, trust, job_name)
+
+
+def _resume(run: Path, stored: Any, hydra: Any, trust: list[str], job_name: str | None) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
+    from lenet_exp.runtime.atomic import AppendLog
     from lenet_exp.runtime.checkpoints import GIT_KEY, load_checkpoint
     from lenet_exp.runtime.results import git_revision
     from lenet_exp.runtime.trust import check_targets
@@ -100,7 +109,7 @@ def resume(run_dir: str | Path, trust: list[str] = (), job_name: str | None = No
         log.info(f"resuming {run} after epoch {checkpoint['epoch'] + 1}")
     else:
         log.info(f"{run} has no completed epoch: running it again from the start")
-    log_file = logging.FileHandler(run / f"{job_name or hydra.job.name}.log")  # appends, as the run did
+    log_file = AppendLog(run / f"{job_name or hydra.job.name}.log")  # appends, as the run did
     log_file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
     logging.getLogger().addHandler(log_file)
 

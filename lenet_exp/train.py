@@ -18,6 +18,7 @@ from lenet_exp.runtime.checkpoints import ConfigInCheckpoint, check_architecture
 from lenet_exp.runtime.checks import check_run
 from lenet_exp.runtime.distributed import RankWatch, ddp_scope, dead_ranks_named, point_ddp_ranks_at_this_job
 from lenet_exp.runtime.faults import file_system_faults, resumable
+from lenet_exp.runtime.lock import run_lock
 from lenet_exp.runtime.results import environment, flat_metrics, git_revision, hyperparameters, write_json
 from lenet_exp.runtime.run_folder import metrics_file
 from lenet_exp.runtime.threads import job_devices, torch_threads
@@ -52,15 +53,16 @@ def train(cfg: DictConfig, finishing: bool = False) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
 
-    datamodule, module, trainer, timer, stored = build(cfg, run_dir, finishing)
-    with ddp_scope(), file_system_faults(run_dir):
-        point_ddp_ranks_at_this_job()
-        with resumable(trainer, run_dir), dead_ranks_named(trainer, str(run_dir)):
-            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
-        final = dict(trainer.callback_metrics)  # the last epoch's train/* and val/* (or test/*)
-        chosen = test(trainer, module, datamodule, tested)
-        final.update(trainer.callback_metrics)  # test/* on the tested weights
-        return record(cfg, trainer, {**flat_metrics(final), **chosen}, timer, stored.git_rev, run_dir)
+    with run_lock(run_dir):  # one writer per run folder (a no-op where Hydra or resume holds it)
+        datamodule, module, trainer, timer, stored = build(cfg, run_dir, finishing)
+        with ddp_scope(), file_system_faults(run_dir):
+            point_ddp_ranks_at_this_job()
+            with resumable(trainer, run_dir), dead_ranks_named(trainer, str(run_dir)):
+                trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+            final = dict(trainer.callback_metrics)  # the last epoch's train/* and val/* (or test/*)
+            chosen = test(trainer, module, datamodule, tested)
+            final.update(trainer.callback_metrics)  # test/* on the tested weights
+            return record(cfg, trainer, {**flat_metrics(final), **chosen}, timer, stored.git_rev, run_dir)
 
 
 def build(

@@ -46,6 +46,19 @@ class OutputFolder(Callback):
             fail(err)
 
 
+class RunLock(Callback):
+    """Takes the run folder's lock (runtime/lock.py) before Hydra writes its .hydra/ files there, and
+    holds it until the process ends; a folder another process writes is refused before anything."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from lenet_exp.runtime.lock import acquire
+
+        try:
+            acquire(config.hydra.run.dir)
+        except UserError as err:  # Hydra would print a traceback for an exception raised here
+            fail(err)
+
+
 class FailedJobs(Callback):
     """Writes ``error.txt`` into a failed job's folder and logs which job failed and why.
 
@@ -58,6 +71,8 @@ class FailedJobs(Callback):
         error = job_return._return_value
         cause = user_error(error)
         reason = str(cause) if cause is not None else f"{type(error).__name__}: {error}"
-        error_file(config.hydra.runtime.output_dir).write_text(reason + "\n")
+        from lenet_exp.runtime.atomic import atomic_write  # torch loads with it: only when a job failed
+
+        atomic_write(error_file(config.hydra.runtime.output_dir), (reason + "\n").encode())
         job = f"job {config.hydra.job.num} ({' '.join(job_return.overrides) or 'no overrides'})"
         log.error(f"{job} failed: {reason}")

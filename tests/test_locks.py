@@ -1,0 +1,111 @@
+"""One writer per run folder: a second process is refused with the PID of the first, a killed holder
+leaves no stale lock, and eval may append beside a running training."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ONE_EPOCH, ROOT, TINY, run_cli
+from pytorch_lightning.callbacks import Callback
+
+from lenet_exp.errors import UserError
+from lenet_exp.runtime.lock import LOCK_FILE, acquire, release
+
+TESTS_ON_PATH = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+class WaitForFile(Callback):
+    """Holds the run at its first epoch (saying so in ``<go>.waiting``) until ``go`` exists (at most a minute)."""
+
+    def __init__(self, go: str) -> None:
+        self.go = Path(go)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.go.with_name(self.go.name + ".waiting").touch()
+        deadline = time.monotonic() + 60
+        while not self.go.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def holder_pid(run: Path, go: Path, proc: subprocess.Popen, timeout: float = 120) -> int:
+    """Wait until ``proc`` is inside its first epoch; the PID its lock file holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if go.with_name(go.name + ".waiting").exists():
+            return int((run / LOCK_FILE).read_text())
+        time.sleep(0.1)
+    raise AssertionError(f"the run never locked {run}: {proc.communicate()}")
+
+
+@pytest.fixture
+def waiting_run(tmp_path, fake_data):
+    """A training run, started as a user starts one, waiting inside its first epoch until released."""
+    run, go = tmp_path / "run", tmp_path / "go"
+    args = [*ONE_EPOCH, f"data.data_dir={fake_data}", f"hydra.run.dir={run}", "logger=csv"]
+    wait = ["+callbacks.wait._target_=test_locks.WaitForFile", f"+callbacks.wait.go={go}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lenet_exp", *args, *wait], cwd=ROOT, env=TESTS_ON_PATH, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        yield run, go, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+@pytest.mark.slow
+def test_a_second_writer_of_a_running_folder_is_refused_naming_the_pid(waiting_run, fake_data):
+    run, go, proc = waiting_run
+    pid = holder_pid(run, go, proc)
+    assert pid == proc.pid
+    stored = (run / ".hydra" / "config.yaml").read_text()
+    busy = f"{run} is in use by another lenet_exp process (PID {pid})"
+    resumed = run_cli(str(run), module="lenet_exp.resume")
+    assert resumed.returncode == 1 and busy in resumed.stderr and "Traceback" not in resumed.stderr, resumed.stderr
+    again = run_cli(*TINY, f"data.data_dir={fake_data}", f"hydra.run.dir={run}", "seed=7")
+    assert again.returncode == 1 and busy in again.stderr and "Traceback" not in again.stderr, again.stderr
+    assert (run / ".hydra" / "config.yaml").read_text() == stored  # Hydra wrote nothing over the running run's
+    with pytest.raises(UserError, match=f"PID {pid}"):
+        acquire(run)
+    go.touch()
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    assert (run / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_killed_holder_leaves_no_stale_lock(waiting_run):
+    run, go, proc = waiting_run
+    assert holder_pid(run, go, proc) == proc.pid
+    proc.send_signal(signal.SIGKILL)  # as a cluster does before it requeues the job
+    proc.wait(timeout=30)
+    assert acquire(run)  # the kernel released it: the requeued job can resume
+    release(run)
+
+
+def test_a_planted_lock_link_is_refused(tmp_path):
+    (tmp_path / "elsewhere").write_text("")
+    (tmp_path / LOCK_FILE).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UserError, match=r"\.lock is a symbolic link"):
+        acquire(tmp_path)
+
+
+def test_ddp_ranks_started_by_the_launcher_do_not_take_the_lock(tmp_path, monkeypatch):
+    assert acquire(tmp_path)  # rank 0 holds it
+    for variable in ("LOCAL_RANK", "SLURM_PROCID"):
+        monkeypatch.setenv(variable, "1")
+        child = subprocess.run(
+            [sys.executable, "-c", f"from lenet_exp.runtime.lock import acquire; print(acquire({str(tmp_path)!r}))"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert child.returncode == 0 and child.stdout.strip() == "False", child.stderr
+        monkeypatch.delenv(variable)
+    release(tmp_path)
