@@ -37,7 +37,7 @@ def evaluate(
     from lenet_exp.runtime.run_folder import evaluations_file, run_of
 
     checkpoint = load_checkpoint(path, trust)
-    cfg, module = rebuild(checkpoint, path, overrides)
+    cfg, module = rebuild(checkpoint, path, overrides, parts=("model", "data"))  # it builds both
     datamodule = instantiate(cfg.data)
     trainer = pl.Trainer(
         accelerator=accelerator,

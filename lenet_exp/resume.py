@@ -1,10 +1,12 @@
-"""``python -m lenet_exp.resume <run folder> [trust=your.Class,...]``: finish a run in place.
+"""``python -m lenet_exp.resume <run folder> [trust=your.Class,...] [key=value ...]``: finish a run in place.
 
 Replays the run's own config, as it was composed when the run started (its ``.hydra/config.yaml``),
 whatever ``conf/`` holds today: same folder, same TensorBoard run, from the epoch after the one
 ``checkpoints/last.ckpt`` holds (from the start when no epoch was completed). The folder is data:
 every class its config names must be allowed (lenet_exp's own, torch optimizers and schedulers,
-and the classes given with ``trust=``) before anything is built.
+and the classes given with ``trust=``) before anything is built; it writes only inside itself and
+contacts no server its config names, unless the user gives that key again (``key=value``, such as
+``callbacks.checkpoint.dirpath=/elsewhere``; runtime/confine.py).
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line
-from lenet_exp.runtime.cli import answer_help, key_values, names
+from lenet_exp.runtime.cli import answer_help, names
 from lenet_exp.runtime.console import log_to_console
 from lenet_exp.runtime.run_folder import hydra_file, last_checkpoint, metrics_file
 
 log = logging.getLogger("lenet_exp")
-USAGE = "usage: python -m lenet_exp.resume <run folder> [trust=your.Class,...]"
+USAGE = "usage: python -m lenet_exp.resume <run folder> [trust=your.Class,...] [key=value for a folder or server]"
 
 
 def read_run(run: Path) -> tuple[Any, Any]:
@@ -69,9 +71,12 @@ def as_this_process(cfg: Any, hydra: Any, run: Path) -> None:
     HydraConfig.instance().set_config(full)
 
 
-def resume(run_dir: str | Path, trust: list[str] = (), job_name: str | None = None) -> dict[str, Any]:
+def resume(
+    run_dir: str | Path, trust: list[str] = (), job_name: str | None = None, given: list[str] = ()
+) -> dict[str, Any]:
     """Finish the run in ``run_dir``; return its metrics.json. ``job_name`` names the log file
-    (Lightning gives DDP ranks 1.. their own, ``hydra.job.name=train_ddp_process_N``)."""
+    (Lightning gives DDP ranks 1.. their own, ``hydra.job.name=train_ddp_process_N``); ``given`` are
+    the user's ``key=value`` for folders to write into or servers the stored config names."""
     run = Path(run_dir).expanduser().resolve()
     if not run.is_dir():
         raise UserError(f"{run} is not a folder; give a run folder, such as outputs/<date>/<time>.")
@@ -85,19 +90,23 @@ def resume(run_dir: str | Path, trust: list[str] = (), job_name: str | None = No
     from lenet_exp.runtime.lock import run_lock
 
     with run_lock(run):  # before anything is written into the folder
-        return _resume(run, stored, hydra, trust, job_name)
+        return _resume(run, stored, hydra, trust, job_name, given)
 
 
-def _resume(run: Path, stored: Any, hydra: Any, trust: list[str], job_name: str | None) -> dict[str, Any]:
+def _resume(run: Path, stored: Any, hydra: Any, trust: list[str], job_name: str | None, given: list[str]) -> dict:
     from omegaconf import OmegaConf
 
     from lenet_exp.runtime.atomic import AppendLog
     from lenet_exp.runtime.checkpoints import GIT_KEY, load_checkpoint
+    from lenet_exp.runtime.confine import check_confined, give_again
     from lenet_exp.runtime.results import git_revision
     from lenet_exp.runtime.trust import check_targets
 
     as_this_process(stored, hydra, run)
-    cfg = OmegaConf.create(check_targets(stored, str(hydra_file(run, "config.yaml")), trust))
+    source = str(hydra_file(run, "config.yaml"))
+    config, keys = give_again(check_targets(stored, source, trust), given, source, USAGE)
+    check_confined(config, run, source, keys)  # writes only inside the folder, contacts no server it names
+    cfg = OmegaConf.create(config)
     cfg.trusted_targets = list(trust)  # what the user allows now, not what the folder says
     last = last_checkpoint(run)
     if last.is_file():
@@ -126,9 +135,12 @@ def main(argv: list[str] | None = None) -> None:
     if len(folders) != 1 or folders[0].startswith("-"):
         fail(f"give one run folder; {USAGE}")
     # Lightning starts DDP ranks 1.. as this command plus hydra.run.dir, hydra.job.name, hydra.output_subdir
-    args, hydra = key_values([a for a in argv if "=" in a], USAGE, {"trust"}, prefix="hydra.")
+    pairs = [a for a in argv if "=" in a]
+    hydra = [a for a in pairs if a.startswith("hydra.")]
+    trust = [a.split("=", 1)[1] for a in pairs if a.startswith("trust=")]
+    given = [a for a in pairs if a not in hydra and not a.startswith("trust=")]
     job_name = next((a.split("=", 1)[1] for a in hydra if a.startswith("hydra.job.name=")), None)
-    exit_on_user_error(lambda: resume(folders[0], names(args.get("trust")), job_name))
+    exit_on_user_error(lambda: resume(folders[0], names(",".join(trust)), job_name, given))
 
 
 if __name__ == "__main__":

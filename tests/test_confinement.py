@@ -4,13 +4,18 @@ follows no link planted in it, and contacts no server its config names."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 from conftest import ONE_EPOCH, run_cli, unfinished_copy, write_fake_fashion_mnist
 
 from lenet_exp.errors import UserError
 from lenet_exp.runtime.atomic import atomic_write
+from lenet_exp.runtime.checkpoints import CONFIG_KEY
+from lenet_exp.runtime.confine import check_confined
 from lenet_exp.runtime.results import append_jsonl
 
 
@@ -74,3 +79,85 @@ def test_resume_writes_through_no_link_planted_in_the_folder(run, tmp_path):
     assert all(target.read_text() == "mine\n" for target in targets)
     assert (folder / "metrics.json").is_file() and (folder / "checkpoints" / "last.ckpt").is_file()
     assert not list(folder.rglob("*.tmp"))
+
+
+def edit_config(folder: Path, edit) -> None:
+    """Change the run's stored config (.hydra/config.yaml) as whoever sent the folder could."""
+    config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
+    edit(config)
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.mark.parametrize(
+    ("config", "key", "says"),
+    [
+        ({"callbacks": {"checkpoint": {"dirpath": "/tmp/x"}}}, "callbacks.checkpoint.dirpath", "writes into"),
+        ({"logger": {"csv": {"save_dir": "relative/to/cwd"}}}, "logger.csv.save_dir", "writes into"),
+        ({"trainer": {"default_root_dir": "/run/../elsewhere"}}, "trainer.default_root_dir", "writes into"),
+        ({"data": {"data_dir": "/tmp/d", "download": True}}, "data.data_dir", "downloads into"),
+        ({"logger": {"m": {"tracking_uri": "databricks"}}}, "logger.m.tracking_uri", "a server"),
+        ({"logger": {"tb": {"save_dir": "s3://bucket/runs"}}}, "logger.tb.save_dir", "a server"),
+    ],
+)
+def test_a_stored_path_outside_the_run_or_a_server_is_one_sentence_naming_the_key(config, key, says, tmp_path):
+    with pytest.raises(UserError, match=rf"^x names {key}=.*{says}.*{key}=") as err:
+        check_confined(config, tmp_path / "run", "x")
+    assert "\n" not in str(err.value)
+    check_confined(config, tmp_path / "run", "x", given=[key])  # the user named it: their choice
+
+
+def test_paths_inside_the_run_and_a_data_folder_only_read_are_accepted(tmp_path):
+    run = tmp_path / "run"
+    inside = {
+        "callbacks": {"checkpoint": {"dirpath": f"{run}/checkpoints"}},
+        "logger": {"csv": {"save_dir": str(run)}},
+        "data": {"data_dir": "/usr/share/datasets/fashion-mnist", "download": False},
+    }
+    check_confined(inside, run, "x")
+
+
+@pytest.mark.slow
+def test_resume_writes_nowhere_outside_the_folder_unless_i_say_so(run, tmp_path):
+    folder, outside = unfinished_copy(run, tmp_path), tmp_path / "outside"
+    (folder / "checkpoints" / "last.ckpt").unlink()
+    edit_config(folder, lambda c: c["callbacks"]["checkpoint"].__setitem__("dirpath", str(outside)))
+    out = run_cli(str(folder), module="lenet_exp.resume")
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert f"names callbacks.checkpoint.dirpath={outside}, which writes into a folder outside" in out.stderr
+    assert "Give callbacks.checkpoint.dirpath=<folder> on the command line" in out.stderr
+    assert not outside.exists() and not (folder / "metrics.json").exists()
+    mine = run_cli(str(folder), f"callbacks.checkpoint.dirpath={outside}", module="lenet_exp.resume")
+    assert mine.returncode == 0, mine.stdout + mine.stderr
+    assert (outside / "last.ckpt").is_file() and (folder / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_resume_contacts_no_server_the_folder_names(run, tmp_path):
+    """A real listener on 127.0.0.1 stands for the server; it must see no connection at all."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.setblocking(False)
+        uri = f"http://127.0.0.1:{server.getsockname()[1]}"
+        folder = unfinished_copy(run, tmp_path)
+        mlflow = {"_target_": "pytorch_lightning.loggers.MLFlowLogger", "experiment_name": "x", "tracking_uri": uri}
+        edit_config(folder, lambda c: c["logger"].__setitem__("mlflow", mlflow))
+        out = run_cli(str(folder), module="lenet_exp.resume")
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nobody connected
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert f"names logger.mlflow.tracking_uri={uri}, a server lenet_exp contacts only when you name it" in out.stderr
+    assert f"Add logger.mlflow.tracking_uri={uri} to the command" in out.stderr
+
+
+@pytest.mark.slow
+def test_eval_downloads_into_no_folder_outside_the_run(run, tmp_path):
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    outside = tmp_path / "outside"
+    checkpoint[CONFIG_KEY]["data"].update(data_dir=str(outside), download=True)
+    sent = tmp_path / "sent"
+    (sent / "checkpoints").mkdir(parents=True)
+    ckpt = sent / "checkpoints" / "last.ckpt"
+    torch.save(checkpoint, ckpt)
+    out = run_cli(f"ckpt_path={ckpt}", "accelerator=cpu", module="lenet_exp.eval")
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert f"names data.data_dir={outside}, which downloads into a folder outside the run folder {sent}" in (out.stderr)
+    assert not outside.exists() and not (sent / "evaluations.jsonl").exists()

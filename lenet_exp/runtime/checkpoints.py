@@ -14,6 +14,7 @@ from torch import nn
 
 from lenet_exp.errors import UserError, first_line
 from lenet_exp.runtime.checks import checkpoint_file
+from lenet_exp.runtime.run_folder import run_of
 from lenet_exp.runtime.trust import check_targets
 
 CONFIG_KEY = "lenet_exp_config"  # the resolved run config, stored by ConfigInCheckpoint
@@ -78,10 +79,15 @@ def check_epochs_left(checkpoint: dict[str, Any], path: str | Path, max_epochs: 
         )
 
 
-def rebuild(checkpoint: dict[str, Any], path: str | Path, overrides: Sequence[str] = ()) -> tuple[DictConfig, Any]:
+def rebuild(
+    checkpoint: dict[str, Any], path: str | Path, overrides: Sequence[str] = (), parts: Sequence[str] = ("model",)
+) -> tuple[DictConfig, Any]:
     """The run config stored in ``checkpoint`` (with ``overrides`` such as ``data.data_dir=...``)
-    and its LightningModule with the checkpoint's weights, in eval mode and not compiled."""
+    and its LightningModule with the checkpoint's weights, in eval mode and not compiled. The config's
+    ``parts`` that the caller builds write only inside the checkpoint's run folder (runtime/confine.py)."""
     from hydra.utils import instantiate
+
+    from lenet_exp.runtime.confine import check_confined
 
     if CONFIG_KEY not in checkpoint:
         raise UserError(
@@ -97,6 +103,10 @@ def rebuild(checkpoint: dict[str, Any], path: str | Path, overrides: Sequence[st
             f"{' '.join(overrides)} does not fit the checkpoint's config ({first_line(err)}); "
             "only existing keys such as data.data_dir can be changed."
         ) from err
+    given = [override.split("=", 1)[0] for override in overrides]
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for part in parts:
+        check_confined(resolved.get(part) or {}, run_of(Path(path)), f"ckpt_path={path}", given, prefix=part)
     with open_dict(cfg):
         cfg.model.compile = False
     module = instantiate(cfg.model)
