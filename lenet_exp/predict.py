@@ -3,7 +3,9 @@
 Prints, for each image, the predicted class and the top probabilities. Any image is first made
 the way Fashion-MNIST's were: grayscale; inverted when its background (the border pixels) is
 light, so the object is light on dark; scaled so its longer side is 28 pixels, keeping its
-aspect ratio; centred on a black 28x28 canvas; pixels / 255.
+aspect ratio; centred on a black 28x28 canvas; pixels / 255. A file that cannot be read (missing,
+not an image, truncated, or above ``MAX_PIXELS``, 40 megapixels) is an error of its own: the others are
+still predicted, and the exit status is 1.
 
 ``lenet_exp.load(ckpt).predict(images)`` (TrainedModel here) is the same code path from Python; it also
 takes PIL images, and tensors already in Fashion-MNIST's form, which it gives to the network as they are.
@@ -32,6 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lenet_exp")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+# The largest picture predict decodes, in pixels (8000 x 5000): a phone photo is far below it, and an
+# image claiming more (a few kilobytes of PNG can claim gigapixels) is refused from its header, unread.
+MAX_PIXELS = 40_000_000
 
 
 def image_paths(spec: str) -> list[Path]:
@@ -64,12 +69,23 @@ def to_fashion_mnist(image: Image.Image) -> np.ndarray:
 
 def read_image(file: Path) -> np.ndarray:
     """The picture in ``file``, made like Fashion-MNIST's; else one sentence naming the file."""
+    if not file.exists():
+        raise UserError(f"{file} cannot be read: no such file")
     try:
         with Image.open(file) as image:
+            width, height = image.size  # from the header: nothing is decoded yet
+            if width * height > MAX_PIXELS:
+                raise UserError(
+                    f"{file} cannot be read: it is {width} x {height} pixels, above predict's limit of "
+                    f"{MAX_PIXELS:,} pixels; make it smaller"
+                )
             return to_fashion_mnist(image)
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        reason = "no such file" if not file.exists() else f"not a readable image ({type(err).__name__})"
-        raise UserError(f"{file} cannot be read: {reason}") from err
+    except Image.DecompressionBombError as err:  # PIL's own limit, hit while opening
+        raise UserError(f"{file} cannot be read: it claims more pixels than PIL decodes ({err})") from err
+    except UnidentifiedImageError as err:
+        raise UserError(f"{file} cannot be read: not an image PIL can decode") from err
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as err:  # truncated or broken data
+        raise UserError(f"{file} cannot be read: a damaged image ({type(err).__name__}: {err})") from err
 
 
 def as_batch(images: Any) -> torch.Tensor:

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import apply, compose_config, real_data, run_cli
+import torch
+from conftest import TINY, apply, compose_config, real_data, run_cli
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from PIL import Image
 
 from lenet_exp.data import CLASSES, find_files, load_split
-from lenet_exp.predict import to_fashion_mnist
+from lenet_exp.predict import MAX_PIXELS, to_fashion_mnist
+from lenet_exp.runtime.checkpoints import CONFIG_KEY
 from lenet_exp.train import train
 
 
@@ -47,7 +53,7 @@ def test_predict_labels_real_test_images_and_names_an_unreadable_one(tmp_path):
 
     out = run_cli(f"ckpt_path={ckpt}", f"images={folder}", module="lenet_exp.predict")
     assert out.returncode == 1  # one image could not be read
-    assert f"{folder / '99-broken.png'} cannot be read: not a readable image" in out.stderr
+    assert f"{folder / '99-broken.png'} cannot be read: not an image PIL can decode" in out.stderr
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 20 and all(line.count(",") == 2 for line in lines)  # top-3 each
 
@@ -68,3 +74,56 @@ def test_predict_labels_real_test_images_and_names_an_unreadable_one(tmp_path):
 def test_predict_without_a_checkpoint_is_one_sentence(tmp_path):
     out = run_cli(f"ckpt_path={tmp_path / 'none.ckpt'}", f"images={tmp_path}", module="lenet_exp.predict")
     assert out.returncode == 1 and "does not exist" in out.stderr and "Traceback" not in out.stderr
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A valid PNG header (and one tiny compressed row) that claims ``width`` x ``height`` gray pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+def untrained_checkpoint(tmp_path: Path) -> Path:
+    """A lenet_exp checkpoint (weights and stored config) of an untrained model: predict needs no accuracy here."""
+    cfg = compose_config(tmp_path / "run", TINY)
+    module = instantiate(cfg.model)
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    path.parent.mkdir(parents=True)
+    torch.save(
+        {"state_dict": module.state_dict(), "epoch": 0, CONFIG_KEY: OmegaConf.to_container(cfg, resolve=True)}, path
+    )
+    return path
+
+
+def test_bombs_truncated_undecodable_and_huge_images_are_errors_of_their_own(tmp_path):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    Image.fromarray(np.full((28, 28), 200, dtype=np.uint8)).save(folder / "0-good.png")
+    (folder / "1-bomb.png").write_bytes(png_claiming(14_000, 14_000))  # 196 megapixels from ~100 bytes
+    side = int(MAX_PIXELS**0.5) + 1
+    (folder / "2-huge.png").write_bytes(png_claiming(side, side))  # above our limit, below PIL's
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))
+    noise.save(folder / "3-whole.png")
+    whole = (folder / "3-whole.png").read_bytes()
+    (folder / "3-whole.png").unlink()
+    (folder / "4-truncated.png").write_bytes(whole[: len(whole) // 2])
+    (folder / "5-garbage.jpg").write_bytes(b"\xff\xd8\xff not a jpeg at all" * 10)
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(folder / "6-good.png")
+
+    out = run_cli(
+        f"ckpt_path={untrained_checkpoint(tmp_path)}", f"images={folder}", "format=json", module="lenet_exp.predict"
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    results = {Path(r["image"]).name: r for r in map(json.loads, out.stdout.splitlines())}
+    assert list(results) == ["0-good.png", "1-bomb.png", "2-huge.png", "4-truncated.png", "5-garbage.jpg", "6-good.png"]
+    assert results["0-good.png"]["class"] in CLASSES and results["6-good.png"]["class"] in CLASSES
+    errors = {name: r["error"] for name, r in results.items() if "error" in r}
+    assert errors["1-bomb.png"].startswith(f"{folder / '1-bomb.png'} cannot be read: it claims more pixels than PIL")
+    assert f"it is {side} x {side} pixels, above predict's limit of {MAX_PIXELS:,} pixels" in errors["2-huge.png"]
+    assert "cannot be read: a damaged image (OSError" in errors["4-truncated.png"]
+    assert errors["5-garbage.jpg"].endswith("cannot be read: not an image PIL can decode")
