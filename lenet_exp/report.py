@@ -12,7 +12,10 @@ Writes into the sweep folder:
   jobs' TensorBoard events, or their CSV files with ``logger=csv``).
 
 Groups are sorted by mean val_acc, best first, when the jobs held out a validation set; otherwise they
-keep job order. A failed or unfinished job is never averaged in: it is a row of its own, after the groups.
+keep job order. A failed, unfinished or damaged job is never averaged in: it is a row of its own, after the
+groups. A damaged job (files that are not what a run writes: bad JSON or YAML, values of the wrong type, no
+test_acc, unreadable event files or CSV) is the row ``damaged: <reason>``; the files are still written for the
+others, and the command exits with status 1.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
-from lenet_exp.errors import UserError, exit_on_user_error, fail
+from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line
 from lenet_exp.runtime.atomic import atomic_write
 from lenet_exp.runtime.cli import answer_help
 from lenet_exp.runtime.run_folder import HYDRA, SUMMARY, error_file, hydra_file, metrics_file
@@ -66,6 +69,10 @@ def eval_curve(job: Path, epochs: int | None) -> tuple[str, list[float]]:
     for folder in sorted({p.parent for p in (job / "tensorboard").rglob("events.out.tfevents.*")}):
         events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
         events.Reload()
+        try:
+            events.FirstEventTimestamp()  # every event file TensorBoard writes starts with one
+        except ValueError:
+            raise ValueError(f"{folder.relative_to(job)} holds event files with no readable events") from None
         tags = events.Tags()["scalars"]
         for tag in ("val/acc", "test/acc"):
             if tag in tags:
@@ -87,9 +94,9 @@ def key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def unnamed_keys(job: Path) -> set[str]:
-    """The keys Hydra left out of the job's name (``hydra.job.config.override_dirname.exclude_keys``)."""
-    settings = hydra_file(job, "hydra.yaml")
+def unnamed_keys(settings: Path) -> set[str]:
+    """The keys Hydra left out of the job's name (``hydra.job.config.override_dirname.exclude_keys`` of the
+    job's ``.hydra/hydra.yaml``)."""
     if not settings.is_file():
         return set()
     return set(OmegaConf.select(OmegaConf.load(settings), "hydra.job.config.override_dirname.exclude_keys") or [])
@@ -108,30 +115,88 @@ def machine(environment: dict[str, Any]) -> str:
     return f"{environment.get('cpu') or 'unknown CPU'}{f' x{cores}' if cores else ''} cpu"
 
 
+class Damaged(Exception):
+    """A job folder whose files cannot be read as a run writes them; the message says which and why."""
+
+
+def read(path: Path, parse: Any) -> Any:
+    """``parse(path)``; a file that cannot be read or parsed makes the job damaged."""
+    try:
+        return parse(path)
+    except Exception as err:  # bad bytes, bad JSON/YAML, unreadable events: whatever the file makes the parser do
+        raise Damaged(f"{path.parent.name}/{path.name} cannot be read ({first_line(err)})") from err
+
+
+def number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# What a finished job's metrics.json must hold: key -> (test, what it should be); None is allowed where not required.
+METRIC_TYPES = {
+    **{metric: (number, "a number") for metric in METRICS},
+    "best_epoch": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "epochs": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "tested": (lambda v: isinstance(v, str), "best or last"),
+    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "environment": (lambda v: isinstance(v, dict), "a mapping"),
+}
+REQUIRED = ("test_acc",)  # every finished run records its test accuracy
+
+
+def checked_metrics(metrics: Any) -> dict[str, Any]:
+    if not isinstance(metrics, dict):
+        raise Damaged("metrics.json holds no mapping of metrics")
+    for key in REQUIRED:
+        if key not in metrics:
+            raise Damaged(f"metrics.json has no {key}")
+    for key, (test, what) in METRIC_TYPES.items():
+        if metrics.get(key) is not None and not test(metrics[key]):
+            raise Damaged(f"metrics.json has {key}={metrics[key]!r}, which should be {what}")
+    return metrics
+
+
+def summarize_job(job: Path) -> dict[str, Any]:
+    """The row of one job folder: its overrides, seed, metrics, machine, status and evaluation curve."""
+    overrides = read(hydra_file(job, "overrides.yaml"), OmegaConf.load)
+    if not isinstance(overrides, ListConfig):
+        raise Damaged("overrides.yaml holds no list of overrides")
+    overrides = [str(o) for o in overrides]
+    config = hydra_file(job, "config.yaml")
+    seed = read(config, OmegaConf.load).get("seed") if config.is_file() else None
+    row: dict[str, Any] = {"job": job.name, "overrides": " ".join(overrides), "seed": seed}
+    ignored = {"seed", *read(hydra_file(job, "hydra.yaml"), unnamed_keys)}  # keys that do not set a group apart
+    row["group_overrides"] = [o for o in overrides if key(o) not in ignored]
+    row["group"] = " ".join(row["group_overrides"])
+    metrics = {}
+    if metrics_file(job).is_file():
+        metrics = checked_metrics(read(metrics_file(job), lambda p: json.loads(p.read_text())))
+    if metrics:
+        row.update({key: metrics.get(key) for key in (*METRICS, "best_epoch", "tested")})
+        row["seed"] = metrics.get("seed", seed)
+        environment = metrics.get("environment") or {}  # runs before it was recorded have none
+        row["device"], row["machine"] = environment.get("device"), machine(environment)
+        row["status"] = "ok"
+    elif error_file(job).is_file():
+        row["status"] = "failed: " + read(error_file(job), Path.read_text).strip()
+    else:
+        row["status"] = "incomplete (no metrics.json and no error.txt: still running, or killed)"
+    try:
+        row["curve_tag"], row["curve"] = eval_curve(job, metrics.get("epochs"))
+    except Exception as err:  # damaged event files or CSV: the curve cannot be trusted
+        raise Damaged(f"its evaluation curve cannot be read ({first_line(err)})") from err
+    return row
+
+
 def summarize(sweep: Path) -> list[dict[str, Any]]:
-    """One row per job folder: its overrides, seed, metrics, machine, status and evaluation curve."""
+    """One row per job folder; a damaged job is a row ``damaged: <reason>``, never averaged in."""
     rows = []
     for job in job_folders(sweep):
-        overrides = [str(o) for o in OmegaConf.load(hydra_file(job, "overrides.yaml"))]
-        config = hydra_file(job, "config.yaml")
-        seed = OmegaConf.load(config).get("seed") if config.is_file() else None
-        row: dict[str, Any] = {"job": job.name, "overrides": " ".join(overrides), "seed": seed}
-        ignored = {"seed", *unnamed_keys(job)}  # keys that do not set a group apart
-        row["group_overrides"] = [o for o in overrides if key(o) not in ignored]
-        row["group"] = " ".join(row["group_overrides"])
-        metrics = json.loads(metrics_file(job).read_text()) if metrics_file(job).is_file() else {}
-        if metrics:
-            row.update({key: metrics.get(key) for key in (*METRICS, "best_epoch", "tested")})
-            row["seed"] = metrics.get("seed", seed)
-            environment = metrics.get("environment") or {}  # runs before it was recorded have none
-            row["device"], row["machine"] = environment.get("device"), machine(environment)
-            row["status"] = "ok"
-        elif error_file(job).is_file():
-            row["status"] = "failed: " + error_file(job).read_text().strip()
-        else:
-            row["status"] = "incomplete (no metrics.json and no error.txt: still running, or killed)"
-        row["curve_tag"], row["curve"] = eval_curve(job, metrics.get("epochs"))
-        rows.append(row)
+        try:
+            rows.append(summarize_job(job))
+        except Damaged as err:
+            status = f"damaged: {err}"
+            rows.append({"job": job.name, "overrides": "", "group_overrides": [], "group": "", "seed": None,
+                         "status": status, "curve_tag": "", "curve": []})  # fmt: skip
     return rows
 
 
@@ -293,6 +358,9 @@ def main(argv: list[str] | None = None) -> None:
     if report.warning:
         print(report.warning, file=sys.stderr)
     print(f"wrote {FILES} in {argv[0]}")
+    damaged = [f"job {job['job']} ({job['status']})" for job in report.jobs if job["status"].startswith("damaged:")]
+    if damaged:  # the others are in the tables; the exit status says not every job is
+        fail(f"{len(damaged)} job folder(s) are damaged and left out of the groups: {'; '.join(damaged)}")
 
 
 if __name__ == "__main__":

@@ -178,3 +178,46 @@ def test_the_plot_marks_whole_epochs_only(tmp_path, epochs):
     low, high = figure.axes[0].get_xlim()
     ticks = [t for t in figure.axes[0].get_xticks() if low <= t <= high]
     assert ticks and all(t == int(t) and 1 <= t <= epochs for t in ticks)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda job: (job / "metrics.json").write_text("{not json"), "0/metrics.json cannot be read (Expecting"),
+        (
+            lambda job: (job / "metrics.json").write_text(json.dumps({"test_acc": "0.9", "seconds_per_epoch": 1})),
+            "metrics.json has test_acc='0.9', which should be a number",
+        ),
+        (lambda job: (job / "metrics.json").write_text(json.dumps({"val_acc": 0.9})), "metrics.json has no test_acc"),
+        (lambda job: (job / ".hydra" / "overrides.yaml").write_text("a: [b"), ".hydra/overrides.yaml cannot be read"),
+        (
+            lambda job: (
+                (job / "tensorboard" / "x").mkdir(parents=True)
+                or (job / "tensorboard" / "x" / "events.out.tfevents.1.host").write_bytes(bytes(range(256)) * 4)
+            ),
+            "its evaluation curve cannot be read (tensorboard/x holds event files with no readable events)",
+        ),
+        (
+            lambda job: (job / "csv").mkdir() or (job / "csv" / "metrics.csv").write_text("epoch,val/acc\n0,high\n"),
+            "its evaluation curve cannot be read (could not convert string to float",
+        ),
+    ],
+    ids=["bad json", "wrong type", "missing key", "bad overrides", "damaged events", "damaged csv"],
+)
+def test_a_damaged_job_is_one_row_and_the_others_are_still_reported(tmp_path, damage, reason):
+    for number, seed in enumerate([1, 2, 3]):
+        fake_job(tmp_path, number, [f"seed={seed}", "lr=1"], {"seed": seed, "val_acc": 0.5 + seed / 10})
+    damage(tmp_path / "0")
+    out = run_cli(str(tmp_path), module="lenet_exp.report")
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.startswith("error: 1 job folder(s) are damaged") and reason in out.stderr, out.stderr
+    with open(tmp_path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["status"].startswith("damaged: ") and reason in rows[0]["status"]
+    assert [row["status"] for row in rows[1:]] == ["ok", "ok"]
+    groups = write_report(tmp_path).groups
+    assert (groups[0]["overrides"], groups[0]["n"], groups[0]["val_acc_mean"]) == ("lr=1", 2, pytest.approx(0.75))
+    assert groups[1]["status"].startswith("damaged: ")
+    assert (tmp_path / "summary.png").read_bytes().startswith(b"\x89PNG") and "damaged: " in (
+        tmp_path / "summary.md"
+    ).read_text()
