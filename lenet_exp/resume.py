@@ -101,17 +101,19 @@ def _resume(run: Path, stored: Any, hydra: Any, trust: list[str], job_name: str 
     from lenet_exp.runtime.confine import check_confined, give_again
     from lenet_exp.runtime.results import git_revision
     from lenet_exp.runtime.trust import check_targets
+    from lenet_exp.runtime.versions import check_version
 
     as_this_process(stored, hydra, run)
-    source = str(hydra_file(run, "config.yaml"))
+    last = last_checkpoint(run)
+    checkpoint = load_checkpoint(last, trust) if last.is_file() else None
+    source, then = str(hydra_file(run, "config.yaml")), (checkpoint or {}).get(GIT_KEY, "unknown")
     config, keys = give_again(check_targets(stored, source, trust), given, source, USAGE)
     check_confined(config, run, source, keys)  # writes only inside the folder, contacts no server it names
+    check_version(config, source, then)  # every key still means something to this version's classes
     cfg = OmegaConf.create(config)
     cfg.trusted_targets = list(trust)  # what the user allows now, not what the folder says
-    last = last_checkpoint(run)
-    if last.is_file():
-        checkpoint = load_checkpoint(last, trust)
-        then, now = checkpoint.get(GIT_KEY, "unknown"), git_revision()
+    if checkpoint is not None:
+        now = git_revision()
         if "unknown" not in (then, now) and then != now:
             log.warning(f"note: {run} was started by the code at {then}; the code now is {now}. Going on.")
         cfg.ckpt_path = str(last)

@@ -9,7 +9,7 @@ import torch
 from conftest import ONE_EPOCH, compose_config, run_cli
 from omegaconf import OmegaConf
 
-from lenet_exp.errors import user_error
+from lenet_exp.errors import UserError, user_error
 from lenet_exp.runtime.atomic import AtomicCheckpointIO
 from lenet_exp.runtime.checkpoints import CONFIG_KEY, load_checkpoint
 from lenet_exp.train import train
@@ -75,3 +75,46 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path, monk
     monkeypatch.undo()
     kept = load_checkpoint(path)
     assert kept["epoch"] == 1 and torch.equal(kept["state_dict"]["w"], torch.ones(3))
+
+
+def untrained_checkpoint(path: Path, edit=None, revision: str = "0123abc") -> Path:
+    """A lenet_exp checkpoint of an untrained model (its weights and stored config), its config changed by ``edit``."""
+    from hydra.utils import instantiate
+
+    from lenet_exp.runtime.checkpoints import GIT_KEY
+
+    cfg = compose_config(path.parent / "run", ONE_EPOCH)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if edit is not None:
+        edit(config)
+    state = instantiate(cfg.model).state_dict()
+    torch.save({"state_dict": state, "epoch": 0, CONFIG_KEY: config, GIT_KEY: revision}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda c: c["model"].__setitem__("dropout", 0.5), "names model.dropout, which this version's "
+         "lenet_exp.classifier.Classifier does not take (the option was renamed or removed)"),
+        (lambda c: c["model"]["net"].__setitem__("width", 2), "names model.net.width, which this version's"),
+        (lambda c: c["model"].pop("net"), "has no model.net, which this version's lenet_exp.classifier.Classifier"),
+        (lambda c: c["data"].__setitem__("shuffle", True), "names data.shuffle, which this version's"),
+        (lambda c: c.pop("model"), "has no model, which this version of lenet_exp needs"),
+    ],
+)  # fmt: skip
+def test_a_checkpoint_of_another_version_is_one_sentence_naming_the_key_and_revision(tmp_path, edit, says):
+    """load_checkpoint is what eval, predict and ckpt_path= read a checkpoint with."""
+    path = untrained_checkpoint(tmp_path / "old.ckpt", edit)
+    with pytest.raises(UserError, match="^ckpt_path=") as err:
+        load_checkpoint(path)
+    assert says in str(err.value) and "(it was written by the code at 0123abc)" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_predict_refuses_a_checkpoint_of_another_version_in_one_sentence(tmp_path):
+    path = untrained_checkpoint(tmp_path / "old.ckpt", lambda c: c["model"].__setitem__("dropout", 0.5))
+    out = run_cli(f"ckpt_path={path}", f"images={tmp_path}", module="lenet_exp.predict")
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "names model.dropout, which this version's lenet_exp.classifier.Classifier does not take" in out.stderr

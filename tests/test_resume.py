@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import ROOT, TIMING, TINY, apply, real_data, run_cli, scalars
 
 from lenet_exp.runtime.checkpoints import CONFIG_KEY, load_checkpoint
@@ -121,3 +122,24 @@ def test_resume_replays_the_runs_own_config_and_notes_a_changed_revision(tmp_pat
     assert load_checkpoint(run / "checkpoints" / "last.ckpt", [mine])[CONFIG_KEY]["model"]["optimizer"]["lr"] == 0.002
     a, b = weights(full), load_checkpoint(run / "checkpoints" / "last.ckpt", [mine])["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda c: c["model"].__setitem__("dropout", 0.5), "names model.dropout, which this version's"),
+        (lambda c: c.pop("trainer"), "has no trainer, which this version of lenet_exp needs"),
+    ],
+)
+def test_resume_of_a_folder_of_another_version_is_one_sentence_naming_the_key(tmp_path, edit, says):
+    folder = tmp_path / "run"
+    # A refused setting stops the run before torch loads, after Hydra wrote the folder's .hydra/ files.
+    assert run_cli(*TINY, "data.batch_size=0", f"hydra.run.dir={folder}").returncode == 1
+    config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
+    config["data"]["batch_size"] = 16
+    edit(config)
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    out = run_cli(str(folder), module="lenet_exp.resume")
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert f"{folder}/.hydra/config.yaml {says}" in out.stderr and "another version of lenet_exp" in out.stderr
+    assert not (folder / "checkpoints").exists()

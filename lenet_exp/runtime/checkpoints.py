@@ -16,6 +16,7 @@ from lenet_exp.errors import UserError, first_line
 from lenet_exp.runtime.checks import checkpoint_file
 from lenet_exp.runtime.run_folder import run_of
 from lenet_exp.runtime.trust import check_targets
+from lenet_exp.runtime.versions import check_version
 
 CONFIG_KEY = "lenet_exp_config"  # the resolved run config, stored by ConfigInCheckpoint
 GIT_KEY = "lenet_exp_git_rev"  # the revision of the code that wrote the checkpoint
@@ -53,7 +54,11 @@ def load_checkpoint(path: str | Path, trusted: Iterable[str] = (), hint: str = "
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(f"ckpt_path={path} holds no model state_dict; give a .ckpt file written by lenet_exp.")
     if CONFIG_KEY in checkpoint:
-        checkpoint[CONFIG_KEY] = check_targets(checkpoint[CONFIG_KEY], f"ckpt_path={path}", trusted, hint)
+        config = check_targets(checkpoint[CONFIG_KEY], f"ckpt_path={path}", trusted, hint)
+        # what a checkpoint is rebuilt from (eval, predict): its model, and the data eval tests it on
+        parts = {key: config[key] for key in ("model", "data") if key in config}
+        check_version(parts, f"ckpt_path={path}", checkpoint.get(GIT_KEY), required=("model",))
+        checkpoint[CONFIG_KEY] = config
     return checkpoint
 
 
