@@ -52,7 +52,11 @@ def main(cfg: DictConfig) -> float | None:
         return sweep_job(cfg)
     except UserError as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # Hydra marks the job failed and runs the others (hydra_callbacks.FailedJobs)
+            from lenet_exp.runtime.hydra_callbacks import FailedJob
+
+            # Hydra marks the job failed and runs the others (hydra_callbacks.FailedJobs), then ends with the list
+            sweep_dir = str(Path(HydraConfig.get().runtime.output_dir).resolve().parent)
+            raise FailedJob(str(err), sweep_dir) from None
         fail(err)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lenet_exp.errors import UserError, check_value, exit_on_user_error, fail
-from lenet_exp.runtime.cli import answer_help, key_values, names, require
+from lenet_exp.runtime.cli import answer_help, key_values, names, require, whole
 from lenet_exp.runtime.console import log_to_console
 
 if TYPE_CHECKING:
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     require(args, ("ckpt_path", "images"), usage)
     if args.get("format", "text") not in ("text", "json"):
         fail(f"format={args['format']} is not known; use format=text or format=json.")
-    top = exit_on_user_error(lambda: check_value("top", args.get("top", 3), "whole", 3, low=1))
+    top = exit_on_user_error(lambda: check_value("top", whole(args.get("top", 3)), "whole", 3, low=1))
     trust = names(args.get("trust"))
     results = exit_on_user_error(lambda: predict(args["ckpt_path"], str(args["images"]), top, trust))
     for result in results:

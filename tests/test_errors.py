@@ -233,6 +233,23 @@ CLI_CASES = {
         lambda r, t: [f"ckpt_path={r / 'checkpoints' / 'last.ckpt'}", "data.nope=1"],
         "does not fit the checkpoint's config",
     ),
+    "eval: a placeholder path": ("lenet_exp.eval", lambda r, t: ["ckpt_path=..."], "ckpt_path=... does not exist"),
+    "eval: a path with spaces and YAML's characters": (
+        "lenet_exp.eval",
+        lambda r, t: ["ckpt_path=my run: [1]/{x}.ckpt"],
+        "ckpt_path=my run: [1]/{x}.ckpt does not exist",
+    ),
+    "eval: an override YAML cannot read": (
+        "lenet_exp.eval",
+        lambda r, t: [f"ckpt_path={r / 'checkpoints' / 'last.ckpt'}", "data.data_dir=a: [b"],
+        "must be quoted",
+    ),
+    "predict: a placeholder path": ("lenet_exp.predict", lambda r, t: ["ckpt_path=...", "images=..."], "... does not"),
+    "predict: top as a word": (
+        "lenet_exp.predict",
+        lambda r, t: [f"ckpt_path={r / 'checkpoints' / 'last.ckpt'}", f"images={t}", "top=three"],
+        "top='three' must be a positive whole number",
+    ),
     "predict: no images": ("lenet_exp.predict", lambda r, t: [f"ckpt_path={NO_CKPT}"], "usage: python -m"),
     "predict: top 0": (
         "lenet_exp.predict",

@@ -114,9 +114,23 @@ def test_a_failing_job_keeps_the_other_jobs_of_a_sweep(tmp_path, fake_data):
         "data.batch_size=0,16",
         f"hydra.sweep.dir={sweep}",
     )
-    assert out.returncode != 0
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr, out.stderr
     assert "job 0 (" in out.stderr and "data.batch_size=0) failed: data.batch_size=0 must be a positive" in out.stderr
+    # the sweep ends with the list of its failed jobs (then Hydra's own hint about HYDRA_FULL_ERROR)
+    last = [line for line in out.stderr.splitlines() if line.strip()][-2]
+    assert last.startswith("error: 1 of 2 jobs of the sweep failed (each folder keeps its error.txt): job 0 (")
+    assert last.endswith(" data.batch_size=0): data.batch_size=0 must be a positive whole number, such as 256.")
     assert "must be a positive whole number" in (sweep / "0" / "error.txt").read_text()
     assert not (sweep / "0" / "metrics.json").exists()
     assert json.loads((sweep / "1" / "metrics.json").read_text())["epochs"] == 1
     assert (sweep / "1" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_study_that_would_optimize_the_test_set_is_refused_before_any_trial(tmp_path):
+    out = run_cli("hparams_search=lenet_optuna", "optimized_metric=test_acc", f"hydra.sweep.dir={tmp_path / 'study'}")
+    assert out.returncode == 1 and "Traceback" not in out.stderr and "No trials" not in out.stderr, out.stderr
+    assert out.stderr.strip() == (
+        "error: optimized_metric=test_acc would choose hyperparameters on the test set; use optimized_metric=val_acc "
+        "with data.val_size > 0. Nothing was run."
+    )
+    assert not (tmp_path / "study").exists()

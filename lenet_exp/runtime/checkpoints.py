@@ -9,7 +9,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from lenet_exp.errors import UserError, first_line
@@ -103,10 +102,11 @@ def rebuild(
     OmegaConf.set_struct(cfg, True)
     try:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as err:
+    except Exception as err:  # a key the config lacks, or a value YAML cannot read (yaml's own errors)
         raise UserError(
             f"{' '.join(overrides)} does not fit the checkpoint's config ({first_line(err)}); "
-            "only existing keys such as data.data_dir can be changed."
+            "only existing keys such as data.data_dir can be changed, and a value with YAML's special characters "
+            "(such as ': ' or '[') must be quoted."
         ) from err
     given = [override.split("=", 1)[0] for override in overrides]
     resolved = OmegaConf.to_container(cfg, resolve=True)

@@ -6,9 +6,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
 from lenet_exp.errors import fail
 
 
@@ -22,17 +19,15 @@ def answer_help(argv: list[str], doc: str | None) -> None:
 def key_values(
     argv: list[str], usage: str, keys: set[str], prefix: str | None = None
 ) -> tuple[dict[str, Any], list[str]]:
-    """The arguments named in ``keys`` (typed as YAML values), and those starting with ``prefix``
-    (such as ``data.``) as they are. Anything else ends the program, naming it, with the usage line."""
+    """The arguments named in ``keys`` (their values as the strings given: a path with spaces, ``...`` or
+    YAML's special characters is a path, not YAML), and those starting with ``prefix`` (such as ``data.``)
+    as they are. Anything else ends the program, naming it, with the usage line."""
     passed = [a for a in argv if prefix and a.startswith(prefix)]
     mine = [a for a in argv if a not in passed]
     wrong = next((a for a in mine if "=" not in a or a.startswith("=")), None)
     if wrong is not None:
         fail(f"{wrong} is not a key=value argument; {usage}")
-    try:
-        args = OmegaConf.to_container(OmegaConf.from_dotlist(mine))
-    except OmegaConfBaseException as err:
-        fail(f"the arguments cannot be read ({err}); {usage}")
+    args = dict(a.split("=", 1) for a in mine)
     unknown = sorted(set(args) - keys)
     if unknown:
         fail(f"{unknown[0]} is not an argument of this command; {usage}")
@@ -43,6 +38,11 @@ def require(args: dict[str, Any], keys: tuple[str, ...], usage: str) -> None:
     missing = [key for key in keys if key not in args]
     if missing:
         fail(f"{missing[0]}= is missing; {usage}")
+
+
+def whole(value: Any) -> Any:
+    """``"3"`` as 3 (for check_value to accept); anything else as it is (for check_value to refuse)."""
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
 
 def names(value: Any) -> list[str]:

@@ -73,8 +73,8 @@ def give_again(config: dict[str, Any], overrides: Iterable[str], source: str, us
         if key not in allowed:
             example = next(iter(sorted(allowed)), "callbacks.checkpoint.dirpath")
             raise UserError(
-                f"{key} is not a key {source} names for writing or for a server, and the rest of a stored config "
-                f"is replayed as it is; give only such keys again (such as {example}=<folder>). {usage}"
+                f"{key} is not an argument of this command: of {source} only the keys that name a folder for "
+                f"writing or a server can be given again (such as {example}=<folder>); {usage}"
             )
         OmegaConf.update(cfg, key, None if value == "null" else value, merge=False)
         keys.append(key)

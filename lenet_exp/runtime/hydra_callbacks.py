@@ -1,4 +1,5 @@
-"""Hydra callbacks around runs: an output folder that cannot be written, and failed sweep jobs."""
+"""Hydra callbacks around runs: an output folder that cannot be written, a run folder in use, a sweep
+setting that would fail every job, and failed sweep jobs."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lenet_exp.errors import UserError, fail, user_error
 from lenet_exp.runtime.run_folder import error_file
@@ -59,6 +61,48 @@ class RunLock(Callback):
             fail(err)
 
 
+class SweepChecks(Callback):
+    """Settings of a sweep that would fail every one of its jobs are refused before the first job starts."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from lenet_exp.runtime.checks import check_optimized_metric
+
+        try:
+            check_optimized_metric(config.get("optimized_metric"), config.data.get("val_size", 0))
+        except UserError as err:
+            fail(f"{err} Nothing was run.")
+
+
+class FailedJob(UserError, CompactHydraException):
+    """What a failed job of a sweep raises: Hydra records the job as failed and runs the others, then ends
+    the sweep by printing this exception's text alone (no traceback, as for any CompactHydraException):
+    the list of the sweep's failed jobs, read from their error.txt files once every job has run."""
+
+    def __init__(self, sentence: str, sweep_dir: str) -> None:
+        super().__init__(sentence, sweep_dir)
+        self.sentence, self.sweep_dir = sentence, sweep_dir
+
+    def __str__(self) -> str:
+        failed = failures(Path(self.sweep_dir))
+        if not failed:  # read before the sweep ended (FailedJobs, a log line): the job's own sentence
+            return self.sentence
+        jobs = sum(1 for d in Path(self.sweep_dir).iterdir() if (d / ".hydra").is_dir())
+        listed = "; ".join(failed)
+        return f"error: {len(failed)} of {jobs} jobs of the sweep failed (each folder keeps its error.txt): {listed}"
+
+
+def failures(sweep: Path) -> list[str]:
+    """``job N (overrides): reason`` for each job folder of ``sweep`` that holds an error.txt."""
+    found = []
+    for job in sorted((d for d in sweep.iterdir() if (d / "error.txt").is_file()), key=lambda d: d.name.zfill(9)):
+        try:
+            overrides = " ".join(str(o) for o in OmegaConf.load(job / ".hydra" / "overrides.yaml"))
+        except Exception:  # a folder being written, or damaged: its number and reason still say enough
+            overrides = "?"
+        found.append(f"job {job.name} ({overrides}): {(job / 'error.txt').read_text().strip()}")
+    return found
+
+
 class FailedJobs(Callback):
     """Writes ``error.txt`` into a failed job's folder and logs which job failed and why.
 
@@ -70,7 +114,7 @@ class FailedJobs(Callback):
             return  # a single run (lenet_exp.run) raises its error to the caller
         error = job_return._return_value
         cause = user_error(error)
-        reason = str(cause) if cause is not None else f"{type(error).__name__}: {error}"
+        reason = getattr(cause, "sentence", str(cause)) if cause is not None else f"{type(error).__name__}: {error}"
         from lenet_exp.runtime.atomic import atomic_write  # torch loads with it: only when a job failed
 
         atomic_write(error_file(config.hydra.runtime.output_dir), (reason + "\n").encode())
