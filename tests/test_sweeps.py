@@ -134,3 +134,17 @@ def test_a_study_that_would_optimize_the_test_set_is_refused_before_any_trial(tm
         "with data.val_size > 0. Nothing was run."
     )
     assert not (tmp_path / "study").exists()
+
+
+def test_ddp_inside_parallel_joblib_jobs_is_refused_before_anything_starts(tmp_path):
+    for args in (["trainer=ddp_cpu"], ["trainer=cpu,ddp_cpu"]):
+        folder = tmp_path / "sweep"
+        out = run_cli(
+            "-m", "seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *args, f"hydra.sweep.dir={folder}"
+        )
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.startswith(
+            "error: DDP (several training processes per job) cannot run inside parallel joblib jobs "
+            "(hydra.launcher.n_jobs=2)"
+        ), out.stderr
+        assert not folder.exists()
