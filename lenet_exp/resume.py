@@ -19,6 +19,7 @@ from typing import Any
 
 from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line
 from lenet_exp.runtime.cli import answer_help, names
+from lenet_exp.runtime.confine import confinable
 from lenet_exp.runtime.console import log_to_console
 from lenet_exp.runtime.run_folder import hydra_file, last_checkpoint, metrics_file
 
@@ -141,6 +142,9 @@ def main(argv: list[str] | None = None) -> None:
     hydra = [a for a in pairs if a.startswith("hydra.")]
     trust = [a.split("=", 1)[1] for a in pairs if a.startswith("trust=")]
     given = [a for a in pairs if a not in hydra and not a.startswith("trust=")]
+    unknown = [a.split("=", 1)[0] for a in given if not confinable(a.split("=", 1)[0])]
+    if unknown:
+        fail(f"{unknown[0]} is not an argument of this command; {USAGE}")
     job_name = next((a.split("=", 1)[1] for a in hydra if a.startswith("hydra.job.name=")), None)
     exit_on_user_error(lambda: resume(folders[0], names(",".join(trust)), job_name, given))
 

@@ -36,6 +36,11 @@ def _inside(value: Any, run: Path) -> bool:
     return path.is_absolute() and path.resolve().is_relative_to(run.resolve())
 
 
+def confinable(key: str) -> bool:
+    """Whether ``key`` (dotted) can name a folder to write into or a server, whatever config it is in."""
+    return key.rpartition(".")[2].split("[")[0] in WRITE_KEYS | SERVER_KEYS | {"data_dir"}
+
+
 def confined_keys(config: dict[str, Any]) -> set[str]:
     """The keys of ``config`` that name a folder to write into or a server: those the user may give again."""
     return {key for key, last, _, _ in _leaves(config, "") if last in WRITE_KEYS | SERVER_KEYS | {"data_dir"}}
