@@ -109,3 +109,28 @@ def test_ddp_ranks_started_by_the_launcher_do_not_take_the_lock(tmp_path, monkey
         assert child.returncode == 0 and child.stdout.strip() == "False", child.stderr
         monkeypatch.delenv(variable)
     release(tmp_path)
+
+
+@pytest.mark.slow
+def test_eval_appends_beside_a_running_training(tmp_path, fake_data):
+    """eval takes no run lock: while the folder is held (as by a training), it still records its result."""
+    import torch
+    from conftest import compose_config
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from lenet_exp.runtime.checkpoints import CONFIG_KEY
+
+    run = tmp_path / "run"
+    cfg = compose_config(run, [*ONE_EPOCH, f"data.data_dir={fake_data}"])
+    (run / "checkpoints").mkdir(parents=True)
+    state = instantiate(cfg.model).state_dict()
+    torch.save({"state_dict": state, "epoch": 0, CONFIG_KEY: OmegaConf.to_container(cfg, resolve=True)},
+               run / "checkpoints" / "last.ckpt")  # fmt: skip
+    assert acquire(run)
+    try:
+        out = run_cli(f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "accelerator=cpu", module="lenet_exp.eval")
+    finally:
+        release(run)
+    assert out.returncode == 0, out.stderr
+    assert len((run / "evaluations.jsonl").read_text().splitlines()) == 1
