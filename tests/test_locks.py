@@ -15,7 +15,8 @@ from conftest import ONE_EPOCH, ROOT, TINY, run_cli
 from pytorch_lightning.callbacks import Callback
 
 from lenet_exp.errors import UserError
-from lenet_exp.runtime.lock import LOCK_FILE, acquire, release
+from lenet_exp.runtime.lock import acquire, release
+from lenet_exp.runtime.run_folder import lock_file
 
 TESTS_ON_PATH = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 
@@ -38,7 +39,7 @@ def holder_pid(run: Path, go: Path, proc: subprocess.Popen, timeout: float = 120
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         if go.with_name(go.name + ".waiting").exists():
-            return int((run / LOCK_FILE).read_text())
+            return int(lock_file(run).read_text())
         time.sleep(0.1)
     raise AssertionError(f"the run never locked {run}: {proc.communicate()}")
 
@@ -93,7 +94,7 @@ def test_a_killed_holder_leaves_no_stale_lock(waiting_run):
 
 def test_a_planted_lock_link_is_refused(tmp_path):
     (tmp_path / "elsewhere").write_text("")
-    (tmp_path / LOCK_FILE).symlink_to(tmp_path / "elsewhere")
+    lock_file(tmp_path).symlink_to(tmp_path / "elsewhere")
     with pytest.raises(UserError, match=r"\.lock is a symbolic link"):
         acquire(tmp_path)
 

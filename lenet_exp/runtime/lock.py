@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lenet_exp.errors import UserError
+from lenet_exp.runtime.run_folder import lock_file
 
-LOCK_FILE = ".lock"
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
 _held: dict[Path, int] = {}  # run folder -> the open lock file of this process
 
@@ -37,7 +37,7 @@ def acquire(run_dir: str | Path) -> bool:
     if run in _held or launched_rank():
         return False
     run.mkdir(parents=True, exist_ok=True)
-    path = run / LOCK_FILE
+    path = lock_file(run)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as err:

@@ -6,6 +6,7 @@ metrics a run records, and the sentence that says how to finish an interrupted r
     <run>/metrics.json          the finished run's metrics (see METRICS)
     <run>/evaluations.jsonl     one line per lenet_exp.eval of the run's checkpoints
     <run>/error.txt             why a sweep job failed
+    <run>/.lock                 held (flock) by the one process writing the run; holds its PID (runtime/lock.py)
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ def best_checkpoint(run: Path) -> Path:
 
 def metrics_file(run: Path) -> Path:
     return Path(run) / "metrics.json"
+
+
+def lock_file(run: Path) -> Path:
+    return Path(run) / ".lock"
 
 
 def evaluations_file(run: Path) -> Path:
