@@ -59,20 +59,22 @@ def run(*overrides: str, config_dir: str | Path | None = None) -> Run:
     from hydra.types import HydraContext, RunMode
 
     from lenet_exp.__main__ import CONFIG_NAME, job
+    from lenet_exp.runtime.lock import run_lock
 
     with _hydra(config_dir) as app:  # the steps of Hydra.run, with a folder of the run's own
         cfg = _compose(app, overrides, RunMode.RUN)
-        _own_folder(cfg, "run")
-        callbacks = Callbacks(cfg)
-        callbacks.on_run_start(config=cfg, config_name=CONFIG_NAME)
-        ret = run_job(
-            hydra_context=HydraContext(config_loader=app.config_loader, callbacks=callbacks),
-            task_function=job,
-            config=cfg,
-            job_dir_key="hydra.run.dir",
-            job_subdir_key=None,
-        )
-        callbacks.on_run_end(config=cfg, config_name=CONFIG_NAME, job_return=ret)
+        folder = _own_folder(cfg, "run")
+        with run_lock(folder):  # a folder another process writes: a UserError here (RunLock would exit)
+            callbacks = Callbacks(cfg)
+            callbacks.on_run_start(config=cfg, config_name=CONFIG_NAME)
+            ret = run_job(
+                hydra_context=HydraContext(config_loader=app.config_loader, callbacks=callbacks),
+                task_function=job,
+                config=cfg,
+                job_dir_key="hydra.run.dir",
+                job_subdir_key=None,
+            )
+            callbacks.on_run_end(config=cfg, config_name=CONFIG_NAME, job_return=ret)
     if ret.status == JobStatus.FAILED:
         raise ret._return_value  # a UserError (job() unwraps them) or a bug, with its traceback
     return Run(Path(ret.hydra_cfg.hydra.runtime.output_dir), ret.return_value, list(ret.overrides))

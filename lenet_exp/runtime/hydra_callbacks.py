@@ -50,15 +50,26 @@ class OutputFolder(Callback):
 
 class RunLock(Callback):
     """Takes the run folder's lock (runtime/lock.py) before Hydra writes its .hydra/ files there, and
-    holds it until the process ends; a folder another process writes is refused before anything."""
+    holds it until the run ends; a folder another process writes is refused before anything. (lenet_exp.run
+    takes the lock itself first, so that a busy folder is a UserError there, not the end of the program.)"""
+
+    def __init__(self) -> None:
+        self.taken: str | None = None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from lenet_exp.runtime.lock import acquire
 
         try:
-            acquire(config.hydra.run.dir)
+            self.taken = config.hydra.run.dir if acquire(config.hydra.run.dir) else None
         except UserError as err:  # Hydra would print a traceback for an exception raised here
             fail(err)
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from lenet_exp.runtime.lock import release
+
+        if self.taken is not None:
+            release(self.taken)
+            self.taken = None
 
 
 class SweepChecks(Callback):
