@@ -93,9 +93,11 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
 
     from lenet_exp.__main__ import CONFIG_NAME, sweep_job
     from lenet_exp.report import job_folders
+    from lenet_exp.runtime.hydra_callbacks import check_sweep
 
     with _hydra(config_dir) as app:  # the steps of Hydra.multirun, with a folder of the sweep's own
         cfg = _compose(app, overrides, RunMode.MULTIRUN)
+        check_sweep(cfg)  # settings that would fail every job: a UserError here (SweepChecks would exit)
         folder = _own_folder(cfg, "sweep")
         callbacks = Callbacks(cfg)
         callbacks.on_multirun_start(config=cfg, config_name=CONFIG_NAME)

@@ -76,13 +76,18 @@ class SweepChecks(Callback):
     """Settings of a sweep that would fail every one of its jobs are refused before the first job starts."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from lenet_exp.runtime.checks import check_optimized_metric
-
         try:
-            check_optimized_metric(config.get("optimized_metric"), config.data.get("val_size", 0))
-            check_ddp_in_parallel_jobs(config)
-        except UserError as err:
+            check_sweep(config)
+        except UserError as err:  # Hydra would print a traceback for an exception raised here
             fail(f"{err} Nothing was run.")
+
+
+def check_sweep(config: DictConfig) -> None:
+    """What SweepChecks refuses, as a UserError (lenet_exp.sweep calls it before Hydra's callbacks)."""
+    from lenet_exp.runtime.checks import check_optimized_metric
+
+    check_optimized_metric(config.get("optimized_metric"), config.data.get("val_size", 0))
+    check_ddp_in_parallel_jobs(config)
 
 
 def check_ddp_in_parallel_jobs(config: DictConfig) -> None:
