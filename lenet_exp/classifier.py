@@ -328,6 +328,11 @@ class Classifier(pl.LightningModule):
             optimizer = self.optimizer(self.net.parameters())
         except ValueError as err:  # torch's own checks: "Invalid learning rate: -0.1", ...
             raise UserError(f"model.optimizer is refused by torch ({err}); use e.g. model.optimizer.lr=0.001.") from err
+        if self._graph_on and type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
+            raise UserError(
+                f"model.cuda_graph=true captures Adam and AdamW steps only, not {type(optimizer).__name__}; "
+                "set model.cuda_graph=false or use torch.optim.Adam or AdamW."
+            )
         if self.scheduler is None:
             return optimizer
         # A schedule over the whole run (OneCycleLR's total_steps, CosineAnnealingLR's T_max) is

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
-from lenet_exp.runtime.checks import AUTO, check_steps_per_call
+from lenet_exp.runtime.checks import AUTO, EPOCH, check_steps_per_call
 
 # steps_per_call=auto: on a CPU the value `make bench` measured fastest (docs/performance.md); on CUDA
 # a whole epoch per call (None), where the Python of a call costs more than the arithmetic of a step.
@@ -22,9 +22,11 @@ CPU_DEFAULT = 1
 
 
 def resolve(value: int | str, device: torch.device | str, world_size: int = 1) -> int | None:
-    """The optimizer steps per call on ``device``: a number, or None for all of an epoch's. Under DDP
-    (``world_size`` > 1) ``auto`` is 1: Lightning's DDP hooks expect one backward per training step."""
+    """The optimizer steps per call on ``device``: a number, or None for all of an epoch's (``epoch``).
+    Under DDP (``world_size`` > 1) ``auto`` is 1: Lightning's DDP hooks expect one backward per step."""
     check_steps_per_call(value)
+    if value == EPOCH:
+        return None
     if value != AUTO:
         return int(value)
     if world_size > 1:
@@ -74,10 +76,11 @@ class DeviceHyperparameters:
 
     def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
         self.optimizer, self.held = optimizer, []
+        capturable = torch.device(device).type == "cuda"  # elsewhere (a test on the CPU) only the tensors
         for group in optimizer.param_groups:
             lr = torch.tensor(float(group["lr"]), device=device)
             betas = tuple(torch.tensor(float(b), device=device) for b in group["betas"])
-            group["lr"], group["betas"], group["capturable"] = lr, betas, True
+            group["lr"], group["betas"], group["capturable"] = lr, betas, capturable
             self.held.append((lr, betas))
             for param in group["params"]:  # Adam's step counts live on the device when capturable
                 state = optimizer.state.get(param, {})

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from lenet_exp.errors import UserError, check_value
 from lenet_exp.runtime.run_folder import SELECTABLE
 
-AUTO = "auto"  # steps_per_call=auto: lenet_exp.steps.resolve chooses by device
+AUTO, EPOCH = "auto", "epoch"  # steps_per_call=auto: chosen by device (lenet_exp.steps.resolve); epoch: all
 
 
 def _available(accelerator: type) -> bool:
@@ -82,11 +82,11 @@ def check_trainer(trainer: DictConfig) -> None:
 
 
 def check_steps_per_call(value: object, key: str = "steps_per_call") -> None:
-    """Refuse anything but a whole number >= 1 or ``auto``."""
-    if value == AUTO:
+    """Refuse anything but a whole number >= 1, ``epoch`` or ``auto``."""
+    if value in (AUTO, EPOCH):
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{key}={value!r} is not a whole number >= 1 or auto; use e.g. {key}=16 or {key}=auto.")
+        raise UserError(f"{key}={value!r} is not a whole number >= 1, epoch or auto; use e.g. {key}=16 or {key}=auto.")
 
 
 def check_many_steps(cfg: DictConfig) -> None:
