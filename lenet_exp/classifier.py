@@ -282,9 +282,9 @@ class Classifier(pl.LightningModule):
             ]
 
     def on_train_epoch_end(self) -> None:
-        steps = self.all_gather(self.first_bad_step).view(-1)  # every rank stops together under DDP
-        if (steps >= 0).any():
-            step = int(steps[steps >= 0].min())
+        bad_steps = self.all_gather(self.first_bad_step).view(-1)  # every rank stops together under DDP
+        if (bad_steps >= 0).any():
+            step = int(bad_steps[bad_steps >= 0].min())
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
             raise UserError(
                 f"the training loss became NaN or infinite in epoch {self.current_epoch + 1} at step "
