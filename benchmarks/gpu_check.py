@@ -1,12 +1,16 @@
 """``make gpu-check`` (``python benchmarks/gpu_check.py``): lenet_exp on a CUDA GPU, checked and measured.
 
-One script, each step under its own time limit, about 6 minutes on one GPU:
+One script, each step under its own time limit (together 6 minutes at most on one GPU):
 
   1. the GPU-marked tests (``pytest -m gpu``);
   2. the book's experiment with ``trainer.accelerator=gpu``, 5 epochs: test accuracy must be >= 0.70;
-  3. the benchmark, interleaved: the bare loop, lenet_exp, lenet_exp with bf16-mixed and with
-     torch.compile (then, once, with CUDA graphs through torch.compile's reduce-overhead mode);
-  4. ``trainer=ddp`` on every GPU, when there are two or more.
+  3. the benchmark, interleaved: the bare eager loop; lenet_exp with one Lightning step per batch
+     (``steps_per_call=1``, lenet_exp before steps_per_call); lenet_exp with a whole epoch per Lightning
+     step, each optimizer step a replayed CUDA graph (``epoch``, what ``auto`` is on CUDA) and eagerly
+     (``epoch_eager``, ``model.cuda_graph=false``);
+  4. a sweep of 4 short jobs on one GPU, first one job at a time (Hydra's basic launcher, one process),
+     then 4 at once (``hydra/launcher=joblib hydra.launcher.n_jobs=4``): jobs per minute of each;
+  5. ``trainer=ddp`` on every GPU, when there are two or more.
 
 Everything measured, with the device facts, goes to ``gpu_check.json`` and ``gpu_check.md`` in
 ``--out`` (default: ``$OUT`` when set, else ``outputs/gpu_check/<date>_<time>``).
@@ -37,7 +41,7 @@ def save(out: Path, results: dict, repeats: int) -> None:
     """Write gpu_check.json and gpu_check.md as they stand (after every step, so that a check cut
     short by its caller's time limit still leaves what it measured)."""
     results["bench"] = {}
-    for name in ("bench", "graphs"):
+    for name in ("bench",):
         if (out / f"{name}.json").is_file():
             results["bench"].update(json.loads((out / f"{name}.json").read_text())["summary"])
     (out / "gpu_check.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -85,6 +89,11 @@ def main(argv: list[str]) -> int:
     reduced = [] if gpu else ["trainer.max_epochs=1", "+trainer.limit_train_batches=20"]
     python = sys.executable
     repeats = args.repeats or (2 if gpu else 1)
+
+    def limit(seconds: int) -> int:
+        """A step's time limit: on one GPU they add up to 6 minutes; a slow 2-core CPU's dry run gets 4x."""
+        return seconds if gpu else 4 * seconds
+
     steps: list[dict] = []
     results = {"device": facts, "steps": steps, "book": {}, "bench": {}}
 
@@ -93,7 +102,7 @@ def main(argv: list[str]) -> int:
         run(
             "gpu tests",
             [python, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests/test_gpu.py"],
-            240,
+            limit(100),
             out / "tests.log",
         )
     )
@@ -101,7 +110,7 @@ def main(argv: list[str]) -> int:
     # 2. the book's experiment
     book_dir = scratch / "book"
     overrides = [f"trainer.accelerator={accelerator}", *reduced, f"hydra.run.dir={book_dir}"]
-    steps.append(run("book", [python, "-m", "lenet_exp", *overrides], 180, out / "book.log"))
+    steps.append(run("book", [python, "-m", "lenet_exp", *overrides], limit(45), out / "book.log"))
     book = json.loads((book_dir / "metrics.json").read_text()) if (book_dir / "metrics.json").is_file() else {}
     results["book"] = book
     if book:
@@ -109,22 +118,31 @@ def main(argv: list[str]) -> int:
         if gpu and book["test_acc"] < ACCURACY_BAND:
             steps[-1]["status"] = f"failed (test acc {book['test_acc']:.3f} < {ACCURACY_BAND})"
 
-    # 3. the benchmark, interleaved; CUDA graphs once, apart, since their capture may fail
+    # 3. the benchmark, interleaved (3 epochs: the median epoch is past cuDNN's autotuning and the capture)
     save(out, results, repeats)
     bench = [python, str(BENCH), "--device", args.device, "--repeats", str(repeats)]
-    bench += ["--epochs", "5"] if gpu else ["--epochs", "1", "--train-batches", "20"]
-    variants = "bare,lenet_exp,bf16,compile" if gpu else "bare,lenet_exp,bf16"
+    bench += ["--epochs", "3"] if gpu else ["--epochs", "1", "--train-batches", "20"]
+    variants = "bare,steps_1,epoch,epoch_eager"
     steps.append(
-        run("bench", [*bench, "--variants", variants, "--json", str(out / "bench.json")], 420, out / "bench.log")
+        run("bench", [*bench, "--variants", variants, "--json", str(out / "bench.json")], limit(120), out / "bench.log")
     )
     save(out, results, repeats)
-    if gpu:
-        graphs = [python, str(BENCH), "--device", "cuda", "--repeats", "1", "--epochs", "5", "--variants", "graphs"]
-        steps.append(run("graphs", [*graphs, "--json", str(out / "graphs.json")], 180, out / "graphs.log"))
 
+    # 4. a sweep packed onto one GPU vs one job at a time
+    jobs = 4 if gpu else 2
+    seeds = ",".join(str(i) for i in range(1, jobs + 1))
+    sweep = [f"trainer.accelerator={accelerator}", "logger=none", f"seed={seeds}"]
+    sweep += ["trainer.max_epochs=2"] if gpu else reduced
+    packed = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
+    for name, launcher, seconds in (("sweep 1x", [], 50), (f"sweep {jobs}x", packed, 45)):
+        folder = scratch / name.replace(" ", "_")
+        command = [python, "-m", "lenet_exp", "-m", *sweep, *launcher, f"hydra.sweep.dir={folder}"]
+        steps.append(run(name, command, limit(seconds), out / f"{name.replace(' ', '_')}.log"))
+        done = len(list(folder.glob("*/metrics.json")))
+        steps[-1].update(jobs=done, jobs_per_minute=round(60 * done / steps[-1]["seconds"], 2))
         save(out, results, repeats)
 
-    # 4. DDP over every GPU (over two CPU processes in the dry run)
+    # 5. DDP over every GPU (over two CPU processes in the dry run)
     if gpu and gpus < 2:
         steps.append({"step": "ddp", "status": f"skipped ({gpus} GPU)", "seconds": 0})
         print(f"{'ddp':10} {steps[-1]['status']}", flush=True)
@@ -156,7 +174,7 @@ def markdown(results: dict, repeats: int) -> str:
         lines.append(f"| {variant} | {s['seconds_per_epoch']:.3f} | {ratio} | {s['test_acc']:.3f} |")
     lines += ["", "| step | status | seconds | |", "|---|---|---|---|"]
     for s in results["steps"]:
-        extra = ", ".join(f"{k} {s[k]:.3f}" for k in ("test_acc", "seconds_per_epoch") if k in s)
+        extra = ", ".join(f"{k} {s[k]:.3f}" for k in ("test_acc", "seconds_per_epoch", "jobs_per_minute") if k in s)
         lines.append(f"| {s['step']} | {s['status']} | {s['seconds']} | {extra} |")
     return "\n".join(lines) + "\n"
 

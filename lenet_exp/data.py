@@ -15,6 +15,7 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from lenet_exp import steps
 from lenet_exp.errors import UserError, check_value
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,8 @@ class InMemoryImages(Dataset):
 
     ``DataLoader`` calls ``__getitems__`` with a batch's indices, so a batch is one
     indexing operation, not N Python calls and a collate. Pixels become float32 in [0, 1]
-    exactly as torchvision's ``ToTensor`` makes them (x / 255).
+    exactly as torchvision's ``ToTensor`` makes them (x / 255). K lists of B indices give K
+    batches at once: (K,B,1,28,28) images and (K,B) labels.
     """
 
     def __init__(self, images: Tensor, labels: Tensor) -> None:
@@ -165,7 +167,7 @@ class InMemoryImages(Dataset):
         # Built on the CPU, then copied without waiting for the device (a blocking copy would sync
         # the GPU once per step); the source is pageable, so the copy is staged before this returns.
         idx = torch.as_tensor(indices).to(self.images.device, non_blocking=True)
-        return self.images[idx].unsqueeze(1).float().div_(255), self.labels[idx]
+        return self.images[idx].unsqueeze(-3).float().div_(255), self.labels[idx]
 
     def to(self, device: torch.device) -> InMemoryImages:
         return InMemoryImages(self.images.to(device), self.labels.to(device))
@@ -181,7 +183,8 @@ class FashionMNIST(pl.LightningDataModule):
 
     With ``val_size=0`` (the book's protocol) the 10,000 test images are evaluated after every
     epoch. With ``val_size=N`` a seeded hold-out of N training images is evaluated instead, and
-    the test set is used only once, at the end.
+    the test set is used only once, at the end. With ``steps_per_call`` other than 1 each training
+    item is that many batches, stacked (K,B,...), in the same order (see lenet_exp.steps.BatchGroups).
     """
 
     classes = CLASSES
@@ -195,8 +198,10 @@ class FashionMNIST(pl.LightningDataModule):
         seed: int = 0,
         download: bool = False,
         verify_md5: bool = True,
+        steps_per_call: int | str = 1,
     ) -> None:
         super().__init__()
+        steps.check_steps_per_call(steps_per_call, "data.steps_per_call")
         check_value("data.batch_size", batch_size, "whole", 256, low=1)
         check_value("data.eval_batch_size", eval_batch_size, "whole", 1024, low=1)
         check_value("data.val_size", val_size, "whole", "0 (no validation split) or 5000", low=0)
@@ -204,6 +209,7 @@ class FashionMNIST(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.seed = val_size, seed
         self.download, self.verify_md5 = download, verify_md5
+        self.steps_per_call = steps_per_call
         self.splits: dict[str, InMemoryImages] = {}
 
     @property
@@ -249,7 +255,12 @@ class FashionMNIST(pl.LightningDataModule):
         dataset = self.splits["train"]
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
         sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=_whole_batch)
+        device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
+        per_call = steps.resolve(self.steps_per_call, device, world)
+        if per_call == 1:
+            return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=_whole_batch)
+        groups = steps.BatchGroups(sampler, self.batch_size, per_call)
+        return DataLoader(dataset, batch_sampler=groups, collate_fn=_whole_batch)
 
     def _eval_loader(self, split: str) -> DataLoader:
         """In order. Under DDP each process evaluates its own part, and no image twice (Lightning's

@@ -33,12 +33,14 @@ def test_gpu_check_dry_run_on_the_cpu_runs_every_step_and_writes_its_tables(tmp_
     out = run_cli("--device", "cpu", "--out", str(tmp_path), module="benchmarks/gpu_check.py", timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     results = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert [s["step"] for s in results["steps"]] == ["gpu tests", "book", "bench", "ddp"]
+    assert [s["step"] for s in results["steps"]] == ["gpu tests", "book", "bench", "sweep 1x", "sweep 2x", "ddp"]
     assert all(s["status"] == "ok" for s in results["steps"]), results["steps"]
-    assert set(results["bench"]) == {"bare", "lenet_exp", "bf16"} and results["bench"]["lenet_exp"]["ratio_to_bare"] > 0
+    assert set(results["bench"]) == {"bare", "steps_1", "epoch", "epoch_eager"}
+    assert all(results["bench"][v]["ratio_to_bare"] > 0 for v in ("steps_1", "epoch", "epoch_eager"))
+    assert [s["jobs"] for s in results["steps"][3:5]] == [2, 2] and results["steps"][4]["jobs_per_minute"] > 0
     assert results["device"]["device"] == "cpu" and results["device"]["cpu_cores"] >= 1
     table = (tmp_path / "gpu_check.md").read_text()
-    assert "| lenet_exp |" in table and "| book | ok |" in table
+    assert "| epoch |" in table and "| book | ok |" in table and "| sweep 2x | ok |" in table
 
 
 @pytest.mark.slow

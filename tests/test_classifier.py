@@ -26,11 +26,15 @@ class InfiniteLearningRateFromEpoch(Callback):
                 group["lr"] = float("inf")
 
 
-def test_a_nan_loss_stops_the_run_naming_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_path, fake_data):
+@pytest.mark.parametrize("steps_per_call", [1, 4])  # 4: the whole epoch's 4 steps in one training_step
+def test_a_nan_loss_stops_the_run_naming_epoch_and_step_and_keeps_the_last_good_checkpoint(
+    tmp_path, fake_data, steps_per_call
+):
     cfg = compose_config(
         tmp_path,
         [
             *ONE_EPOCH,
+            f"steps_per_call={steps_per_call}",
             "trainer.max_epochs=3",
             f"data.data_dir={fake_data}",
             "+callbacks.blow_up._target_=test_classifier.InfiniteLearningRateFromEpoch",

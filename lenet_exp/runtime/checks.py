@@ -14,6 +14,8 @@ from omegaconf import DictConfig
 from lenet_exp.errors import UserError, check_value
 from lenet_exp.runtime.run_folder import SELECTABLE
 
+AUTO, EPOCH = "auto", "epoch"  # steps_per_call=auto: chosen by device (lenet_exp.steps.resolve); epoch: all
+
 
 def _available(accelerator: type) -> bool:
     try:
@@ -79,6 +81,36 @@ def check_trainer(trainer: DictConfig) -> None:
     check_value("trainer.max_epochs", trainer.max_epochs, "whole", 5, low=1)
 
 
+def check_steps_per_call(value: object, key: str = "steps_per_call") -> None:
+    """Refuse anything but a whole number >= 1, ``epoch`` or ``auto``."""
+    if value in (AUTO, EPOCH):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{key}={value!r} is not a whole number >= 1, epoch or auto; use e.g. {key}=16 or {key}=auto.")
+
+
+def check_many_steps(cfg: DictConfig) -> None:
+    """Several optimizer steps per call are this module's own (manual optimization): refuse what needs
+    Lightning's automatic optimization or one backward per training step (DDP's gradient hooks)."""
+    value = cfg.get("steps_per_call", 1)
+    check_steps_per_call(value)
+    trainer = cfg.trainer
+    if value in (1, AUTO):
+        return
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+    if "ddp" in str(trainer.get("strategy", "")) or (isinstance(devices, int) and devices > 1) or nodes != 1:
+        raise UserError(
+            f"steps_per_call={value} does not work with several training processes (DDP); "
+            "use steps_per_call=1 or steps_per_call=auto there."
+        )
+    for key in ("accumulate_grad_batches", "gradient_clip_val"):
+        if trainer.get(key) not in (None, 1 if key == "accumulate_grad_batches" else 0):
+            raise UserError(
+                f"trainer.{key} needs Lightning's automatic optimization, which steps_per_call={value} replaces; "
+                "use steps_per_call=1."
+            )
+
+
 def check_optimized_metric(name: str | None, val_size: int) -> None:
     """The metric a sweeper maximizes must be one the run will have, and never the test set's."""
     if not name:
@@ -125,6 +157,7 @@ def check_run(cfg: DictConfig) -> str:
     """Everything about ``cfg`` that can be refused before any data or model is built; returns which
     weights the final test uses (``best`` or ``last``)."""
     check_trainer(cfg.trainer)
+    check_many_steps(cfg)
     if cfg.get("ckpt_path"):
         checkpoint_file(cfg.ckpt_path)
     check_optimized_metric(cfg.get("optimized_metric"), cfg.data.get("val_size", 0))

@@ -1,0 +1,162 @@
+"""steps_per_call: many optimizer steps per Lightning training step train exactly what one step per call
+trains (weights, metrics, TensorBoard curves, schedules, augmentation, EMA), stop and resume alike."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+from conftest import TIMING, TINY, compose_config, scalars, write_fake_fashion_mnist
+from pytorch_lightning.callbacks import Callback
+
+from lenet_exp.errors import UserError
+from lenet_exp.runtime.checkpoints import load_checkpoint
+from lenet_exp.steps import BatchGroups
+from lenet_exp.train import train
+
+# 200 training images in batches of 16: 12 full batches and a short one of 8, 13 optimizer steps an epoch
+STEPS = 13
+CURVES = ("train/loss", "train/acc", "test/loss", "test/acc")
+STOP = "test_steps_per_call.SigtermOnce"  # a callback of this file, which a checkpoint may name
+
+
+@pytest.fixture(scope="module")
+def data_200(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    write_fake_fashion_mnist(folder, n_train=200, n_test=32)
+    return folder
+
+
+def run(folder, data, *overrides):
+    return train(compose_config(folder, [*TINY, "threads=1", f"data.data_dir={data}", *overrides]))
+
+
+def assert_same_run(a, b, metrics_a, metrics_b, tolerance=1e-6):
+    """Equal weights (EMA included), optimizer and scheduler state, step count, metrics and curves."""
+    first, second = (load_checkpoint(f / "checkpoints" / "last.ckpt", [STOP]) for f in (a, b))
+    assert first["global_step"] == second["global_step"]
+    weights, other = first["state_dict"], second["state_dict"]
+    assert weights.keys() == other.keys()
+    for key in weights:
+        assert torch.allclose(weights[key].float(), other[key].float(), atol=tolerance, rtol=0), key
+    moments = [first["optimizer_states"][0]["state"], second["optimizer_states"][0]["state"]]
+    assert all(torch.allclose(moments[0][p]["exp_avg"], moments[1][p]["exp_avg"], atol=tolerance) for p in moments[0])
+    assert first["lr_schedulers"] == second["lr_schedulers"]
+    for key in metrics_a.keys() - set(TIMING):
+        value = metrics_a[key]
+        assert value == (
+            pytest.approx(metrics_b[key], abs=tolerance) if isinstance(value, float) else metrics_b[key]
+        ), key
+    for tag in CURVES:
+        points, others = scalars(a, tag), scalars(b, tag)
+        assert [s for s, _ in points] == [s for s, _ in others], tag
+        assert [v for _, v in points] == pytest.approx([v for _, v in others], abs=tolerance), tag
+
+
+@pytest.mark.parametrize(
+    "options",
+    [[], ["experiment=lenet_modern"], ["model.ema_decay=0.9"]],
+    ids=["book", "lenet_modern", "ema"],
+)
+def test_16_steps_per_call_train_the_weights_metrics_and_curves_of_one_step_per_call(tmp_path, data_200, options):
+    one = run(tmp_path / "one", data_200, "trainer.max_epochs=2", "steps_per_call=1", *options)
+    many = run(tmp_path / "many", data_200, "trainer.max_epochs=2", "steps_per_call=16", *options)
+    assert load_checkpoint(tmp_path / "many" / "checkpoints" / "last.ckpt")["global_step"] == 2 * STEPS
+    assert_same_run(tmp_path / "one", tmp_path / "many", one, many)
+
+
+def test_the_one_cycle_schedule_counts_optimizer_steps_not_calls(tmp_path, data_200):
+    run(tmp_path, data_200, "experiment=lenet_modern", "trainer.max_epochs=2", "steps_per_call=5")
+    scheduler = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["lr_schedulers"][0]
+    assert scheduler["total_steps"] == 2 * STEPS and scheduler["last_epoch"] == 2 * STEPS
+
+
+def test_batches_come_in_groups_in_the_samplers_order_with_the_short_batch_alone():
+    groups = BatchGroups(range(200), batch_size=16, steps_per_call=5)
+    calls = list(groups)
+    assert [len(call) for call in calls] == [5, 5, 2, 1] == [len(call) for call in calls[:3]] + [1]
+    assert len(groups) == 4 and groups.steps == STEPS
+    assert [i for call in calls for batch in call for i in batch] == list(range(200))
+    assert calls[-1] == [list(range(192, 200))]
+    whole = BatchGroups(range(200), batch_size=16, steps_per_call=None)  # a whole epoch per call
+    assert [len(call) for call in whole] == [12, 1] and len(whole) == 2
+
+
+class SigtermOnce(Callback):
+    """Sends this process SIGTERM as the second call of the second epoch starts (once per test session);
+    notes the optimizer steps taken when that call ends (Lightning stops before the next call)."""
+
+    sent = False
+    steps_when_stopped: list[int] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == 1 and batch_idx == 1 and not SigtermOnce.sent:
+            SigtermOnce.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.received_sigterm:
+            SigtermOnce.steps_when_stopped.append(trainer.global_step)
+
+
+def test_sigterm_stops_at_the_end_of_the_call_and_the_resumed_run_is_exact(tmp_path, data_200):
+    common = ["experiment=lenet_modern", "steps_per_call=4", "model.ema_decay=0.9"]
+    full = run(tmp_path / "full", data_200, *common, "trainer.max_epochs=3")
+    stopped = tmp_path / "stopped"
+    # the same overrides for the stopped and the resumed run (ckpt_path aside): one TensorBoard folder
+    common += [f"+callbacks.stop._target_={STOP}", f"trusted_targets=[{STOP}]", "trainer.max_epochs=3"]
+    with pytest.raises(SystemExit) as stop:
+        run(stopped, data_200, *common)
+    assert stop.value.code == 143
+    assert SigtermOnce.steps_when_stopped == [STEPS + 2 * 4]  # the whole second call of epoch 2 was taken
+    last = stopped / "checkpoints" / "last.ckpt"
+    assert load_checkpoint(last, [STOP])["global_step"] == STEPS  # the last completed epoch, 1
+    resumed = run(stopped, data_200, *common, f"ckpt_path={last}")
+    assert_same_run(tmp_path / "full", stopped, full, resumed)
+
+
+def test_several_steps_per_call_with_ddp_are_refused_in_one_sentence(tmp_path, data_200):
+    with pytest.raises(UserError, match=r"^steps_per_call=4 does not work with several training processes \(DDP\)"):
+        run(tmp_path, data_200, "trainer=ddp_cpu", "steps_per_call=4")
+    with pytest.raises(UserError, match=r"^steps_per_call=0 is not a whole number >= 1, epoch or auto"):
+        run(tmp_path, data_200, "steps_per_call=0")
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_the_graph_paths_step_run_eagerly_on_the_cpu_trains_what_one_step_per_call_trains(
+    tmp_path, data_200, monkeypatch
+):
+    """What the CUDA graph captures (lenet_exp.steps.GraphedStep replays it; that needs a GPU, see
+    tests/test_gpu.py), run here as it is: the step with the learning rate and betas in float32 tensors
+    that the schedule is copied into, the metric sums and step counter on the device, plain checkpoints.
+    Those tensors round the hyperparameters to float32, so the runs agree to 1e-4, not exactly."""
+    from lenet_exp import steps
+    from lenet_exp.classifier import Classifier
+
+    setup = Classifier.setup
+
+    def graph_on_the_cpu(self, stage):
+        setup(self, stage)
+        self._graph_on = not self.automatic_optimization
+
+    monkeypatch.setattr(Classifier, "setup", graph_on_the_cpu)
+    monkeypatch.setattr(steps, "GraphedStep", lambda step: step)  # the captured function, uncaptured
+    one = run(tmp_path / "one", data_200, "trainer.max_epochs=2", "steps_per_call=1")
+    graph = run(tmp_path / "graph", data_200, "trainer.max_epochs=2", "steps_per_call=epoch")
+    assert_same_run(tmp_path / "one", tmp_path / "graph", one, graph, tolerance=1e-4)
+    # with a schedule (and its momentum cycling) and augmentation: the same steps, learning rates and betas
+    # (the weights of this BatchNorm net drift apart by a float32 rounding's amplification, ~1e-2)
+    options = ["experiment=lenet_modern", "trainer.max_epochs=2"]
+    run(tmp_path / "modern_one", data_200, *options, "steps_per_call=1")
+    run(tmp_path / "modern_graph", data_200, *options, "steps_per_call=epoch")
+    eager, graphed = (
+        load_checkpoint(tmp_path / r / "checkpoints" / "last.ckpt") for r in ("modern_one", "modern_graph")
+    )
+    assert eager["global_step"] == graphed["global_step"] == 2 * STEPS
+    assert eager["lr_schedulers"] == graphed["lr_schedulers"]
+    group, plain = (c["optimizer_states"][0]["param_groups"][0] for c in (graphed, eager))
+    assert isinstance(group["lr"], float) and group["lr"] == pytest.approx(plain["lr"], rel=1e-6)
+    assert all(isinstance(b, float) for b in group["betas"]) and group["betas"] == pytest.approx(plain["betas"])
+    assert group["capturable"] is False
