@@ -1,9 +1,8 @@
-"""The benchmark and the GPU check: smoke tests on the real data, and their refusals."""
+"""The benchmark (benchmarks/bench.py): a smoke test on the real data, and its refusal."""
 
 import json
 
 import pytest
-import torch
 from conftest import apply, real_data, run_cli
 
 
@@ -26,28 +25,3 @@ def test_bench_prints_the_table_and_both_ratios(tmp_path):
 def test_bench_refuses_unknown_variants():
     out = run_cli("--variants", "bare,fast", module="benchmarks/bench.py")
     assert out.returncode == 1 and out.stderr.startswith("error: --variants takes names from book,bare,lenet_exp")
-
-
-@apply([*real_data, pytest.mark.slow])
-def test_gpu_check_dry_run_on_the_cpu_runs_every_step_and_writes_its_tables(tmp_path):
-    out = run_cli("--device", "cpu", "--out", str(tmp_path), module="benchmarks/gpu_check.py", timeout=600)
-    assert out.returncode == 0, out.stdout + out.stderr
-    results = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert [s["step"] for s in results["steps"]] == ["gpu tests", "book", "bench", "sweep 1x", "sweep 2x", "ddp"]
-    assert all(s["status"] == "ok" for s in results["steps"]), results["steps"]
-    assert set(results["bench"]) == {"bare", "steps_1", "epoch", "epoch_eager"}
-    assert all(results["bench"][v]["ratio_to_bare"] > 0 for v in ("steps_1", "epoch", "epoch_eager"))
-    assert [s["jobs"] for s in results["steps"][3:5]] == [2, 2] and results["steps"][4]["jobs_per_minute"] > 0
-    assert results["device"]["device"] == "cpu" and results["device"]["cpu_cores"] >= 1
-    table = (tmp_path / "gpu_check.md").read_text()
-    assert "| epoch |" in table and "| book | ok |" in table and "| sweep 2x | ok |" in table
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
-def test_gpu_check_without_cuda_says_so_in_one_line():
-    out = run_cli(module="benchmarks/gpu_check.py")
-    assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert out.stderr.strip() == (
-        "error: PyTorch finds no CUDA GPU here; run on a GPU machine, or `make gpu-check DEVICE=cpu` for a dry run."
-    )
