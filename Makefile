@@ -44,7 +44,7 @@ train: setup data
 test: setup data
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 $(ARGS)
 
-# The edit-test loop: no real data, no slow marks (about 50 s of tests on 2 cores).
+# The edit-test loop: no real data, no slow marks, one process.
 test-fast: setup
 	$(PY) -m pytest -m "not realdata and not slow" -q $(ARGS)
 

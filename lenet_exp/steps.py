@@ -18,7 +18,7 @@ from lenet_exp.runtime.checks import AUTO, EPOCH, check_steps_per_call
 
 # steps_per_call=auto: on a CPU the value `make bench` measured fastest (docs/performance.md); on CUDA
 # a whole epoch per call (None), where the Python of a call costs more than the arithmetic of a step.
-CPU_DEFAULT = 1
+CPU_DEFAULT = 16  # 0.90x the bare loop per epoch on a 2-core EPYC, 2026-12-01 (docs/performance.md)
 
 
 def resolve(value: int | str, device: torch.device | str, world_size: int = 1) -> int | None:
