@@ -19,7 +19,7 @@ setup: $(STAMP)
 # The virtual environment, rebuilt when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,mlflow]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,mlflow,postgres,dashboard]'
 	touch $@
 
 # Fashion-MNIST from Debian's dataset-fashion-mnist package when it is not there yet.
@@ -70,8 +70,8 @@ tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir outputs --host 127.0.0.1 --port $(PORT)
 
 lint: setup
-	$(VENV)/bin/ruff check lenet_exp tests benchmarks
-	$(VENV)/bin/ruff format --check lenet_exp tests benchmarks
+	$(VENV)/bin/ruff check lenet_exp hydra_plugins tests benchmarks
+	$(VENV)/bin/ruff format --check lenet_exp hydra_plugins tests benchmarks
 
 clean:
 	rm -rf outputs/*/ .pytest_cache

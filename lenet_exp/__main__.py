@@ -36,17 +36,17 @@ def job(cfg: DictConfig) -> dict[str, Any]:
         raise cause from None
 
 
-def sweep_job(cfg: DictConfig) -> float | None:
-    """One job of a sweep: train once; return ``optimized_metric`` (such as val_acc) for sweepers like Optuna.
+def sweep_job(cfg: DictConfig) -> dict[str, Any]:
+    """One job of a sweep: train once; return what metrics.json holds (lenet_exp's Optuna sweeper tells the
+    study its ``optimized_metric``, or that the job was pruned).
 
     A user error is raised, so that Hydra marks the job failed and runs the others (hydra_callbacks.FailedJobs).
     """
-    metrics = job(cfg)
-    return metrics[cfg.optimized_metric] if cfg.get("optimized_metric") else None
+    return job(cfg)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=CONFIG_NAME)
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> dict[str, Any] | None:
     """Train once (a run, or a job of a sweep); a user error in a run ends it with ``error: <sentence>``."""
     try:
         return sweep_job(cfg)

@@ -12,10 +12,11 @@ Writes into the sweep folder:
   jobs' TensorBoard events, or their CSV files with ``logger=csv``).
 
 Groups are sorted by mean val_acc, best first, when the jobs held out a validation set; otherwise they
-keep job order. A failed, unfinished or damaged job is never averaged in: it is a row of its own, after the
-groups. A damaged job (files that are not what a run writes: bad JSON or YAML, values of the wrong type, no
-test_acc, unreadable event files or CSV) is the row ``damaged: <reason>``; the files are still written for the
-others, and the command exits with status 1.
+keep job order. A failed, unfinished, damaged or pruned job is never averaged in: it is a row of its own, after
+the groups. In an Optuna study's folder a column ``trial`` gives each trial's state (COMPLETE, PRUNED, FAIL),
+the epochs it ran and those pruning saved, and a last line sums them up. A damaged job (files that are not
+what a run writes: bad JSON or YAML, values of the wrong type, no test_acc, unreadable event files or CSV) is
+the row ``damaged: <reason>``; the files are still written for the others, and the command exits with status 1.
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ from lenet_exp.runtime.run_folder import HYDRA, SUMMARY, error_file, hydra_file,
 
 METRICS = list(SUMMARY)
 # New columns go at the end, so that scripts reading the older summary.csv by position still work.
-JOB_COLUMNS = ["job", "overrides", *METRICS, "status", "seed", "device", "machine", "best_epoch", "tested"]
-GROUP_COLUMNS = ["overrides", "n", "seeds", "jobs", *[f"{m}_{s}" for m in METRICS for s in ("mean", "std")], "status"]
+JOB_COLUMNS = ["job", "overrides", *METRICS, "status", "seed", "device", "machine", "best_epoch", "tested", "trial"]
+GROUP_COLUMNS = [
+    *["overrides", "n", "seeds", "jobs", *[f"{m}_{s}" for m in METRICS for s in ("mean", "std")], "status", "trial"]
+]
 FILES = "summary.csv, summary_groups.csv, summary.md and summary.png"
 
 
@@ -139,6 +142,7 @@ METRIC_TYPES = {
     "tested": (lambda v: isinstance(v, str), "best or last"),
     "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
     "environment": (lambda v: isinstance(v, dict), "a mapping"),
+    "trial": (lambda v: isinstance(v, dict) and v.get("pruned_after") in (None, *range(1, 10**6)), "a trial record"),
 }
 REQUIRED = ("test_acc",)  # every finished run records its test accuracy
 
@@ -170,21 +174,37 @@ def summarize_job(job: Path) -> dict[str, Any]:
     metrics = {}
     if metrics_file(job).is_file():
         metrics = checked_metrics(read(metrics_file(job), lambda p: json.loads(p.read_text())))
-    if metrics:
+    pruned_after = (metrics.get("trial") or {}).get("pruned_after")
+    if pruned_after:  # a trial of a study, stopped by its pruner: its metrics are shown, never averaged in
+        max_epochs = OmegaConf.select(read(config, OmegaConf.load), "trainer.max_epochs") if config.is_file() else None
+        saved = max_epochs - pruned_after if isinstance(max_epochs, int) else None
+        row.update({key: metrics.get(key) for key in (*METRICS, "best_epoch", "tested")})
+        row["status"] = f"pruned after epoch {pruned_after}" + (f" of {max_epochs}" if saved is not None else "")
+        row["trial"], row["epochs_saved"] = f"PRUNED ({pruned_after} epochs, {saved} saved)", saved
+    elif metrics:
         row.update({key: metrics.get(key) for key in (*METRICS, "best_epoch", "tested")})
         row["seed"] = metrics.get("seed", seed)
         environment = metrics.get("environment") or {}  # runs before it was recorded have none
         row["device"], row["machine"] = environment.get("device"), machine(environment)
         row["status"] = "ok"
+        row["trial"] = f"COMPLETE ({metrics.get('epochs')} epochs)" if metrics.get("trial") else None
     elif error_file(job).is_file():
         row["status"] = "failed: " + read(error_file(job), Path.read_text).strip()
+        row["trial"] = "FAIL" if in_study(job) else None
     else:
         row["status"] = "incomplete (no metrics.json and no error.txt: still running, or killed)"
+        row["trial"] = "RUNNING or killed" if in_study(job) else None
     try:
         row["curve_tag"], row["curve"] = eval_curve(job, metrics.get("epochs"))
     except Exception as err:  # damaged event files or CSV: the curve cannot be trusted
         raise Damaged(f"its evaluation curve cannot be read ({first_line(err)})") from err
     return row
+
+
+def in_study(job: Path) -> bool:
+    """Whether the job was a trial of lenet_exp's Optuna sweeper (its .hydra/hydra.yaml says so)."""
+    settings = read(hydra_file(job, "hydra.yaml"), OmegaConf.load) if hydra_file(job, "hydra.yaml").is_file() else {}
+    return "lenet_exp_optuna" in str(OmegaConf.select(settings, "hydra.sweeper._target_", default="") or "")
 
 
 def summarize(sweep: Path) -> list[dict[str, Any]]:
@@ -220,6 +240,7 @@ def group(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["override_list"] = same[0]["group_overrides"]
         row["seeds"] = " ".join(str(job["seed"]) for job in same if job["seed"] is not None)
         row["jobs"] = " ".join(job["job"] for job in same)
+        row["trial"] = " ".join(job["trial"] for job in same if job.get("trial")) or None
         for metric in METRICS:
             values = [job[metric] for job in same if job.get(metric) is not None]
             row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std(values)
@@ -235,7 +256,10 @@ def group(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows.sort(key=lambda r: (r["val_acc_mean"] is None, -(r["val_acc_mean"] or 0.0)))
     for job in jobs:
         if job["status"] != "ok":
-            rows.append({"overrides": job["group"], "seeds": job["seed"], "jobs": job["job"], "status": job["status"]})
+            own = {"overrides": job["group"], "seeds": job["seed"], "jobs": job["job"], "status": job["status"]}
+            for metric in METRICS:  # a pruned trial's last values; nothing for a failed job
+                own[f"{metric}_mean"], own[f"{metric}_n"] = job.get(metric), int(job.get(metric) is not None)
+            rows.append({**own, "trial": job.get("trial")})
     return rows
 
 
@@ -277,7 +301,8 @@ def table(header: list[str], lines: list[list[str]]) -> str:
 
 
 def groups_markdown(groups: list[dict[str, Any]]) -> str:
-    header = ["overrides (without seed)", "seeds", "jobs", *METRICS, "status"]
+    study = any(g.get("trial") for g in groups)  # the trial column only for a study's folder
+    header = ["overrides (without seed)", "seeds", "jobs", *METRICS, "status", *(["trial"] if study else [])]
     lines = [
         [
             cell(label(g["overrides"])),
@@ -285,6 +310,7 @@ def groups_markdown(groups: list[dict[str, Any]]) -> str:
             cell(g["jobs"]),
             *[spread(g, m) for m in METRICS],
             cell(g["status"]),
+            *([cell(g.get("trial"))] if study else []),
         ]
         for g in groups
     ]
@@ -292,7 +318,22 @@ def groups_markdown(groups: list[dict[str, Any]]) -> str:
 
 
 def jobs_markdown(jobs: list[dict[str, Any]]) -> str:
-    return table(JOB_COLUMNS, [[cell(job.get(c)) for c in JOB_COLUMNS] for job in jobs])
+    columns = JOB_COLUMNS if any(job.get("trial") for job in jobs) else JOB_COLUMNS[:-1]
+    return table(columns, [[cell(job.get(c)) for c in columns] for job in jobs])
+
+
+def study_line(jobs: list[dict[str, Any]]) -> str | None:
+    """``study: N trials here: a complete, b pruned (e epochs saved), c failed``, for a study's folder."""
+    states = [str(job["trial"]).split()[0] for job in jobs if job.get("trial")]
+    if not states:
+        return None
+    saved = sum(job.get("epochs_saved") or 0 for job in jobs)
+    counts = {s: states.count(s) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
+    return (
+        f"study: {len(states)} trials in this folder: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned "
+        f"({saved} epochs saved), {counts['FAIL']} failed"
+        + (f", {counts['RUNNING']} running or killed" if counts["RUNNING"] else "")
+    )
 
 
 def legend(override_lists: list[list[str]]) -> tuple[list[str], str]:
@@ -355,6 +396,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     report = exit_on_user_error(lambda: write_report(argv[0]))
     print(groups_markdown(report.groups))
+    if line := study_line(report.jobs):
+        print(line)
     if report.warning:
         print(report.warning, file=sys.stderr)
     print(f"wrote {FILES} in {argv[0]}")

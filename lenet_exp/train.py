@@ -22,6 +22,7 @@ from lenet_exp.runtime.lock import run_lock
 from lenet_exp.runtime.results import environment, flat_metrics, git_revision, hyperparameters, write_json
 from lenet_exp.runtime.run_folder import metrics_file
 from lenet_exp.runtime.threads import job_devices, torch_threads
+from lenet_exp.search import PruneTrial, trial_callbacks
 
 log = logging.getLogger("lenet_exp")
 # Lightning 2.6 calls a torch.utils._pytree API that torch 2.14 deprecates; nothing for users to act on.
@@ -79,6 +80,7 @@ def build(
     timer, stored = EpochTimer(), ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True), git_revision())
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
     callbacks += [timer, EpochLine(timer), stored, RankWatch(str(run_dir))]
+    callbacks += trial_callbacks(cfg.get("optimized_metric"))  # a trial of a study: report epochs, maybe prune
     loggers = [instantiate(each) for each in (cfg.get("logger") or {}).values()]  # logger=[tensorboard,csv]
     devices = job_devices(cfg.trainer.accelerator, cfg.trainer.get("devices"))  # a GPU per parallel sweep job
     trainer = instantiate(cfg.trainer, devices=devices, callbacks=callbacks, logger=loggers or False)
@@ -109,6 +111,8 @@ def record(
         "git_rev": git_rev,
         "environment": environment(trainer.strategy.root_device),
     }
+    if trial := next((c for c in trainer.callbacks if isinstance(c, PruneTrial)), None):
+        metrics["trial"] = trial.record()  # its study, number, and the epoch after which it was pruned (or null)
     close_loggers(trainer.loggers, hyperparameters(cfg), metrics)
     if trainer.is_global_zero:
         write_json(metrics_file(run_dir), metrics)

@@ -24,7 +24,7 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     its own, as a project's .venv would be."""
     tmp = tmp_path_factory.mktemp("packaging")
     source = tmp / "source"  # a copy, so that building leaves no build/ folder in the checkout
-    for name in ("lenet_exp", "conf"):
+    for name in ("lenet_exp", "hydra_plugins", "conf"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
@@ -52,7 +52,7 @@ def test_the_wheel_holds_every_module_every_config_and_the_console_scripts(insta
         names = set(archive.namelist())
         entry_points = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
     configs = {f"lenet_exp/conf/{p.relative_to(ROOT / 'conf').as_posix()}" for p in (ROOT / "conf").rglob("*.yaml")}
-    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "lenet_exp").rglob("*.py")}
+    modules = {p.relative_to(ROOT).as_posix() for d in ("lenet_exp", "hydra_plugins") for p in (ROOT / d).rglob("*.py")}
     assert "lenet_exp/conf/config.yaml" in configs and "lenet_exp/conf/hydra/default.yaml" in configs
     assert configs <= names and modules <= names
     assert all(f"{script} = " in entry_points for script in SCRIPTS)
@@ -66,6 +66,13 @@ def test_the_installed_copy_trains_evaluates_and_resumes_from_an_unrelated_folde
     show = "import lenet_exp.__main__ as m; print(m.__file__, m.CONF_DIR)"
     where = run_installed(site, elsewhere, python, "-c", show)
     assert where.stdout.split() == [str(site / "lenet_exp" / "__main__.py"), str(site / "lenet_exp" / "conf")]
+    # Hydra finds the installed copy's Optuna sweeper (hparams_search=lenet_optuna needs nothing else)
+    find = "from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper; import sys; "
+    find += "print(*(sys.modules[p.__module__].__file__ for p in Plugins.instance().discover(Sweeper)))"
+    assert (
+        str(site / "hydra_plugins" / "lenet_exp_optuna" / "sweeper.py")
+        in run_installed(site, elsewhere, python, "-c", find).stdout.split()
+    )
 
     overrides = ["debug=limit", "trainer=cpu", f"data.data_dir={fake_data}", "data.verify_md5=false"]
     run_installed(site, elsewhere, python, "-m", "lenet_exp", *overrides, "data.batch_size=16")

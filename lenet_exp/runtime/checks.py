@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
 from lenet_exp.errors import UserError, check_value
-from lenet_exp.runtime.run_folder import SELECTABLE
+from lenet_exp.runtime.run_folder import OBJECTIVES
 
 AUTO, EPOCH = "auto", "epoch"  # steps_per_call=auto: chosen by device (lenet_exp.steps.resolve); epoch: all
 
@@ -111,19 +112,21 @@ def check_many_steps(cfg: DictConfig) -> None:
             )
 
 
-def check_optimized_metric(name: str | None, val_size: int) -> None:
-    """The metric a sweeper maximizes must be one the run will have, and never the test set's."""
+def check_optimized_metric(name: Any, val_size: int) -> None:
+    """The metric (or metrics, for a Pareto front) a sweeper optimizes must be one the run will have, and
+    never the test set's."""
     if not name:
         return
-    if name.startswith("test"):
-        raise UserError(
-            f"optimized_metric={name} would choose hyperparameters on the test set; "
-            "use optimized_metric=val_acc with data.val_size > 0."
-        )
-    if name not in SELECTABLE:
-        raise UserError(f"optimized_metric={name} is not a metric of a run; use one of {', '.join(SELECTABLE)}.")
-    if name.startswith("val") and not val_size:
-        raise UserError(f"optimized_metric={name} needs a validation split; set data.val_size, such as 5000.")
+    for each in [name] if isinstance(name, str) else list(name):
+        if str(each).startswith("test"):
+            raise UserError(
+                f"optimized_metric={each} would choose hyperparameters on the test set; "
+                "use optimized_metric=val_acc with data.val_size > 0."
+            )
+        if each not in OBJECTIVES:
+            raise UserError(f"optimized_metric={each} is not a metric of a run; use one of {', '.join(OBJECTIVES)}.")
+        if each.startswith("val") and not val_size:
+            raise UserError(f"optimized_metric={each} needs a validation split; set data.val_size, such as 5000.")
 
 
 def check_selection(cfg: DictConfig) -> str:

@@ -88,6 +88,10 @@ def check_sweep(config: DictConfig) -> None:
 
     check_optimized_metric(config.get("optimized_metric"), config.data.get("val_size", 0))
     check_ddp_in_parallel_jobs(config)
+    if config.hydra.sweeper.get("_target_") == "hydra_plugins.lenet_exp_optuna.sweeper.OptunaSweeper":
+        from hydra_plugins.lenet_exp_optuna.sweeper import check_study
+
+        check_study(config)  # sampler, pruner, search space, storage, a stored study's direction
 
 
 def check_ddp_in_parallel_jobs(config: DictConfig) -> None:
@@ -158,5 +162,6 @@ class FailedJobs(Callback):
         from lenet_exp.runtime.atomic import atomic_write  # torch loads with it: only when a job failed
 
         atomic_write(error_file(config.hydra.runtime.output_dir), (reason + "\n").encode())
-        job = f"job {config.hydra.job.num} ({' '.join(job_return.overrides) or 'no overrides'})"
+        shown = " ".join(o for o in job_return.overrides if not o.startswith("++hydra.")) or "no overrides"
+        job = f"job {Path(config.hydra.runtime.output_dir).name} ({shown})"  # named as its folder (a study's: trial)
         log.error(f"{job} failed: {reason}")

@@ -1,0 +1,448 @@
+"""Optuna studies for lenet_exp's Hydra sweeper (``hydra_plugins/lenet_exp_optuna``): where a study is stored,
+samplers and pruners by name, the study's fixed number of trials shared by every worker, heartbeats that tell a
+dead worker's trials from live ones, the hand-off of a trial to the job that trains it, and the callback with
+which that job reports each epoch and stops when the pruner says so. docs/sweeps.md shows the commands.
+
+A study of ``n_trials`` holds exactly that many trials from its start: the worker that creates it queues them
+(Optuna's WAITING trials, with no parameters fixed), and every worker, however many share the storage, takes
+queued ones only (Optuna's atomic WAITING -> RUNNING), so the total is exact and no number repeats.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import os
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytorch_lightning as pl
+
+from lenet_exp.errors import UserError, first_line
+from lenet_exp.runtime.results import flat_metrics
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger("lenet_exp")
+
+# hydra.sweeper.sampler / .pruner: a name -> Optuna's class of that name (``*_options`` are its arguments).
+SAMPLERS = {
+    "tpe": "TPESampler",
+    "random": "RandomSampler",
+    "gp": "GPSampler",
+    "cmaes": "CmaEsSampler",
+    "qmc": "QMCSampler",
+    "nsga2": "NSGAIISampler",
+}
+PRUNERS = {
+    "median": "MedianPruner",
+    "hyperband": "HyperbandPruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "none": "NopPruner",
+}
+TRIAL_ENV = "LENET_EXP_TRIAL"  # a job's trial, set by the sweeper through hydra.job.env_set
+HEARTBEAT = "lenet_exp:heartbeat"  # a trial's system attribute: when its worker last said it is alive
+TARGET = "lenet_exp:n_trials"  # the study's user attribute: how many trials it holds, once all are queued
+METRICS = "lenet_exp:optimized_metric"  # the study's user attribute: the metrics its directions belong to
+STORAGE_HINT = (
+    "give an SQLAlchemy URL (sqlite:///study.db, postgresql+psycopg://user@host:5432/db) or journal:PATH "
+    "(a journal file, for a shared file system)"
+)
+
+
+# --- samplers, pruners, storages -------------------------------------------------------------------------------
+
+
+def make_sampler(name: str, options: dict[str, Any] | None, seed: int | None) -> optuna.samplers.BaseSampler:
+    """The sampler ``name`` (tpe, random, gp, cmaes, qmc, nsga2) with ``options``; seeded with ``seed``."""
+    import optuna
+
+    if name not in SAMPLERS:
+        raise UserError(f"hydra.sweeper.sampler={name} is not known; choose one of {', '.join(SAMPLERS)}.")
+    kwargs = {"seed": seed, **(options or {})} if seed is not None else dict(options or {})
+    return _build(getattr(optuna.samplers, SAMPLERS[name]), kwargs, "hydra.sweeper.sampler_options")
+
+
+def make_pruner(name: str, options: dict[str, Any] | None) -> optuna.pruners.BasePruner:
+    """The pruner ``name`` (median, hyperband, successive_halving, none) with ``options``."""
+    import optuna
+
+    if name not in PRUNERS:
+        raise UserError(f"hydra.sweeper.pruner={name} is not known; choose one of {', '.join(PRUNERS)}.")
+    return _build(getattr(optuna.pruners, PRUNERS[name]), dict(options or {}), "hydra.sweeper.pruner_options")
+
+
+def _build(cls: type, kwargs: dict[str, Any], key: str) -> Any:
+    takes = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+    if unknown := [k for k in kwargs if k not in takes]:
+        takes_text = f"it takes {', '.join(takes)}" if takes else f"it takes none: set {key}=null"
+        raise UserError(f"{key}: {cls.__name__} has no option {unknown[0]}; {takes_text}.")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError, ImportError) as err:
+        raise UserError(f"{key}: {cls.__name__} refused {kwargs} ({first_line(err)}).") from None
+
+
+def storage_url(storage: str | None, sweep_dir: str) -> str:
+    """``hydra.sweeper.storage`` as an absolute URL: null is an SQLite file in the sweep folder; relative
+    paths (``sqlite:///study.db``, ``journal:study.log``) are taken from the current folder."""
+    if not storage:
+        return f"sqlite:///{Path(sweep_dir).resolve() / 'optuna.db'}"
+    if storage.startswith("journal:"):
+        path = storage.removeprefix("journal:")
+        return "journal://" + str(Path(path[2:] if path.startswith("//") else path).resolve())
+    if storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
+        return "sqlite:///" + str(Path(storage.removeprefix("sqlite:///")).resolve())
+    return storage
+
+
+def shown(url: str) -> str:
+    """``url`` as logs and files may show it: without its password."""
+    if url.startswith("journal:"):
+        return url
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """The Optuna storage at ``url`` (from storage_url), or one sentence saying why it cannot be used."""
+    import optuna
+
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url.removeprefix("journal://"))
+        if not path.parent.is_dir():
+            raise UserError(f"hydra.sweeper.storage: the journal file's folder {path.parent} does not exist.")
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, ProgrammingError
+
+    try:
+        dialect = make_url(url).get_dialect()
+        dialect.import_dbapi()
+    except (ArgumentError, NoSuchModuleError, ValueError):
+        raise UserError(f"hydra.sweeper.storage={url} is not a storage lenet_exp can open; {STORAGE_HINT}.") from None
+    except ImportError as err:
+        raise UserError(
+            f"hydra.sweeper.storage={shown(url)} needs the database driver {err.name}, which is not installed: "
+            "pip install 'lenet_exp[postgres]' (psycopg) or your database's driver."
+        ) from None
+    # Waits that end: SQLite retries a busy file for a minute (parallel jobs report at once); a server that
+    # does not answer is given ten seconds.
+    connect = {"sqlite": {"timeout": 60}, "postgresql": {"connect_timeout": 10}}.get(dialect.name, {})
+    tries = 3
+    while True:
+        tries -= 1
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": connect})
+        except (IntegrityError, ProgrammingError):
+            if not tries:
+                raise
+            time.sleep(0.5)  # workers starting at once on an empty database raced to create its tables: again
+        except Exception as err:  # SQLAlchemy's OperationalError and its kin: the server or file is not there
+            raise UserError(
+                f"the study's storage {shown(url)} cannot be reached ({re.sub(r'^[(].*?[)] ', '', first_line(err))}); "
+                "start its server, or check hydra.sweeper.storage."
+            ) from None
+
+
+# --- the study: opened, its trials queued, claimed, kept alive -----------------------------------------------
+
+
+def open_study(
+    url: str,
+    name: str,
+    directions: list[str],
+    metrics: list[str],
+    sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner,
+) -> tuple[optuna.Study, optuna.storages.BaseStorage, bool]:
+    """The study ``name`` in ``url`` (created when new): the study, its storage, and whether this call created
+    it. A stored study with other directions or metrics is refused in one sentence."""
+    import optuna
+
+    storage = open_storage(url)
+    try:
+        study = optuna.create_study(
+            storage=storage, study_name=name, sampler=sampler, pruner=pruner, directions=directions
+        )
+        study.set_user_attr(METRICS, metrics)
+        return study, storage, True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    _same_objectives(study, url, directions, metrics)
+    return study, storage, False
+
+
+def check_stored(url: str, name: str, directions: list[str], metrics: list[str]) -> None:
+    """The storage can be opened, and a study ``name`` already in it has the same directions and metrics."""
+    import optuna
+
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return  # nothing stored yet (the default file is made in the sweep folder, which does not exist yet)
+    storage = open_storage(url)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler())
+    except KeyError:  # not there yet: the sweeper creates it
+        return
+    _same_objectives(study, url, directions, metrics)
+
+
+def _same_objectives(study: optuna.Study, url: str, directions: list[str], metrics: list[str]) -> None:
+    stored = [d.name.lower() for d in study.directions]
+    stored_metrics = study.user_attrs.get(METRICS, metrics)
+    if stored != directions or stored_metrics != metrics:
+        raise UserError(
+            f"the study {study.study_name} in {shown(url)} was created to {'/'.join(stored)} "
+            f"{'/'.join(stored_metrics)}, not to {'/'.join(directions)} {'/'.join(metrics)}; give another "
+            "hydra.sweeper.study_name, or the study's own direction and optimized_metric."
+        )
+
+
+def queue_trials(study: optuna.Study, n_trials: int, created: bool, wait_s: float = 60.0) -> int:
+    """Makes the study hold ``n_trials`` trials (queued ones included); returns how many it holds.
+
+    Only the worker that created the study queues them, while the others wait for it to finish; a later
+    command with a larger ``n_trials`` adds the difference (start one worker with it before the others)."""
+    if not created:
+        deadline = time.monotonic() + wait_s
+        while TARGET not in study.user_attrs and time.monotonic() < deadline:
+            time.sleep(0.2)
+    held = len(study.get_trials(deepcopy=False))
+    for _ in range(n_trials - held):
+        study.enqueue_trial({})
+    total = max(n_trials, held)
+    if study.user_attrs.get(TARGET) != total:
+        study.set_user_attr(TARGET, total)
+    return total
+
+
+def claim(study: optuna.Study, storage: optuna.storages.BaseStorage) -> optuna.Trial | None:
+    """One of the study's queued trials, now this worker's (RUNNING), or None when none is left. Taking a
+    trial is Optuna's atomic WAITING -> RUNNING: two workers never take the same one."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for queued in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, queued.number)
+        try:
+            if not storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                continue  # another worker took it first
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        storage.set_trial_system_attr(trial_id, HEARTBEAT, time.time())
+        return optuna.Trial(study, trial_id)
+    return None
+
+
+class Heartbeat:
+    """Says every ``interval`` seconds, in the study, that this worker's running trials are alive (a time in
+    each trial's system attributes), from a thread of its own while the jobs run."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage, interval: float) -> None:
+        self.storage, self.interval, self.trials = storage, interval, set[int]()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="lenet_exp-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            for trial_id in list(self.trials):
+                try:
+                    self.storage.set_trial_system_attr(trial_id, HEARTBEAT, time.time())
+                except Exception:  # finished meanwhile, or the storage is busy: the next beat tries again
+                    pass
+
+
+def fail_stale(study: optuna.Study, storage: optuna.storages.BaseStorage, grace_period: float) -> list[int]:
+    """Marks failed the running trials whose worker has said nothing for ``grace_period`` seconds (it was
+    killed, or its machine went away); returns their numbers. Any worker may do it, and each trial once."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study_id, now, failed = storage.get_study_id_from_name(study.study_name), time.time(), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        beat = trial.system_attrs.get(HEARTBEAT, trial.datetime_start.timestamp() if trial.datetime_start else now)
+        if now - beat <= grace_period:
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        reason = f"its worker stopped (no heartbeat for {now - beat:.0f} s, more than grace_period={grace_period:g})"
+        try:
+            storage.set_trial_user_attr(trial_id, "error", reason)
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                failed.append(trial.number)
+                log.warning(f"trial {trial.number} of the study marked failed: {reason}")
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker, or the trial's own, finished it first
+    return failed
+
+
+# --- a trial's job ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrialHandoff:
+    """What a job needs to report to its trial: where the study is, which trial, and the study's pruner."""
+
+    storage: str
+    study: str
+    trial_id: int
+    number: int
+    pruner: str = "none"
+    pruner_options: dict[str, Any] = field(default_factory=dict)
+
+    def override(self) -> str:
+        """The job's override that hands it over (an environment variable Hydra sets for the job alone)."""
+        text = json.dumps(asdict(self)).replace("\\", "\\\\").replace("'", "\\'")
+        return f"++hydra.job.env_set.{TRIAL_ENV}='{text}'"
+
+    @classmethod
+    def from_env(cls) -> TrialHandoff | None:
+        text = os.environ.get(TRIAL_ENV)
+        return cls(**json.loads(text)) if text else None
+
+
+def trial_callbacks(optimized_metric: Any) -> list[pl.Callback]:
+    """The pruning callback when this process trains a trial of a study (else nothing)."""
+    handoff = TrialHandoff.from_env()
+    if handoff is None:
+        return []
+    metric = optimized_metric if isinstance(optimized_metric, str) else None  # several objectives: no pruning
+    return [PruneTrial(handoff, metric)]
+
+
+class PruneTrial(pl.Callback):
+    """Reports ``metric`` (a val_* metric) to the job's trial after every epoch, and stops training after an
+    epoch once the study's pruner says the trial cannot catch up. Rank 0 talks to the study; every rank stops."""
+
+    def __init__(self, handoff: TrialHandoff, metric: str | None) -> None:
+        self.handoff, self.metric = handoff, metric
+        self.pruned_after: int | None = None
+        self._trial: optuna.Trial | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and trainer.is_global_zero and self.metric and self._trial is None:
+            import optuna
+
+            storage = open_storage(self.handoff.storage)
+            pruner = make_pruner(self.handoff.pruner, self.handoff.pruner_options)
+            # The job only reports; the sampler of the worker that asked chose its parameters.
+            study = optuna.load_study(
+                study_name=self.handoff.study, storage=storage, sampler=optuna.samplers.RandomSampler(), pruner=pruner
+            )
+            self._trial = optuna.Trial(study, self.handoff.trial_id)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not self.metric:
+            return
+        prune, epoch = False, trainer.current_epoch + 1
+        if trainer.is_global_zero and self._trial is not None:
+            value = flat_metrics(trainer.callback_metrics).get(self.metric)
+            if value is not None and math.isfinite(value):
+                prune = self._report(value, epoch)
+        if trainer.world_size > 1:
+            prune = trainer.strategy.broadcast(prune, src=0)
+        if prune and epoch < trainer.max_epochs:
+            self.pruned_after, trainer.should_stop = epoch, True
+            log.info(f"trial {self.handoff.number} pruned after epoch {epoch}: its {self.metric} cannot catch up")
+
+    def _report(self, value: float, epoch: int) -> bool:
+        import optuna
+
+        try:
+            self._trial.report(value, step=epoch)
+            return self._trial.should_prune()
+        except optuna.exceptions.UpdateFinishedTrialError:  # marked failed by a worker that took us for dead
+            log.warning(f"trial {self.handoff.number} is no longer running in the study; training goes on alone")
+            self._trial = None
+            return False
+
+    def record(self) -> dict[str, Any]:
+        """metrics.json's ``trial``: the study, the trial's number, and whether (after which epoch) it was pruned."""
+        return {"study": self.handoff.study, "number": self.handoff.number, "pruned_after": self.pruned_after}
+
+
+# --- the search space, the jobs' overrides, the results --------------------------------------------------------
+
+
+@dataclass
+class SearchPlan:
+    """What the sweeper settled before any trial: the storage's URL, sampler, pruner, metrics, the search
+    space (Optuna distributions by override key) and the overrides every job shares."""
+
+    url: str
+    sampler: Any
+    pruner: Any
+    metrics: list[str]
+    space: dict[str, Any]
+    fixed: list[str]
+
+
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-/]*")
+
+
+def override_value(value: Any) -> str:
+    """``value`` in Hydra's override grammar (quoted when a plain word would read as something else)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value)
+    if _PLAIN.fullmatch(text) and text.lower() not in ("null", "true", "false", "nan", "inf"):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def summary(study: optuna.Study, metrics: list[str], url: str) -> dict[str, Any]:
+    """optimization_results.yaml: the whole study (every worker's trials), its best trial or Pareto front."""
+    trials = study.get_trials(deepcopy=False)
+    states = Counter(t.state.name for t in trials)
+    out: dict[str, Any] = {
+        "study_name": study.study_name,
+        "storage": shown(url),
+        "optimized_metric": metrics[0] if len(metrics) == 1 else metrics,
+        "directions": [d.name.lower() for d in study.directions],
+        "n_trials": len(trials),
+        "states": dict(sorted(states.items())),
+        "epochs_run": sum(t.user_attrs.get("epochs", 0) for t in trials),
+        "epochs_saved_by_pruning": sum(t.user_attrs.get("epochs_saved", 0) for t in trials),
+    }
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    if len(metrics) == 1:
+        best = study.best_trial if complete else None
+        out.update(
+            best_trial=best.number if best else None,
+            best_value=best.value if best else None,
+            best_params=dict(best.params) if best else {},
+        )
+    else:
+        out["best_trials"] = [
+            {"number": t.number, "values": dict(zip(metrics, t.values, strict=True)), "params": dict(t.params)}
+            for t in (study.best_trials if complete else [])
+        ]
+    return out

@@ -1,0 +1,255 @@
+"""lenet_exp's Optuna sweeper (hydra_plugins/lenet_exp_optuna, lenet_exp/search.py): studies that prune, studies
+shared by several worker processes on SQLite, a journal file and a real PostgreSQL server, a killed worker's
+trial recovered, a Pareto front, and settings refused before any trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from conftest import ROOT, TINY, run_cli, write_fake_fashion_mnist
+from servers import postgres  # noqa: F401 (a fixture)
+
+import lenet_exp
+from lenet_exp.errors import UserError
+
+pytestmark = pytest.mark.slow
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """Fake Fashion-MNIST large enough that a good learning rate learns in three epochs and a tiny one does not."""
+    folder = tmp_path_factory.mktemp("data")
+    write_fake_fashion_mnist(folder, n_train=256, n_test=64)
+    return folder
+
+
+def study_args(data_dir: Path, sweep_dir: Path, *more: str) -> list[str]:
+    """A small study: lr either useful or hopeless (1e-7), three epochs, the median pruner after two trials."""
+    return [
+        "hparams_search=lenet_optuna",
+        *TINY,
+        f"data.data_dir={data_dir}",
+        "data.val_size=32",
+        "model.net.activation=relu",
+        "trainer.max_epochs=3",
+        "model.optimizer.lr=choice(0.01,0.003,0.0000001)",
+        "hydra.sweeper.pruner_options={n_startup_trials:2}",
+        f"hydra.sweep.dir={sweep_dir}",
+        *more,
+    ]
+
+
+def worker(*args: str, log: Path) -> subprocess.Popen:
+    """``python -m lenet_exp <args>`` started in the background (its own process group), output to ``log``."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "lenet_exp", *args],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def finish(process: subprocess.Popen, log: Path, timeout: int = 300) -> None:
+    try:
+        assert process.wait(timeout=timeout) == 0, log.read_text()[-4000:]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def jobs(sweep_dir: Path) -> dict[int, Path]:
+    return {int(p.name): p for p in sweep_dir.iterdir() if p.name.isdigit()} if sweep_dir.is_dir() else {}
+
+
+def test_a_study_prunes_hopeless_trials_and_records_each_trial_in_its_folder(tmp_path, data_dir):
+    sweep = tmp_path / "study"
+    out = run_cli(*study_args(data_dir, sweep, "hydra.sweeper.n_trials=7"))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    study = optuna.load_study(study_name="lenet", storage=f"sqlite:///{sweep / 'optuna.db'}")  # the default
+    trials = {t.number: t for t in study.trials}
+    assert sorted(trials) == list(range(7)) and sorted(jobs(sweep)) == list(range(7))  # folder N is trial N
+    states = [t.state.name for t in trials.values()]
+    assert "PRUNED" in states and "COMPLETE" in states and "FAIL" not in states, states
+    for number, trial in trials.items():
+        metrics = json.loads((sweep / str(number) / "metrics.json").read_text())
+        assert trial.user_attrs["job_folder"] == str(sweep / str(number))
+        assert metrics["trial"]["number"] == number and metrics["trial"]["study"] == "lenet"
+        # every epoch it ran was reported, with the value metrics.json's per-epoch curve ends with
+        assert sorted(trial.intermediate_values) == list(range(1, metrics["epochs"] + 1))
+        assert (sweep / str(number) / "checkpoints" / "last.ckpt").is_file()  # a pruned trial keeps them too
+        if trial.state.name == "PRUNED":
+            assert metrics["trial"]["pruned_after"] == metrics["epochs"] < 3
+            assert trial.value == trial.intermediate_values[metrics["epochs"]]  # its last value
+            assert trial.user_attrs["epochs_saved"] == 3 - metrics["epochs"]
+        else:
+            assert metrics["trial"]["pruned_after"] is None and metrics["epochs"] == 3
+            assert trial.value == pytest.approx(metrics["val_acc"])
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    best = max((t for t in trials.values() if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    assert (results["best_trial"], results["best_value"], results["best_params"]) == (
+        best.number,
+        best.value,
+        best.params,
+    )
+    assert results["states"] == {s: states.count(s) for s in set(states)}
+    assert results["epochs_saved_by_pruning"] == sum(t.user_attrs.get("epochs_saved", 0) for t in trials.values()) > 0
+    assert "pruned after epoch" in out.stdout and "Best parameters" in out.stdout + out.stderr
+    report = run_cli(str(sweep), module="lenet_exp.report")
+    assert report.returncode == 0, report.stderr
+    assert "PRUNED" in report.stdout and "COMPLETE" in report.stdout
+
+
+SHARED = {  # storage -> the second worker's launcher: every launcher runs trials that report to their study
+    "sqlite": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"],
+    "journal": ["hydra/launcher=slurm_local"],
+    "postgresql": [],
+}
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_two_workers_share_one_study_with_exactly_n_trials(kind, tmp_path, data_dir, request):
+    if kind == "postgresql":
+        storage = request.getfixturevalue("postgres").new_database("shared")
+    else:
+        storage = f"sqlite:///{tmp_path / 'study.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'study.log'}"
+    common = [f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=4"]
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    a = worker(*study_args(data_dir, tmp_path / "a", *common), log=logs[0])
+    b = worker(*study_args(data_dir, tmp_path / "b", *common, *SHARED[kind]), log=logs[1])
+    finish(a, logs[0])
+    finish(b, logs[1])
+    if kind == "journal":
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.log"))
+        )
+    trials = optuna.load_study(study_name="shared", storage=storage).trials
+    assert sorted(t.number for t in trials) == list(range(4))  # exactly n_trials, no number twice
+    assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}, [(t.number, t.state, t.user_attrs) for t in trials]
+    ran = {**{n: "a" for n in jobs(tmp_path / "a")}, **{n: "b" for n in jobs(tmp_path / "b")}}
+    assert len(jobs(tmp_path / "a")) + len(jobs(tmp_path / "b")) == 4 and sorted(ran) == list(range(4))
+    for trial in trials:  # each in its own worker's folder, every epoch reported from whichever launcher ran it
+        assert trial.user_attrs["job_folder"] == str(tmp_path / ran[trial.number] / str(trial.number))
+        assert sorted(trial.intermediate_values) == list(range(1, trial.user_attrs["epochs"] + 1))
+    for folder in ("a", "b"):  # each worker's results are the whole study's
+        assert yaml.safe_load((tmp_path / folder / "optimization_results.yaml").read_text())["n_trials"] == 4
+
+
+def test_a_killed_workers_trial_is_failed_by_the_next_worker_and_the_study_continues(tmp_path, data_dir, request):
+    url = request.getfixturevalue("postgres").new_database("killed")
+    args = study_args(
+        data_dir,
+        tmp_path / "study",
+        f"hydra.sweeper.storage={url}",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.heartbeat_interval=0.5",
+        "hydra.sweeper.grace_period=2",
+    )
+    first = worker(*args, log=tmp_path / "first.log")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and first.poll() is None:
+            try:
+                running = optuna.load_study(study_name="lenet", storage=url).get_trials(
+                    states=(optuna.trial.TrialState.RUNNING,)
+                )
+            except KeyError:  # not created yet
+                running = []
+            if running and (tmp_path / "study" / str(running[0].number) / ".hydra").is_dir():
+                break  # its job has started
+            time.sleep(0.1)
+        assert running, (tmp_path / "first.log").read_text()[-3000:]
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the worker and its job die mid-trial
+        first.wait()
+    time.sleep(2.5)  # longer than grace_period: the trial's heartbeat is stale
+    again = run_cli(*args)  # the same command again
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    trials = optuna.load_study(study_name="lenet", storage=url).trials
+    assert [t.state.name for t in trials].count("FAIL") == 1 and len(trials) == 3
+    killed = next(t for t in trials if t.state.name == "FAIL")
+    assert killed.number == running[0].number and "its worker stopped (no heartbeat" in killed.user_attrs["error"]
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials if t is not killed)
+    assert f"trial {killed.number} of the study marked failed" in again.stdout + again.stderr
+    assert sorted(jobs(tmp_path / "study")) == [0, 1, 2]  # the killed trial's folder stays; the others beside it
+    assert not (tmp_path / "study" / str(killed.number) / "metrics.json").exists()
+
+
+def test_two_objectives_give_a_pareto_front(tmp_path, data_dir):
+    sweep = tmp_path / "study"
+    out = run_cli(
+        *study_args(data_dir, sweep, "hydra.sweeper.n_trials=3", "trainer.max_epochs=1", "hydra.sweeper.pruner=none"),
+        "hydra.sweeper.pruner_options=null",
+        "optimized_metric=[val_acc,seconds_per_epoch]",
+        "hydra.sweeper.direction=[maximize,minimize]",
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    study = optuna.load_study(study_name="lenet", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    front = yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_trials"]
+    assert [t["number"] for t in front] == [t.number for t in study.best_trials] and front
+    for entry in front:
+        metrics = json.loads((sweep / str(entry["number"]) / "metrics.json").read_text())
+        assert entry["values"] == {"val_acc": metrics["val_acc"], "seconds_per_epoch": metrics["seconds_per_epoch"]}
+
+
+def test_pruning_stops_every_ddp_rank_together(tmp_path, data_dir):
+    sweep = tmp_path / "study"
+    out = run_cli(
+        *study_args(data_dir, sweep, "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner_options={n_startup_trials:1}"),
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "model.optimizer.lr=choice(0.01,0.0000001)",
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    study = optuna.load_study(study_name="lenet", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert pruned, [(t.number, t.state.name, t.intermediate_values) for t in study.trials]
+    for trial in pruned:  # rank 1 stopped after the same epoch: the job ended, its folder complete
+        metrics = json.loads((sweep / str(trial.number) / "metrics.json").read_text())
+        assert metrics["epochs"] == metrics["trial"]["pruned_after"] == max(trial.intermediate_values)
+
+
+def test_settings_that_cannot_work_are_one_sentence_before_any_trial(tmp_path, data_dir):
+    sweep = tmp_path / "study"
+    out = run_cli(*study_args(data_dir, sweep, "hydra.sweeper.sampler=bayes"))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip() == (
+        "error: hydra.sweeper.sampler=bayes is not known; choose one of tpe, random, gp, cmaes, qmc, nsga2. "
+        "Nothing was run."
+    )
+    assert not sweep.exists()
+    cases = {
+        "hydra.sweeper.pruner=early": "hydra.sweeper.pruner=early is not known; choose one of median, hyperband,",
+        "model.optimizer.lrr=interval(0.001,0.1)": "the search space names model.optimizer.lrr, which is not a key",
+        "optimized_metric=test_acc": "optimized_metric=test_acc would choose hyperparameters on the test set",
+        "hydra.sweeper.storage=mongodb://127.0.0.1/x": "hydra.sweeper.storage=mongodb://127.0.0.1/x is not a storage",
+        "hydra.sweeper.storage=postgresql+psycopg://lenet@127.0.0.1:9/x": "postgresql+psycopg://lenet@127.0.0.1:9/x "
+        "cannot be reached (connection failed",
+        "hydra.sweeper.pruner=hyperband": "HyperbandPruner has no option n_startup_trials; it takes min_resource,",
+        "optimized_metric=train_loss": "pruning compares one validation metric after every epoch, not train_loss",
+    }
+    for override, sentence in cases.items():
+        with pytest.raises(UserError, match=None) as refused:
+            lenet_exp.sweep(*study_args(data_dir, sweep, override))
+        assert sentence in str(refused.value), (override, str(refused.value))
+        assert not sweep.exists(), override
+    # a study stored with another direction
+    stored = f"sqlite:///{tmp_path / 'stored.db'}"
+    optuna.create_study(study_name="lenet", storage=stored, direction="minimize")
+    with pytest.raises(UserError) as refused:
+        lenet_exp.sweep(*study_args(data_dir, sweep, f"hydra.sweeper.storage={stored}"))
+    assert "was created to minimize val_acc, not to maximize val_acc" in str(refused.value)
+    assert len(optuna.load_study(study_name="lenet", storage=stored).trials) == 0
