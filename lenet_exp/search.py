@@ -114,8 +114,9 @@ def shown(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """The Optuna storage at ``url`` (from storage_url), or one sentence saying why it cannot be used."""
+def open_storage(url: str, ready: bool = False) -> optuna.storages.BaseStorage:
+    """The Optuna storage at ``url`` (from storage_url), or one sentence saying why it cannot be used.
+    ``ready``: a trial's job, whose worker has made and checked the database's tables (saves ~60 ms)."""
     import optuna
 
     if url.startswith("journal:"):
@@ -145,7 +146,9 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     while True:
         tries -= 1
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": connect})
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs={"connect_args": connect}, skip_compatibility_check=ready, skip_table_creation=ready
+            )
         except (IntegrityError, ProgrammingError):
             if not tries:
                 raise
@@ -343,7 +346,7 @@ class PruneTrial(pl.Callback):
         if stage == "fit" and trainer.is_global_zero and self.metric and self._trial is None:
             import optuna
 
-            storage = open_storage(self.handoff.storage)
+            storage = open_storage(self.handoff.storage, ready=True)
             pruner = make_pruner(self.handoff.pruner, self.handoff.pruner_options)
             # The job only reports; the sampler of the worker that asked chose its parameters.
             study = optuna.load_study(
