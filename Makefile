@@ -12,7 +12,7 @@ TEST_WORKERS ?= 2
 
 PORT ?= 6006
 
-.PHONY: setup data train test test-fast bench gpu-check lint report tensorboard clean
+.PHONY: setup data train test test-fast bench gpu-check lint report tensorboard dashboard clean
 
 setup: $(STAMP)
 
@@ -68,6 +68,17 @@ report: setup
 # TensorBoard over every run and sweep, on this machine only: make tensorboard PORT=6007
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir outputs --host 127.0.0.1 --port $(PORT)
+
+# optuna-dashboard on this machine only, for the newest study's optuna.db under $(OUTPUTS)/multirun, or for
+# STORAGE=sqlite:///study.db, postgresql+psycopg://user@host/db or journal:study.log: make dashboard DASHBOARD_PORT=8081
+OUTPUTS ?= outputs
+DASHBOARD_PORT ?= 8080
+dashboard: setup
+	@storage='$(STORAGE)'; storage=$${storage#journal:}; storage=$${storage#//}; \
+	if [ -z "$$storage" ]; then db=$$(ls -dtr $(OUTPUTS)/multirun/*/*/optuna.db 2>/dev/null | tail -n 1); \
+		[ -n "$$db" ] || { echo "no study in $(OUTPUTS)/multirun yet: run python -m lenet_exp hparams_search=lenet_optuna"; exit 1; }; \
+		storage=sqlite:///$$(realpath "$$db"); echo "optuna-dashboard: $$db"; fi; \
+	exec $(VENV)/bin/optuna-dashboard "$$storage" --host 127.0.0.1 --port $(DASHBOARD_PORT)
 
 lint: setup
 	$(VENV)/bin/ruff check lenet_exp hydra_plugins tests benchmarks

@@ -19,6 +19,7 @@ import re
 import socket
 import threading
 import time
+import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -181,6 +182,9 @@ def open_study(
             storage=storage, study_name=name, sampler=sampler, pruner=pruner, directions=directions
         )
         study.set_user_attr(METRICS, metrics)
+        with warnings.catch_warnings():  # experimental since Optuna 3.2; it names the dashboard's axes
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(metrics)
         return study, storage, True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
