@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,4 +140,181 @@ def postgres() -> Iterator[Postgres]:
                 os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
             except (ValueError, IndexError, ProcessLookupError):
                 pass
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- SLURM ----------------------------------------------------------------------------------------
+
+SLURM_NODE_TIMEOUT = 30  # seconds for slurmd to register and the node to turn idle
+
+# sacct needs slurmdbd (and a MySQL server); without it submitit cannot tell that a job ended without writing its
+# result (cancelled, killed, timed out), and a hydra sweep waits for ever. This stand-in answers submitit's
+# `sacct -o JobID,State,NodeList --parsable2 -j ID ...` from squeue, which keeps ended jobs for MinJobAge seconds.
+SACCT = """#!/bin/sh
+ids=""
+while [ $# -gt 0 ]; do
+    case "$1" in -j|--jobs) ids="$ids,$2"; shift ;; esac
+    shift
+done
+echo "JobID|State|NodeList"
+exec squeue -h -r -t all ${ids:+-j "${ids#,}"} -o "%i|%T|%N"
+"""
+
+
+@dataclass
+class Slurm:
+    conf: Path
+    env: dict[str, str]  # os.environ, SLURM_CONF and sacct on PATH: pass it to SLURM's clients and what calls them
+    partition: str = "debug"
+
+    def run(self, *args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
+        """Run a SLURM client command (sbatch, srun, squeue, scontrol, ...) against this cluster."""
+        out = subprocess.run(list(args), env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and out.returncode != 0:
+            raise AssertionError(f"`{' '.join(args)}` exited {out.returncode}:\n{out.stdout}{out.stderr}")
+        return out
+
+    def queue(self) -> list[str]:
+        """The ids of the jobs squeue lists (pending, running or completing)."""
+        return self.run("squeue", "-h", "-o", "%i").stdout.split()
+
+
+def pids_with_env(entry: str) -> list[int]:
+    """The processes (but this one) whose environment holds `entry`: the daemons, steps and jobs of one cluster."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                if entry.encode() in (proc / "environ").read_bytes().split(b"\0"):
+                    found.append(int(proc.name))
+            except OSError:  # gone meanwhile
+                pass
+    return found
+
+
+def stop_pids(pids: list[int], grace: float = 10) -> None:
+    """SIGTERM, then SIGKILL what is still alive after `grace` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            pids = [pid for pid in pids if Path(f"/proc/{pid}").exists() and not zombie(pid)]
+            time.sleep(0.2)
+        if not pids:
+            return
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def slurm_conf(folder: Path, host: str) -> str:
+    memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    return f"""\
+ClusterName=lenet-exp
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={free_port()}
+SlurmdPort={free_port()}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+# cred_expire: a requeued job waits this long (default 120 s) before it may start again.
+AuthInfo=socket={folder}/munge/munge.socket,cred_expire=10
+StateSaveLocation={folder}/state
+SlurmdSpoolDir={folder}/spool
+SlurmctldPidFile={folder}/slurmctld.pid
+SlurmdPidFile={folder}/slurmd.pid
+SlurmctldLogFile={folder}/slurmctld.log
+SlurmdLogFile={folder}/slurmd.log
+# A container: no cgroups, so processes are tracked through /proc and tasks are not confined.
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+ReturnToService=2
+MailProg=/bin/true
+KillWait=5
+MinJobAge=3600
+# Look for pending jobs every second, not every minute (sched_interval) or half minute (bf_interval).
+SchedulerParameters=sched_interval=1,bf_interval=1
+NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory={int(memory_mb * 0.9)} State=UNKNOWN
+PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+@pytest.fixture(scope="module")
+def slurm() -> Iterator[Slurm]:
+    """A real one-node cluster (munged, slurmctld, slurmd as root) in a temporary folder; its clients get `env`."""
+    if os.geteuid() != 0:
+        pytest.skip("a SLURM cluster needs root: slurmd runs jobs as their users")
+    sbin = Path("/usr/sbin")
+    if not all((sbin / d).exists() for d in ("munged", "slurmctld", "slurmd")) or not shutil.which("sbatch"):
+        fresh = debian_packages("slurm-wlm", "munge")
+        if "munge" in fresh:  # its postinst starts the system's munged where no policy-rc.d forbids that
+            subprocess.run([sbin / "munged", "--stop"], capture_output=True)
+
+    folder = Path(tempfile.mkdtemp(prefix="lenet_exp-slurm-"))
+    folder.chmod(0o755)  # the munge user must get through to its own subfolder
+    munge = folder / "munge"
+    munge.mkdir(mode=0o755)  # munged wants its socket's folder open to all, and writable by itself only
+    key = munge / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    shutil.chown(munge, "munge", "munge")
+    shutil.chown(key, "munge", "munge")
+    for sub in ("state", "spool", "bin"):
+        (folder / sub).mkdir()
+    (folder / "bin/sacct").write_text(SACCT)
+    (folder / "bin/sacct").chmod(0o755)
+    host = socket.gethostname().split(".")[0]  # slurmd finds its NodeName by the short host name
+    conf = folder / "slurm.conf"
+    conf.write_text(slurm_conf(folder, host))
+    env = {**os.environ, "SLURM_CONF": str(conf), "PATH": f"{folder}/bin{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("SLURM_JOB_ID", None)  # pytest itself inside a SLURM job: the clients would act on that job
+    cluster = Slurm(conf, env)
+
+    def start(*command: str | Path) -> None:
+        # The daemons fork into the background; the env marks them and their steps' processes for the teardown.
+        out = subprocess.run([str(c) for c in command], env=env, capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            logs = "".join(f"\n{p.name}:\n{p.read_text(errors='replace')[-2000:]}" for p in folder.glob("**/*.log"))
+            pytest.fail(f"`{' '.join(map(str, command))}` exited {out.returncode}:\n{out.stdout}{out.stderr}{logs}")
+
+    try:
+        runuser = shutil.which("runuser") or "/usr/sbin/runuser"
+        m = f"{munge}/munged"
+        start(runuser, "-u", "munge", "--", sbin / "munged", f"--socket={munge}/munge.socket", f"--key-file={key}",
+              f"--pid-file={m}.pid", f"--log-file={m}.log", f"--seed-file={m}.seed")  # fmt: skip
+        start(sbin / "slurmctld", "-f", conf)
+        start(sbin / "slurmd", "-f", conf, "-N", host)
+        deadline = time.monotonic() + SLURM_NODE_TIMEOUT
+        while (state := cluster.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.strip()) != "idle":
+            if time.monotonic() > deadline:
+                logs = "".join(f"\n{p.name}:\n{p.read_text(errors='replace')[-2000:]}" for p in folder.glob("*.log"))
+                pytest.fail(f"the node is {state!r}, not idle, after {SLURM_NODE_TIMEOUT} s{logs}")
+            time.sleep(0.5)
+        yield cluster
+    finally:
+        if (folder / "slurmctld.pid").exists():
+            cluster.run("scancel", "--user=root", check=False, timeout=30)
+            deadline = time.monotonic() + 15  # the jobs get KillWait seconds between SIGTERM and SIGKILL
+            while cluster.run("squeue", "-h", check=False).stdout.strip() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            cluster.run("scontrol", "shutdown", check=False, timeout=30)  # slurmctld and every slurmd
+        # The env marks all this cluster's processes (not pid files: a stale one may name another process by now).
+        # SLURM's first, munged last: without it slurmstepd cannot report its end, and slurmd waits for it.
+        munged = (munge / "munged.pid").read_text().strip() if (munge / "munged.pid").exists() else ""
+        stop_pids([pid for pid in pids_with_env(f"SLURM_CONF={conf}") if str(pid) != munged])
+        stop_pids(pids_with_env(f"SLURM_CONF={conf}"))
         shutil.rmtree(folder, ignore_errors=True)

@@ -190,12 +190,28 @@ def test_the_progress_bar_shows_no_version_and_the_summary_shows_shapes_and_flop
             3,
             1,
         ),
-        (
+        (  # two DDP ranks per job: job 3 gets the second pair of four GPUs
             {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 4},
             "gpu",
             2,
             4,
             3,
+            [2, 3],
+        ),
+        (  # eight GPUs, four pairs: job 2 gets GPUs 4 and 5
+            {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 4},
+            "gpu",
+            2,
+            8,
+            2,
+            [4, 5],
+        ),
+        (  # three GPUs cannot give two jobs two each: the jobs share them
+            {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2},
+            "gpu",
+            2,
+            3,
+            1,
             2,
         ),
         (

@@ -136,15 +136,16 @@ def test_a_study_that_would_optimize_the_test_set_is_refused_before_any_trial(tm
     assert not (tmp_path / "study").exists()
 
 
-def test_ddp_inside_parallel_joblib_jobs_is_refused_before_anything_starts(tmp_path):
-    for args in (["trainer=ddp_cpu"], ["trainer=cpu,ddp_cpu"]):
-        folder = tmp_path / "sweep"
-        out = run_cli(
-            "-m", "seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *args, f"hydra.sweep.dir={folder}"
-        )
-        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
-        assert out.stderr.startswith(
-            "error: DDP (several training processes per job) cannot run inside parallel joblib jobs "
-            "(hydra.launcher.n_jobs=2)"
-        ), out.stderr
-        assert not folder.exists()
+def test_ddp_jobs_run_in_parallel_joblib_jobs_each_in_its_own_folder(tmp_path, fake_data):
+    """Two parallel joblib jobs of two DDP ranks each: each job's ranks are copies of that job (its own
+    overrides, its own folder), not of the joblib worker, and both folders are complete."""
+    out, folder = sweep(
+        tmp_path, fake_data, "seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer=ddp_cpu"
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["0", "1"]
+    for job, seed in (("0", 1), ("1", 2)):
+        metrics = assert_complete(folder / job)
+        assert metrics["seed"] == seed and metrics["epochs"] == 1
+        # rank 1 joined this job's run (its log beside rank 0's), a world of two
+        assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (folder / job / "train_ddp_process_1.log").read_text()

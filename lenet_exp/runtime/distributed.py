@@ -3,6 +3,7 @@ of one DDP run stays behind in the process for the next job of a sweep, and a de
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import subprocess
@@ -35,6 +36,11 @@ def point_ddp_ranks_at_this_job() -> None:
     sys.argv = [sys.argv[0], *hydra_cfg.overrides.task, "hydra.mode=RUN"]  # an Optuna trial's overrides say MULTIRUN
     with read_write(hydra_cfg.run):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    main = sys.modules["__main__"]
+    if getattr(main.__spec__, "name", "lenet_exp") not in ("lenet_exp", "lenet_exp.__main__"):
+        # A worker process of a launcher (joblib's loky, submitit's local one): Lightning would start the
+        # ranks as copies of that worker. They are this job's command instead (ddp_scope puts it back).
+        main.__spec__ = importlib.util.find_spec("lenet_exp.__main__")
 
 
 # What Lightning's DDP launcher leaves in this process's environment (and process group).
@@ -46,11 +52,11 @@ def ddp_scope() -> Iterator[None]:
     """Leaves no trace of a DDP run in this process, so that the next job of a sweep starts its own
     ranks instead of taking itself for an already launched rank (and waiting forever)."""
     saved = {key: os.environ.get(key) for key in DDP_ENVIRONMENT}
-    argv = list(sys.argv)  # point_ddp_ranks_at_this_job rewrites it for the ranks
+    argv, spec = list(sys.argv), sys.modules["__main__"].__spec__  # point_ddp_ranks_at_this_job may change them
     try:
         yield
     finally:
-        sys.argv = argv
+        sys.argv, sys.modules["__main__"].__spec__ = argv, spec
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         for key, value in saved.items():

@@ -87,34 +87,10 @@ def check_sweep(config: DictConfig) -> None:
     from lenet_exp.runtime.checks import check_optimized_metric
 
     check_optimized_metric(config.get("optimized_metric"), config.data.get("val_size", 0))
-    check_ddp_in_parallel_jobs(config)
     if config.hydra.sweeper.get("_target_") == "hydra_plugins.lenet_exp_optuna.sweeper.OptunaSweeper":
         from hydra_plugins.lenet_exp_optuna.sweeper import check_study
 
         check_study(config)  # sampler, pruner, search space, storage, a stored study's direction
-
-
-def check_ddp_in_parallel_jobs(config: DictConfig) -> None:
-    """Lightning starts DDP ranks 1.. by running the current process's command line again; in a joblib
-    worker that command is the worker's own, not the job's, so each job's ranks would fail to start
-    (and Lightning would kill the job). Such a sweep is refused: jobs one at a time, or SLURM, run DDP."""
-    launcher = str(config.hydra.launcher.get("_target_", ""))
-    n_jobs = config.hydra.launcher.get("n_jobs", 1)
-    if "JoblibLauncher" not in launcher or n_jobs == 1:
-        return
-    trainer = config.get("trainer") or {}
-    swept = [
-        o for o in config.hydra.overrides.task if o.split("=", 1)[0].lstrip("+~") in ("trainer", "trainer.strategy")
-    ]
-    devices = trainer.get("devices")
-    ddp = "ddp" in str(trainer.get("strategy", "")) or (isinstance(devices, int) and devices > 1)
-    if ddp or any("ddp" in o.split("=", 1)[1] for o in swept if "=" in o):
-        raise UserError(
-            f"DDP (several training processes per job) cannot run inside parallel joblib jobs "
-            f"(hydra.launcher.n_jobs={n_jobs}): Lightning starts each job's ranks as copies of the joblib worker, "
-            "not of the job; run the jobs one at a time (hydra.launcher.n_jobs=1) or on SLURM "
-            "(hydra/launcher=slurm), or give each job one process (trainer.devices=1)."
-        )
 
 
 class FailedJob(UserError, CompactHydraException):

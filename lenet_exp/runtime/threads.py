@@ -31,11 +31,12 @@ def joblib_jobs() -> int | None:
 
 
 def job_devices(accelerator: object, devices: object) -> object:
-    """``trainer.devices`` for this job: one GPU of its own (``[job number % GPUs]``) when it asks for one GPU
-    and the joblib launcher runs several jobs at once on a machine with several GPUs; else ``devices``."""
+    """``trainer.devices`` for this job: GPUs of its own when the joblib launcher runs several jobs at once on
+    a machine with enough GPUs (``devices=k``: job n gets the k GPUs of slot n % (GPUs // k)); else ``devices``."""
     n_jobs = joblib_jobs()
-    if devices != 1 or n_jobs in (None, 1) or accelerator not in ("gpu", "cuda", "auto"):
+    if not isinstance(devices, int) or devices < 1 or n_jobs in (None, 1) or accelerator not in ("gpu", "cuda", "auto"):
         return devices
-    if not torch.cuda.is_available() or torch.cuda.device_count() < 2:
-        return devices
-    return [HydraConfig.get().job.num % torch.cuda.device_count()]
+    if not torch.cuda.is_available() or torch.cuda.device_count() < 2 * devices:
+        return devices  # not enough GPUs for two jobs: they share them, as they would without lenet_exp
+    slot = HydraConfig.get().job.num % (torch.cuda.device_count() // devices)
+    return list(range(slot * devices, (slot + 1) * devices))
