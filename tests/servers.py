@@ -201,18 +201,18 @@ def stop_pids(pids: list[int], grace: float = 10) -> None:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + grace
-        while pids and time.monotonic() < deadline:
-            pids = [pid for pid in pids if Path(f"/proc/{pid}").exists() and not zombie(pid)]
+        while (pids := [pid for pid in pids if alive(pid)]) and time.monotonic() < deadline:
             time.sleep(0.2)
         if not pids:
             return
 
 
-def zombie(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Running, not a zombie (an orphan stays one until init reaps it, which can take a while in a container)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
-        return True
+        return False
 
 
 def slurm_conf(folder: Path, host: str) -> str:
@@ -265,33 +265,35 @@ def slurm() -> Iterator[Slurm]:
             subprocess.run([sbin / "munged", "--stop"], capture_output=True)
 
     folder = Path(tempfile.mkdtemp(prefix="lenet_exp-slurm-"))
-    folder.chmod(0o755)  # the munge user must get through to its own subfolder
-    munge = folder / "munge"
-    munge.mkdir(mode=0o755)  # munged wants its socket's folder open to all, and writable by itself only
-    key = munge / "munge.key"
-    key.write_bytes(os.urandom(1024))
-    key.chmod(0o400)
-    shutil.chown(munge, "munge", "munge")
-    shutil.chown(key, "munge", "munge")
-    for sub in ("state", "spool", "bin"):
-        (folder / sub).mkdir()
-    (folder / "bin/sacct").write_text(SACCT)
-    (folder / "bin/sacct").chmod(0o755)
+    munge, conf = folder / "munge", folder / "slurm.conf"
     host = socket.gethostname().split(".")[0]  # slurmd finds its NodeName by the short host name
-    conf = folder / "slurm.conf"
-    conf.write_text(slurm_conf(folder, host))
-    env = {**os.environ, "SLURM_CONF": str(conf), "PATH": f"{folder}/bin{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("SLURM_JOB_ID", None)  # pytest itself inside a SLURM job: the clients would act on that job
+    # Not the variables of a SLURM job that pytest may run in: sbatch would take its options, lenet_exp its rank.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_"))}
+    env |= {"SLURM_CONF": str(conf), "PATH": f"{folder}/bin{os.pathsep}{env.get('PATH', '')}"}
     cluster = Slurm(conf, env)
+
+    def logs() -> str:
+        return "".join(f"\n{p.name}:\n{p.read_text(errors='replace')[-2000:]}" for p in sorted(folder.glob("**/*.log")))
 
     def start(*command: str | Path) -> None:
         # The daemons fork into the background; the env marks them and their steps' processes for the teardown.
         out = subprocess.run([str(c) for c in command], env=env, capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
-            logs = "".join(f"\n{p.name}:\n{p.read_text(errors='replace')[-2000:]}" for p in folder.glob("**/*.log"))
-            pytest.fail(f"`{' '.join(map(str, command))}` exited {out.returncode}:\n{out.stdout}{out.stderr}{logs}")
+            pytest.fail(f"`{' '.join(map(str, command))}` exited {out.returncode}:\n{out.stdout}{out.stderr}{logs()}")
 
     try:
+        folder.chmod(0o755)  # the munge user must get through to its own subfolder
+        munge.mkdir(mode=0o755)  # munged wants its socket's folder open to all, and writable by itself only
+        key = munge / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o400)
+        shutil.chown(munge, "munge", "munge")
+        shutil.chown(key, "munge", "munge")
+        for sub in ("state", "spool", "bin"):
+            (folder / sub).mkdir()
+        (folder / "bin/sacct").write_text(SACCT)
+        (folder / "bin/sacct").chmod(0o755)
+        conf.write_text(slurm_conf(folder, host))
         runuser = shutil.which("runuser") or "/usr/sbin/runuser"
         m = f"{munge}/munged"
         start(runuser, "-u", "munge", "--", sbin / "munged", f"--socket={munge}/munge.socket", f"--key-file={key}",
@@ -301,8 +303,7 @@ def slurm() -> Iterator[Slurm]:
         deadline = time.monotonic() + SLURM_NODE_TIMEOUT
         while (state := cluster.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.strip()) != "idle":
             if time.monotonic() > deadline:
-                logs = "".join(f"\n{p.name}:\n{p.read_text(errors='replace')[-2000:]}" for p in folder.glob("*.log"))
-                pytest.fail(f"the node is {state!r}, not idle, after {SLURM_NODE_TIMEOUT} s{logs}")
+                pytest.fail(f"the node is {state!r}, not idle, after {SLURM_NODE_TIMEOUT} s{logs()}")
             time.sleep(0.5)
         yield cluster
     finally:
