@@ -134,6 +134,10 @@ def number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def whole_or_none(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+
+
 # What a finished job's metrics.json must hold: key -> (test, what it should be); None is allowed where not required.
 METRIC_TYPES = {
     **{metric: (number, "a number") for metric in METRICS},
@@ -142,7 +146,7 @@ METRIC_TYPES = {
     "tested": (lambda v: isinstance(v, str), "best or last"),
     "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
     "environment": (lambda v: isinstance(v, dict), "a mapping"),
-    "trial": (lambda v: isinstance(v, dict) and v.get("pruned_after") in (None, *range(1, 10**6)), "a trial record"),
+    "trial": (lambda v: isinstance(v, dict) and whole_or_none(v.get("pruned_after")), "a trial record"),
 }
 REQUIRED = ("test_acc",)  # every finished run records its test accuracy
 
@@ -203,7 +207,9 @@ def summarize_job(job: Path) -> dict[str, Any]:
 
 def in_study(job: Path) -> bool:
     """Whether the job was a trial of lenet_exp's Optuna sweeper (its .hydra/hydra.yaml says so)."""
-    settings = read(hydra_file(job, "hydra.yaml"), OmegaConf.load) if hydra_file(job, "hydra.yaml").is_file() else {}
+    if not hydra_file(job, "hydra.yaml").is_file():
+        return False
+    settings = read(hydra_file(job, "hydra.yaml"), OmegaConf.load)
     return "lenet_exp_optuna" in str(OmegaConf.select(settings, "hydra.sweeper._target_", default="") or "")
 
 

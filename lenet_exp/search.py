@@ -11,7 +11,6 @@ queued ones only (Optuna's atomic WAITING -> RUNNING), so the total is exact and
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import math
 import os
@@ -21,7 +20,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +66,7 @@ def make_sampler(name: str, options: dict[str, Any] | None, seed: int | None) ->
     """The sampler ``name`` (tpe, random, gp, cmaes, qmc, nsga2) with ``options``; seeded with ``seed``."""
     import optuna
 
-    if name not in SAMPLERS:
+    if not isinstance(name, str) or name not in SAMPLERS:
         raise UserError(f"hydra.sweeper.sampler={name} is not known; choose one of {', '.join(SAMPLERS)}.")
     kwargs = {"seed": seed, **(options or {})} if seed is not None else dict(options or {})
     return _build(getattr(optuna.samplers, SAMPLERS[name]), kwargs, "hydra.sweeper.sampler_options")
@@ -77,7 +76,7 @@ def make_pruner(name: str, options: dict[str, Any] | None) -> optuna.pruners.Bas
     """The pruner ``name`` (median, hyperband, successive_halving, none) with ``options``."""
     import optuna
 
-    if name not in PRUNERS:
+    if not isinstance(name, str) or name not in PRUNERS:
         raise UserError(f"hydra.sweeper.pruner={name} is not known; choose one of {', '.join(PRUNERS)}.")
     return _build(getattr(optuna.pruners, PRUNERS[name]), dict(options or {}), "hydra.sweeper.pruner_options")
 
@@ -101,7 +100,12 @@ def storage_url(storage: str | None, sweep_dir: str) -> str:
     if storage.startswith("journal:"):
         path = storage.removeprefix("journal:")
         return "journal://" + str(Path(path[2:] if path.startswith("//") else path).resolve())
-    if storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
+    if storage in ("sqlite://", "sqlite:///:memory:"):
+        raise UserError(
+            f"hydra.sweeper.storage={storage} is a database in memory, which each job would see empty; give a "
+            "file, such as sqlite:///study.db, or leave it null (optuna.db in the sweep folder)."
+        )
+    if storage.startswith("sqlite:///"):
         return "sqlite:///" + str(Path(storage.removeprefix("sqlite:///")).resolve())
     return storage
 
@@ -134,7 +138,10 @@ def open_storage(url: str, ready: bool = False) -> optuna.storages.BaseStorage:
         dialect = make_url(url).get_dialect()
         dialect.import_dbapi()
     except (ArgumentError, NoSuchModuleError, ValueError):
-        raise UserError(f"hydra.sweeper.storage={url} is not a storage lenet_exp can open; {STORAGE_HINT}.") from None
+        shown_url = re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)  # a password, were the URL to have one
+        raise UserError(
+            f"hydra.sweeper.storage={shown_url} is not a storage lenet_exp can open; {STORAGE_HINT}."
+        ) from None
     except ImportError as err:
         raise UserError(
             f"hydra.sweeper.storage={shown(url)} needs the database driver {err.name}, which is not installed: "
@@ -147,18 +154,43 @@ def open_storage(url: str, ready: bool = False) -> optuna.storages.BaseStorage:
     while True:
         tries -= 1
         try:
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 url, engine_kwargs={"connect_args": connect}, skip_compatibility_check=ready, skip_table_creation=ready
             )
+            if dialect.name == "sqlite":
+                serialize_sqlite(storage.engine)
+            return storage
         except (IntegrityError, ProgrammingError):
             if not tries:
                 raise
             time.sleep(0.5)  # workers starting at once on an empty database raced to create its tables: again
+        except RuntimeError as err:  # Optuna's word for a schema of an older release
+            raise UserError(
+                f"the study's storage {shown(url)} was written by an older Optuna ({first_line(err)}); upgrade it "
+                f"with: optuna storage upgrade --storage '{shown(url)}'"
+            ) from None
         except Exception as err:  # SQLAlchemy's OperationalError and its kin: the server or file is not there
             raise UserError(
                 f"the study's storage {shown(url)} cannot be reached ({re.sub(r'^[(].*?[)] ', '', first_line(err))}); "
                 "start its server, or check hydra.sweeper.storage."
             ) from None
+
+
+def serialize_sqlite(engine: Any) -> None:
+    """Every transaction on an SQLite file takes its write lock when it begins (BEGIN IMMEDIATE), as
+    SQLAlchemy's documentation shows: Python's sqlite3 would otherwise run a transaction's reads unlocked,
+    and two workers could both see a queued trial WAITING and both take it."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(connection: Any, record: Any) -> None:
+        connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # the connections made before the listeners get them too
 
 
 # --- the study: opened, its trials queued, claimed, kept alive -----------------------------------------------
@@ -217,14 +249,18 @@ def _same_objectives(study: optuna.Study, url: str, directions: list[str], metri
         )
 
 
-def queue_trials(study: optuna.Study, n_trials: int, created: bool, wait_s: float = 60.0) -> int:
+def queue_trials(study: optuna.Study, n_trials: int, created: bool, stalled_s: float = 30.0) -> int:
     """Makes the study hold ``n_trials`` trials (queued ones included); returns how many it holds.
 
-    Only the worker that created the study queues them, while the others wait for it to finish; a later
-    command with a larger ``n_trials`` adds the difference (start one worker with it before the others)."""
+    The worker that created the study queues them; the others wait until it has (or, should it add none
+    for ``stalled_s`` seconds, as when it was killed, queue the rest themselves). A later command with a
+    larger ``n_trials`` adds the difference (start one worker with it before the others)."""
     if not created:
-        deadline = time.monotonic() + wait_s
-        while TARGET not in study.user_attrs and time.monotonic() < deadline:
+        held, since = -1, time.monotonic()
+        while TARGET not in study.user_attrs and time.monotonic() - since < stalled_s:
+            now_held = len(study.get_trials(deepcopy=False))
+            if now_held != held:
+                held, since = now_held, time.monotonic()
             time.sleep(0.2)
     held = len(study.get_trials(deepcopy=False))
     for _ in range(n_trials - held):
@@ -308,24 +344,40 @@ def fail_stale(study: optuna.Study, storage: optuna.storages.BaseStorage, grace_
 
 @dataclass
 class TrialHandoff:
-    """What a job needs to report to its trial: where the study is, which trial, and the study's pruner."""
+    """Which trial a job trains, set by the sweeper for that job alone (``hydra.job.env_set``). Where the
+    study is, its name and its pruner the job reads from its own Hydra settings (``open_job_study``), so
+    that no URL (nor a password in one) goes through the job's overrides and the launchers' log lines."""
 
-    storage: str
-    study: str
     trial_id: int
     number: int
-    pruner: str = "none"
-    pruner_options: dict[str, Any] = field(default_factory=dict)
 
     def override(self) -> str:
-        """The job's override that hands it over (an environment variable Hydra sets for the job alone)."""
-        text = json.dumps(asdict(self)).replace("\\", "\\\\").replace("'", "\\'")
-        return f"++hydra.job.env_set.{TRIAL_ENV}='{text}'"
+        return f"++hydra.job.env_set.{TRIAL_ENV}={self.trial_id}:{self.number}"
 
     @classmethod
     def from_env(cls) -> TrialHandoff | None:
-        text = os.environ.get(TRIAL_ENV)
-        return cls(**json.loads(text)) if text else None
+        found = re.fullmatch(r"(\d+):(\d+)", os.environ.get(TRIAL_ENV, ""))
+        return cls(int(found[1]), int(found[2])) if found else None
+
+
+def open_job_study(handoff: TrialHandoff) -> optuna.Trial:
+    """The job's trial, in the study its Hydra settings name (``hydra.sweeper``; the default SQLite file is in
+    the sweep folder, the parent of the job's folder), with the study's pruner."""
+    import optuna
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra = HydraConfig.get()
+    sweeper = hydra.sweeper
+    url = storage_url(sweeper.get("storage"), str(Path(hydra.runtime.output_dir).parent))
+    pruner = make_pruner(sweeper.get("pruner", "none"), sweeper.get("pruner_options"))
+    # The job only reports; the sampler of the worker that asked chose its parameters.
+    study = optuna.load_study(
+        study_name=sweeper.study_name,
+        storage=open_storage(url, ready=True),
+        sampler=optuna.samplers.RandomSampler(),
+        pruner=pruner,
+    )
+    return optuna.Trial(study, handoff.trial_id)
 
 
 def trial_callbacks(optimized_metric: Any) -> list[pl.Callback]:
@@ -333,30 +385,28 @@ def trial_callbacks(optimized_metric: Any) -> list[pl.Callback]:
     handoff = TrialHandoff.from_env()
     if handoff is None:
         return []
+    from hydra.core.hydra_config import HydraConfig
+
     metric = optimized_metric if isinstance(optimized_metric, str) else None  # several objectives: no pruning
-    return [PruneTrial(handoff, metric)]
+    return [PruneTrial(handoff, metric, str(HydraConfig.get().sweeper.get("study_name")))]
 
 
 class PruneTrial(pl.Callback):
     """Reports ``metric`` (a val_* metric) to the job's trial after every epoch, and stops training after an
-    epoch once the study's pruner says the trial cannot catch up. Rank 0 talks to the study; every rank stops."""
+    epoch once the study's pruner says the trial cannot catch up. Rank 0 talks to the study; every rank stops.
+    A study that cannot be reached never stops the training: the job goes on unpruned and says so."""
 
-    def __init__(self, handoff: TrialHandoff, metric: str | None) -> None:
-        self.handoff, self.metric = handoff, metric
+    def __init__(self, handoff: TrialHandoff, metric: str | None, study: str) -> None:
+        self.handoff, self.metric, self.study = handoff, metric, study
         self.pruned_after: int | None = None
         self._trial: optuna.Trial | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" and trainer.is_global_zero and self.metric and self._trial is None:
-            import optuna
-
-            storage = open_storage(self.handoff.storage, ready=True)
-            pruner = make_pruner(self.handoff.pruner, self.handoff.pruner_options)
-            # The job only reports; the sampler of the worker that asked chose its parameters.
-            study = optuna.load_study(
-                study_name=self.handoff.study, storage=storage, sampler=optuna.samplers.RandomSampler(), pruner=pruner
-            )
-            self._trial = optuna.Trial(study, self.handoff.trial_id)
+            try:
+                self._trial = open_job_study(self.handoff)
+            except Exception as err:  # a node that cannot reach the database: train on, unpruned
+                log.warning(f"trial {self.handoff.number} cannot reach its study ({first_line(err)}); no pruning")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not self.metric:
@@ -373,6 +423,8 @@ class PruneTrial(pl.Callback):
             log.info(f"trial {self.handoff.number} pruned after epoch {epoch}: its {self.metric} cannot catch up")
 
     def _report(self, value: float, epoch: int) -> bool:
+        """Report ``value``; whether to prune. Any failure of the study means no pruning (every rank still
+        takes part in the broadcast that follows, so none waits for a rank 0 that raised)."""
         import optuna
 
         try:
@@ -380,12 +432,14 @@ class PruneTrial(pl.Callback):
             return self._trial.should_prune()
         except optuna.exceptions.UpdateFinishedTrialError:  # marked failed by a worker that took us for dead
             log.warning(f"trial {self.handoff.number} is no longer running in the study; training goes on alone")
-            self._trial = None
-            return False
+        except Exception as err:  # the database went away, a lock held too long
+            log.warning(f"trial {self.handoff.number} cannot report epoch {epoch} ({first_line(err)}); no pruning")
+        self._trial = None
+        return False
 
     def record(self) -> dict[str, Any]:
         """metrics.json's ``trial``: the study, the trial's number, and whether (after which epoch) it was pruned."""
-        return {"study": self.handoff.study, "number": self.handoff.number, "pruned_after": self.pruned_after}
+        return {"study": self.study, "number": self.handoff.number, "pruned_after": self.pruned_after}
 
 
 # --- the search space, the jobs' overrides, the results --------------------------------------------------------

@@ -73,7 +73,7 @@ def test_tables_files_and_plot(seed_sweep):
     assert len(jobs) == 9 and [j["job"] for j in jobs] == [str(k) for k in range(9)]
     assert list(jobs[0]) == [
         *("job", "overrides", "test_acc", "val_acc", "train_loss", "seconds_per_epoch", "status"),
-        *("seed", "device", "machine", "best_epoch", "tested"),
+        *("seed", "device", "machine", "best_epoch", "tested", "trial"),  # trial: a study's state, else empty
     ]
     assert sorted(j["seed"] for j in jobs) == sorted(["1", "2", "3"] * 3)
     finished = [j for j in jobs if j["status"] == "ok"]  # tested on the epoch with the best val/acc

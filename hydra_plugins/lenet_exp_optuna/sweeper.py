@@ -10,8 +10,10 @@ This module is imported whenever Hydra starts (it scans hydra_plugins), so it im
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,9 @@ class OptunaSweeper(Sweeper):
         study, storage, created = search.open_study(
             plan.url, self.study_name, self.directions, plan.metrics, plan.sampler, plan.pruner
         )
+        if not created and self.seed is not None:  # workers that join a study sample their own sequences
+            own_seed = (self.seed + zlib.crc32(search.worker_name().encode())) % 2**31
+            study.sampler = search.make_sampler(self.sampler, self.sampler_options, own_seed)
         search.fail_stale(study, storage, self.grace_period)
         total = search.queue_trials(study, self.n_trials, created)
         log.info(
@@ -85,13 +90,19 @@ class OptunaSweeper(Sweeper):
                     trials.append(trial)
                 if not trials:
                     break
-                batch = [self._overrides(trial, plan) for trial in trials]
-                self.validate_batch_is_legal(batch)
-                results = self.launcher.launch(batch, initial_job_idx=len(returns))
-                for trial, result in zip(trials, results, strict=True):
-                    self._tell(study, trial, result, plan)
-                    heartbeat.trials.discard(trial._trial_id)
-                returns.extend(results)
+                try:
+                    batch = [self._overrides(trial, plan) for trial in trials]
+                    self.validate_batch_is_legal(batch)
+                    results = self.launcher.launch(batch, initial_job_idx=len(returns))
+                    for trial, result in zip(trials, results, strict=True):
+                        self._tell(study, trial, result, plan)
+                        heartbeat.trials.discard(trial._trial_id)
+                    returns.extend(results)
+                except BaseException as err:  # Ctrl-C, a launcher that failed: no trial of this worker stays RUNNING
+                    for trial in trials:
+                        if trial._trial_id in heartbeat.trials:
+                            self._fail(study, trial, f"its worker stopped ({type(err).__name__}: {err})")
+                    raise
         self._write_results(study, plan, sweep_dir)
         return returns
 
@@ -101,9 +112,7 @@ class OptunaSweeper(Sweeper):
         from lenet_exp import search
 
         sampled = [f"{key}={search.override_value(suggest(trial, key, d))}" for key, d in plan.space.items()]
-        handoff = search.TrialHandoff(
-            plan.url, self.study_name, trial._trial_id, trial.number, self.pruner, self.pruner_options
-        )
+        handoff = search.TrialHandoff(trial._trial_id, trial.number)
         trial.set_user_attr("worker", search.worker_name())
         trial.set_user_attr("overrides", " ".join(plan.fixed + sampled))
         return [*plan.fixed, *sampled, handoff.override(), f"hydra.sweep.subdir={trial.number}"]
@@ -126,21 +135,34 @@ class OptunaSweeper(Sweeper):
                 if record.get("pruned_after"):
                     max_epochs = int(result.cfg.trainer.max_epochs) if result.cfg else epochs
                     trial.set_user_attr("epochs_saved", max(max_epochs - epochs, 0))
-                    study.tell(trial, state=TrialState.PRUNED)
+                    study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
                     return
                 values = [metrics.get(name) for name in plan.metrics]
                 if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-                    study.tell(trial, values if len(values) > 1 else values[0])
+                    study.tell(trial, values if len(values) > 1 else values[0], skip_if_finished=True)
                     return
                 reason = f"the job's metrics.json has no finite {' and '.join(plan.metrics)}: {values}"
             else:
                 error = result._return_value
                 cause = user_error(error) if isinstance(error, BaseException) else None
                 reason = getattr(cause, "sentence", str(cause)) if cause else f"{type(error).__name__}: {error}"
-            trial.set_user_attr("error", reason)
-            study.tell(trial, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             log.warning(f"trial {trial.number} was marked finished by another worker before this one told it")
+            return
+        except Exception as err:  # the storage failed (a lock held too long, a restarted server)
+            reason = f"its result could not be told to the study ({type(err).__name__}: {err})"
+        self._fail(study, trial, reason)
+
+    @staticmethod
+    def _fail(study: Any, trial: Any, reason: str) -> None:
+        """Records ``trial`` FAIL with ``reason``; one log line if even that cannot be stored."""
+        from optuna.trial import TrialState
+
+        try:
+            trial.set_user_attr("error", reason)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        except Exception as err:
+            log.warning(f"trial {trial.number} could not be marked failed ({reason}): {type(err).__name__}: {err}")
 
     def _write_results(self, study: Any, plan: Any, sweep_dir: Path) -> None:
         import yaml
@@ -163,8 +185,15 @@ def check_study(config: DictConfig) -> None:
     """Every setting of the study ``config`` describes, checked before any trial (lenet_exp's SweepChecks
     callback calls it, so that a wrong one is one sentence): a UserError for the first wrong one."""
     from lenet_exp import search
+    from lenet_exp.errors import UserError
 
     settings = {k: v for k, v in OmegaConf.to_container(config.hydra.sweeper, resolve=True).items() if k != "_target_"}
+    takes = list(inspect.signature(OptunaSweeper).parameters)
+    if unknown := [key for key in settings if key not in takes]:
+        raise UserError(
+            f"hydra.sweeper.{unknown[0]} is not a setting of lenet_exp's Optuna sweeper; it takes {', '.join(takes)} "
+            "(docs/search.md)."
+        )
     sweeper = OptunaSweeper(**settings)
     sweeper.config = config
     plan = search_plan(sweeper, list(config.hydra.overrides.task))
@@ -262,11 +291,8 @@ def distribution(override: Any) -> Any:
         if all(isinstance(x, int) for x in (start, stop, step)) and step > 0 and stop > start:
             return IntDistribution(start, stop - 1 - (stop - 1 - start) % step, step=step)
         return CategoricalDistribution(list(override.sweep_iterator()))
-    if isinstance(value, IntervalSweep):
-        log = "log" in value.tags
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return IntDistribution(value.start, value.end, log=log)
-        return FloatDistribution(float(value.start), float(value.end), log=log)
+    if isinstance(value, IntervalSweep):  # always numbers with decimals (Hydra's interval); range() for whole ones
+        return FloatDistribution(float(value.start), float(value.end), log="log" in value.tags)
     raise UserError(
         f"hydra.sweeper.params: {key}={override.input_line.split('=', 1)[-1]} is not a search space; use "
         "choice(a, b), range(start, stop, step), interval(low, high) or tag(log, interval(low, high))."
