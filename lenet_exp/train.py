@@ -19,6 +19,7 @@ from lenet_exp.runtime.checks import check_run
 from lenet_exp.runtime.distributed import RankWatch, ddp_scope, dead_ranks_named, point_ddp_ranks_at_this_job
 from lenet_exp.runtime.faults import file_system_faults, resumable
 from lenet_exp.runtime.lock import run_lock
+from lenet_exp.runtime.requeue import requeued_checkpoint
 from lenet_exp.runtime.results import environment, flat_metrics, git_revision, hyperparameters, write_json
 from lenet_exp.runtime.run_folder import metrics_file
 from lenet_exp.runtime.threads import job_devices, torch_threads
@@ -53,6 +54,9 @@ def train(cfg: DictConfig, finishing: bool = False) -> dict[str, Any]:
     torch.set_num_threads(torch_threads(cfg.get("threads")))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
+    if requeued := requeued_checkpoint(run_dir, cfg.get("ckpt_path")):  # SLURM runs this job again
+        cfg = OmegaConf.merge(cfg, {"ckpt_path": str(requeued)})
+        finishing = True  # it may hold every epoch already and lack only its final test
 
     with run_lock(run_dir):  # one writer per run folder (a no-op where Hydra or resume holds it)
         datamodule, module, trainer, timer, stored = build(cfg, run_dir, finishing)

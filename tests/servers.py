@@ -266,7 +266,7 @@ def slurm() -> Iterator[Slurm]:
 
     folder = Path(tempfile.mkdtemp(prefix="lenet_exp-slurm-"))
     munge, conf = folder / "munge", folder / "slurm.conf"
-    host = socket.gethostname().split(".")[0]  # slurmd finds its NodeName by the short host name
+    host = socket.gethostname().split(".")[0]  # the NodeName: slurmctld wants the short name in SlurmctldHost
     # Not the variables of a SLURM job that pytest may run in: sbatch would take its options, lenet_exp its rank.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_"))}
     env |= {"SLURM_CONF": str(conf), "PATH": f"{folder}/bin{os.pathsep}{env.get('PATH', '')}"}

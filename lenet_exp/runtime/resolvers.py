@@ -19,4 +19,20 @@ def if_multirun(in_a_sweep: Any, otherwise: Any) -> Any:
     return in_a_sweep if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN else otherwise
 
 
+def gpus_of(accelerator: Any, devices: Any) -> Any:
+    """``${gpus_of:${trainer.accelerator},${trainer.devices}}``: the GPUs a SLURM job asks for: the devices
+    when the accelerator is a GPU, else none (a CPU job that asks for GPUs is refused by a CPU cluster)."""
+    return devices if str(accelerator) in ("gpu", "cuda") else None
+
+
+def cpus_of(threads: Any, accelerator: Any) -> Any:
+    """``${cpus_of:${threads},${trainer.accelerator}}``: the CPUs a SLURM task asks for: ``threads`` when set;
+    else 4 beside a GPU (to feed it) and 1 for a CPU task (a CPU DDP job of N tasks takes N CPUs)."""
+    if threads is not None:
+        return threads
+    return 4 if str(accelerator) in ("gpu", "cuda") else 1
+
+
 OmegaConf.register_new_resolver("if_multirun", if_multirun, replace=True)
+OmegaConf.register_new_resolver("gpus_of", gpus_of, replace=True)
+OmegaConf.register_new_resolver("cpus_of", cpus_of, replace=True)

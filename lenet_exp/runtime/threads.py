@@ -14,9 +14,12 @@ DEFAULT_THREADS = torch.get_num_threads()  # before any job of this process chan
 
 
 def torch_threads(requested: int | None) -> int:
-    """``requested`` if given; under the joblib launcher, cores / n_jobs; otherwise torch's default."""
+    """``requested`` if given; in a SLURM task, the CPUs SLURM gave it; under the joblib launcher,
+    cores / n_jobs; otherwise torch's default."""
     if requested is not None:
         return check_value("threads", requested, "whole", "4 (or null for the default)", low=1)
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():  # SLURM may not pin a task to its CPUs
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
     cores = os.cpu_count() or 1
     n_jobs = joblib_jobs()
     if n_jobs:  # joblib's convention: -1 is all cores, -2 all but one, ...
