@@ -36,7 +36,7 @@ from omegaconf import ListConfig, OmegaConf
 from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line
 from lenet_exp.runtime.atomic import atomic_write
 from lenet_exp.runtime.cli import answer_help
-from lenet_exp.runtime.run_folder import HYDRA, SUMMARY, error_file, hydra_file, metrics_file
+from lenet_exp.runtime.run_folder import HYDRA, OPTUNA_SWEEPER, SUMMARY, error_file, hydra_file, metrics_file
 
 METRICS = list(SUMMARY)
 # New columns go at the end, so that scripts reading the older summary.csv by position still work.
@@ -210,7 +210,7 @@ def in_study(job: Path) -> bool:
     if not hydra_file(job, "hydra.yaml").is_file():
         return False
     settings = read(hydra_file(job, "hydra.yaml"), OmegaConf.load)
-    return "lenet_exp_optuna" in str(OmegaConf.select(settings, "hydra.sweeper._target_", default="") or "")
+    return OmegaConf.select(settings, "hydra.sweeper._target_", default=None) == OPTUNA_SWEEPER
 
 
 def summarize(sweep: Path) -> list[dict[str, Any]]:

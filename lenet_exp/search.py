@@ -111,12 +111,16 @@ def storage_url(storage: str | None, sweep_dir: str) -> str:
 
 
 def shown(url: str) -> str:
-    """``url`` as logs and files may show it: without its password."""
+    """``url`` as logs and files may show it: without its password (also where SQLAlchemy cannot parse it)."""
     if url.startswith("journal:"):
         return url
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    return make_url(url).render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
 
 
 def open_storage(url: str, ready: bool = False) -> optuna.storages.BaseStorage:
@@ -138,9 +142,8 @@ def open_storage(url: str, ready: bool = False) -> optuna.storages.BaseStorage:
         dialect = make_url(url).get_dialect()
         dialect.import_dbapi()
     except (ArgumentError, NoSuchModuleError, ValueError):
-        shown_url = re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)  # a password, were the URL to have one
         raise UserError(
-            f"hydra.sweeper.storage={shown_url} is not a storage lenet_exp can open; {STORAGE_HINT}."
+            f"hydra.sweeper.storage={shown(url)} is not a storage lenet_exp can open; {STORAGE_HINT}."
         ) from None
     except ImportError as err:
         raise UserError(

@@ -15,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lenet_exp.errors import UserError, fail, user_error
-from lenet_exp.runtime.run_folder import error_file
+from lenet_exp.runtime.run_folder import OPTUNA_SWEEPER, error_file
 
 log = logging.getLogger("lenet_exp")
 
@@ -87,7 +87,7 @@ def check_sweep(config: DictConfig) -> None:
     from lenet_exp.runtime.checks import check_optimized_metric
 
     check_optimized_metric(config.get("optimized_metric"), config.data.get("val_size", 0))
-    if config.hydra.sweeper.get("_target_") == "hydra_plugins.lenet_exp_optuna.sweeper.OptunaSweeper":
+    if config.hydra.sweeper.get("_target_") == OPTUNA_SWEEPER:
         from hydra_plugins.lenet_exp_optuna.sweeper import check_study
 
         check_study(config)  # sampler, pruner, search space, storage, a stored study's direction

@@ -21,6 +21,8 @@ HYDRA = ".hydra"
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 SELECTABLE = tuple(name for name in EPOCH_METRICS if not name.startswith("test_"))
 OBJECTIVES = (*SELECTABLE, "seconds_per_epoch")  # what a study may optimize (seconds_per_epoch: in a Pareto front)
+# The sweeper of a study (a job's .hydra/hydra.yaml names it as hydra.sweeper._target_).
+OPTUNA_SWEEPER = "hydra_plugins.lenet_exp_optuna.sweeper.OptunaSweeper"
 # What a run is compared by: the report's columns, TensorBoard's HParams metrics.
 SUMMARY = ("test_acc", "val_acc", "train_loss", "seconds_per_epoch")
 # The final values a tracker receives (MLflow), beside its per-epoch curves.
