@@ -14,6 +14,7 @@ import inspect
 import logging
 import math
 import os
+import random
 import re
 import socket
 import threading
@@ -136,7 +137,7 @@ def open_storage(url: str, ready: bool = False) -> optuna.storages.BaseStorage:
             raise UserError(f"hydra.sweeper.storage: the journal file's folder {path.parent} does not exist.")
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, ProgrammingError
+    from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, ProgrammingError
 
     try:
         dialect = make_url(url).get_dialect()
@@ -153,7 +154,7 @@ def open_storage(url: str, ready: bool = False) -> optuna.storages.BaseStorage:
     # Waits that end: SQLite retries a busy file for a minute (parallel jobs report at once); a server that
     # does not answer is given ten seconds.
     connect = {"sqlite": {"timeout": 60}, "postgresql": {"connect_timeout": 10}}.get(dialect.name, {})
-    tries = 3
+    tries = 5
     while True:
         tries -= 1
         try:
@@ -163,20 +164,30 @@ def open_storage(url: str, ready: bool = False) -> optuna.storages.BaseStorage:
             if dialect.name == "sqlite":
                 serialize_sqlite(storage.engine)
             return storage
-        except (IntegrityError, ProgrammingError):
-            if not tries:
+        except (IntegrityError, ProgrammingError, OperationalError) as err:
+            # Workers starting at once on an empty database race to create its tables and stamp its version
+            # (SQLite: "table ... already exists"; PostgreSQL: a duplicate table or row): the loser opens it again,
+            # and then finds them made.
+            raced = not isinstance(err, OperationalError) or "already exists" in str(err)
+            if not (raced and tries):
+                if isinstance(err, OperationalError):
+                    raise UserError(_unreachable(url, err)) from None
                 raise
-            time.sleep(0.5)  # workers starting at once on an empty database raced to create its tables: again
+            time.sleep(random.uniform(0.1, 0.5))
         except RuntimeError as err:  # Optuna's word for a schema of an older release
             raise UserError(
                 f"the study's storage {shown(url)} was written by an older Optuna ({first_line(err)}); upgrade it "
                 f"with: optuna storage upgrade --storage '{shown(url)}'"
             ) from None
-        except Exception as err:  # SQLAlchemy's OperationalError and its kin: the server or file is not there
-            raise UserError(
-                f"the study's storage {shown(url)} cannot be reached ({re.sub(r'^[(].*?[)] ', '', first_line(err))}); "
-                "start its server, or check hydra.sweeper.storage."
-            ) from None
+        except Exception as err:  # SQLAlchemy's errors of the connection and their kin: the server or file is not there
+            raise UserError(_unreachable(url, err)) from None
+
+
+def _unreachable(url: str, err: BaseException) -> str:
+    return (
+        f"the study's storage {shown(url)} cannot be reached ({re.sub(r'^[(].*?[)] ', '', first_line(err))}); "
+        "start its server, or check hydra.sweeper.storage."
+    )
 
 
 def serialize_sqlite(engine: Any) -> None:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from conftest import ROOT, TINY, run_cli, write_fake_fashion_mnist
 from servers import postgres  # noqa: F401 (a fixture)
 
 import lenet_exp
+from lenet_exp import search
 from lenet_exp.errors import UserError
 
 pytestmark = pytest.mark.slow
@@ -117,6 +119,33 @@ SHARED = {  # storage -> the second worker's launcher: every launcher runs trial
     "journal": ["hydra/launcher=slurm_local"],
     "postgresql": [],
 }
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_workers_opening_a_new_database_at_once_all_get_it(kind, tmp_path, request):
+    """Workers started together on an empty database race to create its tables (CI saw SQLite's "table
+    trial_heartbeats already exists" end one worker); every one of them must get the storage."""
+    for attempt in range(5):
+        if kind == "postgresql":
+            url = request.getfixturevalue("postgres").new_database(f"race{attempt}")
+        else:
+            url = f"sqlite:///{tmp_path / f'race{attempt}.db'}"
+        start, errors = threading.Barrier(6), []
+
+        def open_it(url=url, start=start, errors=errors):
+            start.wait()
+            try:
+                search.open_storage(url)
+            except Exception as err:  # noqa: BLE001 (collected, asserted below)
+                errors.append(err)
+
+        threads = [threading.Thread(target=open_it) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors
+        assert optuna.storages.RDBStorage(url).get_all_studies() == []
 
 
 @pytest.mark.parametrize("kind", SHARED)
