@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,10 @@ def train(cfg: DictConfig, finishing: bool = False) -> dict[str, Any]:
     its final test; otherwise a checkpoint with nothing left to train is refused.
     """
     tested = check_run(cfg)  # which weights the final test uses: "best" or "last"
-    torch.set_num_threads(torch_threads(cfg.get("threads")))
+    threads = torch_threads(cfg.get("threads"))
+    torch.set_num_threads(threads)
+    if cfg.get("threads") is not None:  # Lightning's DDP sets its own count unless OMP_NUM_THREADS is set
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
     if requeued := requeued_checkpoint(run_dir, cfg.get("ckpt_path")):  # SLURM runs this job again

@@ -43,6 +43,39 @@ def point_ddp_ranks_at_this_job() -> None:
         main.__spec__ = importlib.util.find_spec("lenet_exp.__main__")
 
 
+def torchrun_run_dir(run_dir: str) -> str:
+    """The run folder of every rank that torchrun started: rank 0's.
+
+    Each torchrun rank is a whole ``python -m lenet_exp`` that names its folder by its own clock; ranks that
+    start in different seconds (or on different nodes) would write different folders. Rank 0 posts its folder
+    in the store torchrun's agent keeps for the ranks (at MASTER_ADDR:MASTER_PORT), and the others wait for it
+    there. Outside torchrun, or with one rank, ``run_dir`` as it is."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if "TORCHELASTIC_RUN_ID" not in os.environ or world < 2:
+        return run_dir
+    from datetime import timedelta
+
+    rank, wait = int(os.environ.get("RANK", "0")), timedelta(seconds=TORCHRUN_WAIT)
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    key = f"lenet_exp/run_dir/{os.environ['TORCHELASTIC_RUN_ID']}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    try:
+        store = torch.distributed.TCPStore(host, port, is_master=False, timeout=wait)
+        if rank == 0:
+            store.set(key, os.path.abspath(run_dir))
+            return os.path.abspath(run_dir)
+        return store.get(key).decode()  # waits for rank 0, at most TORCHRUN_WAIT seconds
+    except (RuntimeError, OSError) as err:  # torch's DistStoreError is a RuntimeError
+        raise UserError(
+            f"rank {rank} could not learn rank 0's run folder from torchrun's store at {host}:{port} "
+            f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); check that every node's torchrun "
+            "has the same --master-addr and --master-port and that rank 0 started, or give every node the same "
+            "hydra.run.dir=<folder>."
+        ) from None
+
+
+TORCHRUN_WAIT = 300  # seconds a rank waits for rank 0 (a node's imports on a slow file system take long)
+
+
 # What Lightning's DDP launcher leaves in this process's environment (and process group).
 DDP_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 

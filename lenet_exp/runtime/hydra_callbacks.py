@@ -1,9 +1,10 @@
-"""Hydra callbacks around runs: an output folder that cannot be written, a run folder in use, a sweep
-setting that would fail every job, and failed sweep jobs."""
+"""Hydra callbacks around runs: torchrun's ranks in one run folder, an output folder that cannot be written, a
+run folder in use, a sweep setting that would fail every job, and failed sweep jobs."""
 
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from lenet_exp.errors import UserError, fail, user_error
 from lenet_exp.runtime.run_folder import OPTUNA_SWEEPER, error_file
@@ -29,6 +30,23 @@ def check_output_folder(folder: str, key: str) -> None:
         raise UserError(
             f"the output folder {folder} cannot be written ({err.strerror}); choose another with {key}=<folder>."
         ) from err
+
+
+class TorchrunFolder(Callback):
+    """Under torchrun, every rank's run folder is rank 0's (runtime/distributed.torchrun_run_dir), whenever
+    each rank started. Runs first: the other callbacks and Hydra itself then use that folder."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if "TORCHELASTIC_RUN_ID" not in os.environ:
+            return
+        from lenet_exp.runtime.distributed import torchrun_run_dir
+
+        try:
+            folder = torchrun_run_dir(config.hydra.run.dir)
+        except UserError as err:  # Hydra would print a traceback for an exception raised here
+            fail(err)
+        with read_write(config.hydra.run):
+            config.hydra.run.dir = folder
 
 
 class OutputFolder(Callback):

@@ -1,0 +1,126 @@
+"""torchrun: ranks started by torchrun (one node with two ranks, and two "nodes" on this machine) write one run
+folder, rank 0's, however far apart they start, and train to the same result as trainer=ddp_cpu."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, TIMING, free_port, write_fake_fashion_mnist
+
+from lenet_exp.runtime.checkpoints import load_checkpoint
+
+pytestmark = pytest.mark.slow
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]  # what the torchrun command runs
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("data")
+    write_fake_fashion_mnist(folder, n_train=256, n_test=64)
+    return folder
+
+
+def args(data_dir: Path, *more: str) -> list[str]:
+    return ["trainer=ddp_cpu", "data.verify_md5=false", "data.batch_size=16", f"data.data_dir={data_dir}"] + [
+        "trainer.max_epochs=2",
+        "logger=tensorboard",
+        *more,
+    ]
+
+
+def start(command: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    with log.open("w") as out:
+        return subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, log: Path) -> None:
+    try:
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, log.read_text()[-3000:]
+
+
+def run_folders(cwd: Path) -> list[Path]:
+    """The run folders Hydra made under ``cwd``/outputs (named by the clock: outputs/<date>/<time>)."""
+    return sorted(path for path in (cwd / "outputs").glob("*/*") if path.is_dir())
+
+
+def same(run: Path) -> dict:
+    metrics = json.loads((run / "metrics.json").read_text())
+    return {key: value for key, value in metrics.items() if key not in (*TIMING, "environment", "threads")}
+
+
+def assert_equal_runs(a: Path, b: Path) -> None:
+    assert same(a) == same(b)
+    wa, wb = (load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"] for run in (a, b))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)  # bit-identical on the CPU
+
+
+@pytest.fixture(scope="module")
+def ddp_cpu(data_dir, tmp_path_factory) -> Path:
+    """The same run as Lightning starts it: trainer=ddp_cpu, two ranks."""
+    run = tmp_path_factory.mktemp("ddp_cpu") / "run"
+    log = run.parent / "run.log"
+    finish(start([sys.executable, "-m", "lenet_exp", *args(data_dir), f"hydra.run.dir={run}"], ROOT, log), log)
+    return run
+
+
+def test_torchrun_on_one_node_writes_one_run_folder_equal_to_ddp_cpu(tmp_path, data_dir, ddp_cpu):
+    log = tmp_path / "torchrun.log"
+    finish(start([*TORCHRUN, "--nproc-per-node=2", "-m", "lenet_exp", *args(data_dir)], tmp_path, log), log)
+    (run,) = run_folders(tmp_path)
+    output = log.read_text()
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in output  # two ranks, each on its shard
+    assert f"run folder {run}" in output
+    assert_equal_runs(run, ddp_cpu)
+    assert len(list((run / "tensorboard").rglob("events.out.tfevents.*"))) == 1  # rank 0 logs, once
+
+
+def test_two_torchrun_nodes_started_seconds_apart_write_rank_0s_folder(tmp_path, data_dir, ddp_cpu):
+    """Node 1 starts 2.5 s after node 0, so its clock names another second: it must still join rank 0's folder."""
+    port = free_port()
+    node = [*TORCHRUN, "--nnodes=2", "--nproc-per-node=1", "--master-addr=127.0.0.1", f"--master-port={port}"]
+    # threads=1: each "node" here has all the machine's cores, and another thread count sums in another order;
+    # trainer=ddp_cpu's two ranks (and torchrun's, on one node) get one thread each.
+    more = ["trainer.devices=1", "trainer.num_nodes=2", "threads=1"]
+    logs = [tmp_path / "node0.log", tmp_path / "node1.log"]
+    cwds = [tmp_path / "node0", tmp_path / "node1"]  # each node's own working folder, as on two machines
+    for cwd in cwds:
+        cwd.mkdir()
+    first = start([*node, "--node-rank=0", "-m", "lenet_exp", *args(data_dir, *more)], cwds[0], logs[0])
+    try:
+        time.sleep(2.5)
+        second = start([*node, "--node-rank=1", "-m", "lenet_exp", *args(data_dir, *more)], cwds[1], logs[1])
+        finish(second, logs[1])
+    finally:
+        finish(first, logs[0])
+    (run,) = run_folders(cwds[0])
+    assert run_folders(cwds[1]) == []  # node 1 wrote rank 0's folder, not one of its own
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in logs[1].read_text()
+    assert_equal_runs(run, ddp_cpu)
+
+
+def test_a_rank_that_cannot_reach_torchruns_store_is_one_sentence(monkeypatch):
+    from lenet_exp.errors import UserError
+    from lenet_exp.runtime import distributed
+
+    port = free_port()  # nothing listens there
+    env = {"TORCHELASTIC_RUN_ID": "none", "WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "127.0.0.1"}
+    for key, value in {**env, "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(distributed, "TORCHRUN_WAIT", 2)
+    with pytest.raises(UserError) as raised:
+        distributed.torchrun_run_dir("outputs/x")
+    sentence = str(raised.value)
+    assert sentence.startswith(f"rank 1 could not learn rank 0's run folder from torchrun's store at 127.0.0.1:{port}")
+    assert "\n" not in sentence and sentence.endswith("give every node the same hydra.run.dir=<folder>.")
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one rank: nothing to agree on
+    assert distributed.torchrun_run_dir("outputs/x") == "outputs/x"
