@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import http.client
 import importlib.util
 import io
 import logging
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,25 +113,47 @@ class EpochCSVLogger(CSVLogger):
 
 
 class LocalMLFlowLogger(MLFlowLogger):
-    """Lightning's MLFlowLogger with its own store, no server: the run in ``<save_dir>/mlflow.db``
-    (SQLite), its artifacts in ``<save_dir>/artifacts/``, the run folder as tag ``run_dir``.
-    Several runs, also at the same time (the parallel jobs of a sweep), may share one store.
+    """Lightning's MLFlowLogger on a store of its own, or on a shared MLflow tracking server.
+
+    Without ``tracking_uri``: no server, the run in ``<save_dir>/mlflow.db`` (SQLite), its artifacts in
+    ``<save_dir>/artifacts/``; several runs, also at the same time (the parallel jobs of a sweep), may share
+    one store. With ``tracking_uri`` (``http://host:port``): the server keeps the runs and, for an
+    ``mlflow server --artifacts-destination``, the artifacts; nothing is written to ``save_dir``.
+    The run folder is the run's tag ``run_dir``.
 
     Per-epoch metrics are logged with the epoch (from 0) as step; the final test after the last
     epoch is at step = the number of epochs. A resumed run (same ``run_dir``) continues its MLflow run.
     """
 
-    def __init__(self, save_dir: str, experiment_name: str, run_dir: str, run_name: str | None = None) -> None:
+    def __init__(
+        self,
+        save_dir: str,
+        experiment_name: str,
+        run_dir: str,
+        run_name: str | None = None,
+        tracking_uri: str | None = None,
+    ) -> None:
         if importlib.util.find_spec("mlflow") is None:
             raise UserError(
                 "logger=mlflow needs MLflow, which is not installed: pip install 'lenet_exp[mlflow]' "
                 "(or choose another logger, such as logger=csv)."
             )
+        self.run_dir, self._lock_file = str(run_dir), None
+        if tracking_uri:
+            self.check_reachable(tracking_uri)
+            # No artifact_location: the server chooses (mlflow-artifacts:, stored under --artifacts-destination).
+            super().__init__(
+                experiment_name=experiment_name,
+                run_name=run_name or None,
+                tracking_uri=tracking_uri,
+                tags={"run_dir": self.run_dir},
+            )
+            return
         # Creating the store's tables is MLflow's own business: its INFO lines about it are not for users.
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         store = Path(save_dir).expanduser().resolve()
         store.mkdir(parents=True, exist_ok=True)
-        self.run_dir, self._lock_file = str(run_dir), store / "mlflow.lock"
+        self._lock_file = store / "mlflow.lock"
         with self._store_locked():  # MLflow's client creates a new store's tables
             super().__init__(
                 experiment_name=experiment_name,
@@ -136,6 +162,30 @@ class LocalMLFlowLogger(MLFlowLogger):
                 tags={"run_dir": self.run_dir},
                 artifact_location=(store / "artifacts").as_uri(),
             )
+
+    REACH_TIMEOUT_S = 5  # MLflow's own client retries an unreachable server for minutes
+
+    @classmethod
+    def check_reachable(cls, tracking_uri: str) -> None:
+        """Raise one sentence unless the MLflow server at ``tracking_uri`` (http or https) answers ``/health``
+        within a few seconds. Other URIs (databricks, a database) are MLflow's to check."""
+        parts = urllib.parse.urlsplit(tracking_uri)
+        if parts.scheme not in ("http", "https"):
+            return
+        try:
+            with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=cls.REACH_TIMEOUT_S):
+                pass
+        except urllib.error.HTTPError:
+            pass  # something answered: whether it is an MLflow server is for MLflow's client to say
+        except (OSError, ValueError, http.client.HTTPException) as err:  # refused, timed out, a bad address
+            reason = getattr(err, "reason", err)
+            reason = getattr(reason, "strerror", None) or reason  # "Connection refused", not "[Errno 111] ..."
+            port = parts.netloc.rpartition(":")[2] if ":" in parts.netloc else ""
+            raise UserError(
+                f"logger.mlflow.tracking_uri={tracking_uri} cannot be reached ({reason}); start the server "
+                f"(mlflow server{f' --port {port}' if port.isdigit() else ''} --backend-store-uri ... "
+                "--artifacts-destination ...) or check the address."
+            ) from None
 
     @property
     @rank_zero_experiment
@@ -148,27 +198,38 @@ class LocalMLFlowLogger(MLFlowLogger):
         """The MLflow run of this run folder if there is one (a resume), creating the experiment if needed
         (which Lightning's logger would do too, with a warning).
 
-        Under the store's lock: MLflow creates an experiment by first looking and then writing.
+        Under the local store's lock: MLflow creates an experiment by first looking and then writing.
         """
         with self._store_locked():
             return self._find_or_create()
 
     @contextmanager
     def _store_locked(self) -> Iterator[None]:
-        """Holds the store's lock, so that runs starting together (the parallel jobs of a sweep) do not
-        both create its tables or the experiment."""
+        """Holds the local store's lock, so that runs starting together (the parallel jobs of a sweep) do not
+        both create its tables or the experiment. A server has no lock file: see ``_find_or_create``."""
+        if self._lock_file is None:
+            yield
+            return
         with open(self._lock_file, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
             yield
 
     def _find_or_create(self) -> str | None:
+        from mlflow.exceptions import MlflowException
+
         client = self._mlflow_client
         experiment = client.get_experiment_by_name(self._experiment_name)
         if experiment is None:
-            self._experiment_id = client.create_experiment(
-                self._experiment_name, artifact_location=self._artifact_location
-            )
-            return None
+            try:
+                self._experiment_id = client.create_experiment(
+                    self._experiment_name, artifact_location=self._artifact_location
+                )
+                return None
+            except MlflowException as err:
+                # Another job of the sweep created it between our look and our write (on a server: no lock).
+                if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                experiment = client.get_experiment_by_name(self._experiment_name)
         quote = '"' if "'" in self.run_dir else "'"
         runs = client.search_runs([experiment.experiment_id], f"tags.run_dir = {quote}{self.run_dir}{quote}")
         if not runs:

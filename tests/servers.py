@@ -12,8 +12,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,4 +320,67 @@ def slurm() -> Iterator[Slurm]:
         munged = (munge / "munged.pid").read_text().strip() if (munge / "munged.pid").exists() else ""
         stop_pids([pid for pid in pids_with_env(f"SLURM_CONF={conf}") if str(pid) != munged])
         stop_pids(pids_with_env(f"SLURM_CONF={conf}"))
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- MLflow ---------------------------------------------------------------------------------------
+
+MLFLOW_START_TIMEOUT = 90  # seconds for `mlflow server` to create its tables and answer /health
+
+
+@dataclass
+class MlflowServer:
+    uri: str  # http://127.0.0.1:<port>
+    artifacts: Path  # the server's --artifacts-destination
+
+
+def answers_health(uri: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def mlflow_server() -> Iterator[MlflowServer]:
+    """A real tracking server (`mlflow server` of the full mlflow package, beside this Python) with its SQLite
+    store and its proxied artifacts in a temporary folder, one worker."""
+    executable = Path(sys.executable).with_name("mlflow")
+    if not executable.exists():
+        pytest.skip(f"needs the full mlflow package (its `mlflow server`), not in {executable.parent}: make setup")
+    folder, port = Path(tempfile.mkdtemp(prefix="lenet_exp-mlflow-")), free_port()
+    server = MlflowServer(f"http://127.0.0.1:{port}", folder / "artifacts")
+    log = folder / "server.log"
+    store = f"sqlite:///{folder / 'mlflow.db'}"
+    command = [executable, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+               "--backend-store-uri", store, "--artifacts-destination", server.artifacts]  # fmt: skip
+    # No job runner (MLflow's GenAI jobs, eight more processes): it doubles the start-up on two cores.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with log.open("wb") as out:  # a process group of its own: the teardown stops uvicorn's worker with it
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, cwd=folder, env=env, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + MLFLOW_START_TIMEOUT
+        while not answers_health(server.uri):
+            if process.poll() is not None or time.monotonic() > deadline:
+                what = (
+                    f"exited {process.returncode}" if process.poll() is not None else f"after {MLFLOW_START_TIMEOUT} s"
+                )
+                pytest.fail(
+                    f"mlflow server did not answer /health ({what}):\n{log.read_text(errors='replace')[-3000:]}"
+                )
+            time.sleep(0.5)
+        yield server
+    finally:
+        for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(process.pid, sig)  # the group outlives its leader while a worker is left
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
         shutil.rmtree(folder, ignore_errors=True)
