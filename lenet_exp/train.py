@@ -54,8 +54,6 @@ def train(cfg: DictConfig, finishing: bool = False) -> dict[str, Any]:
     tested = check_run(cfg)  # which weights the final test uses: "best" or "last"
     threads = torch_threads(cfg.get("threads"))
     torch.set_num_threads(threads)
-    if cfg.get("threads") is not None:  # Lightning's DDP sets its own count unless OMP_NUM_THREADS is set
-        os.environ["OMP_NUM_THREADS"] = str(threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
     if requeued := requeued_checkpoint(run_dir, cfg.get("ckpt_path")):  # SLURM runs this job again
@@ -65,6 +63,8 @@ def train(cfg: DictConfig, finishing: bool = False) -> dict[str, Any]:
     with run_lock(run_dir):  # one writer per run folder (a no-op where Hydra or resume holds it)
         datamodule, module, trainer, timer, stored = build(cfg, run_dir, finishing)
         with ddp_scope(), file_system_faults(run_dir):
+            if cfg.get("threads") is not None:  # Lightning's DDP sets its own count unless this is set
+                os.environ["OMP_NUM_THREADS"] = str(threads)  # (ddp_scope puts it back after the run)
             point_ddp_ranks_at_this_job()
             with resumable(trainer, run_dir), dead_ranks_named(trainer, str(run_dir)):
                 trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)

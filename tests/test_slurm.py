@@ -91,7 +91,17 @@ def test_a_failing_slurm_job_leaves_its_error_and_the_sweep_exits_non_zero(tmp_p
     assert empty_queue(cluster)
 
 
-def test_a_requeued_job_continues_in_its_folder_and_ends_equal_to_an_uninterrupted_run(tmp_path, request):
+# How SLURM stops a job that runs again: requeued (by an admin, or a preemption that requeues), or signalled
+# USR2 as it is signal_delay_s before its time limit (what `--signal=USR2@120` sends; submitit then requeues
+# the job itself).
+STOPS = {
+    "scontrol requeue": ["scontrol", "requeue"],
+    "signal before the time limit": ["scancel", "--signal=USR2"],
+}
+
+
+@pytest.mark.parametrize("stop", STOPS)
+def test_a_requeued_job_continues_in_its_folder_and_ends_equal_to_an_uninterrupted_run(stop, tmp_path, request):
     cluster = request.getfixturevalue("slurm")
     images = tmp_path / "data"
     write_fake_fashion_mnist(images, n_train=3000, n_test=64)  # epochs of a few seconds, to requeue in one
@@ -116,7 +126,7 @@ def test_a_requeued_job_continues_in_its_folder_and_ends_equal_to_an_uninterrupt
             time.sleep(0.2)
         assert last.is_file(), "the job never finished its first epoch"
         (job_id,) = cluster.queue()
-        cluster.run("scontrol", "requeue", job_id)  # SLURM kills the job and runs its batch script again
+        cluster.run(*STOPS[stop], job_id)  # the job stops and SLURM runs its batch script again
         output, _ = job.communicate(timeout=300)
     finally:
         if job.poll() is None:

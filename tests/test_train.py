@@ -119,3 +119,20 @@ def test_two_runs_with_one_seed_give_identical_metrics(tmp_path, fake_data):
         results.append(ckpt["state_dict"])
     assert results[0] == results[2]
     assert all(torch.equal(results[1][k], results[3][k]) for k in results[1])
+
+
+def test_a_threads_given_is_set_for_the_run_and_left_in_no_environment(tmp_path, fake_data, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cfg = compose_config(tmp_path, [*ONE_EPOCH, f"data.data_dir={fake_data}", "threads=1", "logger=none"])
+    assert train(cfg)["threads"] == 1
+    assert "OMP_NUM_THREADS" not in os.environ  # processes started later (a sweep's next job) choose their own
+
+
+@pytest.mark.slow
+def test_a_threads_given_is_kept_under_ddp(tmp_path, fake_data):
+    """Lightning's DDP gives each rank cores / ranks threads (1 here) unless OMP_NUM_THREADS says otherwise."""
+    run = tmp_path / "run"
+    args = [*ONE_EPOCH, f"data.data_dir={fake_data}", "trainer=ddp_cpu", "threads=2", f"hydra.run.dir={run}"]
+    out = run_cli(*args, "logger=none")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["threads"] == 2

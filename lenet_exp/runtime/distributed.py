@@ -76,8 +76,9 @@ def torchrun_run_dir(run_dir: str) -> str:
 TORCHRUN_WAIT = 300  # seconds a rank waits for rank 0 (a node's imports on a slow file system take long)
 
 
-# What Lightning's DDP launcher leaves in this process's environment (and process group).
-DDP_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+# What Lightning's DDP launcher (and train, for a threads given) leaves in this process's environment (and
+# process group): the next job of a sweep in this process, and the processes it starts, must not inherit it.
+DDP_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "OMP_NUM_THREADS")
 
 
 @contextmanager
