@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import read_write
 
-from lenet_exp.errors import UserError
+from lenet_exp.errors import UserError, first_line
 from lenet_exp.runtime.run_folder import resume_hint
 
 log = logging.getLogger("lenet_exp")
@@ -67,7 +67,7 @@ def torchrun_run_dir(run_dir: str) -> str:
     except (RuntimeError, OSError) as err:  # torch's DistStoreError is a RuntimeError
         raise UserError(
             f"rank {rank} could not learn rank 0's run folder from torchrun's store at {host}:{port} "
-            f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); check that every node's torchrun "
+            f"({first_line(err)}); check that every node's torchrun "
             "has the same --master-addr and --master-port and that rank 0 started, or give every node the same "
             "hydra.run.dir=<folder>."
         ) from None
