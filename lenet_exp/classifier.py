@@ -141,9 +141,14 @@ class Classifier(pl.LightningModule):
         # step within the epoch, and the sums of one call (loss x images, correct predictions, images).
         self.register_buffer("step_in_epoch", torch.tensor(0), persistent=False)
         self.register_buffer("call_sums", torch.zeros(3), persistent=False)
-        # Lets Lightning's model summary show each layer's output shape and FLOPs (a compiled net is left
-        # out: one more compilation, for a batch of one, only to print them).
-        self.example_input_array = None if compile else torch.zeros(1, 1, 28, 28)
+        self._example = not compile
+
+    @property
+    def example_input_array(self) -> Tensor | None:
+        """Lets Lightning's model summary show each layer's output shape and FLOPs (a compiled net is left
+        out: one more compilation, for a batch of one, only to print them). In the weights' dtype: the summary
+        feeds it to the net as it is, without the precision plugin's conversion (trainer.precision=64-true)."""
+        return torch.zeros(1, 1, 28, 28, dtype=next(self.net.parameters()).dtype) if self._example else None
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits (N, classes) of images (N, 1, 28, 28): in training mode the trained net's, in eval mode
