@@ -16,10 +16,13 @@ PORT ?= 6006
 
 setup: $(STAMP)
 
-# The virtual environment, rebuilt when pyproject.toml changes.
+# The virtual environment, rebuilt when pyproject.toml changes. editable_mode=compat puts the checkout itself on
+# sys.path, so Hydra's scan of the hydra_plugins namespace finds the Optuna sweeper from any current folder
+# (setuptools' default editable install serves packages through an import hook that the scan does not see).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,mlflow,postgres,dashboard]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --config-settings editable_mode=compat \
+		-e '.[dev,mlflow,postgres,dashboard]'
 	touch $@
 
 # Fashion-MNIST from Debian's dataset-fashion-mnist package when it is not there yet.

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import json
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -95,14 +98,34 @@ def compose_config(run_dir: Path, overrides: list[str] = ()) -> DictConfig:
 
 
 def run_cli(
-    *args: str, module: str = "lenet_exp", timeout: int = 300, env: dict[str, str] | None = None
+    *args: str,
+    module: str = "lenet_exp",
+    timeout: int = 300,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess:
-    """``python -m <module> <args>`` (or ``python <module> <args>`` for a ``.py`` path) from the
-    repository root, as a user would run it."""
-    program = [module] if module.endswith(".py") else ["-m", module]
+    """``python -m <module> <args>`` as a user runs it: from a folder of their own outside the checkout
+    (``cwd``, else a new empty one), so that nothing is found only because the current folder happens to be
+    the repository. ``python <module> <args>`` for a script of the checkout (``benchmarks/bench.py``), from
+    the checkout, as make runs it."""
+    script = module.endswith(".py")
+    program = [module] if script else ["-m", module]
+    cwd = cwd or (ROOT if script else Path(tempfile.mkdtemp(prefix="user-folder-", dir=_scratch())))
     return subprocess.run(
-        [sys.executable, *program, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, *program, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
     )
+
+
+def _scratch() -> Path:
+    """One temporary folder per test process for run_cli's working folders, removed when the process ends."""
+    global _SCRATCH
+    if _SCRATCH is None:
+        _SCRATCH = Path(tempfile.mkdtemp(prefix="lenet_exp-tests-"))
+        atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+    return _SCRATCH
+
+
+_SCRATCH: Path | None = None
 
 
 def counted_over(accuracy: float, images: int) -> bool:

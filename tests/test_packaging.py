@@ -93,6 +93,33 @@ def test_the_installed_copy_trains_evaluates_and_resumes_from_an_unrelated_folde
     assert list((elsewhere / "outputs").glob("*/*")) == [run]
 
 
+def test_the_installed_copy_runs_a_study_a_sweep_and_lenet_exp_sweep_from_an_unrelated_folder(
+    installed, tmp_path, fake_data
+):
+    _, site = installed
+    python, data = sys.executable, ["trainer=cpu", "data.verify_md5=false", "data.batch_size=16"]
+    data.append(f"data.data_dir={fake_data}")
+    study = ["hparams_search=lenet_optuna", "hydra.sweeper.n_trials=2", "debug=limit", "data.val_size=16", *data]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run_installed(site, elsewhere, python, "-m", "lenet_exp", *study)
+    (sweep_dir,) = (elsewhere / "outputs" / "multirun").glob("*/*")
+    assert (sweep_dir / "optuna.db").is_file() and sorted(p.name for p in sweep_dir.glob("[0-9]*")) == ["0", "1"]
+    assert all((sweep_dir / job / "metrics.json").is_file() for job in ("0", "1"))
+
+    grid = tmp_path / "grid"
+    run_installed(
+        site, elsewhere, python, "-m", "lenet_exp", "-m", *data, "debug=limit", "seed=1,2", f"hydra.sweep.dir={grid}"
+    )
+    assert [json.loads((grid / job / "metrics.json").read_text())["seed"] for job in ("0", "1")] == [1, 2]
+
+    notebook = tmp_path / "notebook"
+    notebook.mkdir()
+    code = f"import lenet_exp; jobs = lenet_exp.sweep(*{study!r}); "
+    code += "print('trials', *(job.metrics['trial']['number'] for job in jobs))"
+    assert "trials 0 1" in run_installed(site, notebook, python, "-c", code).stdout
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_every_console_script_of_the_installed_copy_starts(installed, tmp_path, script):
     _, site = installed
