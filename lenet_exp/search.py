@@ -11,6 +11,7 @@ queued ones only (Optuna's atomic WAITING -> RUNNING), so the total is exact and
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import math
 import os
@@ -95,20 +96,32 @@ def _build(cls: type, kwargs: dict[str, Any], key: str) -> Any:
 
 def storage_url(storage: str | None, sweep_dir: str) -> str:
     """``hydra.sweeper.storage`` as an absolute URL: null is an SQLite file in the sweep folder; relative
-    paths (``sqlite:///study.db``, ``journal:study.log``) are taken from the current folder."""
+    paths (``sqlite:///study.db``, ``journal:study.log``) are taken from the current folder. A file the user
+    names must be a file in a folder that exists (SQLite and Optuna's journal create the file, not folders)."""
     if not storage:
         return f"sqlite:///{Path(sweep_dir).resolve() / 'optuna.db'}"
-    if storage.startswith("journal:"):
-        path = storage.removeprefix("journal:")
-        return "journal://" + str(Path(path[2:] if path.startswith("//") else path).resolve())
     if storage in ("sqlite://", "sqlite:///:memory:"):
         raise UserError(
             f"hydra.sweeper.storage={storage} is a database in memory, which each job would see empty; give a "
             "file, such as sqlite:///study.db, or leave it null (optuna.db in the sweep folder)."
         )
-    if storage.startswith("sqlite:///"):
-        return "sqlite:///" + str(Path(storage.removeprefix("sqlite:///")).resolve())
-    return storage
+    if storage.startswith("journal:"):
+        given = storage.removeprefix("journal:")
+        path = Path(given[2:] if given.startswith("//") else given).resolve()
+        url = f"journal://{path}"
+    elif storage.startswith("sqlite:///"):
+        path = Path(storage.removeprefix("sqlite:///")).resolve()
+        url = f"sqlite:///{path}"
+    else:
+        return storage
+    if path.is_dir():
+        raise UserError(f"hydra.sweeper.storage={storage} is a folder; name a file in it (a new name starts a study).")
+    if not path.parent.is_dir():
+        raise UserError(
+            f"hydra.sweeper.storage={storage}: the folder {path.parent} does not exist; create it, or name a file "
+            "in a folder that exists."
+        )
+    return url
 
 
 def shown(url: str) -> str:
@@ -133,9 +146,20 @@ def open_storage(url: str, ready: bool = False) -> optuna.storages.BaseStorage:
         from optuna.storages.journal import JournalFileBackend
 
         path = Path(url.removeprefix("journal://"))
-        if not path.parent.is_dir():
-            raise UserError(f"hydra.sweeper.storage: the journal file's folder {path.parent} does not exist.")
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        try:
+            # Optuna reads the whole journal here; it takes a last line that is not JSON for one being written,
+            # so a one-line file of another program would be opened, appended to, and then unreadable.
+            _check_journal(path)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        except OSError as err:
+            raise UserError(
+                f"hydra.sweeper.storage=journal:{path} cannot be opened ({err.strerror}); name a file you can write."
+            ) from None
+        except (ValueError, KeyError, TypeError) as err:  # bytes that are not UTF-8, lines not JSON, not entries
+            raise UserError(
+                f"hydra.sweeper.storage=journal:{path} is not an Optuna journal ({first_line(err)}); name another "
+                "file (a new name starts a study), or a study's journal file."
+            ) from None
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, ProgrammingError
 
@@ -183,10 +207,36 @@ def open_storage(url: str, ready: bool = False) -> optuna.storages.BaseStorage:
             raise UserError(_unreachable(url, err)) from None
 
 
+def _check_journal(path: Path) -> None:
+    """A ValueError unless the journal file at ``path`` begins as Optuna's do: a JSON object with an ``op_code``,
+    one a line. An empty or new file is a new journal; a first line still being written (no newline yet) need
+    only begin as every entry does."""
+    if not path.is_file():
+        return
+    with path.open("rb") as file:
+        first = file.readline(1 << 20)
+    if first.endswith(b"\n"):
+        try:
+            entry = json.loads(first)
+        except ValueError:  # bytes that are not UTF-8, text that is not JSON
+            entry = None
+        if isinstance(entry, dict) and "op_code" in entry:
+            return
+    elif not first or first.startswith(b"{"):
+        return
+    raise ValueError("its first line is not an entry of one")
+
+
 def _unreachable(url: str, err: BaseException) -> str:
+    reason = re.sub(r"^[(].*?[)] ", "", first_line(err))  # without SQLAlchemy's "(module.ErrorClass)"
+    if url.startswith("sqlite:"):  # a file on this machine: there is no server to start
+        return (
+            f"hydra.sweeper.storage={shown(url)} cannot be opened as an SQLite database ({reason}); name another "
+            "file (a new name starts a study), or a study's database file."
+        )
     return (
-        f"the study's storage {shown(url)} cannot be reached ({re.sub(r'^[(].*?[)] ', '', first_line(err))}); "
-        "start its server, or check hydra.sweeper.storage."
+        f"the study's storage {shown(url)} cannot be reached ({reason}); start its server, or check "
+        "hydra.sweeper.storage."
     )
 
 

@@ -24,6 +24,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 log = logging.getLogger("lenet_exp")
+# What a search space may be, for the sentences that refuse one.
+SPACES = "write choice(a, b), range(start, stop, step), interval(low, high) or tag(log, interval(low, high))"
 
 
 class OptunaSweeper(Sweeper):
@@ -62,15 +64,20 @@ class OptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
         from lenet_exp import search
+        from lenet_exp.errors import UserError
+        from lenet_exp.runtime.hydra_callbacks import SweepRefused
 
         assert self.config is not None
-        plan = search_plan(self, arguments)
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        study, storage, created = search.open_study(
-            plan.url, self.study_name, self.directions, plan.metrics, plan.sampler, plan.pruner
-        )
+        try:  # SweepChecks refused what it could see; a storage that went away since is one sentence too
+            plan = search_plan(self, arguments)
+            sweep_dir = Path(str(self.config.hydra.sweep.dir))
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+            study, storage, created = search.open_study(
+                plan.url, self.study_name, self.directions, plan.metrics, plan.sampler, plan.pruner
+            )
+        except UserError as err:
+            raise SweepRefused(str(err)) from None
         if not created and self.seed is not None:  # workers that join a study sample their own sequences
             own_seed = (self.seed + zlib.crc32(search.worker_name().encode())) % 2**31
             study.sampler = search.make_sampler(self.sampler, self.sampler_options, own_seed)
@@ -203,7 +210,7 @@ def check_study(config: DictConfig) -> None:
 def search_plan(sweeper: OptunaSweeper, arguments: list[str]) -> Any:
     """Checks every setting of the study (one sentence for the first wrong one) and settles the plan."""
     from lenet_exp import search
-    from lenet_exp.errors import UserError
+    from lenet_exp.errors import UserError, check_value
 
     config = sweeper.config
     assert config is not None
@@ -227,14 +234,18 @@ def search_plan(sweeper: OptunaSweeper, arguments: list[str]) -> Any:
         raise UserError(f"hydra.sweeper.n_trials={sweeper.n_trials} must be a positive whole number, such as 24.")
     if not isinstance(sweeper.n_jobs, int) or sweeper.n_jobs < 1:
         raise UserError(f"hydra.sweeper.n_jobs={sweeper.n_jobs} must be a positive whole number, such as 2.")
-    if not 0 < sweeper.heartbeat_interval < sweeper.grace_period:
+    check_value("hydra.sweeper.heartbeat_interval", sweeper.heartbeat_interval, "number", 30)
+    check_value("hydra.sweeper.grace_period", sweeper.grace_period, "number", 120)
+    if not sweeper.heartbeat_interval < sweeper.grace_period:
         raise UserError(
-            f"hydra.sweeper.heartbeat_interval={sweeper.heartbeat_interval} must be above 0 and below "
+            f"hydra.sweeper.heartbeat_interval={sweeper.heartbeat_interval} must be below "
             f"hydra.sweeper.grace_period={sweeper.grace_period}."
         )
     sampler = search.make_sampler(sweeper.sampler, sweeper.sampler_options, sweeper.seed)
     pruner = search.make_pruner(sweeper.pruner, sweeper.pruner_options)
     space, fixed = search_space(config, sweeper.params, arguments)
+    if sweeper.storage is not None and not isinstance(sweeper.storage, str):
+        raise UserError(f"hydra.sweeper.storage={sweeper.storage} is not a storage; {search.STORAGE_HINT}.")
     url = search.storage_url(sweeper.storage, str(config.hydra.sweep.dir))
     return search.SearchPlan(url, sampler, pruner, metrics, space, fixed)
 
@@ -243,13 +254,23 @@ def search_space(config: DictConfig, params: dict[str, str], arguments: list[str
     """``hydra.sweeper.params`` and the command line's sweep overrides (``key=choice(a,b)``, ``a,b``, ``range``,
     ``interval``, ``tag(log, interval(...))``) as Optuna distributions; the other overrides stay fixed."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
 
     from lenet_exp.errors import UserError
 
     parser = OverridesParser.create()
     space: dict[str, Any] = {}
-    for override in parser.parse_overrides([f"{key}={value}" for key, value in params.items()]):
-        space[override.get_key_element()] = distribution(override)
+    for key, value in params.items():
+        # The command line's overrides passed Hydra's parser already; these come from a config file.
+        try:
+            (override,) = parser.parse_overrides([f"{key}={value}"])
+        except OverrideParseException as err:
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            raise UserError(
+                f"hydra.sweeper.params: {key}={value} cannot be read ({lines[1] if len(lines) > 1 else lines[0]}); "
+                f"{SPACES}."
+            ) from None
+        space[override.get_key_element()] = distribution(override, "hydra.sweeper.params: ")
     fixed = []
     for override in parser.parse_overrides(arguments):
         key = override.get_key_element()
@@ -273,30 +294,51 @@ def search_space(config: DictConfig, params: dict[str, str], arguments: list[str
 _MISSING = object()
 
 
-def distribution(override: Any) -> Any:
-    """The Optuna distribution of one sweep override."""
+def distribution(override: Any, where: str = "") -> Any:
+    """The Optuna distribution of one sweep override (``where``: where it was given, for the sentence). What
+    Optuna would refuse is refused here in one sentence, before any trial, rather than as Optuna's ValueError."""
     from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     from lenet_exp.errors import UserError
 
-    value, key = override.value(), override.get_key_element()
-    if isinstance(value, ChoiceSweep):
-        choices = list(value.list)
-        if any(isinstance(c, (dict, list)) for c in choices):
-            raise UserError(f"hydra.sweeper.params: {key}'s choices must be plain values (numbers, words).")
-        return CategoricalDistribution(choices)
+    value, given = override.value(), where + override.input_line
+    log = "log" in getattr(value, "tags", ())
+    if isinstance(value, ChoiceSweep):  # Hydra's grammar refuses an empty choice() itself
+        if log:
+            raise UserError(f"{given}: a choice has no scale; drop log, or use tag(log, interval(low, high)).")
+        if any(isinstance(c, (dict, list)) for c in value.list):
+            raise UserError(f"{given}: a choice's values must be plain values (numbers, words).")
+        return CategoricalDistribution(list(value.list))
     if isinstance(value, RangeSweep):
         start, stop, step = value.start, value.stop, value.step
-        if all(isinstance(x, int) for x in (start, stop, step)) and step > 0 and stop > start:
-            return IntDistribution(start, stop - 1 - (stop - 1 - start) % step, step=step)
-        return CategoricalDistribution(list(override.sweep_iterator()))
+        whole = all(isinstance(x, int) for x in (start, stop, step))
+        if log and not (whole and step == 1 and 1 <= start < stop):
+            raise UserError(
+                f"{given}: a log scale over a range needs whole numbers from 1 up in steps of 1, such as "
+                "tag(log, range(16, 513)); or use tag(log, interval(low, high))."
+            )
+        if whole and step > 0 and stop > start:
+            return IntDistribution(start, stop - 1 - (stop - 1 - start) % step, step=step, log=log)
+        values = list(override.sweep_iterator()) if step != 0 else []  # Hydra's range(..., 0) raises ValueError
+        if not values:
+            raise UserError(
+                f"{given} holds no value: a range counts from start by step up to stop (not included), as "
+                "Python's range does; give start below stop and a step above 0, such as range(1, 10)."
+            )
+        return CategoricalDistribution(values)
     if isinstance(value, IntervalSweep):  # always numbers with decimals (Hydra's interval); range() for whole ones
-        return FloatDistribution(float(value.start), float(value.end), log="log" in value.tags)
-    raise UserError(
-        f"hydra.sweeper.params: {key}={override.input_line.split('=', 1)[-1]} is not a search space; use "
-        "choice(a, b), range(start, stop, step), interval(low, high) or tag(log, interval(low, high))."
-    )
+        low, high = float(value.start), float(value.end)
+        if not (math.isfinite(low) and math.isfinite(high)):  # Optuna takes them, and its samplers then fail
+            raise UserError(f"{given}: an interval needs finite bounds, such as interval(0.0, 0.2).")
+        if low > high:
+            raise UserError(f"{given}: its low bound {low:g} is above its high bound {high:g}; give the low one first.")
+        if log and low <= 0:
+            raise UserError(
+                f"{given}: a log scale needs bounds above 0, not {low:g}; give a low bound such as 1e-05, or drop log."
+            )
+        return FloatDistribution(low, high, log=log)
+    raise UserError(f"{given} is not a search space; {SPACES}.")
 
 
 def suggest(trial: Any, key: str, dist: Any) -> Any:

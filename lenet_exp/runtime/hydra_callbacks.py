@@ -90,6 +90,9 @@ class RunLock(Callback):
             self.taken = None
 
 
+NOTHING_RUN = "Nothing was run."  # ends the sentence of a sweep refused before its first job
+
+
 class SweepChecks(Callback):
     """Settings of a sweep that would fail every one of its jobs are refused before the first job starts."""
 
@@ -97,7 +100,7 @@ class SweepChecks(Callback):
         try:
             check_sweep(config)
         except UserError as err:  # Hydra would print a traceback for an exception raised here
-            fail(f"{err} Nothing was run.")
+            fail(f"{err} {NOTHING_RUN}")
 
 
 def check_sweep(config: DictConfig) -> None:
@@ -109,6 +112,19 @@ def check_sweep(config: DictConfig) -> None:
         from hydra_plugins.lenet_exp_optuna.sweeper import check_study
 
         check_study(config)  # sampler, pruner, search space, storage, a stored study's direction
+
+
+class SweepRefused(UserError, CompactHydraException):
+    """What a sweeper raises when its sweep cannot start, before any job (what SweepChecks could not see, such as
+    a storage that went away since): Hydra prints a CompactHydraException's text alone, without a traceback,
+    then its own line about HYDRA_FULL_ERROR; ``fail`` cannot be used there, as lenet_exp.sweep must raise."""
+
+    def __init__(self, sentence: str) -> None:
+        super().__init__(sentence)
+        self.sentence = sentence
+
+    def __str__(self) -> str:
+        return f"error: {self.sentence} {NOTHING_RUN}"
 
 
 class FailedJob(UserError, CompactHydraException):

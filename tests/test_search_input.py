@@ -1,0 +1,182 @@
+"""Search input that cannot work (a search space Optuna would refuse, a storage that cannot be opened) is one
+sentence before any trial: ``error: <sentence>`` as the last line, exit status 1, no traceback and no warning of
+Hydra's about a callback, from the command line (started outside the checkout, as users do) and from
+lenet_exp.sweep. Each refusal comes before torch loads, so a case costs one start of Python and Hydra."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import run_cli
+
+import lenet_exp
+from lenet_exp import search
+from lenet_exp.errors import UserError
+
+STUDY = ["hparams_search=lenet_optuna", "hydra.sweeper.n_trials=2", "debug=limit"]
+NOT_A_JOURNAL = "is not an Optuna journal (its first line is not an entry of one); name another file"
+
+# name -> (the bad setting, what its sentence begins with, how it ends: what to do); {tmp} is the current folder.
+CASES = {
+    "bounds backwards": (
+        "model.optimizer.lr=interval(0.01,0.001)",
+        "model.optimizer.lr=interval(0.01,0.001): its low bound 0.01 is above its high bound 0.001",
+        "give the low one first.",
+    ),
+    "an empty range": (
+        "data.batch_size=range(512,64)",
+        "data.batch_size=range(512,64) holds no value",
+        "give start below stop and a step above 0, such as range(1, 10).",
+    ),
+    "a range with step 0": (
+        "data.batch_size=range(64,512,0)",
+        "data.batch_size=range(64,512,0) holds no value",
+        "give start below stop and a step above 0, such as range(1, 10).",
+    ),
+    "a log interval from 0": (
+        "model.optimizer.lr=tag(log,interval(0,0.1))",
+        "model.optimizer.lr=tag(log,interval(0,0.1)): a log scale needs bounds above 0, not 0",
+        "give a low bound such as 1e-05, or drop log.",
+    ),
+    "a log interval from below 0": (
+        "model.optimizer.lr=tag(log,interval(-0.1,0.1))",
+        "model.optimizer.lr=tag(log,interval(-0.1,0.1)): a log scale needs bounds above 0, not -0.1",
+        "drop log.",
+    ),
+    "a choice of nothing": (  # as a config file's search space holds it (Hydra's parser refuses it on the command line)
+        'hydra.sweeper.params={model.optimizer.lr:"choice()"}',
+        "hydra.sweeper.params: model.optimizer.lr=choice() cannot be read (ValueError while evaluating 'choice()': "
+        "empty choice is not legal)",
+        "write choice(a, b), range(start, stop, step), interval(low, high) or tag(log, interval(low, high)).",
+    ),
+    "an SQLite file in a folder that does not exist": (
+        "hydra.sweeper.storage=sqlite:////no/such/dir/x.db",
+        "hydra.sweeper.storage=sqlite:////no/such/dir/x.db: the folder /no/such/dir does not exist",
+        "create it, or name a file in a folder that exists.",
+    ),
+    "an SQLite storage that is a folder": (
+        "hydra.sweeper.storage=sqlite:///{tmp}",
+        "hydra.sweeper.storage=sqlite:///{tmp} is a folder",
+        "name a file in it (a new name starts a study).",
+    ),
+    "a file that is not an SQLite database": (
+        "hydra.sweeper.storage=sqlite:///notes.txt",
+        "hydra.sweeper.storage=sqlite:///{tmp}/notes.txt cannot be opened as an SQLite database (file is not a "
+        "database)",
+        "name another file (a new name starts a study), or a study's database file.",
+    ),
+    "a journal of random bytes": (
+        "hydra.sweeper.storage=journal:random.bin",
+        f"hydra.sweeper.storage=journal:{{tmp}}/random.bin {NOT_A_JOURNAL}",
+        "(a new name starts a study), or a study's journal file.",
+    ),
+    "a journal that is another program's text": (
+        "hydra.sweeper.storage=journal:notes.txt",
+        f"hydra.sweeper.storage=journal:{{tmp}}/notes.txt {NOT_A_JOURNAL}",
+        "(a new name starts a study), or a study's journal file.",
+    ),
+    "a journal that is another program's one line": (  # Optuna itself takes it for an entry being written
+        "hydra.sweeper.storage=journal:one_line.txt",
+        f"hydra.sweeper.storage=journal:{{tmp}}/one_line.txt {NOT_A_JOURNAL}",
+        "or a study's journal file.",
+    ),
+    "a journal in a folder that does not exist": (
+        "hydra.sweeper.storage=journal:/no/such/dir/study.log",
+        "hydra.sweeper.storage=journal:/no/such/dir/study.log: the folder /no/such/dir does not exist",
+        "create it, or name a file in a folder that exists.",
+    ),
+}
+
+
+def other_programs_files(folder: Path) -> dict[str, bytes]:
+    """Files that other programs wrote, named as the cases above name them, written into ``folder``."""
+    files = {
+        "notes.txt": b"2026-12-01 19:00:00 started\n2026-12-01 19:00:05 done\n",
+        "one_line.txt": b"lr sweep: see the wiki\n",
+        "random.bin": random.Random(0).randbytes(4096),
+    }
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    return files
+
+
+# Through the command line: one case of each kind (a start of python -m lenet_exp each, about 6 s); every case
+# goes through the same check from lenet_exp.sweep below.
+ON_THE_COMMAND_LINE = [
+    "bounds backwards",
+    "a log interval from 0",
+    "a choice of nothing",
+    "an SQLite file in a folder that does not exist",
+    "a journal of random bytes",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ON_THE_COMMAND_LINE)
+def test_a_bad_search_setting_is_one_sentence_before_any_trial(case, tmp_path):
+    setting, begins, to_do = (text.replace("{tmp}", str(tmp_path)) for text in CASES[case])
+    files = other_programs_files(tmp_path)
+    out = run_cli(*STUDY, setting, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, timeout=120)
+    everything = out.stdout + out.stderr
+    last = [line for line in out.stderr.splitlines() if line.strip()][-1]
+    assert out.returncode == 1, everything
+    assert last.startswith(f"error: {begins}") and last.endswith(f"{to_do} Nothing was run."), everything
+    assert "Traceback" not in everything and "raised" not in everything, everything  # no Hydra callback warning
+    assert "epoch" not in everything, everything  # nothing trained
+    assert not (tmp_path / "sweep").exists()  # no job folder, no study in it
+    assert {name: (tmp_path / name).read_bytes() for name in files} == files  # other programs' files untouched
+
+
+def test_the_python_api_raises_the_same_sentences(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the cases' relative paths, as from a notebook in this folder
+    other_programs_files(tmp_path)
+    for case, (setting, begins, to_do) in CASES.items():
+        setting, begins, to_do = (text.replace("{tmp}", str(tmp_path)) for text in (setting, begins, to_do))
+        with pytest.raises(UserError) as refused:
+            lenet_exp.sweep(*STUDY, setting, f"hydra.sweep.dir={tmp_path / 'sweep'}")
+        sentence = str(refused.value)
+        assert sentence.startswith(begins) and sentence.endswith(to_do), (case, sentence)
+        assert not (tmp_path / "sweep").exists(), case
+
+
+@pytest.mark.slow
+def test_the_sweepers_own_refusal_is_one_line_without_a_traceback(tmp_path):
+    """Without SweepChecks (or should a storage go away between the check and the study), the sweeper itself
+    says the sentence; Hydra adds its hint about HYDRA_FULL_ERROR after it."""
+    other_programs_files(tmp_path)
+    out = run_cli(
+        *STUDY,
+        "~hydra.callbacks.sweep_checks",
+        "hydra.sweeper.storage=journal:notes.txt",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+        timeout=120,
+    )
+    everything = out.stdout + out.stderr
+    assert out.returncode == 1, everything
+    assert f"error: hydra.sweeper.storage=journal:{tmp_path}/notes.txt {NOT_A_JOURNAL}" in out.stderr, everything
+    assert "Traceback" not in everything and "raised" not in everything, everything
+    assert not any(p.is_dir() for p in (tmp_path / "sweep").iterdir())  # multirun.yaml only: no job ran
+
+
+def test_journals_of_optuna_still_open_and_one_with_another_programs_lines_is_refused(tmp_path):
+    """The journal check refuses only what is not Optuna's: a new file, an empty one, a study's journal and one
+    whose first entry is still being written open; a study's journal with another program's lines appended is
+    refused with Optuna's own reason."""
+    journal = tmp_path / "study.log"
+    search.open_storage(f"journal://{journal}")  # a new file
+    optuna.create_study(study_name="lenet", storage=search.open_storage(f"journal://{journal}"))
+    assert search.open_storage(f"journal://{journal}").get_all_studies()[0].study_name == "lenet"
+    first = journal.read_bytes().split(b"\n")[0]
+    assert "op_code" in json.loads(first)
+    being_written = tmp_path / "being_written.log"
+    being_written.write_bytes(first[:10])  # a writer's first entry, not yet whole
+    search.open_storage(f"journal://{being_written}")
+    with journal.open("ab") as file:
+        file.write(b"appended by another program\nand more\n")
+    with pytest.raises(UserError, match=r"is not an Optuna journal \(Expecting value: line 1 column 1"):
+        search.open_storage(f"journal://{journal}")
