@@ -141,7 +141,7 @@ def measure(variant: str, args: argparse.Namespace, raw_root: str, scratch: Path
         accelerator = "gpu" if args.device.startswith("cuda") else "cpu"
         overrides = [f"trainer={accelerator}", f"trainer.max_epochs={args.epochs}", f"seed={args.seed}"]
         if args.train_batches:
-            overrides.append(f"+trainer.limit_train_batches={args.train_batches}")
+            overrides.append(f"trainer.limit_train_batches={args.train_batches}")
         extra = [*LENET_VARIANTS[variant], *shlex.split(args.lenet_args)]
         command = [sys.executable, "-m", "lenet_exp", *overrides, f"hydra.run.dir={run_dir}", *extra]
     else:

@@ -88,7 +88,7 @@ def main(argv: list[str]) -> int:
     facts = {**environment("cuda" if gpu else "cpu"), "date": time.strftime("%Y-%m-%d %H:%M")}
     print(f"gpu-check on {facts.get('gpu', facts['cpu'])} ({args.device}), results in {out}", flush=True)
     accelerator = "gpu" if gpu else "cpu"
-    reduced = [] if gpu else ["trainer.max_epochs=1", *(f"+trainer.limit_{s}_batches={n}" for s, n in TRIMMED.items())]
+    reduced = [] if gpu else ["trainer.max_epochs=1", *(f"trainer.limit_{s}_batches={n}" for s, n in TRIMMED.items())]
     python = sys.executable
     repeats = args.repeats or (2 if gpu else 1)
 

@@ -40,8 +40,14 @@ class EpochTimer(Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
+def validated(trainer: pl.Trainer) -> bool:
+    """Whether this hook follows a real evaluation of the fit's validation loop (not Lightning's sanity check)."""
+    return not trainer.sanity_checking
+
+
 class EpochLine(Callback):
-    """Logs ``epoch 1, loss 0.5803, train acc 0.781, test acc 0.806, time 2.4 sec`` per epoch.
+    """Logs ``epoch 1, loss 0.5803, train acc 0.781, test acc 0.806, time 2.4 sec`` per epoch; the
+    evaluation's accuracy only for an epoch that was evaluated (``trainer.check_val_every_n_epoch``).
 
     Lightning runs callbacks' ``on_train_epoch_end`` before the module's, where the training
     metrics are logged, so the line is written when the next epoch starts (or training ends).
@@ -51,10 +57,14 @@ class EpochLine(Callback):
         self.timer = timer
         self._pending: int | None = None  # the epoch whose line is still to be written
         self._timed = 0  # how many epochs the timer had measured when that epoch started
+        self._validated = False  # whether the pending epoch was evaluated (else the metrics are an older epoch's)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer)
-        self._pending, self._timed = trainer.current_epoch, len(self.timer.seconds)
+        self._pending, self._timed, self._validated = trainer.current_epoch, len(self.timer.seconds), False
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validated = self._validated or validated(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer)
@@ -65,7 +75,7 @@ class EpochLine(Callback):
             return  # no epoch pending, or it did not finish (interrupted)
         m = trainer.callback_metrics
         split = getattr(trainer.datamodule, "eval_split", "val")
-        evaluated = f", {split} acc {m[f'{split}/acc']:.3f}" if f"{split}/acc" in m else ""
+        evaluated = f", {split} acc {m[f'{split}/acc']:.3f}" if self._validated and f"{split}/acc" in m else ""
         log.info(
             f"epoch {epoch + 1}, loss {m['train/loss']:.4f}, "
             f"train acc {m['train/acc']:.3f}{evaluated}, time {self.timer.seconds[-1]:.1f} sec"
@@ -77,8 +87,9 @@ class BestCheckpoint(ModelCheckpoint):
 
     Keeps the ``save_top_k`` best epochs (with more than one, ``filename`` needs ``{epoch}``, which counts
     from 1 like ``best_epoch`` and the epoch lines). Saves after the module's epoch-end checks, like
-    ``last.ckpt``. In the book's protocol (no validation split) there is nothing to choose by, and it saves
-    nothing.
+    ``last.ckpt``, and considers only the epochs that were validated (by the epoch's last validation, with
+    ``trainer.val_check_interval`` < 1): another epoch's metrics are an older one's. In the book's protocol
+    (no validation split) there is nothing to choose by, and it saves nothing.
     """
 
     def __init__(
@@ -95,6 +106,7 @@ class BestCheckpoint(ModelCheckpoint):
         )
         self.active = True
         self.best_epoch: int | None = None  # from 1; kept in last.ckpt, so a resumed run knows it
+        self._validated = False  # whether the current epoch was validated
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "best_epoch": self.best_epoch}
@@ -113,8 +125,15 @@ class BestCheckpoint(ModelCheckpoint):
         candidates["epoch"] = candidates["epoch"] + 1
         return candidates
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validated = False
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)  # saves nothing: this one saves at the train epoch's end
+        self._validated = self._validated or validated(trainer)
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.active:
+        if self.active and self._validated:
             before = self.best_model_score
             super().on_train_epoch_end(trainer, pl_module)
             if self.best_model_score is not before:  # a new best: this epoch

@@ -85,6 +85,11 @@ def resume(
     if metrics_file(run).is_file():
         log.info(f"{run} is finished (it has metrics.json); nothing to resume.")
         return json.loads(metrics_file(run).read_text())
+    if (stored.get("trainer") or {}).get("enable_checkpointing") is False:
+        raise UserError(
+            f"{run} was run with trainer.enable_checkpointing=false, so it kept no checkpoint to resume from; "
+            f"run it again (its overrides are in {hydra_file(run, 'overrides.yaml')})."
+        )
 
     # torch and Lightning are imported only after this: they take seconds to load, and a wrong or busy
     # folder is said at once.

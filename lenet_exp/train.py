@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import warnings
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,12 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lenet_exp.callbacks import BestCheckpoint, EpochLine, EpochTimer
+from lenet_exp.errors import UserError
 from lenet_exp.loggers import close_loggers
+from lenet_exp.runtime.atomic import atomic_write
 from lenet_exp.runtime.checkpoints import ConfigInCheckpoint, check_architecture, check_epochs_left, load_checkpoint
 from lenet_exp.runtime.checks import check_run
 from lenet_exp.runtime.distributed import RankWatch, ddp_scope, dead_ranks_named, point_ddp_ranks_at_this_job
@@ -22,7 +26,7 @@ from lenet_exp.runtime.faults import file_system_faults, resumable
 from lenet_exp.runtime.lock import run_lock
 from lenet_exp.runtime.requeue import requeued_checkpoint
 from lenet_exp.runtime.results import environment, flat_metrics, git_revision, hyperparameters, write_json
-from lenet_exp.runtime.run_folder import metrics_file
+from lenet_exp.runtime.run_folder import hydra_file, metrics_file
 from lenet_exp.runtime.threads import job_devices, torch_threads
 from lenet_exp.search import PruneTrial, trial_callbacks
 
@@ -52,6 +56,7 @@ def train(cfg: DictConfig, finishing: bool = False) -> dict[str, Any]:
     its final test; otherwise a checkpoint with nothing left to train is refused.
     """
     tested = check_run(cfg)  # which weights the final test uses: "best" or "last"
+    cfg = with_seed(cfg)
     threads = torch_threads(cfg.get("threads"))
     torch.set_num_threads(threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -74,6 +79,33 @@ def train(cfg: DictConfig, finishing: bool = False) -> dict[str, Any]:
             return record(cfg, trainer, {**flat_metrics(final), **chosen}, timer, stored.git_rev, run_dir)
 
 
+SEED_ENV = "PL_GLOBAL_SEED"  # where pl.seed_everything leaves the seed; the DDP ranks Lightning starts inherit it
+
+
+def with_seed(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with a seed: for ``seed=null`` one drawn now, and written into the run's .hydra/config.yaml (and so
+    into its checkpoints and metrics.json), so that resume, and a rerun with ``seed=<it>``, reproduce the run."""
+    if cfg.seed is not None:
+        return cfg
+    child = os.environ.get("LOCAL_RANK", "0") != "0"  # a DDP rank that Lightning started from rank 0's command
+    if child and SEED_ENV in os.environ:
+        return OmegaConf.merge(cfg, {"seed": int(os.environ[SEED_ENV])})
+    if max(int(os.environ.get(key, "1") or 1) for key in ("WORLD_SIZE", "SLURM_NTASKS")) > 1:
+        raise UserError(
+            "seed=null would make every process that torchrun or srun started draw a seed of its own; "
+            "give one seed, such as seed=42."
+        )
+    seed = secrets.randbelow(2**31)  # what every seeded generator accepts
+    cfg = OmegaConf.merge(cfg, {"seed": seed})
+    stored = hydra_file(Path(cfg.run_dir), "config.yaml")  # Hydra wrote it before the run began
+    if stored.is_file():
+        saved = OmegaConf.load(stored)
+        saved.seed = seed
+        atomic_write(stored, OmegaConf.to_yaml(saved).encode())
+    log.info(f"seed=null: drew seed {seed} (seed={seed} runs this again)")
+    return cfg
+
+
 def build(
     cfg: DictConfig, run_dir: Path, finishing: bool = False
 ) -> tuple[Any, pl.LightningModule, pl.Trainer, EpochTimer, ConfigInCheckpoint]:
@@ -87,6 +119,9 @@ def build(
             check_epochs_left(checkpoint, cfg.ckpt_path, cfg.trainer.max_epochs)
     timer, stored = EpochTimer(), ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True), git_revision())
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    if cfg.trainer.get("enable_checkpointing") is False:  # Lightning refuses checkpoint callbacks with it
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        log.info("trainer.enable_checkpointing=false: no checkpoints are written, so this run cannot be resumed")
     callbacks += [timer, EpochLine(timer), stored, RankWatch(str(run_dir))]
     callbacks += trial_callbacks(cfg.get("optimized_metric"))  # a trial of a study: report epochs, maybe prune
     loggers = [instantiate(each) for each in (cfg.get("logger") or {}).values()]  # logger=[tensorboard,csv]
@@ -98,6 +133,12 @@ def build(
 def test(trainer: pl.Trainer, module: pl.LightningModule, datamodule: Any, tested: str) -> dict[str, Any]:
     """The final test, on the best epoch's weights (``tested="best"``) or the last's; returns which epoch was best."""
     best = next((c for c in trainer.checkpoint_callbacks if isinstance(c, BestCheckpoint) and c.active), None)
+    if tested == "best" and best is not None and not best.best_model_path:
+        log.info(
+            "no epoch was validated (trainer.limit_val_batches=0, or validation due after the last epoch), "
+            "so the final test uses the last weights"
+        )
+        tested = "last"
     chosen = {"best_epoch": best.best_epoch if best else None, "tested": tested}  # test reloads callback states
     test_ckpt = best.best_model_path if best and tested == "best" else None  # "last": the weights in memory
     trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False, weights_only=True)

@@ -90,7 +90,7 @@ BAD_INPUTS = {
     "config: batch size not an integer": (["data.batch_size=2.5"], None, r"data.batch_size=2.5 must be a positive"),
     "config: batch size a word": (["data.batch_size=many"], None, r"data.batch_size='many' must be a positive"),
     "config: max_epochs 0": (["trainer.max_epochs=0"], None, r"trainer.max_epochs=0 must be a positive"),
-    "config: max_epochs negative": (["trainer.max_epochs=-1"], None, r"trainer.max_epochs=-1 must be a positive"),
+    "config: max_epochs negative": (["trainer.max_epochs=-2"], None, r"trainer.max_epochs=-2 must be a positive"),
     "config: lr 0": (["model.optimizer.lr=0"], None, r"model.optimizer.lr=0 must be a positive number"),
     "config: lr negative": (["model.optimizer.lr=-0.1"], None, r"model.optimizer.lr=-0.1 must be a positive number"),
     "config: val_size too large": (["data.val_size=64"], None, r"data.val_size=64 leaves no training images"),

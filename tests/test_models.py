@@ -52,7 +52,7 @@ def test_lenet_modern_composes_from_small_options_under_100k_parameters(tmp_path
 
 def test_lenet_modern_passes_a_fast_dev_run(tmp_path, fake_data):
     cfg = compose_config(
-        tmp_path, ["experiment=lenet_modern", *TINY, f"data.data_dir={fake_data}", "+trainer.fast_dev_run=true"]
+        tmp_path, ["experiment=lenet_modern", *TINY, f"data.data_dir={fake_data}", "trainer.fast_dev_run=true"]
     )
     metrics = train(cfg)
     assert counted_over(metrics["test_acc"], 32) and metrics["epochs"] == 1  # one test batch: all 32 images

@@ -21,7 +21,7 @@ from lenet_exp.runtime.checkpoints import CONFIG_KEY, load_checkpoint
 def start_run(run: Path, *overrides: str) -> subprocess.Popen:
     """The book's experiment on the real data, each epoch cut to 60 of its 235 training batches (the
     shuffle still draws from all 60,000 images; where it is interrupted is what matters here)."""
-    limit = "+trainer.limit_train_batches=60"
+    limit = "trainer.limit_train_batches=60"
     return subprocess.Popen(
         [sys.executable, "-m", "lenet_exp", "trainer=cpu", limit, f"hydra.run.dir={run}", *overrides],
         cwd=ROOT,

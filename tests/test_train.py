@@ -33,7 +33,7 @@ def test_trainer_group_picks_the_accelerator(tmp_path, trainer):
 def test_fast_dev_run_through_hydra_compose(tmp_path, fake_data):
     overrides = [
         "trainer=cpu",
-        "+trainer.fast_dev_run=true",
+        "trainer.fast_dev_run=true",
         f"data.data_dir={fake_data}",
         "data.verify_md5=false",
         "data.batch_size=16",

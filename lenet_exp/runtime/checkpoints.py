@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from lenet_exp.errors import UserError, first_line
-from lenet_exp.runtime.checks import checkpoint_file
+from lenet_exp.runtime.checks import UNBOUNDED, checkpoint_file
 from lenet_exp.runtime.run_folder import run_of
 from lenet_exp.runtime.trust import check_targets
 from lenet_exp.runtime.versions import check_version
@@ -74,9 +74,10 @@ def check_architecture(checkpoint: dict[str, Any], module: nn.Module, path: str 
 
 
 def check_epochs_left(checkpoint: dict[str, Any], path: str | Path, max_epochs: int) -> None:
-    """Refuse to continue from a checkpoint that already holds ``max_epochs`` epochs: there is nothing left to train."""
+    """Refuse to continue from a checkpoint that already holds ``max_epochs`` epochs: there is nothing left to train.
+    With ``max_epochs=-1`` (until early stopping, max_time or max_steps) there always is."""
     done = checkpoint.get("epoch", -1) + 1  # saved at an epoch's end, Lightning stores that epoch's index
-    if done >= max_epochs:
+    if max_epochs != UNBOUNDED and done >= max_epochs:
         raise UserError(
             f"ckpt_path={path} already holds {done} epochs and trainer.max_epochs={max_epochs}, so there is "
             f"nothing left to train; to train further, raise it, such as trainer.max_epochs={done + 5}."

@@ -77,9 +77,32 @@ def checkpoint_file(path: str | Path, key: str = "ckpt_path") -> Path:
     return path
 
 
-def check_trainer(trainer: DictConfig) -> None:
+# Lightning's strategies that run fit in processes it forks or spawns, returning only metrics and weights
+IN_CHILD_PROCESSES = ("spawn", "fork", "notebook")
+UNBOUNDED = -1  # trainer.max_epochs=-1: Lightning trains until something else ends the run
+
+
+def check_trainer(trainer: DictConfig, callbacks: DictConfig | None = None) -> None:
+    """The accelerator, and an epoch count that ends: a positive one, or -1 with early stopping, max_time
+    or max_steps to end the run (Lightning's meaning of -1)."""
     check_accelerator(trainer.accelerator, trainer.get("devices"))
-    check_value("trainer.max_epochs", trainer.max_epochs, "whole", 5, low=1)
+    strategy = str(trainer.get("strategy"))
+    if any(way in strategy for way in IN_CHILD_PROCESSES):
+        raise UserError(
+            f"trainer.strategy={strategy} trains in child processes whose epochs, timings and best epoch do not "
+            "come back for metrics.json; use trainer.strategy=ddp (or trainer=ddp_cpu), the same training with "
+            "the processes started from this command line."
+        )
+    if trainer.max_epochs != UNBOUNDED:
+        check_value("trainer.max_epochs", trainer.max_epochs, "whole", 5, low=1)
+        return
+    stops = any(str(c.get("_target_", "")).endswith("EarlyStopping") for c in (callbacks or {}).values() if c)
+    if not stops and trainer.get("max_time") is None and trainer.get("max_steps", -1) in (-1, None):
+        raise UserError(
+            "trainer.max_epochs=-1 trains until something ends the run, and nothing here does; add "
+            "callbacks=with_early_stopping (with data.val_size=5000), trainer.max_time=00:01:00:00 or "
+            "trainer.max_steps=10000, or give a number of epochs."
+        )
 
 
 def check_steps_per_call(value: object, key: str = "steps_per_call") -> None:
@@ -96,10 +119,13 @@ def check_many_steps(cfg: DictConfig) -> None:
     value = cfg.get("steps_per_call", 1)
     check_steps_per_call(value)
     trainer = cfg.trainer
-    if value in (1, AUTO):
+    if value == 1:
         return
     devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
-    if "ddp" in str(trainer.get("strategy", "")) or (isinstance(devices, int) and devices > 1) or nodes != 1:
+    ddp = "ddp" in str(trainer.get("strategy", "")) or (isinstance(devices, int) and devices > 1) or nodes != 1
+    if value == AUTO and ddp:
+        return  # one step per call there (steps.resolve)
+    if ddp:
         raise UserError(
             f"steps_per_call={value} does not work with several training processes (DDP); "
             "use steps_per_call=1 or steps_per_call=auto there."
@@ -146,11 +172,17 @@ def check_selection(cfg: DictConfig) -> str:
         has_best = has_best or checkpoint
         if monitor.startswith("val/") and not val_size and not checkpoint:
             raise UserError(f"callbacks.{name} monitors {monitor}, which needs a validation split: data.val_size=5000.")
-    test_on = cfg.get("test_on") or ("best" if val_size and has_best else "last")
+    checkpointing = cfg.trainer.get("enable_checkpointing") is not False  # false: train.build drops them all
+    test_on = cfg.get("test_on") or ("best" if val_size and has_best and checkpointing else "last")
     if test_on not in ("best", "last"):
         raise UserError(f"test_on={test_on} is not known; use test_on=best or test_on=last.")
     if test_on == "best" and not val_size:
         raise UserError("test_on=best needs a validation split to choose the best epoch by; set data.val_size=5000.")
+    if test_on == "best" and not checkpointing:
+        raise UserError(
+            "test_on=best needs checkpoints/best.ckpt, which trainer.enable_checkpointing=false does not write; "
+            "use test_on=last, or leave checkpointing on."
+        )
     if test_on == "best" and not has_best:
         raise UserError("test_on=best needs the best-epoch checkpoint of callbacks=default; add it, or test_on=last.")
     return test_on
@@ -159,7 +191,7 @@ def check_selection(cfg: DictConfig) -> str:
 def check_run(cfg: DictConfig) -> str:
     """Everything about ``cfg`` that can be refused before any data or model is built; returns which
     weights the final test uses (``best`` or ``last``)."""
-    check_trainer(cfg.trainer)
+    check_trainer(cfg.trainer, cfg.get("callbacks"))
     check_many_steps(cfg)
     if cfg.get("ckpt_path"):
         checkpoint_file(cfg.ckpt_path)

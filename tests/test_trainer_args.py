@@ -1,0 +1,225 @@
+"""Lightning's Trainer arguments as users type them: without a "+", through the command line, started from a
+folder outside the checkout, each doing what Lightning documents beside lenet_exp's epoch lines, checkpoints,
+best epoch, TensorBoard's epoch axis and resume.
+
+The fake data: 64 training images in batches of 16 (4 batches an epoch; with data.val_size=16, 3 batches and
+16 validation images), 32 test images."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import CONF_DIR, ROOT, TIMING, TINY, compose_config, run_cli, scalars
+from omegaconf import OmegaConf
+
+from lenet_exp.runtime.run_folder import best_checkpoint, hydra_file, last_checkpoint, metrics_file
+from lenet_exp.train import train
+
+# Filled by lenet_exp.train.build from the callbacks and logger groups, not by conf/trainer/default.yaml.
+BUILT = {"callbacks", "logger"}
+# Where conf/trainer/default.yaml differs from Lightning's default on purpose (each line says why).
+CHOSEN = {
+    "devices",
+    "precision",
+    "max_epochs",
+    "num_sanity_val_steps",
+    "enable_model_summary",
+    "deterministic",
+    "benchmark",
+    "plugins",
+    "default_root_dir",
+}
+# The arguments users of LightningCLI type as they are (issue: each needed a "+").
+TYPED = [
+    "trainer.accumulate_grad_batches=2",
+    "trainer.gradient_clip_val=0.5",
+    "trainer.val_check_interval=0.5",
+    "trainer.check_val_every_n_epoch=2",
+    "trainer.max_steps=30",
+    "trainer.max_time=00:00:10:00",
+    "trainer.strategy=ddp",
+    "trainer.log_every_n_steps=1",
+    "trainer.overfit_batches=2",
+    "trainer.enable_checkpointing=false",
+    "trainer.limit_val_batches=0",
+]
+
+
+def lenet_exp(tmp_path: Path, fake_data: Path, *args: str, env: dict[str, str] | None = None):
+    """``python -m lenet_exp <TINY> <args>`` from ``tmp_path`` (outside the checkout), into ``tmp_path/run``."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "lenet_exp", *TINY, f"data.data_dir={fake_data}", f"hydra.run.dir={run}", *args]
+    out = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Traceback" not in out.stdout + out.stderr
+    return out.stdout + out.stderr, run, json.loads(metrics_file(run).read_text())
+
+
+def epoch_lines(output: str) -> list[str]:
+    return re.findall(r"^epoch \d+, .*$", output, re.MULTILINE)
+
+
+def checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_the_trainer_yaml_holds_every_argument_of_lightnings_trainer_with_its_defaults():
+    """A Lightning upgrade that adds, removes or renames an argument fails here: add it to the YAML."""
+    yaml = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "trainer" / "default.yaml"))
+    signature = inspect.signature(pl.Trainer.__init__).parameters
+    assert set(yaml) - {"_target_"} == set(signature) - {"self"} - BUILT
+    text = (CONF_DIR / "trainer" / "default.yaml").read_text()
+    for name, value in yaml.items():
+        if name == "_target_":
+            continue
+        if name in CHOSEN:  # a choice of lenet_exp's, and its line says why
+            assert value != signature[name].default, name
+            assert "#" in next(line for line in text.splitlines() if line.startswith(f"{name}:")), name
+        else:
+            assert value == signature[name].default, f"{name}: {value!r}, Lightning's is {signature[name].default!r}"
+
+
+@pytest.mark.parametrize("override", TYPED)
+def test_each_argument_is_set_without_a_plus(tmp_path, override):
+    key, value = override.split("=", 1)
+    composed = OmegaConf.select(compose_config(tmp_path, [override]), key)
+    assert str(composed).lower() == value.lower()
+
+
+def test_unbounded_max_epochs_alone_is_one_sentence(tmp_path):
+    out = run_cli(*TINY, "trainer.max_epochs=-1", f"hydra.run.dir={tmp_path / 'run'}", timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
+    assert "error: trainer.max_epochs=-1 trains until something ends the run, and nothing here does" in out.stderr
+
+
+def test_max_epochs_minus_one_runs_until_early_stopping(tmp_path, fake_data):
+    output, run, metrics = lenet_exp(
+        tmp_path, fake_data, "trainer.max_epochs=-1", "callbacks=with_early_stopping",
+        "callbacks.early_stopping.patience=1", "data.val_size=16",
+    )  # fmt: skip
+    # patience 1: the first epoch that does not beat the best one (strictly, as best.ckpt counts) is the last
+    assert metrics["epochs"] == metrics["best_epoch"] + 1 == len(epoch_lines(output))
+    assert checkpoint(best_checkpoint(run))["epoch"] + 1 == metrics["best_epoch"] and metrics["tested"] == "best"
+
+
+def test_max_epochs_minus_one_runs_until_max_time(tmp_path, fake_data):
+    output, run, metrics = lenet_exp(tmp_path, fake_data, "trainer.max_epochs=-1", "trainer.max_time=00:00:00:03")
+    assert "Time limit reached" in output
+    assert metrics["epochs"] == len(epoch_lines(output)) == checkpoint(last_checkpoint(run))["epoch"] + 1
+    assert sum(metrics["epoch_seconds"]) < 3 + 2 * max(metrics["epoch_seconds"])  # stopped within an epoch or so
+    assert [step for step, _ in scalars(run, "train/loss")] == list(range(metrics["epochs"]))  # the epoch axis
+
+
+def test_max_steps_counts_accumulated_and_clipped_steps(tmp_path, fake_data):
+    """3 optimizer steps of 2 batches each: the second of the 2 epochs begun stops after its first step."""
+    spy = tmp_path / "grads.json"
+    output, run, metrics = lenet_exp(
+        tmp_path, fake_data, "trainer.max_steps=3", "trainer.accumulate_grad_batches=2",
+        "trainer.gradient_clip_val=0.1", f"+callbacks.grad_spy={{_target_:grad_spy.GradSpy,path:{spy}}}",
+        env={**os.environ, "PYTHONPATH": str(ROOT / "tests")},
+    )  # fmt: skip
+    assert checkpoint(last_checkpoint(run))["global_step"] == 3 and metrics["epochs"] == 2
+    first, second = epoch_lines(output)
+    assert "test acc" in first and "test acc" not in second  # max_steps ended epoch 2 before its evaluation
+    grads = json.loads(spy.read_text())
+    assert len(grads["before"]) == len(grads["after"]) == 3
+    assert max(grads["before"]) > 0.1 and max(grads["after"]) <= 0.1 * (1 + 1e-5)  # the clipping had work to do
+
+
+def test_val_check_interval_validates_within_epochs_and_best_comes_from_the_epochs_last(tmp_path, fake_data):
+    """32 training images, 2 batches: trainer.val_check_interval=0.5 validates after each."""
+    output, run, metrics = lenet_exp(
+        tmp_path, fake_data, "trainer.val_check_interval=0.5", "data.val_size=32", "trainer.max_epochs=2"
+    )
+    points = scalars(run, "val/acc")
+    assert [step for step, _ in points] == [0, 0, 1, 1]  # logged at the epoch they ran in
+    last_of_epoch = [points[1][1], points[3][1]]
+    assert metrics["best_epoch"] == 1 + last_of_epoch.index(max(last_of_epoch)) and metrics["tested"] == "best"
+    assert all("val acc" in line for line in epoch_lines(output))
+
+
+def test_check_val_every_n_epoch_chooses_the_best_among_the_validated_epochs(tmp_path, fake_data):
+    output, run, metrics = lenet_exp(
+        tmp_path, fake_data, "trainer.check_val_every_n_epoch=2", "data.val_size=16", "trainer.max_epochs=3"
+    )
+    assert [step for step, _ in scalars(run, "val/acc")] == [1]
+    assert ["val acc" in line for line in epoch_lines(output)] == [False, True, False]  # no stale numbers
+    assert metrics["best_epoch"] == 2 and checkpoint(best_checkpoint(run))["epoch"] == 1 and metrics["epochs"] == 3
+    assert "could not find the monitored key" not in output
+
+
+def test_no_validated_epoch_tests_the_last_weights_and_says_so(tmp_path, fake_data, caplog):
+    """Validation due only after the last epoch (in-process: the same path as limit_val_batches=0 below)."""
+    overrides = [*TINY, f"data.data_dir={fake_data}", "data.val_size=16", "trainer.max_epochs=2"]
+    caplog.set_level(logging.INFO, logger="lenet_exp")
+    metrics = train(compose_config(tmp_path, [*overrides, "trainer.check_val_every_n_epoch=3", "logger=none"]))
+    assert metrics["tested"] == "last" and metrics["best_epoch"] is None and "val_acc" not in metrics
+    assert not best_checkpoint(tmp_path).exists()
+    assert caplog.text.count("no epoch was validated") == 1
+
+
+def test_seed_null_draws_one_seed_records_it_and_reruns_the_same(tmp_path, fake_data):
+    """With a validation split and trainer.limit_val_batches=0: the last weights are tested, said once."""
+    output, run, metrics = lenet_exp(
+        tmp_path, fake_data, "seed=null", "data.val_size=16", "trainer.limit_val_batches=0", "trainer.max_epochs=2"
+    )
+    seed = metrics["seed"]
+    assert isinstance(seed, int) and f"seed=null: drew seed {seed}" in output
+    assert output.count("no epoch was validated") == 1 and metrics["tested"] == "last"
+    assert not best_checkpoint(run).exists()
+    assert OmegaConf.load(hydra_file(run, "config.yaml")).seed == seed  # what resume replays
+    stored = checkpoint(last_checkpoint(run))
+    assert stored["lenet_exp_config"]["seed"] == stored["lenet_exp_config"]["data"]["seed"] == seed
+
+    metrics_file(run).unlink()  # resume: the run's own config, so its seed
+    resumed = run_cli(str(run), module="lenet_exp.resume", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(metrics_file(run).read_text())["seed"] == seed and "drew seed" not in resumed.stderr
+
+    again = tmp_path / "again"  # a rerun with the seed given
+    overrides = [*TINY, f"data.data_dir={fake_data}", "data.val_size=16", "trainer.limit_val_batches=0"]
+    rerun = train(compose_config(again, [*overrides, "trainer.max_epochs=2", f"seed={seed}", "logger=none"]))
+    assert {k: v for k, v in rerun.items() if k not in TIMING} == {k: v for k, v in metrics.items() if k not in TIMING}
+    weights = checkpoint(last_checkpoint(again))["state_dict"]
+    assert all(torch.equal(weights[k], stored["state_dict"][k]) for k in weights)
+
+
+def test_enable_checkpointing_false_runs_without_checkpoints_and_resume_says_so(tmp_path, fake_data):
+    output, run, metrics = lenet_exp(
+        tmp_path, fake_data, "trainer.enable_checkpointing=false", "data.val_size=16", "trainer.max_epochs=2"
+    )
+    assert not (run / "checkpoints").exists() and metrics["tested"] == "last" and metrics["epochs"] == 2
+    assert len(epoch_lines(output)) == 2
+    metrics_file(run).unlink()
+    resumed = run_cli(str(run), module="lenet_exp.resume", timeout=120)
+    assert resumed.returncode == 1 and "Traceback" not in resumed.stderr
+    assert "was run with trainer.enable_checkpointing=false, so it kept no checkpoint to resume from" in resumed.stderr
+
+
+def test_overfit_batches_and_log_every_n_steps(tmp_path, fake_data):
+    """overfit_batches=2: 2 training batches an epoch, in the same order every epoch. lenet_exp logs once an
+    epoch (on TensorBoard's epoch axis), so log_every_n_steps has no steps to log."""
+    output, run, metrics = lenet_exp(
+        tmp_path, fake_data, "trainer.overfit_batches=2", "trainer.log_every_n_steps=1", "trainer.max_epochs=2"
+    )
+    assert checkpoint(last_checkpoint(run))["global_step"] == 4 and metrics["epochs"] == 2
+    assert [step for step, _ in scalars(run, "train/loss")] == [0, 1]
+
+
+def test_ddp_spawn_is_one_sentence_that_names_ddp(tmp_path):
+    """Lightning's spawned (or forked) processes send back only metrics and weights: metrics.json would say 0
+    epochs, no timings and no best epoch."""
+    out = run_cli(*TINY, "trainer.strategy=ddp_spawn", f"hydra.run.dir={tmp_path / 'run'}", timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
+    assert "error: trainer.strategy=ddp_spawn trains in child processes" in out.stderr
+    assert "use trainer.strategy=ddp (or trainer=ddp_cpu)" in out.stderr
