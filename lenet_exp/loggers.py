@@ -1,40 +1,108 @@
 """The trackers of conf/logger/ (TensorBoard in one event file per run, a CSV row per epoch, an MLflow run
-in the run folder), and what every tracker is given: images, and at the end the run's settings and final
-metrics."""
+in the run folder or on a server), and what every tracker is given: images, and at the end the run's settings and
+final metrics.
+
+Sending what a run kept while its MLflow server was not answering (``<run>/mlflow_unsent.jsonl``):
+
+    python -m lenet_exp.loggers <run folder> <tracking uri>
+"""
 
 from __future__ import annotations
 
+import base64
 import csv
 import fcntl
+import hashlib
 import http.client
 import importlib.util
 import io
+import json
 import logging
+import os
+import re
+import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from lightning_fabric.loggers.logger import rank_zero_experiment
+from lightning_fabric.utilities.logger import _convert_params, _flatten_dict
 from PIL import Image
 from pytorch_lightning.core.saving import save_hparams_to_yaml
 from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from lenet_exp.errors import UserError
+from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line
 from lenet_exp.runtime.atomic import atomic_write
+from lenet_exp.runtime.cli import answer_help
 from lenet_exp.runtime.run_folder import FINAL, SUMMARY
 
 log = logging.getLogger("lenet_exp")
+
+UNSENT = "mlflow_unsent.jsonl"  # in the run folder: the MLflow calls a server that stopped answering was not sent
+
+# MLflow's client retries a failed call 7 times with backoff factor 2 and waits up to 120 s for each answer, so a
+# server that stopped answering held an epoch for minutes. lenet_exp's own calls get 2 retries (a few seconds where
+# connections are refused) and 10 s per answer; a variable the user set wins.
+SERVER_CALL_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+
+@contextmanager
+def bounded_retries() -> Iterator[None]:
+    """MLflow's client reads its retry settings from the environment at each call: set ``SERVER_CALL_LIMITS`` (those
+    the user did not set) for the calls inside, and take them away after, so the user's other MLflow calls keep
+    MLflow's defaults."""
+    ours = {key: value for key, value in SERVER_CALL_LIMITS.items() if key not in os.environ}
+    os.environ.update(ours)
+    try:
+        yield
+    finally:
+        for key in ours:
+            os.environ.pop(key, None)
+
+
+def readable_name(run_dir: str | Path) -> str:
+    """A run's name for a tracker when no override names it: its folder's date and time as Hydra names run folders
+    (``outputs/2026-11-29/12-00-00`` -> ``2026-11-29_12-00-00``, a sweep's job ``.../2026-11-29/12-00-00/3`` ->
+    ``2026-11-29_12-00-00_3``), else the folder's own name."""
+    parts = Path(run_dir).parts
+    for i in range(len(parts) - 2, -1, -1):
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", parts[i]) and re.fullmatch(r"\d{2}-\d{2}-\d{2}", parts[i + 1]):
+            return "_".join(parts[i:])
+    return Path(run_dir).name or "run"
+
+
+NAME_BYTES = 200  # a folder's name may hold 255 bytes; a study's job can be named by more (its overrides)
+
+
+def folder_name(name: str) -> str:
+    """``name`` as a folder name: as it is, or, when longer than ``NAME_BYTES``, its beginning and a hash of the
+    whole, so that the jobs of a sweep named by long overrides keep folders of their own."""
+    whole = name.encode()
+    if len(whole) <= NAME_BYTES:
+        return name
+    digest = hashlib.sha1(whole).hexdigest()[:10]
+    return whole[: NAME_BYTES - len(digest) - 1].decode(errors="ignore") + "_" + digest
 
 
 class RunTensorBoardLogger(TensorBoardLogger):
     """Lightning's TensorBoardLogger with one event file per run: training, the final test and the
     HParams summary.
+
+    ``version`` names the run's folder ``<save_dir>/<name>/<version>/`` (conf/logger/tensorboard.yaml: the run's
+    overrides); empty: the run folder's date and time (``readable_name``), or no folder of its own for a run
+    that began with its events in ``<save_dir>/<name>/`` (an older run resumed).
 
     Lightning closes the writer after fitting and after testing, and the next write starts a new
     file. TensorBoard reads a folder's files in the order of their names, which a process tells apart
@@ -43,6 +111,11 @@ class RunTensorBoardLogger(TensorBoardLogger):
     and then dropped as out of order. Here fitting and testing end with a flush; ``close_loggers``
     closes the file once, at the end of the run (a failed run closes it at once).
     """
+
+    def __init__(self, save_dir: str, name: str = "tensorboard", version: str | None = None, **kwargs: Any) -> None:
+        if not version and not any((Path(save_dir) / name).glob("events.out.tfevents.*")):
+            version = readable_name(save_dir)
+        super().__init__(save_dir, name=name, version=folder_name(version or ""), **kwargs)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
@@ -118,12 +191,18 @@ class LocalMLFlowLogger(MLFlowLogger):
     Without ``tracking_uri``: no server, the run in ``<save_dir>/mlflow.db`` (SQLite), its artifacts in
     ``<save_dir>/artifacts/``; several runs, also at the same time (the parallel jobs of a sweep), may share
     one store. With ``tracking_uri`` (``http://host:port``): the server keeps the runs and, for an
-    ``mlflow server --artifacts-destination``, the artifacts; nothing is written to ``save_dir``.
-    The run folder is the run's tag ``run_dir``.
+    ``mlflow server --artifacts-destination``, the artifacts; nothing is written to ``save_dir``. A server that
+    stops answering during the run is told once in the log and the run goes on: what was not sent is kept in
+    ``<run_dir>/mlflow_unsent.jsonl``, for ``send_unsent``.
 
+    The run folder is the run's tag ``run_dir``; the run is named ``run_name`` (the run's overrides), else after
+    its folder (``readable_name``). The experiment carries ``EXPERIMENT_TAGS``.
     Per-epoch metrics are logged with the epoch (from 0) as step; the final test after the last
     epoch is at step = the number of epochs. A resumed run (same ``run_dir``) continues its MLflow run.
     """
+
+    # MLflow 3's UI opens an experiment in the view its kind names; without the tag, in the GenAI one.
+    EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
     def __init__(
         self,
@@ -139,12 +218,16 @@ class LocalMLFlowLogger(MLFlowLogger):
                 "(or choose another logger, such as logger=csv)."
             )
         self.run_dir, self._lock_file = str(run_dir), None
+        self._server = tracking_uri or None  # where calls can fail while the run goes on
+        self._gone: str | None = None  # why the server stopped being called (then calls go to mlflow_unsent.jsonl)
+        self._epoch, self._fitted = 0, False  # the epoch (from 1) being logged; whether fitting has ended
+        run_name = run_name or readable_name(self.run_dir)
         if tracking_uri:
             self.check_reachable(tracking_uri)
             # No artifact_location: the server chooses (mlflow-artifacts:, stored under --artifacts-destination).
             super().__init__(
                 experiment_name=experiment_name,
-                run_name=run_name or None,
+                run_name=run_name,
                 tracking_uri=tracking_uri,
                 tags={"run_dir": self.run_dir},
             )
@@ -157,7 +240,7 @@ class LocalMLFlowLogger(MLFlowLogger):
         with self._store_locked():  # MLflow's client creates a new store's tables
             super().__init__(
                 experiment_name=experiment_name,
-                run_name=run_name or None,  # no overrides: MLflow makes up a name
+                run_name=run_name,
                 tracking_uri=f"sqlite:///{store / 'mlflow.db'}",
                 tags={"run_dir": self.run_dir},
                 artifact_location=(store / "artifacts").as_uri(),
@@ -190,6 +273,26 @@ class LocalMLFlowLogger(MLFlowLogger):
     @property
     @rank_zero_experiment
     def experiment(self) -> Any:
+        """MLflow's client, the run created (or found) on first use; while the server is not answering, the
+        client alone (lenet_exp's calls then go to mlflow_unsent.jsonl)."""
+        if self._initialized or self._gone is not None:
+            return self._mlflow_client
+        if self._server is None:  # a store of the run's own: its errors are faults of the run
+            return self._open()
+        try:
+            with bounded_retries():
+                return self._open()
+        except self._server_errors() as err:
+            self._went_away(err)
+            return self._mlflow_client
+
+    @property
+    def run_id(self) -> str | None:
+        _ = self.experiment
+        return self._run_id
+
+    def _open(self) -> Any:
+        """The experiment and run on first use (raising what the store or server raised)."""
         if not self._initialized and self._run_id is None:
             self._run_id = self._earlier_run()
         return super().experiment
@@ -215,44 +318,238 @@ class LocalMLFlowLogger(MLFlowLogger):
             yield
 
     def _find_or_create(self) -> str | None:
-        from mlflow.exceptions import MlflowException
+        client, name, location = self._mlflow_client, self._experiment_name, self._artifact_location
+        experiment_id, run_id = find_or_create_run(client, name, self.run_dir, location)
+        self._experiment_id = experiment_id
+        return run_id
 
-        client = self._mlflow_client
-        experiment = client.get_experiment_by_name(self._experiment_name)
-        if experiment is None:
+    # --- calls to the server, and what is kept when it stops answering --------------------------------------
+
+    @staticmethod
+    def _server_errors() -> tuple[type[BaseException], ...]:
+        from mlflow.exceptions import MlflowException
+        from requests import RequestException
+
+        return MlflowException, RequestException, OSError
+
+    def _call(self, send: Callable[[], Any], record: Callable[[], dict[str, Any]]) -> None:
+        """``send()`` through MLflow's client; on a server, once a call failed, ``record()`` goes to the run's
+        mlflow_unsent.jsonl instead, for the rest of the run."""
+        if self._server is None:
+            send()
+            return
+        if self._gone is None:
             try:
-                self._experiment_id = client.create_experiment(
-                    self._experiment_name, artifact_location=self._artifact_location
-                )
-                return None
-            except MlflowException as err:
-                # Another job of the sweep created it between our look and our write (on a server: no lock).
-                if err.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise
-                experiment = client.get_experiment_by_name(self._experiment_name)
-        quote = '"' if "'" in self.run_dir else "'"
-        runs = client.search_runs([experiment.experiment_id], f"tags.run_dir = {quote}{self.run_dir}{quote}")
-        if not runs:
-            self._experiment_id = experiment.experiment_id
-            return None
-        client.update_run(runs[0].info.run_id, status="RUNNING")
-        return runs[0].info.run_id
+                with bounded_retries():
+                    self._open()
+                    send()
+                return
+            except self._server_errors() as err:
+                self._went_away(err)
+        self._keep(record())
+
+    def _went_away(self, err: BaseException) -> None:
+        """Say once which server stopped answering, and when; start the file of unsent calls."""
+        if self._gone is not None:
+            return
+        self._gone = server_error_reason(err)
+        if self._fitted:
+            when = f"after epoch {self._epoch}" if self._epoch else "after training"
+        else:
+            when = f"at epoch {self._epoch}" if self._epoch else "before the first epoch"
+        path = Path(self.run_dir) / UNSENT
+        log.warning(
+            f"MLflow server {self._server} stopped answering {when} ({self._gone}); training goes on, and what it "
+            f"was not sent is kept in {path} (to send it later: python -m lenet_exp.loggers {self.run_dir} "
+            f"{self._server})"
+        )
+        self._keep(
+            {
+                "call": "run",
+                "run_id": self._run_id,  # None: the run was not created yet
+                "experiment_name": self._experiment_name,
+                "run_name": self._run_name,
+                "tags": self.tags or {},
+            }
+        )
+
+    def _keep(self, call: dict[str, Any]) -> None:
+        with open(Path(self.run_dir) / UNSENT, "a") as f:
+            f.write(json.dumps(call) + "\n")
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any]) -> None:
         """MLflow never changes a parameter of a run: a run continued with other settings keeps the
         first values (and says so) instead of failing at its end."""
+        params = _flatten_dict(_convert_params(params))
+        self._call(partial(self._log_new_params, params), lambda: {"call": "log_params", "params": as_params(params)})
+
+    def _log_new_params(self, params: dict[str, Any]) -> None:
         logged = self.experiment.get_run(self.run_id).data.params
         changed = sorted(key for key, value in params.items() if logged.get(key, str(value)[:250]) != str(value)[:250])
         if changed:
             log.warning(f"MLflow keeps the first values of {', '.join(changed)} (a run's parameters never change)")
         super().log_hyperparams({key: value for key, value in params.items() if key not in changed})
 
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        if step is not None and not self._fitted:
+            self._epoch = max(self._epoch, int(step) + 1)  # the module logs the epoch (from 0) as the step
+        values = {key: float(value) for key, value in metrics.items() if not isinstance(value, str)}
+        timestamp = int(time.time() * 1000)
+        self._call(
+            partial(super().log_metrics, metrics, step),
+            lambda: {"call": "log_metrics", "step": step or 0, "timestamp": timestamp, "metrics": values},
+        )
+
+    @rank_zero_only
+    def log_png(self, tag: str, image: Image.Image) -> None:
+        """``image`` as the run's artifact ``<tag>.png``."""
+        self._call(
+            lambda: self.experiment.log_image(self.run_id, image, artifact_file=f"{tag}.png"),
+            lambda: {"call": "log_image", "artifact_file": f"{tag}.png", "png": png_base64(image)},
+        )
+
+    @rank_zero_only
+    def finalize(self, status: str = "success") -> None:
+        self._fitted = True  # Lightning finalizes after fitting and after testing; lenet_exp once more at the end
+        status = {"success": "FINISHED", "finished": "FINISHED", "failed": "FAILED"}.get(status, status)
+        if self._gone is None and not self._initialized:
+            return  # nothing was logged: no run to end
+        self._call(partial(super().finalize, status), lambda: {"call": "set_terminated", "status": status})
+
+
+def find_or_create_run(
+    client: Any, experiment_name: str, run_dir: str, artifact_location: str | None = None
+) -> tuple[str, str | None]:
+    """The id of the experiment ``experiment_name`` (created, with ``EXPERIMENT_TAGS``, if there is none; an
+    existing one without a kind gets the tag too) and of its run of the folder ``run_dir`` (None: no run yet)."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        try:
+            experiment_id = client.create_experiment(
+                experiment_name, artifact_location=artifact_location, tags=LocalMLFlowLogger.EXPERIMENT_TAGS
+            )
+            return experiment_id, None
+        except MlflowException as err:
+            # Another job of the sweep created it between our look and our write (on a server: no lock).
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(experiment_name)
+    for key, value in LocalMLFlowLogger.EXPERIMENT_TAGS.items():
+        if key not in experiment.tags:  # made by an older lenet_exp, or by hand: a kind it did not say
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    quote = '"' if "'" in run_dir else "'"
+    runs = client.search_runs([experiment.experiment_id], f"tags.run_dir = {quote}{run_dir}{quote}")
+    if not runs:
+        return experiment.experiment_id, None
+    client.update_run(runs[0].info.run_id, status="RUNNING")
+    return experiment.experiment_id, runs[0].info.run_id
+
+
+def png_base64(image: Image.Image) -> str:
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    return base64.b64encode(png.getvalue()).decode()
+
+
+def as_params(params: dict[str, Any]) -> dict[str, str]:
+    """Parameters as MLflow stores them: strings of at most 250 characters."""
+    return {key: str(value)[:250] for key, value in params.items()}
+
+
+def server_error_reason(err: BaseException) -> str:
+    """Why a call to an MLflow server failed, in a few words (``Connection refused``, ``timed out``), from the
+    exception chain that MLflow's client and requests build."""
+    text = " ".join(str(e) for e in _chain(err))
+    if found := re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text):
+        return found.group(1).strip()
+    if re.search(r"timed? ?out", text, re.IGNORECASE):
+        return "timed out"
+    return first_line(err)[:200]
+
+
+def _chain(err: BaseException | None) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def send_unsent(run_dir: str | Path, tracking_uri: str) -> int:
+    """Send the calls kept in ``<run_dir>/mlflow_unsent.jsonl`` to the MLflow server at ``tracking_uri`` (the run
+    they belong to, found by its id or its ``run_dir`` tag, else created), then rename the file
+    ``mlflow_unsent.sent.jsonl``; returns how many calls were sent. The file is data: it names no server, and its
+    calls only log metrics, parameters, PNG images and a run's end."""
+    from mlflow.entities import Metric, Param
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    path = Path(run_dir) / UNSENT
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: the run kept nothing unsent (give the run folder its warning named).")
+    try:
+        calls = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if not calls or calls[0].get("call") != "run":
+            raise ValueError("it does not start with its run")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not a file of unsent MLflow calls ({err}); nothing was sent.") from None
+    LocalMLFlowLogger.check_reachable(tracking_uri)
+    client, run_id, sent = MlflowClient(tracking_uri), None, 0
+    try:
+        with bounded_retries():
+            for call in calls:
+                kind = call.get("call")
+                if kind == "run":
+                    run_id = call.get("run_id")
+                    if run_id is None:
+                        tags = {str(k): str(v) for k, v in (call.get("tags") or {}).items()}
+                        experiment_id, run_id = find_or_create_run(
+                            client, call["experiment_name"], tags.get("run_dir", str(run_dir))
+                        )
+                        if run_id is None:
+                            if call.get("run_name"):
+                                tags["mlflow.runName"] = str(call["run_name"])
+                            run_id = client.create_run(experiment_id, tags=tags).info.run_id
+                    continue
+                if kind == "log_metrics":
+                    metrics = [
+                        Metric(str(k), float(v), int(call["timestamp"]), int(call["step"]))
+                        for k, v in call["metrics"].items()
+                    ]
+                    client.log_batch(run_id, metrics=metrics)
+                elif kind == "log_params":
+                    client.log_batch(run_id, params=[Param(str(k), str(v)) for k, v in call["params"].items()])
+                elif kind == "log_image":
+                    artifact = str(call["artifact_file"])
+                    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)*\.png", artifact) or ".." in artifact.split("/"):
+                        raise ValueError(f"artifact {artifact!r} is not a PNG path of a run")
+                    client.log_image(
+                        run_id, Image.open(io.BytesIO(base64.b64decode(call["png"]))), artifact_file=artifact
+                    )
+                elif kind == "set_terminated":
+                    client.set_terminated(run_id, str(call["status"]))
+                else:
+                    raise ValueError(f"unknown call {kind!r}")
+                sent += 1
+    except (MlflowException, KeyError, ValueError, TypeError, OSError) as err:
+        raise UserError(
+            f"sending {path} to {tracking_uri} stopped after {sent} calls ({server_error_reason(err)}); "
+            "fix that and send it again (what was sent is sent twice: metrics then have two points)."
+        ) from None
+    path.rename(path.with_name("mlflow_unsent.sent.jsonl"))
+    return sent
+
 
 def log_image(logger: Logger, tag: str, image: Image.Image, step: int) -> None:
     """``image`` as a TensorBoard image, or as the MLflow artifact ``<tag>.png``; other loggers keep no images."""
     if isinstance(logger, TensorBoardLogger):
         logger.experiment.add_image(tag, np.asarray(image), step, dataformats="HWC")
+    elif isinstance(logger, LocalMLFlowLogger):
+        logger.log_png(tag, image)
     elif isinstance(logger, MLFlowLogger):
         logger.experiment.log_image(logger.run_id, image, artifact_file=f"{tag}.png")
 
@@ -271,3 +568,16 @@ def close_loggers(loggers: list[Logger], settings: dict[str, Any], metrics: dict
         logger.finalize("success")
         if isinstance(logger, RunTensorBoardLogger):
             logger.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    answer_help(argv, __doc__)
+    if len(argv) != 2 or any(arg.startswith("-") for arg in argv):
+        fail("give a run folder and the server; usage: python -m lenet_exp.loggers <run folder> <tracking uri>")
+    sent = exit_on_user_error(lambda: send_unsent(argv[0], argv[1]))
+    print(f"sent {sent} calls to {argv[1]}; {Path(argv[0]) / UNSENT} is now mlflow_unsent.sent.jsonl")
+
+
+if __name__ == "__main__":
+    main()

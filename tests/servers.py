@@ -17,10 +17,12 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pytorch_lightning import Callback
 
 APT_LOCK = Path("/tmp/lenet_exp-apt.lock")
 
@@ -332,6 +334,11 @@ MLFLOW_START_TIMEOUT = 90  # seconds for `mlflow server` to create its tables an
 class MlflowServer:
     uri: str  # http://127.0.0.1:<port>
     artifacts: Path  # the server's --artifacts-destination
+    pid: int  # its process group: `mlflow server`, gunicorn or uvicorn and their workers
+
+    def stop(self) -> None:
+        """Stop every process of the server (SIGTERM, then SIGKILL after 15 s); done when /health stops answering."""
+        stop_group(self.pid)
 
 
 def answers_health(uri: str) -> bool:
@@ -342,25 +349,47 @@ def answers_health(uri: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def mlflow_server() -> Iterator[MlflowServer]:
+def stop_group(pid: int) -> None:
+    """SIGTERM the process group `pid`, SIGKILL what is left of it after 15 s."""
+    for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(pid, sig)  # the group outlives its leader while a worker is left
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                return
+            try:  # reap the leader if it is our child, so that the group can empty
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.1)
+
+
+@contextmanager
+def running_mlflow_server(folder: Path, port: int | None = None) -> Iterator[MlflowServer]:
     """A real tracking server (`mlflow server` of the full mlflow package, beside this Python) with its SQLite
-    store and its proxied artifacts in a temporary folder, one worker."""
+    store and its proxied artifacts in `folder` (a second one on the same folder and port finds the first's runs),
+    one worker; stopped on leaving, also when the test failed."""
     executable = Path(sys.executable).with_name("mlflow")
     if not executable.exists():
         pytest.skip(f"needs the full mlflow package (its `mlflow server`), not in {executable.parent}: make setup")
-    folder, port = Path(tempfile.mkdtemp(prefix="lenet_exp-mlflow-")), free_port()
-    server = MlflowServer(f"http://127.0.0.1:{port}", folder / "artifacts")
+    port = port or free_port()
     log = folder / "server.log"
     store = f"sqlite:///{folder / 'mlflow.db'}"
+    artifacts = folder / "artifacts"
     command = [executable, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-               "--backend-store-uri", store, "--artifacts-destination", server.artifacts]  # fmt: skip
+               "--backend-store-uri", store, "--artifacts-destination", artifacts]  # fmt: skip
     # No job runner (MLflow's GenAI jobs, eight more processes): it doubles the start-up on two cores.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with log.open("wb") as out:  # a process group of its own: the teardown stops uvicorn's worker with it
+    with log.open("ab") as out:  # a process group of its own: stopping it stops uvicorn's worker with it
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, cwd=folder, env=env, start_new_session=True
         )
+    server = MlflowServer(f"http://127.0.0.1:{port}", artifacts, process.pid)
     try:
         deadline = time.monotonic() + MLFLOW_START_TIMEOUT
         while not answers_health(server.uri):
@@ -374,13 +403,44 @@ def mlflow_server() -> Iterator[MlflowServer]:
             time.sleep(0.5)
         yield server
     finally:
-        for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        server.stop()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+class StopServerAt(Callback):
+    """A Lightning callback for a run under test (``+callbacks.stop._target_=servers.StopServerAt``, with ``tests/``
+    on PYTHONPATH): when epoch ``epoch`` (from 1) starts, stops the server of process group ``pid`` and waits until
+    its ``port`` refuses connections, as a server that goes away does."""
+
+    def __init__(self, pid: int, port: int, epoch: int) -> None:
+        self.pid, self.port, self.epoch = pid, port, epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch + 1 != self.epoch:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
-                os.killpg(process.pid, sig)  # the group outlives its leader while a worker is left
+                os.killpg(self.pid, sig)
             except ProcessLookupError:
-                break
-            try:
-                process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
                 pass
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                except OSError:
+                    return
+                time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server() -> Iterator[MlflowServer]:
+    """A real tracking server for the tests of a module, in a temporary folder (see `running_mlflow_server`)."""
+    folder = Path(tempfile.mkdtemp(prefix="lenet_exp-mlflow-"))
+    try:
+        with running_mlflow_server(folder) as server:
+            yield server
+    finally:
         shutil.rmtree(folder, ignore_errors=True)

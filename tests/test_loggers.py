@@ -183,3 +183,50 @@ def test_parallel_sweep_jobs_are_runs_of_one_mlflow_experiment_in_the_sweep_fold
     (again,) = [run for run in runs if run.data.tags["run_dir"] == str(folder / "0")]
     assert again.info.run_id == by_folder[str(folder / "0")].info.run_id
     assert again.data.metrics["test_acc"] == resumed["test_acc"]
+
+
+def test_a_run_without_naming_overrides_is_named_by_its_folders_date_and_time(tmp_path):
+    from lenet_exp.loggers import RunTensorBoardLogger, readable_name
+
+    assert compose_config(tmp_path, ["logger=[tensorboard,mlflow]"]).logger.tensorboard.version == ""  # no overrides
+    assert readable_name("/home/me/outputs/2026-11-29/12-00-00") == "2026-11-29_12-00-00"
+    assert readable_name("/home/me/outputs/multirun/2026-11-29/12-00-00/3") == "2026-11-29_12-00-00_3"
+    assert readable_name("/home/me/experiments/first") == "first"  # hydra.run.dir of the user's choice
+    folder = tmp_path / "outputs" / "2026-11-29" / "12-00-00"
+    assert RunTensorBoardLogger(str(folder), version="").log_dir == str(folder / "tensorboard" / "2026-11-29_12-00-00")
+    assert RunTensorBoardLogger(str(folder), version="seed=1").log_dir == str(folder / "tensorboard" / "seed=1")
+    older = tmp_path / "older"  # a run that began with its events in tensorboard/ goes on there when resumed
+    (older / "tensorboard").mkdir(parents=True)
+    (older / "tensorboard" / "events.out.tfevents.1.host").touch()
+    assert Path(RunTensorBoardLogger(str(older), version="").log_dir) == older / "tensorboard"
+
+
+@pytest.mark.slow
+def test_an_mlflow_run_without_naming_overrides_is_named_by_its_folder(tmp_path):
+    pytest.importorskip("mlflow", reason="logger=mlflow needs pip install 'lenet_exp[mlflow]' (make setup does)")
+    from lenet_exp.loggers import LocalMLFlowLogger
+
+    folder = tmp_path / "outputs" / "2026-11-29" / "12-00-00"
+    logger = LocalMLFlowLogger(str(folder / "mlflow"), "lenet_exp", run_dir=str(folder), run_name="")
+    logger.log_metrics({"train/loss": 1.0}, step=0)
+    logger.finalize("success")
+    client, (found,) = mlflow_runs(folder)
+    assert found.info.run_name == "2026-11-29_12-00-00"
+    assert client.get_experiment_by_name("lenet_exp").tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_job_named_by_long_overrides_gets_a_folder_name_the_file_system_takes(tmp_path):
+    """A study's job is named by its overrides (sampled values with 17 digits among them), which can be longer
+    than the 255 bytes a folder name may hold: clipped, with a hash of the whole so that two jobs differ."""
+    from lenet_exp.loggers import RunTensorBoardLogger
+
+    names = [",".join(f"model.key{i}=0.{i}12345678901234567" for i in range(12)) + f",seed={seed}" for seed in (1, 2)]
+    assert len(names[0].encode()) > 255
+    folders = []
+    for name in names:
+        logger = RunTensorBoardLogger(str(tmp_path), version=name)
+        logger.log_metrics({"train/loss": 1.0}, step=0)
+        logger.finalize("success")
+        folders.append(Path(logger.log_dir))
+    assert all(folder.is_dir() and len(folder.name.encode()) <= 255 for folder in folders)
+    assert folders[0] != folders[1] and folders[0].name.startswith("model.key0=0.012345678901234567,")

@@ -1,15 +1,19 @@
 """logger=mlflow on a real `mlflow server` (logger.mlflow.tracking_uri): a parallel sweep's runs, params, metrics
-and artifacts read back through the server, a resumed job going on in its run, and an unreachable server."""
+and artifacts read back through the server, a resumed job going on in its run, an unreachable server, and a server
+that goes away in the middle of a run and comes back."""
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
-from conftest import ONE_EPOCH, free_port, run_cli, sweep
-from servers import mlflow_server  # noqa: F401 (a fixture)
+from conftest import ONE_EPOCH, TINY, free_port, run_cli, sweep
+from servers import answers_health, mlflow_server, running_mlflow_server  # noqa: F401 (a fixture)
 
+from lenet_exp.loggers import UNSENT, send_unsent
 from lenet_exp.resume import resume
 
 pytestmark = pytest.mark.slow
@@ -30,6 +34,7 @@ def test_a_parallel_sweep_logs_runs_and_images_to_the_server(tmp_path, fake_data
     client = MlflowClient(uri)
     (experiment,) = [e for e in client.search_experiments() if e.name != "Default"]  # both jobs made one
     assert experiment.name == "lenet_exp" and experiment.artifact_location.startswith("mlflow-artifacts:")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow 3's model-training view
     with pytest.raises(MlflowException) as twice:  # what the job that lost the race to create it is answered
         client.create_experiment("lenet_exp")
     assert twice.value.error_code == "RESOURCE_ALREADY_EXISTS"
@@ -80,3 +85,69 @@ def test_an_unreachable_server_is_one_sentence_before_training(tmp_path, fake_da
     assert line.startswith(f"error: logger.mlflow.tracking_uri={uri} cannot be reached (")
     assert line.endswith("or check the address.")
     assert not (run / "checkpoints").exists() and not (run / "metrics.json").exists() and not (run / "mlflow").exists()
+
+
+def test_a_server_that_goes_away_mid_run_leaves_a_finished_run_and_what_it_was_not_sent(tmp_path, fake_data):
+    """The server stops as epoch 2 starts: the run goes on to its metrics.json and exit 0, says so in one line, and
+    keeps epochs 2 and 3, the final test, the images and the run's end in mlflow_unsent.jsonl; with the server back
+    (same store), send_unsent sends them, and the run reads as if nothing had happened."""
+    from mlflow.tracking import MlflowClient
+
+    store, run = tmp_path / "server", tmp_path / "run"
+    store.mkdir()
+    tests = str(Path(__file__).parent)  # servers.StopServerAt, for the run's process
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}
+    with running_mlflow_server(store) as server:
+        uri, port = server.uri, int(server.uri.rpartition(":")[2])
+        stop = {"_target_": "servers.StopServerAt", "pid": server.pid, "port": port, "epoch": 2}
+        started = time.monotonic()
+        stopping = [f"+callbacks.stop.{key}={value}" for key, value in stop.items()]
+        args = [*TINY, "trainer.max_epochs=3", f"data.data_dir={fake_data}", f"hydra.run.dir={run}", "logger=mlflow"]
+        out = run_cli(*args, f"logger.mlflow.tracking_uri={uri}", *stopping, env=env, timeout=180)
+        seconds = time.monotonic() - started
+        assert not answers_health(uri)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and len(metrics["epoch_seconds"]) == 3
+    (line,) = [line for line in out.stdout.splitlines() if "MLflow" in line]
+    assert line == (
+        f"MLflow server {uri} stopped answering at epoch 2 (Connection refused); training goes on, and what it was "
+        f"not sent is kept in {run / UNSENT} (to send it later: python -m lenet_exp.loggers {run} {uri})"
+    )
+    # MLflow's own retries (7, backoff factor 2) would hold epoch 2 for about 4 minutes; lenet_exp's take seconds.
+    assert seconds < 60, seconds
+
+    calls = [json.loads(line) for line in (run / UNSENT).read_text().splitlines()]
+    assert calls[0]["call"] == "run" and calls[0]["run_id"] and calls[0]["tags"]["run_dir"] == str(run)
+    logged = [call for call in calls if call["call"] == "log_metrics"]
+    assert [call["step"] for call in logged if "train/loss" in call["metrics"]] == [1, 2]  # epochs 2 and 3
+    assert {call["step"] for call in logged} == {1, 2, 3}  # and the final test, at step 3
+    assert [call["metrics"]["test_acc"] for call in logged if "test_acc" in call["metrics"]] == [metrics["test_acc"]]
+    images = {call["artifact_file"] for call in calls if call["call"] == "log_image"}
+    assert images == {"test/confusion_matrix.png", "test/misclassified.png"}
+    assert any(call["call"] == "log_params" for call in calls)
+    assert calls[-1] == {"call": "set_terminated", "status": "FINISHED"}
+
+    with running_mlflow_server(store, port) as server:  # back, on its store: epoch 1 is there, the rest is sent
+        assert send_unsent(run, uri) == len(calls) - 1  # what `python -m lenet_exp.loggers RUN URI` calls
+        assert not (run / UNSENT).exists() and (run / "mlflow_unsent.sent.jsonl").is_file()
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("lenet_exp")
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+        (found,) = client.search_runs([experiment.experiment_id])
+        run_id = found.info.run_id
+        assert run_id == calls[0]["run_id"] and found.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == [0, 1, 2]
+        assert [m.step for m in client.get_metric_history(run_id, "test/acc")] == [0, 1, 2, 3]
+        assert found.data.metrics["test_acc"] == metrics["test_acc"]
+        assert found.data.params["trainer.max_epochs"] == "3"
+        assert {f.path for f in client.list_artifacts(run_id, "test")} == images
+
+
+def test_sending_from_a_run_that_kept_nothing_is_one_sentence(tmp_path):
+    out = run_cli(str(tmp_path), f"http://127.0.0.1:{free_port()}", module="lenet_exp.loggers", timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip() == (
+        f"error: {tmp_path / UNSENT} does not exist: the run kept nothing unsent "
+        "(give the run folder its warning named)."
+    )
