@@ -70,3 +70,40 @@ def test_the_readme_commands_run_as_written(tmp_path, fake_data):
         assert out.returncode == 0 and "error" not in out.stderr, f"{command}\n{out.stdout}\n{out.stderr}"
     assert (tmp_path / "outputs/multirun/2026-11-29/12-00-00/summary.md").is_file()
     assert (run / "evaluations.jsonl").is_file()
+
+
+def sweep_commands() -> list[str]:
+    """README's and docs/'s commands that start a sweep or a study on this machine (the ones for other hosts,
+    a cluster or a shared database, are tested against real servers in test_slurm.py and test_search.py)."""
+    found = []
+    for page in (ROOT / "README.md", ROOT / "docs" / "sweeps.md", ROOT / "docs" / "search.md"):
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                command = line.split("#")[0].strip()
+                words = command.split()
+                starts = words[:3] == ["python", "-m", "lenet_exp"] and (
+                    "-m" in words[3:] or "hparams_search=" in command
+                )
+                if starts and "example.org" not in command and "slurm" not in command and command not in found:
+                    found.append(command)
+    return found
+
+
+@pytest.mark.slow
+def test_the_docs_sweep_and_study_commands_run_from_a_users_folder(tmp_path, fake_data):
+    commands = sweep_commands()
+    assert len(commands) >= 4 and any("hparams_search=lenet_plus_optuna" in c for c in commands)
+    small = [*ONE_EPOCH, f"data.data_dir={fake_data}", "debug=limit", "trainer.max_epochs=1"]
+    small = [s for s in small if not s.startswith("data.batch_size")]  # the commands' own batch sizes stay
+    for i, command in enumerate(commands):
+        folder = tmp_path / f"user{i}"
+        folder.mkdir()
+        # as written, made small: one or two jobs (a sweep's first list keeps two values), one trial of a study
+        words = command.split()[3:]
+        first = next((w for w in words if "," in w), None)
+        words = [w if w == first else re.sub(r"=([^,]+),.*", r"=\1", w) for w in words]
+        words = [re.sub(r"=([^,]+),([^,]+),.*", r"=\1,\2", w) for w in words]
+        study = ["hydra.sweeper.n_trials=1", "data.val_size=16"] if "hparams_search=" in command else []
+        out = run_cli(*words, *small, *study, cwd=folder)
+        assert out.returncode == 0, f"{command}\n{out.stdout}\n{out.stderr}"
+        assert list((folder / "outputs" / "multirun").glob("*/*/0/metrics.json")), command
