@@ -344,10 +344,15 @@ class Classifier(pl.LightningModule):
         # given the run's length in optimizer steps, and is stepped after every step.
         wanted = inspect.signature(getattr(self.scheduler, "func", self.scheduler)).parameters
         given = getattr(self.scheduler, "keywords", {})
+        missing = [k for k in ("total_steps", "T_max") if k in wanted and k not in given]
         total = self.trainer.estimated_stepping_batches  # Lightning counts calls of training_step
+        if missing and not math.isfinite(total):  # trainer.max_epochs=-1, ended by max_time or early stopping
+            raise UserError(
+                f"model.scheduler.{missing[0]} is the run's length, which trainer.max_epochs=-1 leaves open; give "
+                f"trainer.max_steps (such as 10000), a number of epochs, or model.scheduler.{missing[0]}."
+            )
         groups = getattr(self.trainer.train_dataloader, "batch_sampler", None)
         if isinstance(groups, steps.BatchGroups):  # several optimizer steps per call
             total = total // len(groups) * groups.steps
-        length = {k: total for k in ("total_steps", "T_max") if k in wanted}
-        scheduler = self.scheduler(optimizer, **{k: v for k, v in length.items() if k not in given})
+        scheduler = self.scheduler(optimizer, **{k: total for k in missing})
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

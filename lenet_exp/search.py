@@ -482,7 +482,7 @@ class PruneTrial(pl.Callback):
                 prune = self._report(value, epoch)
         if trainer.world_size > 1:
             prune = trainer.strategy.broadcast(prune, src=0)
-        if prune and epoch < trainer.max_epochs:
+        if prune and (epoch < trainer.max_epochs or trainer.max_epochs == -1):  # -1: until something stops it
             self.pruned_after, trainer.should_stop = epoch, True
             log.info(f"trial {self.handoff.number} pruned after epoch {epoch}: its {self.metric} cannot catch up")
 

@@ -121,3 +121,11 @@ def test_the_weight_average_is_trained_checkpointed_evaluated_and_resumed_exactl
     train(compose_config(tmp_path / "resumed", [*common, "trainer.max_epochs=2", f"ckpt_path={last}"]))
     resumed = load_checkpoint(last)["state_dict"]
     assert resumed.keys() == state.keys() and all(torch.equal(resumed[k], state[k]) for k in state)
+
+
+def test_a_schedule_over_the_run_with_no_set_length_is_one_sentence(tmp_path, fake_data):
+    """trainer.max_epochs=-1 ended by max_time leaves the run's length open; OneCycleLR needs it."""
+    overrides = [*TINY, f"data.data_dir={fake_data}", "model=lenet_modern", "trainer.max_epochs=-1"]
+    with pytest.raises(UserError, match=r"^model.scheduler.total_steps is the run's length, which trainer.max_epochs"):
+        train(compose_config(tmp_path, [*overrides, "trainer.max_time=00:00:01:00"]))
+    assert train(compose_config(tmp_path / "steps", [*overrides, "trainer.max_steps=6"]))["epochs"] == 2
