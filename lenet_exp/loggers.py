@@ -418,6 +418,19 @@ class LocalMLFlowLogger(MLFlowLogger):
             return  # nothing was logged: no run to end
         self._call(partial(super().finalize, status), lambda: {"call": "set_terminated", "status": status})
 
+    def page(self) -> str | None:
+        """The run's page on its server, in the UI's model-training view: MLflow 3.17's UI picks its view by its own
+        GenAI / Model training switch (the ``workflowType`` of the address, else the browser's last choice, else
+        GenAI), whatever the experiment's kind; None without a server, or when it stopped answering."""
+        if self._server is None or self._gone is not None or self._run_id is None:
+            return None
+        experiment = f"{self._server.rstrip('/')}/#/experiments/{self._experiment_id}"
+        return f"{experiment}/runs/{self._run_id}?{WORKFLOW}"
+
+
+# MLflow's UI, in the view for training runs (its "Model training" switch) rather than the GenAI one.
+WORKFLOW = "workflowType=machine_learning"
+
 
 def find_or_create_run(
     client: Any, experiment_name: str, run_dir: str, artifact_location: str | None = None
@@ -568,6 +581,8 @@ def close_loggers(loggers: list[Logger], settings: dict[str, Any], metrics: dict
         logger.finalize("success")
         if isinstance(logger, RunTensorBoardLogger):
             logger.close()
+        if isinstance(logger, LocalMLFlowLogger) and (page := logger.page()):
+            log.info(f"MLflow run: {page}")
 
 
 def main(argv: list[str] | None = None) -> None:

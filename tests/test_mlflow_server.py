@@ -47,6 +47,9 @@ def test_a_parallel_sweep_logs_runs_and_images_to_the_server(tmp_path, fake_data
     for job, run in by_folder.items():
         metrics = json.loads((Path(job) / "metrics.json").read_text())
         run_id = run.info.run_id
+        # each job's last line links its page in the UI's model-training view (MLflow 3.17 ignores the kind there)
+        page = f"MLflow run: {uri}/#/experiments/{experiment.experiment_id}/runs/{run_id}?workflowType=machine_learning"
+        assert page in (Path(job) / "lenet_exp.log").read_text()
         assert run.info.status == "FINISHED" and run.data.metrics["test_acc"] == metrics["test_acc"]
         losses = client.get_metric_history(run_id, "train/loss")
         assert [m.step for m in losses] == [0] and losses[-1].value == pytest.approx(metrics["train_loss"])
