@@ -68,8 +68,10 @@ report: setup
 	if [ -z "$$sweep" ]; then echo "no sweep in outputs/multirun yet: run python -m lenet_exp -m ..."; exit 1; fi; \
 	$(PY) -m lenet_exp.report $$sweep
 
-# TensorBoard over every run and sweep, on this machine only: make tensorboard PORT=6007
+# TensorBoard over every run and sweep, on this machine only: make tensorboard PORT=6007. First the check that no
+# projector config under outputs/ names a file outside its folder (TensorBoard would read and show any file).
 tensorboard: setup
+	$(PY) -m lenet_exp.network_view outputs
 	$(VENV)/bin/tensorboard --logdir outputs --host 127.0.0.1 --port $(PORT)
 
 # optuna-dashboard on this machine only, for the newest study's optuna.db under $(OUTPUTS)/multirun, or for

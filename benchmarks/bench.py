@@ -13,7 +13,7 @@ each in its own process, interleaved and repeated so that noise hits all alike:
 batch, as ``steps_1``, with 16 optimizer steps per Lightning step as ``steps_16``, a whole epoch per
 step without the graph as ``epoch_eager``; with trainer.precision=bf16-mixed as ``bf16``, with
 model.compile=true as ``compile`` and with model.compile=reduce-overhead as ``graphs``, both one
-step per call)
+step per call; without the callback of lenet_exp/network_view.py as ``no_view``, its cost beside ``lenet_exp``)
 
 and prints, for each, the median seconds per epoch (training plus test evaluation), the time
 from process start to the first training step, the peak memory and the final test accuracy,
@@ -46,6 +46,7 @@ LENET_VARIANTS = {
     "bf16": ["trainer.precision=bf16-mixed"],
     "compile": ["model.compile=true", "steps_per_call=1"],
     "graphs": ["model.compile=reduce-overhead", "steps_per_call=1"],  # CUDA graphs through torch.compile
+    "no_view": ["~callbacks.network_view"],  # without the TensorBoard extras of lenet_exp/network_view.py
 }
 MANY_STEPS = ("steps_16", "epoch", "epoch_eager")  # the fast settings: the best of them has a target
 VARIANTS = ("book", "bare", *LENET_VARIANTS)

@@ -7,6 +7,8 @@ metrics a run records, and the sentence that says how to finish an interrupted r
     <run>/evaluations.jsonl     one line per lenet_exp.eval of the run's checkpoints
     <run>/error.txt             why a sweep job failed
     <run>/.lock                 held (flock) by the one process writing the run; holds its PID (runtime/lock.py)
+    <run>/tensorboard/<version>/projector_config.pbtxt and projector/: the embedding projector's files
+                                (lenet_exp/network_view.py), named relative to that folder
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ from pathlib import Path
 
 CHECKPOINTS = "checkpoints"
 HYDRA = ".hydra"
+# The embedding projector's files, in a TensorBoard run folder (beside its event files). The config's name is the one
+# TensorBoard's projector looks for; the paths in it are relative to that folder.
+PROJECTOR_CONFIG = "projector_config.pbtxt"
+PROJECTOR = "projector"  # the folder of the three files below
+PROJECTOR_FEATURES = "features.tsv"  # one row of penultimate-layer features per image
+PROJECTOR_LABELS = "labels.tsv"  # a header, then one class name and test-set index per image
+PROJECTOR_SPRITE = "sprite.png"  # the images, 28x28 each, in a square grid
 
 # Every epoch's metrics as metrics.json names them (Lightning logs them as train/loss, ...). The test set's are
 # only ever reported, never optimized: a sweeper or a checkpoint callback may choose by the others.

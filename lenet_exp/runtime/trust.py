@@ -29,6 +29,7 @@ ALLOWED = frozenset(
         "lenet_exp.callbacks.BestCheckpoint",
         "lenet_exp.callbacks.TerminalProgressBar",
         "lenet_exp.callbacks.TestImages",
+        "lenet_exp.network_view.NetworkView",
         "lenet_exp.runtime.atomic.AtomicCheckpointIO",
         "lenet_exp.loggers.EpochCSVLogger",
         "lenet_exp.loggers.RunTensorBoardLogger",
