@@ -21,7 +21,13 @@ from lenet_exp.loggers import close_loggers
 from lenet_exp.runtime.atomic import atomic_write
 from lenet_exp.runtime.checkpoints import ConfigInCheckpoint, check_architecture, check_epochs_left, load_checkpoint
 from lenet_exp.runtime.checks import check_run
-from lenet_exp.runtime.distributed import RankWatch, ddp_scope, dead_ranks_named, point_ddp_ranks_at_this_job
+from lenet_exp.runtime.distributed import (
+    RankWatch,
+    RankZeroResults,
+    ddp_scope,
+    dead_ranks_named,
+    point_ddp_ranks_at_this_job,
+)
 from lenet_exp.runtime.faults import file_system_faults, resumable
 from lenet_exp.runtime.lock import run_lock
 from lenet_exp.runtime.requeue import requeued_checkpoint
@@ -127,6 +133,7 @@ def build(
     loggers = [instantiate(each) for each in (cfg.get("logger") or {}).values()]  # logger=[tensorboard,csv]
     devices = job_devices(cfg.trainer.accelerator, cfg.trainer.get("devices"))  # a GPU per parallel sweep job
     trainer = instantiate(cfg.trainer, devices=devices, callbacks=callbacks, logger=loggers or False)
+    RankZeroResults.install(trainer)  # ddp_spawn, ddp_fork: what record() reads comes back from rank 0
     return datamodule, module, trainer, timer, stored
 
 
@@ -156,7 +163,7 @@ def record(
         "epoch_seconds": timer.seconds,  # the epochs this process ran (after a resume: the rest)
         "first_step_at": timer.first_step_at,
         "seed": cfg.seed,
-        "threads": torch.get_num_threads(),
+        "threads": getattr(trainer.strategy.launcher, "threads", None) or torch.get_num_threads(),  # rank 0's
         "git_rev": git_rev,
         "environment": environment(trainer.strategy.root_device),
     }

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import CONF_DIR, ROOT, TIMING, TINY, compose_config, run_cli, scalars
+from conftest import CONF_DIR, ROOT, TIMING, TINY, compose_config, run_cli, scalars, write_fake_fashion_mnist
 from omegaconf import OmegaConf
 
 from lenet_exp.runtime.run_folder import best_checkpoint, hydra_file, last_checkpoint, metrics_file
@@ -48,6 +49,7 @@ TYPED = [
     "trainer.max_steps=30",
     "trainer.max_time=00:00:10:00",
     "trainer.strategy=ddp",
+    "trainer.strategy=ddp_spawn",
     "trainer.log_every_n_steps=1",
     "trainer.overfit_batches=2",
     "trainer.enable_checkpointing=false",
@@ -216,10 +218,77 @@ def test_overfit_batches_and_log_every_n_steps(tmp_path, fake_data):
     assert [step for step, _ in scalars(run, "train/loss")] == [0, 1]
 
 
-def test_ddp_spawn_is_one_sentence_that_names_ddp(tmp_path):
-    """Lightning's spawned (or forked) processes send back only metrics and weights: metrics.json would say 0
-    epochs, no timings and no best epoch."""
-    out = run_cli(*TINY, "trainer.strategy=ddp_spawn", f"hydra.run.dir={tmp_path / 'run'}", timeout=120)
-    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
-    assert "error: trainer.strategy=ddp_spawn trains in child processes" in out.stderr
-    assert "use trainer.strategy=ddp (or trainer=ddp_cpu)" in out.stderr
+# The same 2-process training both ways, one torch thread per process (so each does the same arithmetic).
+DDP_SETTINGS = ["data.val_size=16", "trainer.max_epochs=2", "threads=1"]
+
+
+def distributed(tmp_path: Path, fake_data: Path, name: str, *args: str) -> tuple[str, Path, dict]:
+    run = tmp_path / name
+    out = run_cli(*TINY, f"data.data_dir={fake_data}", f"hydra.run.dir={run}", *args, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0 and "Traceback" not in out.stdout + out.stderr, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout + out.stderr, run, json.loads(metrics_file(run).read_text())
+
+
+@pytest.mark.slow
+def test_ddp_spawn_writes_the_run_that_ddp_writes(tmp_path, fake_data):
+    """Lightning runs ddp_spawn's fit and test in processes it spawns; what lenet_exp records comes back from
+    rank 0. The processes train bit-identically to trainer=ddp_cpu's (the same seeded start, shards and
+    gloo reductions): the same metrics.json but for the timings, the same checkpoints and curves."""
+    ddp_output, ddp, expected = distributed(tmp_path, fake_data, "ddp", "trainer=ddp_cpu", *DDP_SETTINGS)
+    output, spawn, metrics = distributed(
+        tmp_path, fake_data, "spawn", "trainer.strategy=ddp_spawn", "trainer.devices=2", *DDP_SETTINGS
+    )
+    assert {k: v for k, v in metrics.items() if k not in TIMING} == {
+        k: v for k, v in expected.items() if k not in TIMING
+    }
+    assert metrics["epochs"] == 2 and metrics["tested"] == "best" and metrics["best_epoch"] in (1, 2)
+    assert len(metrics["epoch_seconds"]) == 2 and metrics["first_step_at"] > 0
+    assert metrics["seconds_per_epoch"] == pytest.approx(sum(metrics["epoch_seconds"]) / 2)
+    strip = lambda lines: [re.sub(r", time .*", "", line) for line in lines]  # noqa: E731
+    assert strip(epoch_lines(output)) == strip(epoch_lines(ddp_output)) and len(epoch_lines(output)) == 2
+    assert output.count("test acc") == 1 and f"run folder {spawn}" in output  # the final line, once
+    for file in (last_checkpoint, best_checkpoint):
+        a, b = checkpoint(file(spawn)), checkpoint(file(ddp))
+        assert a["epoch"] == b["epoch"] and all(
+            torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"]
+        )
+    assert checkpoint(best_checkpoint(spawn))["epoch"] + 1 == metrics["best_epoch"]
+    for tag in ("train/loss", "val/acc", "test/acc"):  # the epoch axis; the final test at the epochs trained
+        assert scalars(spawn, tag) == scalars(ddp, tag)
+    assert [step for step, _ in scalars(spawn, "test/acc")] == [2]
+    log_file = (spawn / "lenet_exp.log").read_text()  # the spawned ranks' lines, in the run's own log file
+    assert len(epoch_lines(re.sub(r"^\[[^]]*\]\[lenet_exp\]\[INFO\] ", "", log_file, flags=re.MULTILINE))) == 2
+
+
+@pytest.mark.slow
+def test_an_interrupted_ddp_spawn_run_resumes(tmp_path):
+    """One spawned process (trainer.devices=1) with epochs long enough to be killed in: the whole process
+    group killed during epoch 2 or 3, as a cluster does; resume trains the rest and records the run."""
+    data, run = tmp_path / "data", tmp_path / "run"
+    write_fake_fashion_mnist(data, n_train=1200)
+    spawn = ["trainer.strategy=ddp_spawn", "trainer.devices=1", "data.val_size=16", "trainer.max_epochs=3"]
+    command = [sys.executable, "-m", "lenet_exp", *TINY, f"data.data_dir={data}", f"hydra.run.dir={run}", *spawn]
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("epoch 1,"):
+            os.killpg(proc.pid, signal.SIGKILL)  # the launching process and the rank it spawned
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    done = checkpoint(last_checkpoint(run))["epoch"] + 1
+    assert done in (1, 2) and not metrics_file(run).exists()
+
+    resumed = run_cli(str(run), module="lenet_exp.resume", cwd=tmp_path, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    output = resumed.stdout + resumed.stderr
+    assert f"resuming {run} after epoch {done}" in output
+    assert [line.split(",")[0] for line in epoch_lines(output)] == [f"epoch {n}" for n in range(done + 1, 4)]
+    metrics = json.loads(metrics_file(run).read_text())
+    assert metrics["epochs"] == 3 and len(metrics["epoch_seconds"]) == 3 - done and metrics["tested"] == "best"
+    assert checkpoint(best_checkpoint(run))["epoch"] + 1 == metrics["best_epoch"]
+    assert sorted({step for step, _ in scalars(run, "train/loss")}) == [0, 1, 2]  # the epoch axis, continued

@@ -77,8 +77,6 @@ def checkpoint_file(path: str | Path, key: str = "ckpt_path") -> Path:
     return path
 
 
-# Lightning's strategies that run fit in processes it forks or spawns, returning only metrics and weights
-IN_CHILD_PROCESSES = ("spawn", "fork", "notebook")
 UNBOUNDED = -1  # trainer.max_epochs=-1: Lightning trains until something else ends the run
 
 
@@ -86,13 +84,6 @@ def check_trainer(trainer: DictConfig, callbacks: DictConfig | None = None) -> N
     """The accelerator, and an epoch count that ends: a positive one, or -1 with early stopping, max_time
     or max_steps to end the run (Lightning's meaning of -1)."""
     check_accelerator(trainer.accelerator, trainer.get("devices"))
-    strategy = str(trainer.get("strategy"))
-    if any(way in strategy for way in IN_CHILD_PROCESSES):
-        raise UserError(
-            f"trainer.strategy={strategy} trains in child processes whose epochs, timings and best epoch do not "
-            "come back for metrics.json; use trainer.strategy=ddp (or trainer=ddp_cpu), the same training with "
-            "the processes started from this command line."
-        )
     if trainer.max_epochs != UNBOUNDED:
         check_value("trainer.max_epochs", trainer.max_epochs, "whole", 5, low=1)
         return
