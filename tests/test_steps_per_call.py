@@ -48,9 +48,7 @@ def assert_same_run(a, b, metrics_a, metrics_b, tolerance=1e-6, sums=None):
     assert first["lr_schedulers"] == second["lr_schedulers"]
     for key in metrics_a.keys() - set(TIMING):
         value = metrics_a[key]
-        assert value == (
-            pytest.approx(metrics_b[key], abs=sums) if isinstance(value, float) else metrics_b[key]
-        ), key
+        assert value == (pytest.approx(metrics_b[key], abs=sums) if isinstance(value, float) else metrics_b[key]), key
     for tag in CURVES:
         points, others = scalars(a, tag), scalars(b, tag)
         assert [s for s, _ in points] == [s for s, _ in others], tag
