@@ -198,6 +198,12 @@ def open_storage(url: str, ready: bool = False) -> optuna.storages.BaseStorage:
                     raise UserError(_unreachable(url, err)) from None
                 raise
             time.sleep(random.uniform(0.1, 0.5))
+        except optuna.exceptions.StorageInternalError as err:
+            # A commit that failed while opening (Optuna stamps its version row each time): seen once from every
+            # job of a loaded machine's PostgreSQL study for some seconds; try again, then say what the server said.
+            if not tries:
+                raise UserError(_unreachable(url, err.__cause__ or err)) from None
+            time.sleep(random.uniform(0.5, 2.0))
         except RuntimeError as err:  # Optuna's word for a schema of an older release
             raise UserError(
                 f"the study's storage {shown(url)} was written by an older Optuna ({first_line(err)}); upgrade it "
