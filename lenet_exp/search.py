@@ -178,12 +178,20 @@ def open_storage(url: str, ready: bool = False) -> optuna.storages.BaseStorage:
     # Waits that end: SQLite retries a busy file for a minute (parallel jobs report at once); a server that
     # does not answer is given ten seconds.
     connect = {"sqlite": {"timeout": 60}, "postgresql": {"connect_timeout": 10}}.get(dialect.name, {})
+    engine: dict[str, Any] = {"connect_args": connect}
+    if dialect.name != "sqlite":
+        # A database server: a connection per operation, closed after it, instead of a pool per storage kept open
+        # until the storage is collected. Every worker, every job and every heartbeat opens a storage, and a
+        # shared study's server allows 100 clients by default (a loaded test run ran out of them).
+        from sqlalchemy.pool import NullPool
+
+        engine["poolclass"] = NullPool
     tries = 5
     while True:
         tries -= 1
         try:
             storage = optuna.storages.RDBStorage(
-                url, engine_kwargs={"connect_args": connect}, skip_compatibility_check=ready, skip_table_creation=ready
+                url, engine_kwargs=engine, skip_compatibility_check=ready, skip_table_creation=ready
             )
             if dialect.name == "sqlite":
                 serialize_sqlite(storage.engine)
