@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pytorch_lightning as pl
 
 from lenet_exp.errors import UserError, first_line
+from lenet_exp.runtime.checks import UNBOUNDED
 from lenet_exp.runtime.results import flat_metrics
 
 if TYPE_CHECKING:
@@ -496,7 +497,7 @@ class PruneTrial(pl.Callback):
                 prune = self._report(value, epoch)
         if trainer.world_size > 1:
             prune = trainer.strategy.broadcast(prune, src=0)
-        if prune and (epoch < trainer.max_epochs or trainer.max_epochs == -1):  # -1: until something stops it
+        if prune and (epoch < trainer.max_epochs or trainer.max_epochs == UNBOUNDED):
             self.pruned_after, trainer.should_stop = epoch, True
             log.info(f"trial {self.handoff.number} pruned after epoch {epoch}: its {self.metric} cannot catch up")
 
