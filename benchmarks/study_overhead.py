@@ -22,27 +22,29 @@ from pathlib import Path
 
 import optuna
 
-from lenet_exp import search
+from hydra_plugins.lenet_exp_optuna._plan import make_pruner, make_sampler
+from hydra_plugins.lenet_exp_optuna._storage import open_storage, shown
+from hydra_plugins.lenet_exp_optuna._study import claim, queue_trials, worker_name
 
 
 def one_trial(study: optuna.Study, storage: optuna.storages.BaseStorage, url: str, epochs: int) -> tuple[float, float]:
     """(the worker's seconds, the job's seconds) for one trial."""
     start = time.perf_counter()
-    trial = search.claim(study, storage)
+    trial, trial_id = claim(study, storage)
     trial.suggest_float("model.scheduler.max_lr", 0.002, 0.05, log=True)
     trial.suggest_float("model.optimizer.weight_decay", 0.001, 0.1, log=True)
     trial.suggest_float("model.label_smoothing", 0.0, 0.2)
-    trial.set_user_attr("worker", search.worker_name())
+    trial.set_user_attr("worker", worker_name())
     trial.set_user_attr("overrides", "model.scheduler.max_lr=...")
     asked = time.perf_counter()
-    job_storage = search.open_storage(url, ready=True)  # the job's side, in the job's own process in a real study
+    job_storage = open_storage(url, ready=True)  # the job's side, in the job's own process in a real study
     job_study = optuna.load_study(
         study_name=study.study_name,
         storage=job_storage,
         sampler=optuna.samplers.RandomSampler(),
-        pruner=search.make_pruner("median", {}),
+        pruner=make_pruner("median", {}),
     )
-    job_trial = optuna.Trial(job_study, trial._trial_id)
+    job_trial = optuna.Trial(job_study, trial_id)
     for epoch in range(1, epochs + 1):
         job_trial.report(0.8 + 0.01 * epoch, step=epoch)
         job_trial.should_prune()
@@ -55,14 +57,14 @@ def one_trial(study: optuna.Study, storage: optuna.storages.BaseStorage, url: st
 
 
 def measure(url: str, trials: int, epochs: int) -> dict[str, float]:
-    storage = search.open_storage(url)
+    storage = open_storage(url)
     study = optuna.create_study(
         storage=storage,
         study_name=f"overhead-{time.time_ns()}",
-        sampler=search.make_sampler("tpe", {}, 123),
+        sampler=make_sampler("tpe", {}, 123),
         direction="maximize",
     )
-    search.queue_trials(study, trials, created=True)
+    queue_trials(study, trials, created=True)
     times = [one_trial(study, storage, url, epochs) for _ in range(trials)]
     worker, job = statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
     return {"worker_s_per_trial": worker, "job_s_per_trial": job, "total_s_per_trial": worker + job}
@@ -82,7 +84,7 @@ def main() -> None:
         for url in urls:
             for epochs in args.epochs:
                 row = {
-                    "storage": search.shown(url).split(":")[0],
+                    "storage": shown(url).split(":")[0],
                     "epochs": epochs,
                     **measure(url, args.trials, epochs),
                 }

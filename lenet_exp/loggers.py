@@ -42,11 +42,23 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line
 from lenet_exp.runtime.atomic import atomic_write
 from lenet_exp.runtime.cli import answer_help
-from lenet_exp.runtime.run_folder import FINAL, SUMMARY
+from lenet_exp.runtime.run_folder import (
+    CSV,
+    CSV_HPARAMS,
+    CSV_METRICS,
+    FINAL,
+    MLFLOW_ARTIFACTS,
+    MLFLOW_SENT,
+    MLFLOW_STORE_DB,
+    MLFLOW_STORE_LOCK,
+    MLFLOW_UNSENT,
+    SUMMARY,
+    TENSORBOARD,
+)
 
 log = logging.getLogger("lenet_exp")
 
-UNSENT = "mlflow_unsent.jsonl"  # in the run folder: the MLflow calls a server that stopped answering was not sent
+UNSENT = MLFLOW_UNSENT  # in the run folder: the MLflow calls a server that stopped answering was not sent
 
 # MLflow's client retries a failed call 7 times with backoff factor 2 and waits up to 120 s for each answer, so a
 # server that stopped answering held an epoch for minutes. lenet_exp's own calls get 2 retries (a few seconds where
@@ -112,7 +124,7 @@ class RunTensorBoardLogger(TensorBoardLogger):
     closes the file once, at the end of the run (a failed run closes it at once).
     """
 
-    def __init__(self, save_dir: str, name: str = "tensorboard", version: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, save_dir: str, name: str = TENSORBOARD, version: str | None = None, **kwargs: Any) -> None:
         if not version and not any((Path(save_dir) / name).glob("events.out.tfevents.*")):
             version = readable_name(save_dir)
         super().__init__(save_dir, name=name, version=folder_name(version or ""), **kwargs)
@@ -140,9 +152,9 @@ class EpochCSVLogger(CSVLogger):
     epoch trains nothing and gets no row (it is in metrics.json). A resumed run keeps the earlier rows.
     """
 
-    def __init__(self, save_dir: str, name: str = "csv") -> None:
+    def __init__(self, save_dir: str, name: str = CSV) -> None:
         super().__init__(save_dir, name=name, version="")
-        self.path = Path(self.log_dir) / "metrics.csv"
+        self.path = Path(self.log_dir) / CSV_METRICS
         self._rows: dict[int, dict[str, Any]] = {}
         if self.path.is_file():  # a resumed run: the epochs before it
             with open(self.path, newline="") as f:
@@ -158,7 +170,7 @@ class EpochCSVLogger(CSVLogger):
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any]) -> None:
         self._hparams.update(params)
-        save_hparams_to_yaml(Path(self.log_dir) / "hparams.yaml", self._hparams)
+        save_hparams_to_yaml(Path(self.log_dir) / CSV_HPARAMS, self._hparams)
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
@@ -185,8 +197,9 @@ class EpochCSVLogger(CSVLogger):
         self.save()
 
 
-class LocalMLFlowLogger(MLFlowLogger):
-    """Lightning's MLFlowLogger on a store of its own, or on a shared MLflow tracking server.
+class RunMLFlowLogger(MLFlowLogger):
+    """Lightning's MLFlowLogger, one MLflow run per run folder: on a store of its own, or on a shared MLflow
+    tracking server that may stop answering while the run goes on.
 
     Without ``tracking_uri``: no server, the run in ``<save_dir>/mlflow.db`` (SQLite), its artifacts in
     ``<save_dir>/artifacts/``; several runs, also at the same time (the parallel jobs of a sweep), may share
@@ -222,6 +235,8 @@ class LocalMLFlowLogger(MLFlowLogger):
         self._gone: str | None = None  # why the server stopped being called (then calls go to mlflow_unsent.jsonl)
         self._epoch, self._fitted = 0, False  # the epoch (from 1) being logged; whether fitting has ended
         run_name = run_name or readable_name(self.run_dir)
+        self.experiment_name, self.run_name = experiment_name, run_name
+        self.artifact_location: str | None = None  # a server chooses where the artifacts go
         if tracking_uri:
             self.check_reachable(tracking_uri)
             # No artifact_location: the server chooses (mlflow-artifacts:, stored under --artifacts-destination).
@@ -236,14 +251,15 @@ class LocalMLFlowLogger(MLFlowLogger):
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         store = Path(save_dir).expanduser().resolve()
         store.mkdir(parents=True, exist_ok=True)
-        self._lock_file = store / "mlflow.lock"
+        self._lock_file = store / MLFLOW_STORE_LOCK
+        self.artifact_location = (store / MLFLOW_ARTIFACTS).as_uri()
         with self._store_locked():  # MLflow's client creates a new store's tables
             super().__init__(
                 experiment_name=experiment_name,
                 run_name=run_name,
-                tracking_uri=f"sqlite:///{store / 'mlflow.db'}",
+                tracking_uri=f"sqlite:///{store / MLFLOW_STORE_DB}",
                 tags={"run_dir": self.run_dir},
-                artifact_location=(store / "artifacts").as_uri(),
+                artifact_location=self.artifact_location,
             )
 
     REACH_TIMEOUT_S = 5  # MLflow's own client retries an unreachable server for minutes
@@ -270,13 +286,24 @@ class LocalMLFlowLogger(MLFlowLogger):
                 "--artifacts-destination ...) or check the address."
             ) from None
 
+    # Lightning's MLFlowLogger has no public way to reach its client, or to know whether its run exists, without
+    # creating the run (``experiment`` and ``run_id`` do on first use), which a server that stopped answering must
+    # not be asked to do: these two read its private fields, named once here.
+    @property
+    def _client(self) -> Any:
+        return self._mlflow_client  # private field of MLFlowLogger: its MlflowClient, made in its constructor
+
+    @property
+    def _started(self) -> bool:
+        return self._initialized  # private field of MLFlowLogger: whether its run was created or found
+
     @property
     @rank_zero_experiment
     def experiment(self) -> Any:
         """MLflow's client, the run created (or found) on first use; while the server is not answering, the
         client alone (lenet_exp's calls then go to mlflow_unsent.jsonl)."""
-        if self._initialized or self._gone is not None:
-            return self._mlflow_client
+        if self._started or self._gone is not None:
+            return self._client
         if self._server is None:  # a store of the run's own: its errors are faults of the run
             return self._open()
         try:
@@ -284,16 +311,18 @@ class LocalMLFlowLogger(MLFlowLogger):
                 return self._open()
         except self._server_errors() as err:
             self._went_away(err)
-            return self._mlflow_client
+            return self._client
 
     @property
     def run_id(self) -> str | None:
         _ = self.experiment
-        return self._run_id
+        return self._run_id  # private field of MLFlowLogger (its own run_id property returns it the same way)
 
     def _open(self) -> Any:
         """The experiment and run on first use (raising what the store or server raised)."""
-        if not self._initialized and self._run_id is None:
+        if not self._started and self._run_id is None:
+            # Private field of MLFlowLogger: its constructor takes run_id, but which run this folder has is found
+            # only now, under the store's lock; Lightning's ``experiment`` then continues that run.
             self._run_id = self._earlier_run()
         return super().experiment
 
@@ -318,9 +347,10 @@ class LocalMLFlowLogger(MLFlowLogger):
             yield
 
     def _find_or_create(self) -> str | None:
-        client, name, location = self._mlflow_client, self._experiment_name, self._artifact_location
-        experiment_id, run_id = find_or_create_run(client, name, self.run_dir, location)
-        self._experiment_id = experiment_id
+        experiment_id, run_id = find_or_create_run(
+            self._client, self.experiment_name, self.run_dir, self.artifact_location
+        )
+        self._experiment_id = experiment_id  # private field of MLFlowLogger: else it looks the experiment up again
         return run_id
 
     # --- calls to the server, and what is kept when it stops answering --------------------------------------
@@ -366,9 +396,9 @@ class LocalMLFlowLogger(MLFlowLogger):
         self._keep(
             {
                 "call": "run",
-                "run_id": self._run_id,  # None: the run was not created yet
-                "experiment_name": self._experiment_name,
-                "run_name": self._run_name,
+                "run_id": self._run_id,  # MLFlowLogger's private field, as in run_id; None: the run was not created yet
+                "experiment_name": self.experiment_name,
+                "run_name": self.run_name,
                 "tags": self.tags or {},
             }
         )
@@ -414,7 +444,7 @@ class LocalMLFlowLogger(MLFlowLogger):
     def finalize(self, status: str = "success") -> None:
         self._fitted = True  # Lightning finalizes after fitting and after testing; lenet_exp once more at the end
         status = {"success": "FINISHED", "finished": "FINISHED", "failed": "FAILED"}.get(status, status)
-        if self._gone is None and not self._initialized:
+        if self._gone is None and not self._started:
             return  # nothing was logged: no run to end
         self._call(partial(super().finalize, status), lambda: {"call": "set_terminated", "status": status})
 
@@ -422,11 +452,14 @@ class LocalMLFlowLogger(MLFlowLogger):
         """The run's page on its server, in the UI's model-training view: MLflow 3.17's UI picks its view by its own
         GenAI / Model training switch (the ``workflowType`` of the address, else the browser's last choice, else
         GenAI), whatever the experiment's kind; None without a server, or when it stopped answering."""
-        if self._server is None or self._gone is not None or self._run_id is None:
+        if self._server is None or self._gone is not None or not self._started:
             return None
-        experiment = f"{self._server.rstrip('/')}/#/experiments/{self._experiment_id}"
-        return f"{experiment}/runs/{self._run_id}?{WORKFLOW}"
+        experiment = f"{self._server.rstrip('/')}/#/experiments/{self.experiment_id}"
+        return f"{experiment}/runs/{self.run_id}?{WORKFLOW}"
 
+
+# The name stored configs of earlier runs give in logger.mlflow._target_ (it ran on servers too; renamed for that).
+LocalMLFlowLogger = RunMLFlowLogger
 
 # MLflow's UI, in the view for training runs (its "Model training" switch) rather than the GenAI one.
 WORKFLOW = "workflowType=machine_learning"
@@ -443,7 +476,7 @@ def find_or_create_run(
     if experiment is None:
         try:
             experiment_id = client.create_experiment(
-                experiment_name, artifact_location=artifact_location, tags=LocalMLFlowLogger.EXPERIMENT_TAGS
+                experiment_name, artifact_location=artifact_location, tags=RunMLFlowLogger.EXPERIMENT_TAGS
             )
             return experiment_id, None
         except MlflowException as err:
@@ -451,7 +484,7 @@ def find_or_create_run(
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
             experiment = client.get_experiment_by_name(experiment_name)
-    for key, value in LocalMLFlowLogger.EXPERIMENT_TAGS.items():
+    for key, value in RunMLFlowLogger.EXPERIMENT_TAGS.items():
         if key not in experiment.tags:  # made by an older lenet_exp, or by hand: a kind it did not say
             client.set_experiment_tag(experiment.experiment_id, key, value)
     quote = '"' if "'" in run_dir else "'"
@@ -510,7 +543,7 @@ def send_unsent(run_dir: str | Path, tracking_uri: str) -> int:
             raise ValueError("it does not start with its run")
     except (ValueError, UnicodeDecodeError) as err:
         raise UserError(f"{path} is not a file of unsent MLflow calls ({err}); nothing was sent.") from None
-    LocalMLFlowLogger.check_reachable(tracking_uri)
+    RunMLFlowLogger.check_reachable(tracking_uri)
     client, run_id, sent = MlflowClient(tracking_uri), None, 0
     try:
         with bounded_retries():
@@ -553,7 +586,7 @@ def send_unsent(run_dir: str | Path, tracking_uri: str) -> int:
             f"sending {path} to {tracking_uri} stopped after {sent} calls ({server_error_reason(err)}); "
             "fix that and send it again (what was sent is sent twice: metrics then have two points)."
         ) from None
-    path.rename(path.with_name("mlflow_unsent.sent.jsonl"))
+    path.rename(path.with_name(MLFLOW_SENT))
     return sent
 
 
@@ -561,7 +594,7 @@ def log_image(logger: Logger, tag: str, image: Image.Image, step: int) -> None:
     """``image`` as a TensorBoard image, or as the MLflow artifact ``<tag>.png``; other loggers keep no images."""
     if isinstance(logger, TensorBoardLogger):
         logger.experiment.add_image(tag, np.asarray(image), step, dataformats="HWC")
-    elif isinstance(logger, LocalMLFlowLogger):
+    elif isinstance(logger, RunMLFlowLogger):
         logger.log_png(tag, image)
     elif isinstance(logger, MLFlowLogger):
         logger.experiment.log_image(logger.run_id, image, artifact_file=f"{tag}.png")
@@ -581,7 +614,7 @@ def close_loggers(loggers: list[Logger], settings: dict[str, Any], metrics: dict
         logger.finalize("success")
         if isinstance(logger, RunTensorBoardLogger):
             logger.close()
-        if isinstance(logger, LocalMLFlowLogger) and (page := logger.page()):
+        if isinstance(logger, RunMLFlowLogger) and (page := logger.page()):
             log.info(f"MLflow run: {page}")
 
 
@@ -591,7 +624,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(argv) != 2 or any(arg.startswith("-") for arg in argv):
         fail("give a run folder and the server; usage: python -m lenet_exp.loggers <run folder> <tracking uri>")
     sent = exit_on_user_error(lambda: send_unsent(argv[0], argv[1]))
-    print(f"sent {sent} calls to {argv[1]}; {Path(argv[0]) / UNSENT} is now mlflow_unsent.sent.jsonl")
+    print(f"sent {sent} calls to {argv[1]}; {Path(argv[0]) / UNSENT} is now {MLFLOW_SENT}")
 
 
 if __name__ == "__main__":

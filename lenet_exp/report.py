@@ -36,7 +36,20 @@ from omegaconf import ListConfig, OmegaConf
 from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line
 from lenet_exp.runtime.atomic import atomic_write
 from lenet_exp.runtime.cli import answer_help
-from lenet_exp.runtime.run_folder import HYDRA, OPTUNA_SWEEPER, SUMMARY, error_file, hydra_file, metrics_file
+from lenet_exp.runtime.run_folder import (
+    OPTUNA_SWEEPER,
+    REPORT_GROUPS,
+    REPORT_JOBS,
+    REPORT_PLOT,
+    REPORT_TABLES,
+    SUMMARY,
+    TENSORBOARD,
+    csv_metrics_file,
+    error_file,
+    hydra_file,
+    job_folders,
+    metrics_file,
+)
 
 METRICS = list(SUMMARY)
 # New columns go at the end, so that scripts reading the older summary.csv by position still work.
@@ -44,7 +57,7 @@ JOB_COLUMNS = ["job", "overrides", *METRICS, "status", "seed", "device", "machin
 GROUP_COLUMNS = [
     *["overrides", "n", "seeds", "jobs", *[f"{m}_{s}" for m in METRICS for s in ("mean", "std")], "status", "trial"]
 ]
-FILES = "summary.csv, summary_groups.csv, summary.md and summary.png"
+FILES = f"{REPORT_JOBS}, {REPORT_GROUPS}, {REPORT_TABLES} and {REPORT_PLOT}"
 
 
 @dataclass
@@ -52,12 +65,6 @@ class Report:
     jobs: list[dict[str, Any]]  # one per job folder, in job order
     groups: list[dict[str, Any]]  # one per group of finished jobs, sorted; then each failed or unfinished job
     warning: str | None  # set when the finished jobs ran on different machines
-
-
-def job_folders(sweep: Path) -> list[Path]:
-    """The sweep's job folders (those with a .hydra/ folder), in job-number order."""
-    jobs = [d for d in sweep.iterdir() if d.is_dir() and (d / HYDRA).is_dir()]
-    return sorted(jobs, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else d.name))
 
 
 def eval_curve(job: Path, epochs: int | None) -> tuple[str, list[float]]:
@@ -69,7 +76,7 @@ def eval_curve(job: Path, epochs: int | None) -> tuple[str, list[float]]:
     """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    for folder in sorted({p.parent for p in (job / "tensorboard").rglob("events.out.tfevents.*")}):
+    for folder in sorted({p.parent for p in (job / TENSORBOARD).rglob("events.out.tfevents.*")}):
         events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
         events.Reload()
         try:
@@ -81,7 +88,7 @@ def eval_curve(job: Path, epochs: int | None) -> tuple[str, list[float]]:
             if tag in tags:
                 values = [event.value for event in sorted(events.Scalars(tag), key=lambda e: (e.step, e.wall_time))]
                 return tag, values[:epochs] if epochs else values
-    table = job / "csv" / "metrics.csv"  # one row per epoch, by epoch (the final test is not in it)
+    table = csv_metrics_file(job)  # one row per epoch, by epoch (the final test is not in it)
     if table.is_file():
         with open(table, newline="") as f:
             rows = list(csv.DictReader(f))
@@ -221,8 +228,8 @@ def summarize(sweep: Path) -> list[dict[str, Any]]:
             rows.append(summarize_job(job))
         except Damaged as err:
             status = f"damaged: {err}"
-            rows.append({"job": job.name, "overrides": "", "group_overrides": [], "group": "", "seed": None,
-                         "status": status, "curve_tag": "", "curve": []})  # fmt: skip
+            empty = {"overrides": "", "group_overrides": [], "group": "", "seed": None, "curve_tag": "", "curve": []}
+            rows.append({"job": job.name, **empty, "status": status})
     return rows
 
 
@@ -370,21 +377,21 @@ def write_report(sweep: str | Path) -> Report:
     if not jobs:
         raise UserError(f"{sweep} holds no job folders (none has a .hydra/ folder); give a sweep folder.")
     report = Report(jobs, group(jobs), machines_warning(jobs))
-    write_csv(sweep / "summary.csv", JOB_COLUMNS, report.jobs)
-    write_csv(sweep / "summary_groups.csv", GROUP_COLUMNS, report.groups)
+    write_csv(sweep / REPORT_JOBS, JOB_COLUMNS, report.jobs)
+    write_csv(sweep / REPORT_GROUPS, GROUP_COLUMNS, report.groups)
     note = f"{report.warning}\n\n" if report.warning else ""
     markdown = (
         f"# Sweep {sweep}\n\n{note}## Groups (mean ± std over seeds)\n\n{groups_markdown(report.groups)}"
         f"\n## Jobs\n\n{jobs_markdown(report.jobs)}"
     )
-    atomic_write(sweep / "summary.md", markdown.encode())
+    atomic_write(sweep / REPORT_TABLES, markdown.encode())
     curves = [g for g in report.groups if g.get("curve_mean")]
     tags = sorted({g["curve_tag"] for g in curves})
     names, shared = legend([g["override_list"] for g in curves])
     series = {f"{name} (n={g['n']})": (g["curve_mean"], g["curve_std"]) for name, g in zip(names, curves, strict=True)}
     drawing.band_plot(
         series,
-        sweep / "summary.png",
+        sweep / REPORT_PLOT,
         title="evaluation accuracy per epoch, mean ± one std over seeds",
         ylabel=" or ".join(tags) or "accuracy",
         legend_title=textwrap.fill(f"all: {shared}", 60) if shared else "",

@@ -34,7 +34,7 @@ from lenet_exp.runtime.requeue import requeued_checkpoint
 from lenet_exp.runtime.results import environment, flat_metrics, git_revision, hyperparameters, write_json
 from lenet_exp.runtime.run_folder import hydra_file, metrics_file
 from lenet_exp.runtime.threads import job_devices, torch_threads
-from lenet_exp.search import PruneTrial, trial_callbacks
+from lenet_exp.trial import PruneTrial, trial_callbacks
 
 log = logging.getLogger("lenet_exp")
 # Lightning 2.6 calls a torch.utils._pytree API that torch 2.14 deprecates; nothing for users to act on.

@@ -204,10 +204,15 @@ def test_a_run_without_naming_overrides_is_named_by_its_folders_date_and_time(tm
 @pytest.mark.slow
 def test_an_mlflow_run_without_naming_overrides_is_named_by_its_folder(tmp_path):
     pytest.importorskip("mlflow", reason="logger=mlflow needs pip install 'lenet_exp[mlflow]' (make setup does)")
-    from lenet_exp.loggers import LocalMLFlowLogger
+    from hydra.utils import instantiate
+
+    from lenet_exp.loggers import RunMLFlowLogger
 
     folder = tmp_path / "outputs" / "2026-11-29" / "12-00-00"
-    logger = LocalMLFlowLogger(str(folder / "mlflow"), "lenet_exp", run_dir=str(folder), run_name="")
+    # as an earlier run's stored config names it (logger.mlflow._target_), by the class's former name
+    stored = {"_target_": "lenet_exp.loggers.LocalMLFlowLogger", "save_dir": str(folder / "mlflow")}
+    logger = instantiate(stored, experiment_name="lenet_exp", run_dir=str(folder), run_name="")
+    assert isinstance(logger, RunMLFlowLogger)
     logger.log_metrics({"train/loss": 1.0}, step=0)
     logger.finalize("success")
     client, (found,) = mlflow_runs(folder)

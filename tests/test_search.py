@@ -1,4 +1,4 @@
-"""lenet_exp's Optuna sweeper (hydra_plugins/lenet_exp_optuna, lenet_exp/search.py): studies that prune, studies
+"""lenet_exp's Optuna sweeper (hydra_plugins/lenet_exp_optuna, with lenet_exp/trial.py): studies that prune, studies
 shared by several worker processes on SQLite, a journal file and a real PostgreSQL server, a killed worker's
 trial recovered, a Pareto front, and settings refused before any trial."""
 
@@ -20,7 +20,7 @@ from conftest import ROOT, TINY, run_cli, write_fake_fashion_mnist
 from servers import postgres  # noqa: F401 (a fixture)
 
 import lenet_exp
-from lenet_exp import search
+from hydra_plugins.lenet_exp_optuna._storage import open_storage
 from lenet_exp.errors import UserError
 
 pytestmark = pytest.mark.slow
@@ -135,7 +135,7 @@ def test_workers_opening_a_new_database_at_once_all_get_it(kind, tmp_path, reque
         def open_it(url=url, start=start, errors=errors):
             start.wait()
             try:
-                search.open_storage(url)
+                open_storage(url)
             except Exception as err:  # noqa: BLE001 (collected, asserted below)
                 errors.append(err)
 
@@ -285,3 +285,32 @@ def test_settings_that_cannot_work_are_one_sentence_before_any_trial(tmp_path, d
         lenet_exp.sweep(*study_args(data_dir, sweep, f"hydra.sweeper.storage={stored}"))
     assert "was created to minimize val_acc, not to maximize val_acc" in str(refused.value)
     assert len(optuna.load_study(study_name="lenet", storage=stored).trials) == 0
+
+
+def test_a_sweep_checks_its_settings_and_opens_its_study_once(tmp_path, data_dir, monkeypatch):
+    """lenet_exp.sweep, the SweepChecks callback and the sweeper all need the checked settings and the stored
+    study: the settings are checked, the storage opened and the study loaded once for the whole sweep. (Its one
+    trial's job fails on its own setting before training: the study records it FAIL and the sweep goes on.)"""
+    from hydra_plugins.lenet_exp_optuna import _study
+
+    stored = f"sqlite:///{tmp_path / 'stored.db'}"
+    earlier = optuna.create_study(study_name="lenet", storage=stored, direction="maximize")
+    earlier.set_user_attr(_study.TARGET, 0)  # as a worker that queued its trials leaves it: joined without waiting
+    calls: dict[str, int] = {}
+
+    def counted(name, function):
+        def call(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return function(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(_study, "search_plan", counted("checked", _study.search_plan))
+    monkeypatch.setattr(_study, "open_storage", counted("storage opened", _study.open_storage))
+    monkeypatch.setattr(optuna, "load_study", counted("study loaded", optuna.load_study))
+    monkeypatch.setattr(optuna, "create_study", counted("study created", optuna.create_study))
+    args = study_args(data_dir, tmp_path / "study", "hydra.sweeper.n_trials=1", "data.batch_size=0")
+    (job,) = lenet_exp.sweep(*args, f"hydra.sweeper.storage={stored}")
+    assert "data.batch_size=0 must be a positive whole number" in job.error
+    assert calls == {"checked": 1, "storage opened": 1, "study loaded": 1}, calls
+    assert [t.state.name for t in optuna.load_study(study_name="lenet", storage=stored).trials] == ["FAIL"]

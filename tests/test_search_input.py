@@ -14,7 +14,7 @@ import pytest
 from conftest import run_cli
 
 import lenet_exp
-from lenet_exp import search
+from hydra_plugins.lenet_exp_optuna._storage import open_storage
 from lenet_exp.errors import UserError
 
 STUDY = ["hparams_search=lenet_optuna", "hydra.sweeper.n_trials=2", "debug=limit"]
@@ -168,15 +168,15 @@ def test_journals_of_optuna_still_open_and_one_with_another_programs_lines_is_re
     whose first entry is still being written open; a study's journal with another program's lines appended is
     refused with Optuna's own reason."""
     journal = tmp_path / "study.log"
-    search.open_storage(f"journal://{journal}")  # a new file
-    optuna.create_study(study_name="lenet", storage=search.open_storage(f"journal://{journal}"))
-    assert search.open_storage(f"journal://{journal}").get_all_studies()[0].study_name == "lenet"
+    open_storage(f"journal://{journal}")  # a new file
+    optuna.create_study(study_name="lenet", storage=open_storage(f"journal://{journal}"))
+    assert open_storage(f"journal://{journal}").get_all_studies()[0].study_name == "lenet"
     first = journal.read_bytes().split(b"\n")[0]
     assert "op_code" in json.loads(first)
     being_written = tmp_path / "being_written.log"
     being_written.write_bytes(first[:10])  # a writer's first entry, not yet whole
-    search.open_storage(f"journal://{being_written}")
+    open_storage(f"journal://{being_written}")
     with journal.open("ab") as file:
         file.write(b"appended by another program\nand more\n")
     with pytest.raises(UserError, match=r"is not an Optuna journal \(Expecting value: line 1 column 1"):
-        search.open_storage(f"journal://{journal}")
+        open_storage(f"journal://{journal}")

@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from lenet_exp.errors import UserError, fail, user_error
-from lenet_exp.runtime.run_folder import OPTUNA_SWEEPER, error_file
+from lenet_exp.runtime.run_folder import error_file, hydra_file, job_folders
 
 log = logging.getLogger("lenet_exp")
 
@@ -104,14 +104,26 @@ class SweepChecks(Callback):
 
 
 def check_sweep(config: DictConfig) -> None:
-    """What SweepChecks refuses, as a UserError (lenet_exp.sweep calls it before Hydra's callbacks)."""
+    """What SweepChecks refuses, as a UserError (lenet_exp.sweep calls it before Hydra's callbacks): the metric
+    the sweep optimizes, then what the chosen sweeper checks itself before its sweep folder exists. A sweeper
+    class may offer ``check_before_sweep(config)`` for that (lenet_exp's Optuna sweeper checks its settings and
+    opens its study there, once for the sweep); none is named here."""
     from lenet_exp.runtime.checks import check_optimized_metric
 
     check_optimized_metric(config.get("optimized_metric"), config.data.get("val_size", 0))
-    if config.hydra.sweeper.get("_target_") == OPTUNA_SWEEPER:
-        from hydra_plugins.lenet_exp_optuna.sweeper import check_study
+    check = getattr(_sweeper_class(config), "check_before_sweep", None)
+    if check is not None:
+        check(config)
 
-        check_study(config)  # sampler, pruner, search space, storage, a stored study's direction
+
+def _sweeper_class(config: DictConfig) -> type | None:
+    """The class ``hydra.sweeper._target_`` names; None when it cannot be imported (Hydra then says why)."""
+    from hydra.utils import get_class
+
+    try:
+        return get_class(str(config.hydra.sweeper.get("_target_")))
+    except Exception:  # a name that is not a class: Hydra's instantiate of the sweeper says so in its words
+        return None
 
 
 class SweepRefused(UserError, CompactHydraException):
@@ -140,7 +152,7 @@ class FailedJob(UserError, CompactHydraException):
         failed = failures(Path(self.sweep_dir))
         if not failed:  # read before the sweep ended (FailedJobs, a log line): the job's own sentence
             return self.sentence
-        jobs = sum(1 for d in Path(self.sweep_dir).iterdir() if (d / ".hydra").is_dir())
+        jobs = len(job_folders(Path(self.sweep_dir)))
         listed = "; ".join(failed)
         return f"error: {len(failed)} of {jobs} jobs of the sweep failed (each folder keeps its error.txt): {listed}"
 
@@ -148,13 +160,23 @@ class FailedJob(UserError, CompactHydraException):
 def failures(sweep: Path) -> list[str]:
     """``job N (overrides): reason`` for each job folder of ``sweep`` that holds an error.txt."""
     found = []
-    for job in sorted((d for d in sweep.iterdir() if (d / "error.txt").is_file()), key=lambda d: d.name.zfill(9)):
+    for job in (j for j in job_folders(sweep) if error_file(j).is_file()):
         try:
-            overrides = " ".join(str(o) for o in OmegaConf.load(job / ".hydra" / "overrides.yaml"))
+            overrides = " ".join(str(o) for o in OmegaConf.load(hydra_file(job, "overrides.yaml")))
         except Exception:  # a folder being written, or damaged: its number and reason still say enough
             overrides = "?"
-        found.append(f"job {job.name} ({overrides}): {(job / 'error.txt').read_text().strip()}")
+        found.append(f"job {job.name} ({overrides}): {error_file(job).read_text().strip()}")
     return found
+
+
+def failure_reason(job_return: JobReturn) -> str:
+    """Why a job failed, as its error.txt and its trial in a study record it: a UserError's sentence (also when
+    Hydra's instantiate wrapped it), else the exception's type and message."""
+    # JobReturn's public return_value raises the job's exception again; Hydra keeps the exception itself only in
+    # this private field.
+    error = job_return._return_value
+    cause = user_error(error) if isinstance(error, BaseException) else None
+    return getattr(cause, "sentence", str(cause)) if cause is not None else f"{type(error).__name__}: {error}"
 
 
 class FailedJobs(Callback):
@@ -166,9 +188,7 @@ class FailedJobs(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if job_return.status != JobStatus.FAILED or config.hydra.mode != RunMode.MULTIRUN:
             return  # a single run (lenet_exp.run) raises its error to the caller
-        error = job_return._return_value
-        cause = user_error(error)
-        reason = getattr(cause, "sentence", str(cause)) if cause is not None else f"{type(error).__name__}: {error}"
+        reason = failure_reason(job_return)
         from lenet_exp.runtime.atomic import atomic_write  # torch loads with it: only when a job failed
 
         atomic_write(error_file(config.hydra.runtime.output_dir), (reason + "\n").encode())

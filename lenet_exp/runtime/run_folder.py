@@ -1,5 +1,5 @@
-"""A run folder, written down once: where every command finds and puts each file, the names of the
-metrics a run records, and the sentence that says how to finish an interrupted run.
+"""A run folder and a sweep folder, written down once: where every command finds and puts each file, the
+names of the metrics a run records, and the sentence that says how to finish an interrupted run.
 
     <run>/.hydra/config.yaml    the run's composed config (resume replays it); hydra.yaml, overrides.yaml
     <run>/checkpoints/last.ckpt after every epoch; best.ckpt: the best epoch by val/acc
@@ -7,8 +7,18 @@ metrics a run records, and the sentence that says how to finish an interrupted r
     <run>/evaluations.jsonl     one line per lenet_exp.eval of the run's checkpoints
     <run>/error.txt             why a sweep job failed
     <run>/.lock                 held (flock) by the one process writing the run; holds its PID (runtime/lock.py)
-    <run>/tensorboard/<version>/projector_config.pbtxt and projector/: the embedding projector's files
-                                (lenet_exp/network_view.py), named relative to that folder
+    <run>/tensorboard/<version>/ the TensorBoard event files (logger=tensorboard); projector_config.pbtxt and
+                                projector/: the embedding projector's files (lenet_exp/network_view.py)
+    <run>/csv/metrics.csv       one row per epoch (logger=csv), hparams.yaml beside it
+    <run>/mlflow/               logger=mlflow's own store: mlflow.db, mlflow.lock, artifacts/ (a sweep's: in <sweep>)
+    <run>/mlflow_unsent.jsonl   what an MLflow server that stopped answering was not sent (lenet_exp/loggers.py);
+                                renamed mlflow_unsent.sent.jsonl once sent
+
+    <sweep>/<job>/              a run folder per job: 0, 1, ... (a study's: the trial's number)
+    <sweep>/multirun.yaml       the sweep's config, as Hydra writes it
+    <sweep>/optuna.db           a study's storage when hydra.sweeper.storage is null
+    <sweep>/optimization_results.yaml  a study's best trial or Pareto front
+    <sweep>/summary.csv, summary_groups.csv, summary.md, summary.png: python -m lenet_exp.report
 """
 
 from __future__ import annotations
@@ -17,6 +27,20 @@ from pathlib import Path
 
 CHECKPOINTS = "checkpoints"
 HYDRA = ".hydra"
+TENSORBOARD = "tensorboard"  # the TensorBoard logger's folder (its ``name``)
+CSV = "csv"  # the CSV logger's folder (its ``name``)
+CSV_METRICS = "metrics.csv"  # in it
+CSV_HPARAMS = "hparams.yaml"  # beside it: the run's settings
+# An MLflow store of the runs' own (logger=mlflow without a server): <run>/mlflow/ or, for a sweep, <sweep>/mlflow/.
+MLFLOW_STORE_DB, MLFLOW_STORE_LOCK, MLFLOW_ARTIFACTS = "mlflow.db", "mlflow.lock", "artifacts"
+MLFLOW_UNSENT = "mlflow_unsent.jsonl"
+MLFLOW_SENT = "mlflow_unsent.sent.jsonl"
+# A sweep folder's own files (beside its job folders).
+MULTIRUN = "multirun.yaml"
+STUDY_STORAGE = "optuna.db"
+STUDY_RESULTS = "optimization_results.yaml"
+REPORT_JOBS, REPORT_GROUPS = "summary.csv", "summary_groups.csv"
+REPORT_TABLES, REPORT_PLOT = "summary.md", "summary.png"
 # The embedding projector's files, in a TensorBoard run folder (beside its event files). The config's name is the one
 # TensorBoard's projector looks for; the paths in it are relative to that folder.
 PROJECTOR_CONFIG = "projector_config.pbtxt"
@@ -65,6 +89,16 @@ def error_file(run: Path) -> Path:
 def hydra_file(run: Path, name: str) -> Path:
     """``<run>/.hydra/<name>``: ``config.yaml``, ``hydra.yaml`` or ``overrides.yaml``."""
     return Path(run) / HYDRA / name
+
+
+def csv_metrics_file(run: Path) -> Path:
+    return Path(run) / CSV / CSV_METRICS
+
+
+def job_folders(sweep: Path) -> list[Path]:
+    """The sweep's job folders (those with a .hydra/ folder), in job-number order (then other names)."""
+    jobs = [d for d in Path(sweep).iterdir() if d.is_dir() and (d / HYDRA).is_dir()]
+    return sorted(jobs, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
 
 
 def run_of(checkpoint: Path) -> Path:

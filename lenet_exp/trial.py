@@ -1,0 +1,90 @@
+"""The training side of a study's trial (docs/search.md): when lenet_exp's Optuna sweeper handed this job a
+trial, the callback with which the job reports each epoch to it and stops once the study's pruner says so.
+The study itself (storage, queue, checks, search space) is the sweeper plugin's (hydra_plugins/lenet_exp_optuna);
+this module imports the plugin's job side only when a trial is trained, and the plugin never imports this one."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import pytorch_lightning as pl
+
+from lenet_exp.errors import first_line
+from lenet_exp.runtime.checks import UNBOUNDED
+from lenet_exp.runtime.results import flat_metrics
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hydra_plugins.lenet_exp_optuna._job import TrialHandoff
+
+log = logging.getLogger("lenet_exp")
+
+
+def trial_callbacks(optimized_metric: Any) -> list[pl.Callback]:
+    """The pruning callback when this process trains a trial of a study (else nothing)."""
+    from hydra_plugins.lenet_exp_optuna._job import TrialHandoff
+
+    handoff = TrialHandoff.from_env()
+    if handoff is None:
+        return []
+    from hydra.core.hydra_config import HydraConfig
+
+    metric = optimized_metric if isinstance(optimized_metric, str) else None  # several objectives: no pruning
+    return [PruneTrial(handoff, metric, str(HydraConfig.get().sweeper.get("study_name")))]
+
+
+class PruneTrial(pl.Callback):
+    """Reports ``metric`` (a val_* metric) to the job's trial after every epoch, and stops training after an
+    epoch once the study's pruner says the trial cannot catch up. Rank 0 talks to the study; every rank stops.
+    A study that cannot be reached never stops the training: the job goes on unpruned and says so."""
+
+    def __init__(self, handoff: TrialHandoff, metric: str | None, study: str) -> None:
+        self.handoff, self.metric, self.study = handoff, metric, study
+        self.pruned_after: int | None = None
+        self._trial: optuna.Trial | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and trainer.is_global_zero and self.metric and self._trial is None:
+            try:
+                from hydra_plugins.lenet_exp_optuna._job import open_job_trial
+
+                self._trial = open_job_trial(self.handoff)
+            except Exception as err:  # a node that cannot reach the database: train on, unpruned
+                log.warning(f"trial {self.handoff.number} cannot reach its study ({first_line(err)}); no pruning")
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not self.metric:
+            return
+        prune, epoch = False, trainer.current_epoch + 1
+        if trainer.is_global_zero and self._trial is not None:
+            value = flat_metrics(trainer.callback_metrics).get(self.metric)
+            if value is not None and math.isfinite(value):
+                prune = self._report(value, epoch)
+        if trainer.world_size > 1:
+            prune = trainer.strategy.broadcast(prune, src=0)
+        if prune and (epoch < trainer.max_epochs or trainer.max_epochs == UNBOUNDED):
+            self.pruned_after, trainer.should_stop = epoch, True
+            log.info(f"trial {self.handoff.number} pruned after epoch {epoch}: its {self.metric} cannot catch up")
+
+    def _report(self, value: float, epoch: int) -> bool:
+        """Report ``value``; whether to prune. Any failure of the study means no pruning (every rank still
+        takes part in the broadcast that follows, so none waits for a rank 0 that raised)."""
+        from hydra_plugins.lenet_exp_optuna._job import finished_elsewhere
+
+        try:
+            self._trial.report(value, step=epoch)
+            return self._trial.should_prune()
+        except Exception as err:
+            if finished_elsewhere(err):  # marked failed by a worker that took us for dead
+                log.warning(f"trial {self.handoff.number} is no longer running in the study; training goes on alone")
+            else:  # the database went away, a lock held too long
+                log.warning(f"trial {self.handoff.number} cannot report epoch {epoch} ({first_line(err)}); no pruning")
+        self._trial = None
+        return False
+
+    def record(self) -> dict[str, Any]:
+        """metrics.json's ``trial``: the study, the trial's number, and whether (after which epoch) it was pruned."""
+        return {"study": self.study, "number": self.handoff.number, "pruned_after": self.pruned_after}
