@@ -9,7 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lenet_exp.errors import UserError, fail, user_error
+from lenet_exp.errors import UserError, fail, unwrap_user_errors
 
 # The configs, as an absolute path so that every command finds them from any folder: an installed
 # wheel carries conf/ as lenet_exp/conf/; a checkout (also installed editable) has no such folder and
@@ -20,36 +20,30 @@ CONFIG_NAME = "config"
 
 
 def job(cfg: DictConfig) -> dict[str, Any]:
-    """One run's work, for the command line and lenet_exp.run alike: check, train, return metrics.json's
-    values. A user error comes out as the UserError itself (Hydra's instantiate may have wrapped it)."""
+    """One run's work, for the command line, lenet_exp.run and each job of a sweep alike: check, train,
+    return metrics.json's values (lenet_exp's Optuna sweeper tells the study its ``optimized_metric``, or
+    that the job was pruned). A user error comes out as the UserError itself (Hydra's instantiate may have
+    wrapped it), so that Hydra marks a sweep's job failed and runs the others (hydra_callbacks.FailedJobs)."""
     from lenet_exp.runtime.checks import check_run
 
     logging.raiseExceptions = False  # a full disk under the log file: the run's own writes report it, once
-    try:
-        check_run(cfg)  # a wrong setting is said at once, before torch and Lightning take seconds to load
+    with unwrap_user_errors():
+        tested = check_run(cfg)  # a wrong setting is said at once, before torch and Lightning take seconds to load
         from lenet_exp.train import train  # imported here so that --help and --cfg stay fast too
 
-        return train(cfg)
-    except Exception as err:
-        if (cause := user_error(err)) is None:
-            raise
-        raise cause from None
+        return train(cfg, tested=tested)
 
 
-def sweep_job(cfg: DictConfig) -> dict[str, Any]:
-    """One job of a sweep: train once; return what metrics.json holds (lenet_exp's Optuna sweeper tells the
-    study its ``optimized_metric``, or that the job was pruned).
-
-    A user error is raised, so that Hydra marks the job failed and runs the others (hydra_callbacks.FailedJobs).
-    """
-    return job(cfg)
+# The name lenet_exp.sweep gave Hydra's launchers before: submitit pickles the task function by that name
+# into a SLURM sweep's folder, and a job that starts (or is requeued) after an upgrade unpickles it.
+sweep_job = job
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> dict[str, Any] | None:
     """Train once (a run, or a job of a sweep); a user error in a run ends it with ``error: <sentence>``."""
     try:
-        return sweep_job(cfg)
+        return job(cfg)
     except UserError as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             from lenet_exp.runtime.hydra_callbacks import FailedJob

@@ -28,10 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lenet_exp.errors import UserError, user_error
+from lenet_exp.errors import UserError, unwrap_user_errors
 from lenet_exp.predict import Predictions, TrainedModel, load_model
 from lenet_exp.runtime.cli import names
-from lenet_exp.runtime.run_folder import best_checkpoint, error_file, hydra_file, last_checkpoint, metrics_file
+from lenet_exp.runtime.run_folder import (
+    best_checkpoint,
+    error_file,
+    hydra_file,
+    job_folders,
+    last_checkpoint,
+    metrics_file,
+)
 
 __all__ = ["Predictions", "Run", "TrainedModel", "load", "run", "sweep"]
 
@@ -91,8 +98,7 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
     from hydra.types import HydraContext, RunMode
     from omegaconf import OmegaConf
 
-    from lenet_exp.__main__ import CONFIG_NAME, sweep_job
-    from lenet_exp.report import job_folders
+    from lenet_exp.__main__ import CONFIG_NAME, job
     from lenet_exp.runtime.hydra_callbacks import check_sweep
 
     with _hydra(config_dir) as app:  # the steps of Hydra.multirun, with a folder of the sweep's own
@@ -102,15 +108,14 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
         callbacks = Callbacks(cfg)
         callbacks.on_multirun_start(config=cfg, config_name=CONFIG_NAME)
         context = HydraContext(config_loader=app.config_loader, callbacks=callbacks)
-        sweeper = Plugins.instance().instantiate_sweeper(config=cfg, hydra_context=context, task_function=sweep_job)
+        sweeper = Plugins.instance().instantiate_sweeper(config=cfg, hydra_context=context, task_function=job)
         try:
-            sweeper.sweep(arguments=OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False))
-        except Exception as err:
-            if (cause := user_error(err)) is None:
-                raise
+            with unwrap_user_errors():
+                sweeper.sweep(arguments=OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False))
+        except UserError as cause:
             failed = next((j for j in job_folders(folder) if error_file(j).is_file()), None)
-            job = f"job {failed.name} of the sweep in {folder}" if failed else f"a job of the sweep in {folder}"
-            raise UserError(f"{job} failed: {cause}") from None
+            which = f"job {failed.name} of the sweep in {folder}" if failed else f"a job of the sweep in {folder}"
+            raise UserError(f"{which} failed: {cause}") from None
         callbacks.on_multirun_end(config=cfg, config_name=CONFIG_NAME)
     return [_finished(job) for job in job_folders(folder)]
 

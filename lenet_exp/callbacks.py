@@ -119,11 +119,13 @@ class BestCheckpoint(ModelCheckpoint):
         super().setup(trainer, pl_module, stage)
         self.active = getattr(trainer.datamodule, "eval_split", "val") == "val"
 
-    def _monitor_candidates(self, trainer: pl.Trainer) -> dict[str, Tensor]:
-        """What ``filename`` may name; ``{epoch}`` from 1 (Lightning's counts from 0)."""
-        candidates = super()._monitor_candidates(trainer)
-        candidates["epoch"] = candidates["epoch"] + 1
-        return candidates
+    def format_checkpoint_name(
+        self, metrics: dict[str, Tensor], filename: str | None = None, ver: int | None = None, prefix: str | None = None
+    ) -> str:
+        """Lightning's file name, with ``{epoch}`` from 1 (Lightning's counts from 0)."""
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+        return super().format_checkpoint_name(metrics, filename, ver, prefix)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._validated = False

@@ -3,7 +3,8 @@ one way every command ends on bad input: ``error: <sentence>`` on stderr (and in
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
@@ -62,12 +63,23 @@ def fail(err: BaseException | str) -> NoReturn:
     sys.exit(1)
 
 
+@contextmanager
+def unwrap_user_errors() -> Iterator[None]:
+    """Raise the UserError behind what the block raises as it is (Hydra's instantiate wraps them in its own
+    exceptions); anything else is a bug and is raised unchanged, with its traceback."""
+    try:
+        yield
+    except Exception as err:
+        if (cause := user_error(err)) is None:
+            raise
+        raise cause from None
+
+
 def exit_on_user_error(function: Callable[[], T]) -> T:
     """Run ``function``; a UserError behind what it raises ends the program through ``fail``.
     Anything else is a bug and keeps its traceback."""
     try:
-        return function()
-    except Exception as err:
-        if (cause := user_error(err)) is None:
-            raise
-        fail(cause)
+        with unwrap_user_errors():
+            return function()
+    except UserError as err:
+        fail(err)

@@ -32,13 +32,14 @@ def evaluate(
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from lenet_exp.runtime.checkpoints import load_checkpoint, rebuild
+    from lenet_exp.runtime.checkpoints import rebuild
     from lenet_exp.runtime.results import append_jsonl, flat_metrics, git_revision
-    from lenet_exp.runtime.run_folder import evaluations_file, run_of
+    from lenet_exp.runtime.run_folder import evaluations_file
+    from lenet_exp.runtime.stored_config import open_stored
 
-    checkpoint = load_checkpoint(path, trust)
-    cfg, module = rebuild(checkpoint, path, overrides, parts=("model", "data"))  # it builds both
-    datamodule = instantiate(cfg.data)
+    stored = open_stored(path, trust, given=overrides, builds=("model", "data"))  # it builds both
+    module = rebuild(stored)
+    datamodule = instantiate(stored.config.data)
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=1,
@@ -50,13 +51,13 @@ def evaluate(
     trainer.test(module, datamodule=datamodule, verbose=False)
     result = {
         "ckpt_path": str(path.resolve()),
-        "epochs": checkpoint["epoch"] + 1,  # saved at an epoch's end, Lightning stores that epoch's index
+        "epochs": stored.checkpoint["epoch"] + 1,  # saved at an epoch's end, Lightning stores that epoch's index
         **flat_metrics(trainer.callback_metrics),
         "images": len(datamodule.splits["test"]),
         "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "git_rev": git_revision(),
     }
-    record = evaluations_file(run_of(path))
+    record = evaluations_file(stored.run)
     append_jsonl(record, result)
     log.info(
         f"test acc {result['test_acc']:.4f} on {result['images']} images: {path} "

@@ -172,17 +172,17 @@ class TrainedModel:
 def load_model(ckpt_path: str | Path, trust: Sequence[str] = ()) -> TrainedModel:
     """The model in the checkpoint ``ckpt_path``, built only from allowed classes (lenet_exp's own and
     ``trust``) with weights that fit it, as eval and resume check."""
-    from lenet_exp.runtime.checks import checkpoint_file
+    from lenet_exp.runtime.stored_config import open_stored
 
-    path = checkpoint_file(ckpt_path)  # before torch takes its seconds to load
+    stored = open_stored(ckpt_path, trust, builds=("model",))  # it builds the model only
 
     from hydra.utils import get_class
 
-    from lenet_exp.runtime.checkpoints import load_checkpoint, rebuild
+    from lenet_exp.runtime.checkpoints import rebuild
 
-    cfg, module = rebuild(load_checkpoint(path, trust), path)
+    module, cfg = rebuild(stored), stored.config
     classes = getattr(get_class(cfg.data._target_), "classes", None) or range(cfg.model.get("num_classes", 10))
-    return TrainedModel(module, [str(name) for name in classes], cfg, path)
+    return TrainedModel(module, [str(name) for name in classes], cfg, stored.checkpoint_path)
 
 
 def predict(ckpt_path: str | Path, images: str, top: int = 3, trust: Sequence[str] = ()) -> list[dict]:

@@ -19,7 +19,7 @@ from lenet_exp.callbacks import BestCheckpoint, EpochLine, EpochTimer
 from lenet_exp.errors import UserError
 from lenet_exp.loggers import close_loggers
 from lenet_exp.runtime.atomic import atomic_write
-from lenet_exp.runtime.checkpoints import ConfigInCheckpoint, check_architecture, check_epochs_left, load_checkpoint
+from lenet_exp.runtime.checkpoints import ConfigInCheckpoint, check_architecture, check_epochs_left
 from lenet_exp.runtime.checks import check_run
 from lenet_exp.runtime.distributed import (
     RankWatch,
@@ -33,6 +33,7 @@ from lenet_exp.runtime.lock import run_lock
 from lenet_exp.runtime.requeue import requeued_checkpoint
 from lenet_exp.runtime.results import environment, flat_metrics, git_revision, hyperparameters, write_json
 from lenet_exp.runtime.run_folder import hydra_file, metrics_file
+from lenet_exp.runtime.stored_config import Stored, open_stored
 from lenet_exp.runtime.threads import job_devices, torch_threads
 from lenet_exp.trial import PruneTrial, trial_callbacks
 
@@ -54,14 +55,18 @@ for hint in HINTS:
     warnings.filterwarnings("ignore", message=hint)
 
 
-def train(cfg: DictConfig, finishing: bool = False) -> dict[str, Any]:
+def train(
+    cfg: DictConfig, finishing: bool = False, tested: str | None = None, opened: Stored | None = None
+) -> dict[str, Any]:
     """Run the experiment ``cfg`` describes; return what it wrote to ``metrics.json``.
 
     With ``cfg.ckpt_path`` set, training continues from that checkpoint's next epoch. ``finishing``: the
     checkpoint is the run's own last.ckpt (lenet_exp.resume), which may hold every epoch and still lack
-    its final test; otherwise a checkpoint with nothing left to train is refused.
+    its final test; otherwise a checkpoint with nothing left to train is refused. ``tested``: what
+    ``check_run(cfg)`` answered, when the caller checked ``cfg`` already (``__main__.job``); ``opened``:
+    ``cfg.ckpt_path`` as the gate opened it already (resume opens it with its run folder).
     """
-    tested = check_run(cfg)  # which weights the final test uses: "best" or "last"
+    tested = tested or check_run(cfg)  # which weights the final test uses: "best" or "last"
     cfg = with_seed(cfg)
     threads = torch_threads(cfg.get("threads"))
     torch.set_num_threads(threads)
@@ -72,12 +77,13 @@ def train(cfg: DictConfig, finishing: bool = False) -> dict[str, Any]:
         finishing = True  # it may hold every epoch already and lack only its final test
 
     with run_lock(run_dir):  # one writer per run folder (a no-op where Hydra or resume holds it)
-        datamodule, module, trainer, timer, stored = build(cfg, run_dir, finishing)
+        datamodule, module, trainer, timer, stored = build(cfg, run_dir, finishing, opened)
         with ddp_scope(), file_system_faults(run_dir):
             if cfg.get("threads") is not None:  # Lightning's DDP sets its own count unless this is set
                 os.environ["OMP_NUM_THREADS"] = str(threads)  # (ddp_scope puts it back after the run)
             point_ddp_ranks_at_this_job()
             with resumable(trainer, run_dir), dead_ranks_named(trainer, str(run_dir)):
+                # Lightning reads ckpt_path itself, for the optimizer's, loops' and callbacks' states
                 trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
             final = dict(trainer.callback_metrics)  # the last epoch's train/* and val/* (or test/*)
             chosen = test(trainer, module, datamodule, tested)
@@ -113,16 +119,19 @@ def with_seed(cfg: DictConfig) -> DictConfig:
 
 
 def build(
-    cfg: DictConfig, run_dir: Path, finishing: bool = False
+    cfg: DictConfig, run_dir: Path, finishing: bool = False, opened: Stored | None = None
 ) -> tuple[Any, pl.LightningModule, pl.Trainer, EpochTimer, ConfigInCheckpoint]:
     """The data module, the LightningModule and the Trainer with its callbacks and loggers, from ``cfg``."""
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.model)
-    if cfg.get("ckpt_path"):  # data from a file: only allowed classes, and weights that fit the model
-        checkpoint = load_checkpoint(cfg.ckpt_path, cfg.get("trusted_targets") or (), hint="trusted_targets")
-        check_architecture(checkpoint, module, cfg.ckpt_path)
+    if cfg.get("ckpt_path"):  # data from a file: through the gate, and weights that fit the model
+        if opened is None or opened.checkpoint_path != Path(cfg.ckpt_path):
+            # nothing is built from its config (cfg is the user's own), only its weights are read
+            trusted = cfg.get("trusted_targets") or ()
+            opened = open_stored(cfg.ckpt_path, trusted, builds=(), hint="trusted_targets")
+        check_architecture(opened.checkpoint, module, cfg.ckpt_path)
         if not finishing:
-            check_epochs_left(checkpoint, cfg.ckpt_path, cfg.trainer.max_epochs)
+            check_epochs_left(opened.checkpoint, cfg.ckpt_path, cfg.trainer.max_epochs)
     timer, stored = EpochTimer(), ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True), git_revision())
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
     if cfg.trainer.get("enable_checkpointing") is False:  # Lightning refuses checkpoint callbacks with it

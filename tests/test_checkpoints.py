@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from lenet_exp.errors import UserError, user_error
 from lenet_exp.runtime.atomic import AtomicCheckpointIO
 from lenet_exp.runtime.checkpoints import CONFIG_KEY, load_checkpoint
+from lenet_exp.runtime.stored_config import open_stored
 from lenet_exp.train import train
 
 
@@ -92,22 +93,27 @@ def untrained_checkpoint(path: Path, edit=None, revision: str = "0123abc") -> Pa
     return path
 
 
+CLASSIFIER, RENAMED = "lenet_exp.classifier.Classifier", "does not take (the option was renamed or removed)"
+
+
 @pytest.mark.parametrize(
     ("edit", "says"),
     [
-        (lambda c: c["model"].__setitem__("dropout", 0.5), "names model.dropout, which this version's "
-         "lenet_exp.classifier.Classifier does not take (the option was renamed or removed)"),
+        (
+            lambda c: c["model"].__setitem__("dropout", 0.5),
+            f"names model.dropout, which this version's {CLASSIFIER} {RENAMED}",
+        ),
         (lambda c: c["model"]["net"].__setitem__("width", 2), "names model.net.width, which this version's"),
-        (lambda c: c["model"].pop("net"), "has no model.net, which this version's lenet_exp.classifier.Classifier"),
+        (lambda c: c["model"].pop("net"), f"has no model.net, which this version's {CLASSIFIER}"),
         (lambda c: c["data"].__setitem__("shuffle", True), "names data.shuffle, which this version's"),
         (lambda c: c.pop("model"), "has no model, which this version of lenet_exp needs"),
     ],
-)  # fmt: skip
+)
 def test_a_checkpoint_of_another_version_is_one_sentence_naming_the_key_and_revision(tmp_path, edit, says):
-    """load_checkpoint is what eval, predict and ckpt_path= read a checkpoint with."""
+    """The gate, open_stored, is what eval, predict, lenet_exp.load and ckpt_path= read a checkpoint with."""
     path = untrained_checkpoint(tmp_path / "old.ckpt", edit)
     with pytest.raises(UserError, match="^ckpt_path=") as err:
-        load_checkpoint(path)
+        open_stored(path, builds=())
     assert says in str(err.value) and "(it was written by the code at 0123abc)" in str(err.value)
     assert "\n" not in str(err.value)
 

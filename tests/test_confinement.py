@@ -4,6 +4,7 @@ follows no link planted in it, and contacts no server its config names."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 from pathlib import Path
 
@@ -11,12 +12,15 @@ import pytest
 import torch
 import yaml
 from conftest import ONE_EPOCH, run_cli, unfinished_copy, write_fake_fashion_mnist
+from omegaconf import OmegaConf
 
 from lenet_exp.errors import UserError
 from lenet_exp.runtime.atomic import atomic_write
 from lenet_exp.runtime.checkpoints import CONFIG_KEY
-from lenet_exp.runtime.confine import check_confined
 from lenet_exp.runtime.results import append_jsonl
+from lenet_exp.runtime.stored_config import open_stored, read_run
+
+STORED = Path(__file__).resolve().parent / "data" / "run_f701b51"  # a run folder of an earlier commit
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +92,14 @@ def edit_config(folder: Path, edit) -> None:
     (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
 
 
+def stored_in(run: Path, config: dict) -> Path:
+    """A checkpoint in ``run`` that stores ``config`` (beside the model part every checkpoint has; no weights)."""
+    path = run / "checkpoints" / "sent.ckpt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {}, CONFIG_KEY: {"model": {}, **config}}, path)
+    return path
+
+
 @pytest.mark.parametrize(
     ("config", "key", "says"),
     [
@@ -100,10 +112,12 @@ def edit_config(folder: Path, edit) -> None:
     ],
 )
 def test_a_stored_path_outside_the_run_or_a_server_is_one_sentence_naming_the_key(config, key, says, tmp_path):
-    with pytest.raises(UserError, match=rf"^x names {key}=.*{says}.*{key}=") as err:
-        check_confined(config, tmp_path / "run", "x")
+    path = stored_in(tmp_path / "run", config)
+    with pytest.raises(UserError, match=rf"^ckpt_path={path} names {key}=.*{says}.*{key}=") as err:
+        open_stored(path)  # a command that builds all of it
     assert "\n" not in str(err.value)
-    check_confined(config, tmp_path / "run", "x", given=[key])  # the user named it: their choice
+    value = OmegaConf.select(OmegaConf.create(config), key)
+    open_stored(path, given=[f"{key}={value}"])  # the user named it: their choice
 
 
 def test_paths_inside_the_run_and_a_data_folder_only_read_are_accepted(tmp_path):
@@ -113,7 +127,26 @@ def test_paths_inside_the_run_and_a_data_folder_only_read_are_accepted(tmp_path)
         "logger": {"csv": {"save_dir": str(run)}},
         "data": {"data_dir": "/usr/share/datasets/fashion-mnist", "download": False},
     }
-    check_confined(inside, run, "x")
+    open_stored(stored_in(run, inside))
+
+
+def test_the_users_key_is_given_again_before_confinement_and_only_that_key(tmp_path):
+    """The gate's order: the keys the user gives replace the stored ones before the stored config is confined,
+    so naming a refused key again allows it (with the user's value), and nothing else."""
+    folder = tmp_path / "run"
+    shutil.copytree(STORED, folder)
+    edit_config(folder, lambda c: c["logger"].__setitem__("mlflow", {"tracking_uri": "http://sent.example:5000"}))
+    edit_config(folder, lambda c: c["callbacks"]["checkpoint"].__setitem__("dirpath", str(tmp_path / "outside")))
+    server, mine = "logger.mlflow.tracking_uri", tmp_path / "mine"
+    with pytest.raises(UserError, match="names callbacks.checkpoint.dirpath=.*outside, which writes into a folder"):
+        open_stored(read_run(folder))
+    with pytest.raises(UserError, match=f"names {server}=http://sent.example:5000, a server"):
+        open_stored(read_run(folder), given=[f"callbacks.checkpoint.dirpath={mine}"])
+    opened = open_stored(read_run(folder), given=[f"{server}=null", f"callbacks.checkpoint.dirpath={mine}"])
+    assert opened.config.logger.mlflow.tracking_uri is None and opened.config.callbacks.checkpoint.dirpath == str(mine)
+    assert opened.checkpoint["epoch"] == 1  # its last.ckpt, opened with it
+    with pytest.raises(UserError, match="^trainer.max_epochs is not an argument of this command: of .*config.yaml"):
+        open_stored(read_run(folder), given=["trainer.max_epochs=3"])
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from lenet_exp.data import CLASSES, find_files, load_split
-from lenet_exp.predict import MAX_PIXELS, to_fashion_mnist
+from lenet_exp.predict import MAX_PIXELS, main, to_fashion_mnist
 from lenet_exp.runtime.checkpoints import CONFIG_KEY
 from lenet_exp.train import train
 
@@ -39,8 +39,16 @@ def test_pictures_are_made_like_fashion_mnist_images():
     )  # all white: background
 
 
+def predicted(capsys, *argv: str) -> tuple[int, str]:
+    """``python -m lenet_exp.predict <argv>`` run in this process: its exit status and what it printed."""
+    with pytest.raises(SystemExit) as ended:
+        main([*argv])
+        raise SystemExit(0)
+    return ended.value.code, capsys.readouterr().out
+
+
 @apply(real_data)
-def test_predict_labels_real_test_images_and_names_an_unreadable_one(tmp_path):
+def test_predict_labels_real_test_images_and_names_an_unreadable_one(tmp_path, capsys):
     run = tmp_path / "run"
     train(compose_config(run, ["trainer=cpu", "trainer.max_epochs=1", "model.net.activation=relu"]))
     images, labels = load_split(find_files(Path("/nonexistent")), "test")
@@ -57,8 +65,10 @@ def test_predict_labels_real_test_images_and_names_an_unreadable_one(tmp_path):
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 20 and all(line.count(",") == 2 for line in lines)  # top-3 each
 
-    out = run_cli(f"ckpt_path={ckpt}", f"images={folder}", "format=json", module="lenet_exp.predict")
-    results = [json.loads(line) for line in out.stdout.splitlines()]
+    # The same command in this process: its formats and arguments, without another start of Python and torch.
+    code, printed = predicted(capsys, f"ckpt_path={ckpt}", f"images={folder}", "format=json")
+    results = [json.loads(line) for line in printed.splitlines()]
+    assert code == 1
     assert len(results) == 21 and "error" in results[-1]
     correct = sum(r["class"] == CLASSES[int(labels[i])] for i, r in enumerate(results[:20]))
     assert correct >= 12, correct
@@ -66,8 +76,8 @@ def test_predict_labels_real_test_images_and_names_an_unreadable_one(tmp_path):
     assert len(first) == 3 and first[0]["probability"] >= first[1]["probability"] >= first[2]["probability"]
     assert sum(t["probability"] for t in first) <= 1.0001
 
-    one = run_cli(f"ckpt_path={ckpt}", f"images={folder / '00.png'},{folder / '01.png'}", module="lenet_exp.predict")
-    assert one.returncode == 0 and len(one.stdout.strip().splitlines()) == 2
+    code, printed = predicted(capsys, f"ckpt_path={ckpt}", f"images={folder / '00.png'},{folder / '01.png'}")
+    assert code == 0 and len(printed.strip().splitlines()) == 2
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from pytorch_lightning.callbacks import Callback
 
 from lenet_exp.errors import UserError, user_error
 from lenet_exp.runtime.checkpoints import CONFIG_KEY
-from lenet_exp.runtime.trust import check_targets
+from lenet_exp.runtime.stored_config import open_stored
 from lenet_exp.train import train
 
 
@@ -103,8 +104,14 @@ def test_resume_refuses_a_crafted_last_checkpoint(run, tmp_path):
     assert not canary.exists()
 
 
-def test_what_is_allowed_and_how_the_user_adds_a_class():
-    stored = {
+def stored(path: Path, config: dict) -> Path:
+    """A checkpoint at ``path`` that stores ``config`` (and no weights: the gate reads only the config)."""
+    torch.save({"state_dict": {}, CONFIG_KEY: config}, path)
+    return path
+
+
+def test_what_is_allowed_and_how_the_user_adds_a_class(tmp_path):
+    config = {
         "model": {
             "_target_": "lenet_exp.classifier.Classifier",
             "net": {"_target_": "lenet_exp.models.LeNet"},
@@ -113,12 +120,25 @@ def test_what_is_allowed_and_how_the_user_adds_a_class():
         },
         "trainer": {"_target_": "pytorch_lightning.Trainer", "plugins": []},
     }
-    assert check_targets(stored, "x") == stored
+    assert open_stored(stored(tmp_path / "ok.ckpt", config), builds=()).checkpoint[CONFIG_KEY] == config
     for target in ("os.system", "torch.load", "torch.optim.Optimizer.zero_grad", "subprocess.Popen", "torch.optim.os"):
-        with pytest.raises(UserError, match=f"x names model.net._target_={target}"):
-            check_targets({"model": {"net": {"_target_": target}}}, "x")
+        path = stored(tmp_path / "bad.ckpt", {"model": {"net": {"_target_": target}}})
+        with pytest.raises(UserError, match=f"^ckpt_path={path} names model.net._target_={target}, "):
+            open_stored(path, builds=())
     mine = {"model": {"net": {"_target_": "my_models.SmallCNN"}}}
-    assert check_targets(mine, "x", trusted=["my_models.SmallCNN"]) == mine
+    trusted = open_stored(stored(tmp_path / "mine.ckpt", mine), ["my_models.SmallCNN"], builds=())
+    assert trusted.checkpoint[CONFIG_KEY] == mine
+
+
+def test_the_allowlist_comes_before_any_class_is_imported(tmp_path, monkeypatch):
+    """The version check imports the classes a config names; the allowlist runs first, so a class that is not
+    allowed is refused as such, never imported, even where it also names keys of another version."""
+    (tmp_path / "planted.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\nclass Net:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = stored(tmp_path / "planted.ckpt", {"model": {"net": {"_target_": "planted.Net", "width": 2}}})
+    with pytest.raises(UserError, match="names model.net._target_=planted.Net, which is not a class"):
+        open_stored(path, builds=())
+    assert "planted" not in sys.modules and not (tmp_path / "ran").exists()
 
 
 @pytest.mark.slow

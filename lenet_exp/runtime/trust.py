@@ -3,19 +3,17 @@
 Their stored configs name classes by ``_target_``. Before anything is built from such a config,
 every ``_target_`` in it, at any depth, must be on the allowlist below, or named by the user
 (``trust=`` on the command line, ``trusted_targets`` in their own config). Anything else is
-refused with one sentence naming the key, so nothing it names is imported or run.
+refused with one sentence naming the key, so nothing it names is imported or run. This is the
+allowlist step of the gate (runtime/stored_config.py), which calls ``check_target`` for every
+``_target_`` it meets in its walk of the config.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection
 from typing import Any
 
-import torch
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from lenet_exp.errors import UserError, first_line
+from lenet_exp.errors import UserError
 
 # lenet_exp's own classes, and the Lightning classes lenet_exp's configs build: a checkpoint
 # stores the whole run config (trainer, logger and callbacks too), and resume rebuilds all of it.
@@ -33,7 +31,8 @@ ALLOWED = frozenset(
         "lenet_exp.runtime.atomic.AtomicCheckpointIO",
         "lenet_exp.loggers.EpochCSVLogger",
         "lenet_exp.loggers.RunTensorBoardLogger",
-        "lenet_exp.loggers.LocalMLFlowLogger",
+        "lenet_exp.loggers.RunMLFlowLogger",
+        "lenet_exp.loggers.LocalMLFlowLogger",  # its name before it was renamed, in earlier runs' configs
         "pytorch_lightning.Trainer",
         "pytorch_lightning.loggers.TensorBoardLogger",
         "pytorch_lightning.loggers.CSVLogger",
@@ -49,6 +48,8 @@ ALLOWED = frozenset(
 def _torch_class(target: str) -> bool:
     """``torch.optim.<Optimizer>`` or ``torch.optim.lr_scheduler.<scheduler>``, looked up by name
     in modules torch has already imported (nothing new is imported)."""
+    import torch  # here, so that the gate can refuse a folder before torch takes its seconds to load
+
     module, _, name = target.rpartition(".")
     if module == "torch.optim":
         found = getattr(torch.optim, name, None)
@@ -60,53 +61,19 @@ def _torch_class(target: str) -> bool:
     return False
 
 
-def allowed(target: Any, trusted: Iterable[str] = ()) -> bool:
-    return isinstance(target, str) and (target in ALLOWED or target in set(trusted) or _torch_class(target))
+def allowed(target: Any, trusted: Collection[str] = ()) -> bool:
+    return isinstance(target, str) and (target in ALLOWED or target in trusted or _torch_class(target))
 
 
-def _targets(node: Any, path: str) -> Iterator[tuple[str, Any]]:
-    """(key, value) of every ``_target_`` under ``node`` (plain dicts and lists), at any depth."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            where = f"{path}.{key}" if path else str(key)
-            if key == "_target_":
-                yield where, value
-            else:
-                yield from _targets(value, where)
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _targets(value, f"{path}[{i}]")
-
-
-def resolved(config: Any, source: str) -> dict[str, Any]:
-    """``config`` as plain data with every interpolation resolved, so that no ``_target_`` can hide
-    inside one (``${oc.decode:...}`` makes config out of a string)."""
-    try:
-        container = OmegaConf.to_container(OmegaConf.create(config), resolve=True)
-    except (OmegaConfBaseException, ValueError, TypeError) as err:
-        raise UserError(
-            f"{source} holds a config that cannot be read ({first_line(err)}); it is damaged or was "
-            "not written by lenet_exp."
-        ) from err
-    if not isinstance(container, dict):
-        raise UserError(f"{source} holds no run config (a mapping of keys); it was not written by lenet_exp.")
-    return container
-
-
-def check_targets(config: Any, source: str, trusted: Iterable[str] = (), hint: str = "trust") -> dict[str, Any]:
-    """``config`` (read from ``source``) resolved, once every ``_target_`` in it proved allowed.
-
-    ``hint`` is the argument the refusal tells the user to add: ``trust`` (eval, predict, resume) or
-    ``trusted_targets`` (training with ``ckpt_path=``, whose config is Hydra's).
-    """
-    trusted = list(trusted)
-    config = resolved(config, source)
-    for key, target in _targets(config, ""):
-        if not allowed(target, trusted):
-            allow = f"trust={target}" if hint == "trust" else f"'trusted_targets=[{target}]'"
-            raise UserError(
-                f"{source} names {key}={target}, which is not a class lenet_exp builds from a file it was "
-                f"given (its own classes, torch optimizers and schedulers); nothing was loaded. If you trust "
-                f"that file and {target}, allow it with {allow}."
-            )
-    return config
+def check_target(key: str, target: Any, source: str, trusted: Collection[str] = (), hint: str = "trust") -> None:
+    """Refuse ``target``, the value of ``key`` (a dotted ``..._target_``) in the config read from ``source``,
+    unless it is allowed. ``hint`` is the argument the refusal tells the user to add: ``trust`` (eval, predict,
+    resume, ``lenet_exp.load``) or ``trusted_targets`` (training with ``ckpt_path=``, whose config is Hydra's)."""
+    if allowed(target, trusted):
+        return
+    allow = f"trust={target}" if hint == "trust" else f"'trusted_targets=[{target}]'"
+    raise UserError(
+        f"{source} names {key}={target}, which is not a class lenet_exp builds from a file it was "
+        f"given (its own classes, torch optimizers and schedulers); nothing was loaded. If you trust "
+        f"that file and {target}, allow it with {allow}."
+    )
