@@ -300,8 +300,18 @@ def slurm() -> Iterator[Slurm]:
         conf.write_text(slurm_conf(folder, host))
         runuser = shutil.which("runuser") or "/usr/sbin/runuser"
         m = f"{munge}/munged"
-        start(runuser, "-u", "munge", "--", sbin / "munged", f"--socket={munge}/munge.socket", f"--key-file={key}",
-              f"--pid-file={m}.pid", f"--log-file={m}.log", f"--seed-file={m}.seed")  # fmt: skip
+        start(
+            runuser,
+            "-u",
+            "munge",
+            "--",
+            sbin / "munged",
+            f"--socket={munge}/munge.socket",
+            f"--key-file={key}",
+            f"--pid-file={m}.pid",
+            f"--log-file={m}.log",
+            f"--seed-file={m}.seed",
+        )
         start(sbin / "slurmctld", "-f", conf)
         start(sbin / "slurmd", "-f", conf, "-N", host)
         deadline = time.monotonic() + SLURM_NODE_TIMEOUT
@@ -381,8 +391,20 @@ def running_mlflow_server(folder: Path, port: int | None = None) -> Iterator[Mlf
     log = folder / "server.log"
     store = f"sqlite:///{folder / 'mlflow.db'}"
     artifacts = folder / "artifacts"
-    command = [executable, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-               "--backend-store-uri", store, "--artifacts-destination", artifacts]  # fmt: skip
+    command = [
+        executable,
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        store,
+        "--artifacts-destination",
+        artifacts,
+    ]
     # No job runner (MLflow's GenAI jobs, eight more processes): it doubles the start-up on two cores.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with log.open("ab") as out:  # a process group of its own: stopping it stops uvicorn's worker with it

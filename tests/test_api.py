@@ -153,9 +153,13 @@ def test_config_dir_adds_the_users_configs_like_the_config_dir_option(tmp_path, 
     mine.mkdir(parents=True)
     (mine / "tiny.yaml").write_text("# @package _global_\nmodel:\n  optimizer:\n    lr: 0.0042\n")
     result = lenet_exp.run(
-        *ONE_EPOCH, "experiment=tiny", f"data.data_dir={data_dir}", "threads=1", f"hydra.run.dir={tmp_path / 'run'}",
+        *ONE_EPOCH,
+        "experiment=tiny",
+        f"data.data_dir={data_dir}",
+        "threads=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
         config_dir=tmp_path / "mine",
-    )  # fmt: skip
+    )
     assert "lr: 0.0042" in (result.run_dir / ".hydra" / "config.yaml").read_text()
 
 

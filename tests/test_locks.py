@@ -51,9 +51,13 @@ def waiting_run(tmp_path, fake_data):
     args = [*ONE_EPOCH, f"data.data_dir={fake_data}", f"hydra.run.dir={run}", "logger=csv"]
     wait = ["+callbacks.wait._target_=test_locks.WaitForFile", f"+callbacks.wait.go={go}"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lenet_exp", *args, *wait], cwd=ROOT, env=TESTS_ON_PATH, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [sys.executable, "-m", "lenet_exp", *args, *wait],
+        cwd=ROOT,
+        env=TESTS_ON_PATH,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         yield run, go, proc
     finally:
@@ -105,8 +109,10 @@ def test_ddp_ranks_started_by_the_launcher_do_not_take_the_lock(tmp_path, monkey
         monkeypatch.setenv(variable, "1")
         child = subprocess.run(
             [sys.executable, "-c", f"from lenet_exp.runtime.lock import acquire; print(acquire({str(tmp_path)!r}))"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert child.returncode == 0 and child.stdout.strip() == "False", child.stderr
         monkeypatch.delenv(variable)
     release(tmp_path)
@@ -126,8 +132,10 @@ def test_eval_appends_beside_a_running_training(tmp_path, fake_data):
     cfg = compose_config(run, [*ONE_EPOCH, f"data.data_dir={fake_data}"])
     (run / "checkpoints").mkdir(parents=True)
     state = instantiate(cfg.model).state_dict()
-    torch.save({"state_dict": state, "epoch": 0, CONFIG_KEY: OmegaConf.to_container(cfg, resolve=True)},
-               run / "checkpoints" / "last.ckpt")  # fmt: skip
+    torch.save(
+        {"state_dict": state, "epoch": 0, CONFIG_KEY: OmegaConf.to_container(cfg, resolve=True)},
+        run / "checkpoints" / "last.ckpt",
+    )
     assert acquire(run)
     try:
         out = run_cli(f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "accelerator=cpu", module="lenet_exp.eval")

@@ -64,8 +64,14 @@ def test_a_resumed_run_goes_on_in_its_run_on_the_server(tmp_path, fake_data, mlf
     from mlflow.tracking import MlflowClient
 
     uri, folder = mlflow_server.uri, tmp_path / "run"
-    out = run_cli(*ONE_EPOCH, f"data.data_dir={fake_data}", f"hydra.run.dir={folder}", "logger=mlflow",
-                  f"logger.mlflow.tracking_uri={uri}", "logger.mlflow.experiment_name=resumed")  # fmt: skip
+    out = run_cli(
+        *ONE_EPOCH,
+        f"data.data_dir={fake_data}",
+        f"hydra.run.dir={folder}",
+        "logger=mlflow",
+        f"logger.mlflow.tracking_uri={uri}",
+        "logger.mlflow.experiment_name=resumed",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("resumed")
@@ -81,8 +87,14 @@ def test_a_resumed_run_goes_on_in_its_run_on_the_server(tmp_path, fake_data, mlf
 def test_an_unreachable_server_is_one_sentence_before_training(tmp_path, fake_data):
     uri = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     run = tmp_path / "run"
-    out = run_cli(*ONE_EPOCH, f"data.data_dir={fake_data}", f"hydra.run.dir={run}", "logger=mlflow",
-                  f"logger.mlflow.tracking_uri={uri}", timeout=120)  # fmt: skip
+    out = run_cli(
+        *ONE_EPOCH,
+        f"data.data_dir={fake_data}",
+        f"hydra.run.dir={run}",
+        "logger=mlflow",
+        f"logger.mlflow.tracking_uri={uri}",
+        timeout=120,
+    )
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     (line,) = [line for line in out.stderr.splitlines() if line.strip()]
     assert line.startswith(f"error: logger.mlflow.tracking_uri={uri} cannot be reached (")

@@ -64,8 +64,10 @@ def test_the_cpu_ddp_sweep_runs_through_sbatch_as_written_and_equals_the_same_ru
     on_slurm, here = metrics(tmp_path / "slurm" / "0"), metrics(tmp_path / "local")
     assert {k: on_slurm[k] for k in COMPARED} == {k: here[k] for k in COMPARED}
     assert on_slurm.get("val_acc") == here.get("val_acc")
-    saved = [torch.load(p / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for p in (
-        tmp_path / "slurm" / "0", tmp_path / "local")]  # fmt: skip
+    saved = [
+        torch.load(p / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        for p in (tmp_path / "slurm" / "0", tmp_path / "local")
+    ]
     assert all(torch.equal(saved[0][k], saved[1][k]) for k in saved[0])
 
 
@@ -115,10 +117,22 @@ def test_a_requeued_job_continues_in_its_folder_and_ends_equal_to_an_uninterrupt
     ]
     sweep = tmp_path / "sweep"
     job = subprocess.Popen(
-        [sys.executable, "-m", "lenet_exp", "-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug", *run,
-         f"hydra.sweep.dir={sweep}"],
-        cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "lenet_exp",
+            "-m",
+            "hydra/launcher=slurm",
+            "hydra.launcher.partition=debug",
+            *run,
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=ROOT,
+        env=cluster.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         last = sweep / "0" / "checkpoints" / "last.ckpt"
         deadline = time.monotonic() + 180

@@ -106,9 +106,13 @@ def test_unbounded_max_epochs_alone_is_one_sentence(tmp_path):
 
 def test_max_epochs_minus_one_runs_until_early_stopping(tmp_path, fake_data):
     output, run, metrics = lenet_exp(
-        tmp_path, fake_data, "trainer.max_epochs=-1", "callbacks=with_early_stopping",
-        "callbacks.early_stopping.patience=1", "data.val_size=16",
-    )  # fmt: skip
+        tmp_path,
+        fake_data,
+        "trainer.max_epochs=-1",
+        "callbacks=with_early_stopping",
+        "callbacks.early_stopping.patience=1",
+        "data.val_size=16",
+    )
     # patience 1: the first epoch that does not beat the best one (strictly, as best.ckpt counts) is the last
     assert metrics["epochs"] == metrics["best_epoch"] + 1 == len(epoch_lines(output))
     assert checkpoint(best_checkpoint(run))["epoch"] + 1 == metrics["best_epoch"] and metrics["tested"] == "best"
@@ -126,10 +130,14 @@ def test_max_steps_counts_accumulated_and_clipped_steps(tmp_path, fake_data):
     """3 optimizer steps of 2 batches each: the second of the 2 epochs begun stops after its first step."""
     spy = tmp_path / "grads.json"
     output, run, metrics = lenet_exp(
-        tmp_path, fake_data, "trainer.max_steps=3", "trainer.accumulate_grad_batches=2",
-        "trainer.gradient_clip_val=0.1", f"+callbacks.grad_spy={{_target_:grad_spy.GradSpy,path:{spy}}}",
+        tmp_path,
+        fake_data,
+        "trainer.max_steps=3",
+        "trainer.accumulate_grad_batches=2",
+        "trainer.gradient_clip_val=0.1",
+        f"+callbacks.grad_spy={{_target_:grad_spy.GradSpy,path:{spy}}}",
         env={**os.environ, "PYTHONPATH": str(ROOT / "tests")},
-    )  # fmt: skip
+    )
     assert checkpoint(last_checkpoint(run))["global_step"] == 3 and metrics["epochs"] == 2
     first, second = epoch_lines(output)
     assert "test acc" in first and "test acc" not in second  # max_steps ended epoch 2 before its evaluation
@@ -269,9 +277,14 @@ def test_an_interrupted_ddp_spawn_run_resumes(tmp_path):
     spawn = ["trainer.strategy=ddp_spawn", "trainer.devices=1", "data.val_size=16", "trainer.max_epochs=3"]
     command = [sys.executable, "-m", "lenet_exp", *TINY, f"data.data_dir={data}", f"hydra.run.dir={run}", *spawn]
     proc = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        command,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    )
     seen = []
     for line in proc.stdout:
         seen.append(line)
