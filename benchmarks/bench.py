@@ -5,7 +5,8 @@ each in its own process, interleaved and repeated so that noise hits all alike:
 
   book       the book's pipeline: torchvision FashionMNIST + ToTensor + DataLoader(num_workers=4)
   bare       a bare loop over whole in-memory tensors, no Lightning
-  lenet_exp  python -m lenet_exp with the default config
+  lenet_exp  python -m lenet_exp with the default config (steps_per_call=auto: 16 optimizer steps per
+             Lightning training step on a CPU, 1 on CUDA)
   epoch      python -m lenet_exp steps_per_call=epoch: a whole epoch per Lightning training step
              (on CUDA each optimizer step a replayed CUDA graph)
 
@@ -17,8 +18,8 @@ step per call; without the callback of lenet_exp/network_view.py as ``no_view``,
 
 and prints, for each, the median seconds per epoch (training plus test evaluation), the time
 from process start to the first training step, the peak memory and the final test accuracy,
-then the ratios to the bare loop (the best of steps_16, epoch and epoch_eager against its target) and
-book/lenet_exp.
+then the ratios to the bare loop (lenet_exp, the default, against its target of 1.03; the best of
+steps_16, epoch and epoch_eager too) and book/lenet_exp.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ LENET_VARIANTS = {
     "no_view": ["~callbacks.network_view"],  # without the TensorBoard extras of lenet_exp/network_view.py
 }
 MANY_STEPS = ("steps_16", "epoch", "epoch_eager")  # the fast settings: the best of them has a target
+TARGET = 1.03  # the default config (and the best fast setting) at most this many times the bare loop's s/epoch
 VARIANTS = ("book", "bare", *LENET_VARIANTS)
 DEFAULT_VARIANTS = "book,bare,lenet_exp,epoch"
 
@@ -188,12 +190,12 @@ def table(runs: list[dict]) -> tuple[str, dict[str, dict]]:
             ratio = summary[variant]["seconds_per_epoch"] / summary["bare"]["seconds_per_epoch"]
             summary[variant]["ratio_to_bare"] = ratio
             name = "c/b = lenet_exp / bare" if variant == "lenet_exp" else f"{variant} / bare"
-            lines.append(f"{name} = {ratio:.3f}" + ("   (target <= 1.10)" if variant == "lenet_exp" else ""))
+            lines.append(f"{name} = {ratio:.3f}" + (f"   (target <= {TARGET})" if variant == "lenet_exp" else ""))
     fast = [v for v in MANY_STEPS if "ratio_to_bare" in summary.get(v, {})]
     if fast:
         best = min(fast, key=lambda v: summary[v]["ratio_to_bare"])
         ratio = summary[best]["ratio_to_bare"]
-        lines.append(f"best of {', '.join(fast)}: {best}, {ratio:.3f} x bare   (target <= 1.03)")
+        lines.append(f"best of {', '.join(fast)}: {best}, {ratio:.3f} x bare   (target <= {TARGET})")
     if {"book", "lenet_exp"} <= summary.keys():
         ratio = summary["book"]["seconds_per_epoch"] / summary["lenet_exp"]["seconds_per_epoch"]
         lines.append(f"a/c = book / lenet_exp = {ratio:.2f}    (target >= 2)")

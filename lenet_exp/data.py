@@ -15,7 +15,7 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lenet_exp import steps
+from lenet_exp import many_steps
 from lenet_exp.errors import UserError, check_value
 
 log = logging.getLogger(__name__)
@@ -183,8 +183,10 @@ class FashionMNIST(pl.LightningDataModule):
 
     With ``val_size=0`` (the book's protocol) the 10,000 test images are evaluated after every
     epoch. With ``val_size=N`` a seeded hold-out of N training images is evaluated instead, and
-    the test set is used only once, at the end. With ``steps_per_call`` other than 1 each training
-    item is that many batches, stacked (K,B,...), in the same order (see lenet_exp.steps.BatchGroups).
+    the test set is used only once, at the end. ``steps_per_call`` (resolved once per fit, by
+    lenet_exp.many_steps.resolve, into ``steps_per_item``) other than 1 makes each training item that
+    many batches, stacked (K,B,...), in the same order (lenet_exp.many_steps.BatchGroups); the model
+    then takes as many optimizer steps per training step.
     """
 
     classes = CLASSES
@@ -201,7 +203,6 @@ class FashionMNIST(pl.LightningDataModule):
         steps_per_call: int | str = 1,
     ) -> None:
         super().__init__()
-        steps.check_steps_per_call(steps_per_call, "data.steps_per_call")
         check_value("data.batch_size", batch_size, "whole", 256, low=1)
         check_value("data.eval_batch_size", eval_batch_size, "whole", 1024, low=1)
         check_value("data.val_size", val_size, "whole", "0 (no validation split) or 5000", low=0)
@@ -210,6 +211,7 @@ class FashionMNIST(pl.LightningDataModule):
         self.val_size, self.seed = val_size, seed
         self.download, self.verify_md5 = download, verify_md5
         self.steps_per_call = steps_per_call
+        self.steps_per_item: int | None = 1  # this fit's batches per training item (None: all of an epoch's)
         self.splits: dict[str, InMemoryImages] = {}
 
     @property
@@ -221,6 +223,8 @@ class FashionMNIST(pl.LightningDataModule):
         find_files(self.data_dir, self.download)  # downloads, on one process, when asked to
 
     def setup(self, stage: str | None = None) -> None:
+        if stage == "fit" and self.trainer is not None:
+            self.steps_per_item = many_steps.resolve(self.steps_per_call, self.trainer)
         if not self.splits:
             self.splits = self._load()
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
@@ -255,11 +259,9 @@ class FashionMNIST(pl.LightningDataModule):
         dataset = self.splits["train"]
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
         sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
-        device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
-        per_call = steps.resolve(self.steps_per_call, device, world)
-        if per_call == 1:
+        if self.steps_per_item == 1:
             return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=_whole_batch)
-        groups = steps.BatchGroups(sampler, self.batch_size, per_call)
+        groups = many_steps.BatchGroups(sampler, self.batch_size, self.steps_per_item)
         return DataLoader(dataset, batch_sampler=groups, collate_fn=_whole_batch)
 
     def _eval_loader(self, split: str) -> DataLoader:

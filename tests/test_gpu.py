@@ -74,13 +74,13 @@ def test_training_steps_never_wait_for_the_gpu(tmp_path, gpu_data, experiment):
 
 @pytest.mark.parametrize("experiment", ["d2l_lenet", "lenet_modern"])
 def test_a_whole_epoch_of_cuda_graph_steps_never_waits_for_the_gpu(tmp_path, gpu_data, experiment):
-    """steps_per_call=auto on CUDA: a whole epoch per Lightning step, every optimizer step a replayed graph."""
+    """steps_per_call=epoch on CUDA: a whole epoch per Lightning step, every optimizer step a replayed graph."""
     options = [
         *GPU,
         "trainer.max_epochs=2",
         f"experiment={experiment}",
         f"data.data_dir={gpu_data}",
-        "steps_per_call=auto",
+        "steps_per_call=epoch",
     ]
     cfg = compose_config(tmp_path, [*options, "+callbacks.no_syncs._target_=test_gpu.NoHostSyncsInCalls"])
     try:

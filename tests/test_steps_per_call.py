@@ -12,8 +12,8 @@ from conftest import TIMING, TINY, compose_config, scalars, write_fake_fashion_m
 from pytorch_lightning.callbacks import Callback
 
 from lenet_exp.errors import UserError
+from lenet_exp.many_steps import BatchGroups, per_call
 from lenet_exp.runtime.checkpoints import load_checkpoint
-from lenet_exp.steps import BatchGroups
 from lenet_exp.train import train
 
 # 200 training images in batches of 16: 12 full batches and a short one of 8, 13 optimizer steps an epoch
@@ -84,6 +84,30 @@ def test_batches_come_in_groups_in_the_samplers_order_with_the_short_batch_alone
     assert [len(call) for call in whole] == [12, 1] and len(whole) == 2
 
 
+def test_auto_is_16_on_a_cpu_and_1_where_a_trainer_argument_counts_or_needs_single_steps():
+    assert per_call("auto", "cpu", {}) == 16 and per_call("auto", "cuda", {}) == 1
+    assert per_call("auto", "cpu", {"ddp": True}) == 1
+    defaults = {"limit_train_batches": 1.0, "val_check_interval": 1.0, "overfit_batches": 0.0, "max_steps": -1}
+    assert per_call("auto", "cpu", {**defaults, "fast_dev_run": False, "accumulate_grad_batches": 1}) == 16
+    counting = {"limit_train_batches": [5, 0.5, 1], "val_check_interval": [1, 0.5], "overfit_batches": [2]}
+    counting |= {"fast_dev_run": [True], "log_every_n_steps": [1], "accumulate_grad_batches": [2]}
+    counting |= {"gradient_clip_val": [0.5], "max_steps": [30]}
+    for name, values in counting.items():
+        for value in values:
+            assert per_call("auto", "cpu", {name: value}) == 1, (name, value)
+    # an explicit N: counted in calls where it can be, refused where it cannot
+    assert per_call(4, "cpu", {"limit_train_batches": 2}) == 4 and per_call("epoch", "cpu", {}) is None
+    for given, refusal in (
+        ({"accumulate_grad_batches": 2}, r"^trainer.accumulate_grad_batches needs Lightning's automatic optimization"),
+        ({"gradient_clip_val": 0.5}, r"^trainer.gradient_clip_val needs Lightning's automatic optimization"),
+        ({"max_steps": 30}, r"^trainer.max_steps counts optimizer steps, which steps_per_call=4 takes several"),
+    ):
+        with pytest.raises(UserError, match=refusal):
+            per_call(4, "cpu", given)
+    with pytest.raises(UserError, match=r"^SigtermOnce.on_before_backward runs at every optimizer step"):
+        per_call(4, "cpu", {}, {"SigtermOnce.on_before_backward": "runs at every optimizer step, so it needs"})
+
+
 class SigtermOnce(Callback):
     """Sends this process SIGTERM as the second call of the second epoch starts (once per test session);
     notes the optimizer steps taken when that call ends (Lightning stops before the next call)."""
@@ -128,7 +152,7 @@ def test_several_steps_per_call_with_ddp_are_refused_in_one_sentence(tmp_path, d
 def test_the_graph_paths_step_run_eagerly_on_the_cpu_trains_what_one_step_per_call_trains(
     tmp_path, data_200, monkeypatch
 ):
-    """What the CUDA graph captures (lenet_exp.steps.GraphedStep replays it; that needs a GPU, see
+    """What the CUDA graph captures (lenet_exp.cuda_graph.GraphedStep replays it; that needs a GPU, see
     tests/test_gpu.py), run here as it is: the step with the learning rate and betas in tensors that the
     schedule is copied into, the metric sums and step counter on the device, plain checkpoints.
 
@@ -138,17 +162,18 @@ def test_the_graph_paths_step_run_eagerly_on_the_cpu_trains_what_one_step_per_ca
     too) the two paths do the same arithmetic, so they must agree to float64's rounding: 1e-10 leaves a
     10^6 margin over its 1e-16 even after the same amplification. The epoch metrics stay float32 sums, which
     the graph path adds per call first: they agree to float32's rounding of a 2.3 sum of 26 terms, 1e-6."""
-    from lenet_exp import steps
-    from lenet_exp.classifier import Classifier
+    from lenet_exp import many_steps
 
-    setup = Classifier.setup
+    for_fit = many_steps.ManySteps.for_fit.__func__
 
-    def graph_on_the_cpu(self, stage):
-        setup(self, stage)
-        self._graph_on = not self.automatic_optimization
+    def graph_on_the_cpu(cls, module, cuda_graph):
+        made = for_fit(cls, module, cuda_graph)
+        if made is not None:
+            made.graph = True
+        return made
 
-    monkeypatch.setattr(Classifier, "setup", graph_on_the_cpu)
-    monkeypatch.setattr(steps, "GraphedStep", lambda step: step)  # the captured function, uncaptured
+    monkeypatch.setattr(many_steps.ManySteps, "for_fit", classmethod(graph_on_the_cpu))
+    monkeypatch.setattr(many_steps, "GraphedStep", lambda step: step)  # the captured function, uncaptured
     options = ["trainer.max_epochs=2", "trainer.precision=64-true"]
     one = run(tmp_path / "one", data_200, *options, "steps_per_call=1")
     graph = run(tmp_path / "graph", data_200, *options, "steps_per_call=epoch")

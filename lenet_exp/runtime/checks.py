@@ -15,8 +15,6 @@ from omegaconf import DictConfig
 from lenet_exp.errors import UserError, check_value
 from lenet_exp.runtime.run_folder import OBJECTIVES
 
-AUTO, EPOCH = "auto", "epoch"  # steps_per_call=auto: chosen by device (lenet_exp.steps.resolve); epoch: all
-
 
 def _available(accelerator: type) -> bool:
     try:
@@ -96,37 +94,12 @@ def check_trainer(trainer: DictConfig, callbacks: DictConfig | None = None) -> N
         )
 
 
-def check_steps_per_call(value: object, key: str = "steps_per_call") -> None:
-    """Refuse anything but a whole number >= 1, ``epoch`` or ``auto``."""
-    if value in (AUTO, EPOCH):
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{key}={value!r} is not a whole number >= 1, epoch or auto; use e.g. {key}=16 or {key}=auto.")
-
-
 def check_many_steps(cfg: DictConfig) -> None:
-    """Several optimizer steps per call are this module's own (manual optimization): refuse what needs
-    Lightning's automatic optimization or one backward per training step (DDP's gradient hooks)."""
-    value = cfg.get("steps_per_call", 1)
-    check_steps_per_call(value)
-    trainer = cfg.trainer
-    if value == 1:
-        return
-    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
-    ddp = "ddp" in str(trainer.get("strategy", "")) or (isinstance(devices, int) and devices > 1) or nodes != 1
-    if value == AUTO and ddp:
-        return  # one step per call there (steps.resolve)
-    if ddp:
-        raise UserError(
-            f"steps_per_call={value} does not work with several training processes (DDP); "
-            "use steps_per_call=1 or steps_per_call=auto there."
-        )
-    for key in ("accumulate_grad_batches", "gradient_clip_val"):
-        if trainer.get(key) not in (None, 1 if key == "accumulate_grad_batches" else 0):
-            raise UserError(
-                f"trainer.{key} needs Lightning's automatic optimization, which steps_per_call={value} replaces; "
-                "use steps_per_call=1."
-            )
+    """``steps_per_call``, and what the trainer's settings rule out with it: lenet_exp.many_steps' rules, applied
+    before anything is built (imported here: it imports torch)."""
+    from lenet_exp.many_steps import check_config
+
+    check_config(cfg.get("steps_per_call", 1), cfg.trainer)
 
 
 def check_optimized_metric(name: Any, val_size: int) -> None:

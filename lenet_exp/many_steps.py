@@ -1,0 +1,268 @@
+"""Many optimizer steps per Lightning training step (``steps_per_call``): what it may be, what it is, the steps.
+
+Lightning spends about 2 ms of Python per ``training_step`` (hooks, the optimizer closure and wrapper, progress
+bookkeeping), as much as a LeNet step's arithmetic on a fast CPU and far more than on a GPU. The data module serves
+``steps_per_call`` batches at once (``BatchGroups``), so that this is paid once per call, and ``ManySteps`` takes
+their steps as a bare loop does: the torch optimizer and ``backward`` themselves, each step's loss and correct count
+kept on the device, the metrics, the NaN check and Lightning's step count updated once per call. On CUDA each step
+can be one replayed CUDA graph (lenet_exp.cuda_graph).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Sampler
+
+from lenet_exp.cuda_graph import DeviceHyperparameters, GraphedStep
+from lenet_exp.errors import UserError
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
+AUTO, EPOCH = "auto", "epoch"  # auto: chosen by device and settings (resolve); epoch: all of an epoch's batches
+# steps_per_call=auto on a CPU: what `make bench` measured fastest (docs/performance.md).
+CPU_DEFAULT = 16
+# On CUDA: 1 until the graph path has been measured on a GPU (it has not run on one yet); then None, a whole
+# epoch per call, where the Python of a call costs more than a step's arithmetic.
+CUDA_DEFAULT = 1
+# Trainer arguments that count training steps (as batches) and their "not given" values, Lightning's defaults:
+# with one of them given, auto is 1, so that it counts what Lightning's docs say; an explicit N counts calls.
+COUNTING = {"limit_train_batches": 1.0, "val_check_interval": 1.0, "overfit_batches": 0, "fast_dev_run": False}
+COUNTING |= {"log_every_n_steps": 50}
+# Trainer arguments that several steps per call cannot honour: auto is 1 with them, an explicit N is refused.
+ONE_STEP_ONLY = {"accumulate_grad_batches": 1, "gradient_clip_val": 0, "max_steps": -1}
+# Hooks Lightning calls around every optimizer step; these steps call none of them.
+STEP_HOOKS = ("on_before_zero_grad", "on_before_backward", "on_after_backward", "on_before_optimizer_step")
+AUTOMATIC = "needs Lightning's automatic optimization"
+
+
+def check(value: object, key: str = "steps_per_call") -> None:
+    """Refuse anything but a whole number >= 1, ``epoch`` or ``auto``."""
+    if value in (AUTO, EPOCH):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{key}={value!r} is not a whole number >= 1, epoch or auto; use e.g. {key}=16 or {key}=auto.")
+
+
+def _given(name: str, value: Any) -> bool:
+    """Whether Trainer argument ``name`` is set to other than Lightning's default (None means the default).
+    A float 1.0 of limit_train_batches or val_check_interval is "all"; an int 1 is one batch."""
+    default = {**COUNTING, **ONE_STEP_ONLY}[name]
+    if value is None or (isinstance(value, bool) and not isinstance(default, bool)):
+        return False
+    if isinstance(default, float):
+        return not (isinstance(value, float) and value == default)
+    return value != default
+
+
+def per_call(value: object, device_type: str, args: Mapping[str, Any], refusals: Mapping[str, str] = {}) -> int | None:
+    """The optimizer steps per call, or None for all of an epoch's: ``value`` (``steps_per_call``) with the Trainer
+    arguments ``args`` (a config's or a Trainer's: the names above and ``ddp``) on ``device_type``. ``refusals``: more
+    reasons, by setting, why the steps must be Lightning's own (known once the Trainer exists)."""
+    check(value)
+    cannot = {f"trainer.{k}": "" for k in ONE_STEP_ONLY if _given(k, args.get(k))} | dict(refusals)
+    if args.get("ddp"):
+        cannot["ddp"] = ""
+    counting = any(_given(k, args.get(k)) for k in COUNTING)
+    if value == AUTO:
+        if cannot or counting:
+            return 1
+        return CUDA_DEFAULT if device_type == "cuda" else CPU_DEFAULT
+    if value == 1:
+        return 1
+    for setting, why in cannot.items():
+        if setting == "ddp":
+            raise UserError(
+                f"steps_per_call={value} does not work with several training processes (DDP); "
+                "use steps_per_call=1 or steps_per_call=auto there."
+            )
+        if setting == "trainer.max_steps":
+            raise UserError(
+                f"trainer.max_steps counts optimizer steps, which steps_per_call={value} takes several at a time; "
+                "use steps_per_call=auto or steps_per_call=1."
+            )
+        raise UserError(
+            f"{setting} {why or AUTOMATIC}, which steps_per_call={value} replaces; "
+            "use steps_per_call=1 or steps_per_call=auto."
+        )
+    return None if value == EPOCH else int(value)  # type: ignore[call-overload]
+
+
+def check_config(value: object, trainer: Mapping[str, Any]) -> None:
+    """Refuse, before anything is built, a ``steps_per_call`` that the Trainer config ``trainer`` rules out."""
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+    ddp = "ddp" in str(trainer.get("strategy", "")) or (isinstance(devices, int) and devices > 1) or nodes != 1
+    per_call(value, "cpu", {**{k: trainer.get(k) for k in (*COUNTING, *ONE_STEP_ONLY)}, "ddp": ddp})
+
+
+def resolve(value: object, trainer: pl.Trainer) -> int | None:
+    """The optimizer steps per call of this fit (None: a whole epoch), from ``trainer``'s device and settings:
+    ``auto`` is 1 under DDP, with a Trainer argument that counts or needs single steps, a loss scaler or a
+    callback with per-step hooks; else ``CPU_DEFAULT`` on a CPU and ``CUDA_DEFAULT`` on CUDA."""
+    from pytorch_lightning import Callback, LightningModule
+    from pytorch_lightning.strategies import DDPStrategy
+
+    args = {k: getattr(trainer, k) for k in (*COUNTING, *ONE_STEP_ONLY)}
+    args["ddp"] = trainer.world_size > 1 or isinstance(trainer.strategy, DDPStrategy)
+    refusals = {}
+    if getattr(trainer.precision_plugin, "scaler", None) is not None:
+        refusals[f"trainer.precision={trainer.precision}"] = f"scales the loss, so it {AUTOMATIC}"
+    hooked = [(c, Callback) for c in trainer.callbacks]
+    if trainer.lightning_module is not None:
+        hooked.append((trainer.lightning_module, LightningModule))
+    for each, base in hooked:
+        for hook in STEP_HOOKS:
+            if getattr(type(each), hook, None) is not getattr(base, hook):
+                refusals[f"{type(each).__name__}.{hook}"] = f"runs at every optimizer step, so it {AUTOMATIC}"
+    return per_call(value, trainer.strategy.root_device.type, args, refusals)
+
+
+def served(trainer: pl.Trainer) -> int | None:
+    """The optimizer steps per call the data module serves this fit (1 for a data module without groups)."""
+    return getattr(trainer.datamodule, "steps_per_item", 1)
+
+
+class BatchGroups(Sampler[list[list[int]]]):
+    """The batches of ``sampler`` in its order, ``steps_per_call`` full batches per item (None: every full
+    batch of the epoch in one), and the short last batch, if any, as an item of its own: each item is a
+    list of K equally long index lists, which the dataset turns into (K,B,...) tensors.
+
+    ``sampler`` is kept as ``.sampler`` so that Lightning's ``set_epoch`` reaches it.
+    """
+
+    def __init__(self, sampler: Sampler[int], batch_size: int, steps_per_call: int | None) -> None:
+        self.sampler, self.batch_size, self.steps_per_call = sampler, batch_size, steps_per_call
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps per epoch: one per batch, the short last one included."""
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.sampler), self.batch_size)
+        return (math.ceil(full / self.steps_per_call) if self.steps_per_call else min(full, 1)) + (rest > 0)
+
+    def __iter__(self) -> Iterator[list[list[int]]]:
+        indices, b = list(self.sampler), self.batch_size
+        full = len(indices) // b * b
+        per_call = (self.steps_per_call or max(full // b, 1)) * b
+        for start in range(0, full, per_call):
+            yield [indices[i : i + b] for i in range(start, min(start + per_call, full), b)]
+        if full < len(indices):
+            yield [indices[full:]]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+
+
+def optimizer_steps(trainer: pl.Trainer) -> float:
+    """The fit's length in optimizer steps (for a schedule over the whole run); inf while max_epochs=-1 leaves
+    it open. Lightning's estimate counts training steps, that is calls: with groups, a call is several."""
+    total = trainer.estimated_stepping_batches
+    groups = getattr(trainer.train_dataloader, "batch_sampler", None)
+    if isinstance(groups, BatchGroups) and math.isfinite(total):
+        total = total // len(groups) * groups.steps
+    return total
+
+
+class ManySteps:
+    """The training of ``module`` (a lenet_exp Classifier) in calls of K batches (K,B,...): K optimizer steps
+    each, in order, each as one step per call takes it (augmentation seeded by the step, the schedule stepped
+    and the weight average updated after it), with Lightning's manual optimization. With ``graph`` (CUDA)
+    each step is a replayed CUDA graph; a checkpoint then holds the optimizer's settings as plain numbers."""
+
+    def __init__(self, module: Any, graph: bool) -> None:
+        self.module, self.graph = module, graph
+        self.graphed: GraphedStep | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.held: DeviceHyperparameters | None = None
+        self.epoch_start = 0  # global_step when this epoch began
+
+    @classmethod
+    def for_fit(cls, module: Any, cuda_graph: bool) -> ManySteps | None:
+        """The steps of this fit, or None for Lightning's own (one step per call); refuses what a graph cannot
+        capture."""
+        trainer = module.trainer
+        if served(trainer) == 1:
+            return None
+        graph = cuda_graph and trainer.strategy.root_device.type == "cuda"
+        if graph and module.hparams.get("compile"):
+            raise UserError(
+                "model.compile and model.cuda_graph both compile the training step; "
+                "set model.cuda_graph=false or model.compile=false."
+            )
+        if graph and str(trainer.precision).startswith("16"):
+            raise UserError(
+                f"trainer.precision={trainer.precision} scales the loss, which a captured CUDA graph "
+                "cannot do; use trainer.precision=bf16-mixed or model.cuda_graph=false."
+            )
+        optimizer = getattr(module.optimizer, "func", module.optimizer)  # a partial's class
+        if graph and optimizer not in (torch.optim.Adam, torch.optim.AdamW):
+            raise UserError(
+                f"model.cuda_graph=true captures Adam and AdamW steps only, not {getattr(optimizer, '__name__', '?')}; "
+                "set model.cuda_graph=false or use torch.optim.Adam or AdamW."
+            )
+        return cls(module, graph)
+
+    def step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One optimizer step that reads nothing back to the host (a CUDA graph can capture it): its loss and
+        logits, on the device."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, logits = self.module.loss_and_logits(x, y, self.module.label_smoothing)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), logits.detach()
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        module, trainer = self.module, self.module.trainer
+        self.optimizer = trainer.optimizers[0]  # the torch optimizer: Lightning's wrapper counts and hooks per step
+        if self.graph and self.graphed is None:
+            self.held = DeviceHyperparameters(self.optimizer, module.device)
+            self.graphed = GraphedStep(self.step)
+        run = self.graphed or self.step
+        schedules = trainer.lr_scheduler_configs
+        scheduler = schedules[0].scheduler if schedules else None
+        first = module.global_step  # Lightning counts this call's steps after it
+        if batch_idx == 0:
+            self.epoch_start = first
+        losses, logits = [], []
+        for i, (x, y) in enumerate(zip(*batch, strict=True)):
+            if module.augment is not None:  # seeded by the step, as with one step per call
+                x = module.augment(x, first + i)
+            loss, out = run(x, y)
+            losses.append(loss)
+            logits.append(out)
+            if scheduler is not None:
+                scheduler.step()
+                if self.held is not None:
+                    self.held.refresh()
+            if module.ema is not None:
+                module.ema.update_parameters(module.net)
+        self._count(trainer, len(losses))
+        # The call's metrics and NaN check on the device, once per call and with no host sync: the losses (K,),
+        # the logits (K,B,classes) and labels (K,B) of its K batches (of one size).
+        loss, labels = torch.stack(losses), batch[1]
+        module.train_loss.update(loss.mean(), labels.numel())
+        module.train_acc.update((torch.stack(logits).argmax(-1) == labels).sum(), labels.numel())
+        bad = ~torch.isfinite(loss)
+        module.note_bad(bad.any(), first - self.epoch_start + bad.int().argmax())
+
+    @staticmethod
+    def _count(trainer: pl.Trainer, steps: int) -> None:
+        """Counts ``steps`` optimizer steps where Lightning counts manual ones (what global_step reads). Lightning
+        counts a step when its optimizer wrapper steps, which these steps bypass, and offers no public way to
+        count one otherwise: this is its private progress record."""
+        progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        for _ in range(steps):
+            progress.increment_ready()
+            progress.increment_completed()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint of the graph path holds plain numbers, as an eager run's does (it loads into either)."""
+        if self.held is not None:
+            checkpoint["optimizer_states"] = [DeviceHyperparameters.plain(s) for s in checkpoint["optimizer_states"]]
