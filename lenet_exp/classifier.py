@@ -76,12 +76,8 @@ class Classifier(pl.LightningModule):
         mode = compile if isinstance(compile, str) else None
         object.__setattr__(self, "_compiled", torch.compile(net, mode=mode) if compile else None)
         # Metric states accumulate on the training device; nothing is synced until the epoch ends.
-        self.train_loss, self.train_acc, self.eval_loss, self.eval_acc = (
-            WeightedMean(),
-            Accuracy(),
-            WeightedMean(),
-            Accuracy(),
-        )
+        self.train_loss, self.eval_loss = WeightedMean(), WeightedMean()
+        self.train_acc, self.eval_acc = Accuracy(), Accuracy()
         # The first step of this epoch whose loss was NaN or infinite (-1: none), kept on the device
         # so that finding it costs no per-step sync; it is read once, at the end of the epoch.
         self.register_buffer("first_bad_step", torch.tensor(-1), persistent=False)
