@@ -149,6 +149,9 @@ class Classifier(pl.LightningModule):
         if self.many_steps is not None:
             self.many_steps.on_save_checkpoint(checkpoint)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        many_steps.carry_step_count(checkpoint, self.automatic_optimization)
+
     def on_train_epoch_end(self) -> None:
         bad_steps = self.all_gather(self.first_bad_step).view(-1)  # every rank stops together under DDP
         if (bad_steps >= 0).any():

@@ -108,6 +108,8 @@ def resolve(value: object, trainer: pl.Trainer) -> int | None:
     from pytorch_lightning.strategies import DDPStrategy
 
     args = {k: getattr(trainer, k) for k in (*COUNTING, *ONE_STEP_ONLY)}
+    if trainer.fast_dev_run:  # Lightning sets max_steps to fast_dev_run's batches itself; the user gave none
+        args["max_steps"] = ONE_STEP_ONLY["max_steps"]
     args["ddp"] = trainer.world_size > 1 or isinstance(trainer.strategy, DDPStrategy)
     refusals = {}
     if getattr(trainer.precision_plugin, "scaler", None) is not None:
@@ -125,6 +127,22 @@ def resolve(value: object, trainer: pl.Trainer) -> int | None:
 def served(trainer: pl.Trainer) -> int | None:
     """The optimizer steps per call the data module serves this fit (1 for a data module without groups)."""
     return getattr(trainer.datamodule, "steps_per_item", 1)
+
+
+def carry_step_count(checkpoint: dict[str, Any], automatic: bool) -> None:
+    """Let a run continued with the other kind of steps go on counting its optimizer steps: one step per call
+    (``automatic``) or several (ckpt_path= of a run written before steps_per_call=auto, a CPU run continued on
+    CUDA). Lightning keeps separate records for automatic and manual optimization, and global_step (which seeds
+    augmentation and names checkpoints) reads only the one in use, so the one in use takes the other's count."""
+    loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    auto = loop.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer", {}).get("step")
+    manual = loop.get("epoch_loop.manual_optimization.optim_step_progress")
+    if not auto or not manual:
+        return
+    mine, other = (auto, manual) if automatic else (manual, auto)
+    if mine["total"]["completed"] == 0 < other["total"]["completed"]:
+        for part in ("total", "current"):
+            mine[part].update(ready=other[part]["ready"], completed=other[part]["completed"])
 
 
 class BatchGroups(Sampler[list[list[int]]]):

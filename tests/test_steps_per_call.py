@@ -7,12 +7,13 @@ import os
 import signal
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from conftest import TIMING, TINY, compose_config, scalars, write_fake_fashion_mnist
 from pytorch_lightning.callbacks import Callback
 
 from lenet_exp.errors import UserError
-from lenet_exp.many_steps import BatchGroups, per_call
+from lenet_exp.many_steps import BatchGroups, per_call, resolve
 from lenet_exp.runtime.checkpoints import load_checkpoint
 from lenet_exp.train import train
 
@@ -106,6 +107,8 @@ def test_auto_is_16_on_a_cpu_and_1_where_a_trainer_argument_counts_or_needs_sing
             per_call(4, "cpu", given)
     with pytest.raises(UserError, match=r"^SigtermOnce.on_before_backward runs at every optimizer step"):
         per_call(4, "cpu", {}, {"SigtermOnce.on_before_backward": "runs at every optimizer step, so it needs"})
+    # fast_dev_run: Lightning sets the Trainer's max_steps itself, which is not the user's max_steps
+    assert resolve(4, pl.Trainer(fast_dev_run=True, accelerator="cpu", logger=False)) == 4
 
 
 class SigtermOnce(Callback):
@@ -139,6 +142,22 @@ def test_sigterm_stops_at_the_end_of_the_call_and_the_resumed_run_is_exact(tmp_p
     assert load_checkpoint(last, [STOP])["global_step"] == STEPS  # the last completed epoch, 1
     resumed = run(stopped, data_200, *common, f"ckpt_path={last}")
     assert_same_run(tmp_path / "full", stopped, full, resumed)
+
+
+@pytest.mark.parametrize("first, then", [(1, 16), (16, 1)])
+def test_a_run_continued_with_another_steps_per_call_goes_on_counting_its_steps(tmp_path, data_200, first, then):
+    """ckpt_path= of a run written with one step per call (before steps_per_call=auto), or the other way round:
+    global_step, which seeds augmentation, goes on from the checkpoint's."""
+    common = ["experiment=lenet_modern", "model.scheduler=null", "model.ema_decay=0.9"]  # augmented, by the step
+    run(tmp_path / "whole", data_200, *common, "trainer.max_epochs=2", f"steps_per_call={first}")
+    run(tmp_path / "part", data_200, *common, "trainer.max_epochs=1", f"steps_per_call={first}")
+    part = tmp_path / "part" / "checkpoints" / "last.ckpt"
+    continued = tmp_path / "continued"
+    run(continued, data_200, *common, "trainer.max_epochs=2", f"steps_per_call={then}", f"ckpt_path={part}")
+    whole, other = (load_checkpoint(f / "checkpoints" / "last.ckpt") for f in (tmp_path / "whole", continued))
+    assert other["global_step"] == whole["global_step"] == 2 * STEPS
+    for key, value in whole["state_dict"].items():
+        assert torch.allclose(value.double(), other["state_dict"][key].double(), atol=1e-6, rtol=0), key
 
 
 def test_several_steps_per_call_with_ddp_are_refused_in_one_sentence(tmp_path, data_200):

@@ -170,3 +170,15 @@ class StopOnceAtEpoch(Callback):
         if trainer.current_epoch == 1 and not self.marker.exists():
             self.marker.touch()
             raise KeyboardInterrupt
+
+
+def test_an_escaped_interpolation_is_refused_and_never_comes_back_to_life(tmp_path):
+    """An escaped "\\${...}" resolves to the text "${...}", which passes for a plain string; loaded again, it would be
+    an interpolation that builds a class the allowlist never saw."""
+    canary = tmp_path / "ran"
+    hidden = f"\\${{oc.create:{{_target_: builtins.open, _args_: ['{canary}', w]}}}}"
+    model = {"_target_": "lenet_exp.classifier.Classifier", "net": {"_target_": "lenet_exp.models.LeNet"}}
+    path = stored(tmp_path / "escaped.ckpt", {"model": {**model, "scheduler": hidden}})
+    with pytest.raises(UserError, match=r"holds model.scheduler=.*read as an interpolation once loaded"):
+        open_stored(path, builds=("model",))
+    assert not canary.exists()

@@ -219,6 +219,12 @@ def _steps(
     """``stored``, a config of ``kind`` read from ``source``, as plain data through the gate's steps, in order."""
     config = _resolved(stored, source)  # 1. resolve
     nodes = list(_walk(config))
+    for node in nodes:  # an escaped "\${" resolves to "${", which the loaded config would read as one again
+        if isinstance(node.value, str) and "${" in node.value:
+            raise UserError(
+                f"{source} holds {node.key}={node.value!r}, which would be read as an interpolation once loaded; "
+                "lenet_exp never stores one, so nothing is built from it: give a file written by lenet_exp."
+            )
     for node in nodes:  # 2. allow, before anything below imports a class
         if node.at == "_target_" and isinstance(node.holder, dict):
             check_target(node.key, node.value, source, trusted, hint)
