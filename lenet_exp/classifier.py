@@ -123,8 +123,9 @@ class Classifier(pl.LightningModule):
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         """Augments training batches on the device they are on (several per call: many_steps does, per step)."""
-        per_batch = self.trainer.training and self.automatic_optimization  # not lenet_exp.many_steps' groups
-        if self.augment is not None and per_batch and isinstance(batch, tuple | list):
+        if self.augment is None or not self.automatic_optimization:  # many_steps' groups: augmented per step
+            return batch
+        if self.trainer.training and isinstance(batch, tuple | list):
             x, y = batch
             return self.augment(x, self.global_step), y
         return batch
