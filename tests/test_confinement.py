@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ONE_EPOCH, run_cli, unfinished_copy, write_fake_fashion_mnist
+from conftest import ONE_EPOCH, run_cli, run_main, unfinished_copy, write_fake_fashion_mnist
 from omegaconf import OmegaConf
 
 from lenet_exp.errors import UserError
@@ -154,7 +154,7 @@ def test_resume_writes_nowhere_outside_the_folder_unless_i_say_so(run, tmp_path)
     folder, outside = unfinished_copy(run, tmp_path), tmp_path / "outside"
     (folder / "checkpoints" / "last.ckpt").unlink()
     edit_config(folder, lambda c: c["callbacks"]["checkpoint"].__setitem__("dirpath", str(outside)))
-    out = run_cli(str(folder), module="lenet_exp.resume")
+    out = run_main("lenet_exp.resume", str(folder))  # refused in this process; the resume with my key as a command
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert f"names callbacks.checkpoint.dirpath={outside}, which writes into a folder outside" in out.stderr
     assert "Give callbacks.checkpoint.dirpath=<folder> on the command line" in out.stderr
@@ -173,7 +173,7 @@ def test_resume_contacts_no_server_the_folder_names(run, tmp_path):
         folder = unfinished_copy(run, tmp_path)
         mlflow = {"_target_": "pytorch_lightning.loggers.MLFlowLogger", "experiment_name": "x", "tracking_uri": uri}
         edit_config(folder, lambda c: c["logger"].__setitem__("mlflow", mlflow))
-        out = run_cli(str(folder), module="lenet_exp.resume")
+        out = run_main("lenet_exp.resume", str(folder))  # in this process: refused before Lightning loads
         with pytest.raises(BlockingIOError):
             server.accept()  # nobody connected
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
@@ -190,7 +190,7 @@ def test_eval_downloads_into_no_folder_outside_the_run(run, tmp_path):
     (sent / "checkpoints").mkdir(parents=True)
     ckpt = sent / "checkpoints" / "last.ckpt"
     torch.save(checkpoint, ckpt)
-    out = run_cli(f"ckpt_path={ckpt}", "accelerator=cpu", module="lenet_exp.eval")
+    out = run_main("lenet_exp.eval", f"ckpt_path={ckpt}", "accelerator=cpu")  # a traceback would raise here
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert f"names data.data_dir={outside}, which downloads into a folder outside the run folder {sent}" in (out.stderr)
     assert not outside.exists() and not (sent / "evaluations.jsonl").exists()

@@ -7,11 +7,11 @@ import os
 import re
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, run_main
 
 
 @pytest.mark.slow
-def test_the_documented_example_trains_evaluates_predicts_and_resumes(tmp_path, fake_data):
+def test_the_documented_example_trains_evaluates_predicts_and_resumes(tmp_path, fake_data, monkeypatch):
     page = (ROOT / "docs" / "own-model.md").read_text()
     files = re.findall(r"\*\*`(my_lenet/[^`]+)`\*\*\n```\w+\n(.*?)```", page, re.S)
     assert [name for name, _ in files] == [
@@ -29,7 +29,10 @@ def test_the_documented_example_trains_evaluates_predicts_and_resumes(tmp_path, 
     out = run_cli("--config-dir", str(mine), "experiment=my_exp", *quick, f"hydra.run.dir={run}", env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     ckpt = run / "checkpoints" / "last.ckpt"
-    refused = run_cli(f"ckpt_path={ckpt}", "accelerator=cpu", module="lenet_exp.eval", env=env)
+    # training, the trusted eval and resume run as commands; the refused eval and predict in this process,
+    # with the user's folder on its path as PYTHONPATH puts it on theirs
+    monkeypatch.syspath_prepend(str(mine))
+    refused = run_main("lenet_exp.eval", f"ckpt_path={ckpt}", "accelerator=cpu")
     assert refused.returncode == 1 and "trust=my_models.SmallCNN" in refused.stderr
     trusted = "trust=my_models.SmallCNN"
     evaluated = run_cli(f"ckpt_path={ckpt}", "accelerator=cpu", trusted, module="lenet_exp.eval", env=env)
@@ -37,9 +40,7 @@ def test_the_documented_example_trains_evaluates_predicts_and_resumes(tmp_path, 
     from PIL import Image
 
     Image.new("L", (40, 30), 200).save(tmp_path / "shoe.png")
-    predicted = run_cli(
-        f"ckpt_path={ckpt}", f"images={tmp_path / 'shoe.png'}", trusted, module="lenet_exp.predict", env=env
-    )
+    predicted = run_main("lenet_exp.predict", f"ckpt_path={ckpt}", f"images={tmp_path / 'shoe.png'}", trusted)
     assert predicted.returncode == 0 and "shoe.png:" in predicted.stdout, predicted.stderr
     (run / "metrics.json").unlink()  # as if it had been stopped before its final test
     resumed = run_cli(str(run), trusted, module="lenet_exp.resume", env=env)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ONE_EPOCH, compose_config, run_cli, sweep, write_fake_fashion_mnist
+from conftest import ONE_EPOCH, compose_config, run_cli, run_main, sweep, write_fake_fashion_mnist
 
 from lenet_exp.report import main, write_report
 from lenet_exp.train import train
@@ -166,7 +166,7 @@ def test_jobs_from_different_machines_bring_one_warning(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_report_refuses_a_folder_that_is_not_a_sweep(tmp_path):
-    out = run_cli(str(tmp_path), module="lenet_exp.report")
+    out = run_main("lenet_exp.report", str(tmp_path))  # the command itself: seed_sweep and test_errors.py
     assert out.returncode == 1 and "holds no job folders" in out.stderr
 
 
@@ -208,7 +208,13 @@ def test_a_damaged_job_is_one_row_and_the_others_are_still_reported(tmp_path, da
     for number, seed in enumerate([1, 2, 3]):
         fake_job(tmp_path, number, [f"seed={seed}", "lr=1"], {"seed": seed, "val_acc": 0.5 + seed / 10})
     damage(tmp_path / "0")
-    out = run_cli(str(tmp_path), module="lenet_exp.report")
+    # one damage as the command runs from a terminal, the others through its main in this process
+    as_a_command = reason.startswith("0/metrics.json cannot be read")
+    out = (
+        run_cli(str(tmp_path), module="lenet_exp.report")
+        if as_a_command
+        else run_main("lenet_exp.report", str(tmp_path))
+    )
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.startswith("error: 1 job folder(s) are damaged") and reason in out.stderr, out.stderr
     with open(tmp_path / "summary.csv") as f:

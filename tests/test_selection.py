@@ -114,6 +114,9 @@ def test_a_resumed_run_keeps_best_ckpt_and_early_stopping_exact(tmp_path, fake_d
     only if the resumed run remembers the epochs without improvement) ends as an uninterrupted one."""
     common = [*ONE_EPOCH, "trainer.max_epochs=6", "data.val_size=16", f"data.data_dir={fake_data}"]
     common += ["callbacks=with_early_stopping", "callbacks.early_stopping.min_delta=2.0", "logger=none"]
+    # one optimizer step per call: SIGTERM is honoured after the current call, so with the default (16 steps
+    # per call, this tiny epoch's 3 batches in one) epoch 3 would end before the kill is seen
+    common += ["steps_per_call=1"]
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     full, killed = tmp_path / "full", tmp_path / "killed"
     assert run_cli(*common, f"hydra.run.dir={full}", env=env).returncode == 0
