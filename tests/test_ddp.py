@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, write_fake_fashion_mnist
+from conftest import run_cli, run_main, write_fake_fashion_mnist
 
 from lenet_exp.data import find_files, load_split
 
@@ -51,7 +51,8 @@ def test_two_process_run_writes_one_folder_shards_each_epoch_and_reduces_metrics
 
     metrics = json.loads((run / "metrics.json").read_text())
     ckpt = run / "checkpoints" / "last.ckpt"
-    evaluated = run_cli(f"ckpt_path={ckpt}", "accelerator=cpu", "trust=ddp_spy.ShardSpy", module="lenet_exp.eval")
+    # in this process (test_checkpoints.py and others run python -m lenet_exp.eval in one of its own)
+    evaluated = run_main("lenet_exp.eval", f"ckpt_path={ckpt}", "accelerator=cpu", "trust=ddp_spy.ShardSpy")
     assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
     single = json.loads((run / "evaluations.jsonl").read_text().splitlines()[-1])
     assert single["test_acc"] == metrics["test_acc"] and single["test_loss"] == pytest.approx(metrics["test_loss"])

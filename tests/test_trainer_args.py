@@ -20,7 +20,17 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import CONF_DIR, ROOT, TIMING, TINY, compose_config, run_cli, scalars, write_fake_fashion_mnist
+from conftest import (
+    CONF_DIR,
+    ROOT,
+    TIMING,
+    TINY,
+    compose_config,
+    run_cli,
+    run_main,
+    scalars,
+    write_fake_fashion_mnist,
+)
 from omegaconf import OmegaConf
 
 from lenet_exp.runtime.run_folder import best_checkpoint, hydra_file, last_checkpoint, metrics_file
@@ -191,10 +201,11 @@ def test_seed_null_draws_one_seed_records_it_and_reruns_the_same(tmp_path, fake_
     stored = checkpoint(last_checkpoint(run))
     assert stored["lenet_exp_config"]["seed"] == stored["lenet_exp_config"]["data"]["seed"] == seed
 
-    metrics_file(run).unlink()  # resume: the run's own config, so its seed
-    resumed = run_cli(str(run), module="lenet_exp.resume", timeout=300)
+    metrics_file(run).unlink()  # resume: the run's own config, so its seed (in this process, as the command runs)
+    resumed = run_main("lenet_exp.resume", str(run))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads(metrics_file(run).read_text())["seed"] == seed and "drew seed" not in resumed.stderr
+    assert f"resuming {run}" in resumed.stdout + resumed.stderr  # the command's lines were captured
 
     again = tmp_path / "again"  # a rerun with the seed given
     overrides = [*TINY, f"data.data_dir={fake_data}", "data.val_size=16", "trainer.limit_val_batches=0"]
@@ -211,7 +222,7 @@ def test_enable_checkpointing_false_runs_without_checkpoints_and_resume_says_so(
     assert not (run / "checkpoints").exists() and metrics["tested"] == "last" and metrics["epochs"] == 2
     assert len(epoch_lines(output)) == 2
     metrics_file(run).unlink()
-    resumed = run_cli(str(run), module="lenet_exp.resume", timeout=120)
+    resumed = run_main("lenet_exp.resume", str(run))  # in this process, as the command runs
     assert resumed.returncode == 1 and "Traceback" not in resumed.stderr
     assert "was run with trainer.enable_checkpointing=false, so it kept no checkpoint to resume from" in resumed.stderr
 
