@@ -163,6 +163,7 @@ def test_config_dir_adds_the_users_configs_like_the_config_dir_option(tmp_path, 
     assert "lr: 0.0042" in (result.run_dir / ".hydra" / "config.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_load_predicts_what_the_predict_command_prints_from_paths_pil_images_and_tensors(tmp_path, trained, data_dir):
     images, _ = load_split(find_files(data_dir), "test", verify_md5=False)
     paths = []

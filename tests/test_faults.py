@@ -38,6 +38,7 @@ def assert_same_weights(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("code", "reason"),
     [(errno.ENOSPC, "no space left on the device"), (errno.EROFS, "the file system is read-only")],

@@ -36,6 +36,9 @@ from omegaconf import OmegaConf
 from lenet_exp.runtime.run_folder import best_checkpoint, hydra_file, last_checkpoint, metrics_file
 from lenet_exp.train import train
 
+# Most tests here run the command line, about 6 s each: make test runs them, make test-fast leaves them out.
+pytestmark = pytest.mark.slow
+
 # Filled by lenet_exp.train.build from the callbacks and logger groups, not by conf/trainer/default.yaml.
 BUILT = {"callbacks", "logger"}
 # Where conf/trainer/default.yaml differs from Lightning's default on purpose (each line says why).
