@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -56,13 +55,12 @@ class Classifier(pl.LightningModule):
         if lr is not None:
             check_value("model.optimizer.lr", lr, "number", 0.001)
         check_value("model.label_smoothing", label_smoothing, "number", 0.1, low=0, high=1)
-        if ema_decay is not None:
-            check_value("model.ema_decay", ema_decay, "number", 0.999, low=0, high=1)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "augment", "steps_per_call"], logger=False)
         self.net = net
         # The average is a submodule, so checkpoints hold it and a resumed run continues it exactly.
         self.ema = None
         if ema_decay is not None:
+            check_value("model.ema_decay", ema_decay, "number", 0.999, low=0, high=1)
             self.ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
             self.ema.requires_grad_(False)  # not trained: the optimizer and DDP leave it alone
         self.flip_average, self.cuda_graph = flip_average, cuda_graph
@@ -78,8 +76,7 @@ class Classifier(pl.LightningModule):
         # Metric states accumulate on the training device; nothing is synced until the epoch ends.
         self.train_loss, self.eval_loss = WeightedMean(), WeightedMean()
         self.train_acc, self.eval_acc = Accuracy(), Accuracy()
-        # The first step of this epoch whose loss was NaN or infinite (-1: none), kept on the device
-        # so that finding it costs no per-step sync; it is read once, at the end of the epoch.
+        # The epoch's first step whose loss was NaN or infinite (-1: none), on the device: read once, at its end.
         self.register_buffer("first_bad_step", torch.tensor(-1), persistent=False)
         self._example = not compile
 
@@ -123,12 +120,9 @@ class Classifier(pl.LightningModule):
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         """Augments training batches on the device they are on (several per call: many_steps does, per step)."""
-        if self.augment is None or not self.automatic_optimization:  # many_steps' groups: augmented per step
-            return batch
-        if self.trainer.training and isinstance(batch, tuple | list):
-            x, y = batch
-            return self.augment(x, self.global_step), y
-        return batch
+        if self.augment is None or not self.automatic_optimization or not isinstance(batch, tuple | list):
+            return batch  # also the model summary's example input, a tensor
+        return (self.augment(batch[0], self.global_step), batch[1]) if self.trainer.training else batch
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         """One batch (B,...) and its loss, for Lightning's optimizer step; or K batches (K,B,...), K steps."""
@@ -159,17 +153,15 @@ class Classifier(pl.LightningModule):
             step = int(bad_steps[bad_steps >= 0].min())
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
             raise UserError(
-                f"the training loss became NaN or infinite in epoch {self.current_epoch + 1} at step "
-                f"{step + 1}, so training stopped before saving this epoch (the last checkpoint holds the "
-                f"last good one); lower the learning rate (it is {lr:g}) and run again."
+                f"the training loss became NaN or infinite in epoch {self.current_epoch + 1} at step {step + 1}, so "
+                f"training stopped before saving this epoch (the last checkpoint holds the last good one); lower the "
+                f"learning rate (it is {lr:g}) and run again."
             )
-        self.log("train/loss", self.train_loss)
-        self.log("train/acc", self.train_acc)
+        self.log_dict({"train/loss": self.train_loss, "train/acc": self.train_acc})
         self._epoch_as_step()
 
     def _epoch_as_step(self) -> None:
-        """The epoch (from 0; after training, the epochs trained) as the loggers' step of this hook's metrics, so
-        that runs of any batch size line up (Lightning then adds no "epoch" metric of its own)."""
+        """The epoch (from 0) as the loggers' step of this hook's metrics: runs of any batch size line up."""
         self.log("step", float(self.current_epoch), sync_dist=True)
 
     def _evaluate(self, batch: tuple[Tensor, Tensor]) -> Tensor:
@@ -181,8 +173,7 @@ class Classifier(pl.LightningModule):
         return predicted
 
     def _log_evaluation(self, split: str) -> None:
-        self.log(f"{split}/loss", self.eval_loss)
-        self.log(f"{split}/acc", self.eval_acc)
+        self.log_dict({f"{split}/loss": self.eval_loss, f"{split}/acc": self.eval_acc})
         self._epoch_as_step()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -205,15 +196,5 @@ class Classifier(pl.LightningModule):
             raise UserError(f"model.optimizer is refused by torch ({err}); use e.g. model.optimizer.lr=0.001.") from err
         if self.scheduler is None:
             return optimizer
-        # A schedule over the run (OneCycleLR's total_steps, CosineAnnealingLR's T_max) gets its length in steps.
-        wanted = inspect.signature(getattr(self.scheduler, "func", self.scheduler)).parameters
-        given = getattr(self.scheduler, "keywords", {})
-        missing = [k for k in ("total_steps", "T_max") if k in wanted and k not in given]
-        total = many_steps.optimizer_steps(self.trainer) if missing else 0
-        if missing and not math.isfinite(total):  # trainer.max_epochs=-1, ended by max_time or early stopping
-            raise UserError(
-                f"model.scheduler.{missing[0]} is the run's length, which trainer.max_epochs=-1 leaves open; give "
-                f"trainer.max_steps (such as 10000), a number of epochs, or model.scheduler.{missing[0]}."
-            )
-        scheduler = self.scheduler(optimizer, **{k: total for k in missing})
+        scheduler = many_steps.over_the_run(self.scheduler, optimizer, self.trainer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

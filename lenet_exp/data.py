@@ -210,6 +210,7 @@ class FashionMNIST(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.seed = val_size, seed
         self.download, self.verify_md5 = download, verify_md5
+        many_steps.check(steps_per_call)  # again when the fit resolves it (lenet_exp.many_steps.resolve)
         self.steps_per_call = steps_per_call
         self.steps_per_item: int | None = 1  # this fit's batches per training item (None: all of an epoch's)
         self.splits: dict[str, InMemoryImages] = {}

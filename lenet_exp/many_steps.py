@@ -10,6 +10,7 @@ can be one replayed CUDA graph (lenet_exp.cuda_graph).
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -186,6 +187,21 @@ def optimizer_steps(trainer: pl.Trainer) -> float:
     if isinstance(groups, BatchGroups) and math.isfinite(total):
         total = total // len(groups) * groups.steps
     return total
+
+
+def over_the_run(scheduler: Any, optimizer: torch.optim.Optimizer, trainer: pl.Trainer) -> Any:
+    """``scheduler`` (a partial LR scheduler) for ``optimizer``; a schedule over the run (OneCycleLR's
+    total_steps, CosineAnnealingLR's T_max) not given its length gets the fit's optimizer steps."""
+    wanted = inspect.signature(getattr(scheduler, "func", scheduler)).parameters
+    given = getattr(scheduler, "keywords", {})
+    missing = [k for k in ("total_steps", "T_max") if k in wanted and k not in given]
+    total = optimizer_steps(trainer) if missing else 0
+    if missing and not math.isfinite(total):  # trainer.max_epochs=-1, ended by max_time or early stopping
+        raise UserError(
+            f"model.scheduler.{missing[0]} is the run's length, which trainer.max_epochs=-1 leaves open; give "
+            f"trainer.max_steps (such as 10000), a number of epochs, or model.scheduler.{missing[0]}."
+        )
+    return scheduler(optimizer, **{k: total for k in missing})
 
 
 class ManySteps:

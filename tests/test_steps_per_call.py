@@ -168,6 +168,14 @@ def test_several_steps_per_call_with_ddp_are_refused_in_one_sentence(tmp_path, d
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("value", [0, -1, 2.5, "fast", True])
+def test_the_python_api_refuses_a_wrong_steps_per_call_when_the_data_module_is_built(value):
+    from lenet_exp.data import FashionMNIST
+
+    with pytest.raises(UserError, match=rf"^steps_per_call={value!r} is not a whole number >= 1, epoch or auto"):
+        FashionMNIST(steps_per_call=value)
+
+
 def test_the_graph_paths_step_run_eagerly_on_the_cpu_trains_what_one_step_per_call_trains(
     tmp_path, data_200, monkeypatch
 ):
