@@ -16,10 +16,17 @@ step without the graph as ``epoch_eager``; with trainer.precision=bf16-mixed as 
 model.compile=true as ``compile`` and with model.compile=reduce-overhead as ``graphs``, both one
 step per call; without the callback of lenet_exp/network_view.py as ``no_view``, its cost beside ``lenet_exp``)
 
-and prints, for each, the median seconds per epoch (training plus test evaluation), the time
-from process start to the first training step, the peak memory and the final test accuracy,
-then the ratios to the bare loop (lenet_exp, the default, against its target of 1.03; the best of
-steps_16, epoch and epoch_eager too) and book/lenet_exp.
+and prints, for each, the median seconds per epoch (training plus test evaluation), its fastest epoch
+of all runs, the time from process start to the first training step, the peak memory and the final
+test accuracy, then the ratios to the bare loop (lenet_exp, the default, against its target of 1.03;
+the best of steps_16, epoch and epoch_eager too) and book/lenet_exp.
+
+The target is judged on the fastest epochs, and the ratio of the medians is printed beside it. On a
+shared or virtual machine the same process's epochs swing by a third (other tenants, the host's
+scheduling) in both directions of the comparison and at random moments; what another process or the
+host adds only ever makes an epoch slower, so the fastest epoch of several interleaved runs is each
+variant's own cost (as Python's timeit takes the minimum). A ratio of medians far above the ratio of
+the fastest epochs says the runs were disturbed: run again with more --repeats.
 """
 
 from __future__ import annotations
@@ -168,6 +175,8 @@ def measure(variant: str, args: argparse.Namespace, raw_root: str, scratch: Path
     return {
         "variant": variant,
         "seconds_per_epoch": statistics.median(result["epoch_seconds"]),
+        "fastest_epoch": min(result["epoch_seconds"]),
+        "epoch_seconds": result["epoch_seconds"],
         "start_to_first_step": result["first_step_at"] - launched,
         "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports KiB; the child itself, not its workers
         "test_acc": result["test_acc"],
@@ -179,27 +188,47 @@ def table(runs: list[dict]) -> tuple[str, dict[str, dict]]:
     for variant in VARIANTS:
         mine = [r for r in runs if r["variant"] == variant]
         if mine:
-            summary[variant] = {k: statistics.median(r[k] for r in mine) for k in mine[0] if k != "variant"}
-            summary[variant]["runs"] = len(mine)
-    lines = [f"{'':10} {'s/epoch':>8} {'start->1st step':>16} {'peak RSS':>10} {'test acc':>9} {'runs':>5}"]
+            figures = ("seconds_per_epoch", "start_to_first_step", "peak_rss_mb", "test_acc")
+            summary[variant] = {k: statistics.median(r[k] for r in mine) for k in figures}
+            summary[variant] |= {"fastest_epoch": min(r["fastest_epoch"] for r in mine), "runs": len(mine)}
+    head = f"{'':10} {'s/epoch':>8} {'fastest':>8} {'start->1st step':>16} {'peak RSS':>10} {'test acc':>9} {'runs':>5}"
+    lines = [head]
     for variant, s in summary.items():
         start, rss = f"{s['start_to_first_step']:14.1f} s", f"{s['peak_rss_mb']:7.0f} MB"
-        lines.append(f"{variant:10} {s['seconds_per_epoch']:8.2f} {start} {rss} {s['test_acc']:9.3f} {s['runs']:5d}")
+        speed = f"{s['seconds_per_epoch']:8.2f} {s['fastest_epoch']:8.2f}"
+        lines.append(f"{variant:10} {speed} {start} {rss} {s['test_acc']:9.3f} {s['runs']:5d}")
     for variant in LENET_VARIANTS:
         if {"bare", variant} <= summary.keys():
-            ratio = summary[variant]["seconds_per_epoch"] / summary["bare"]["seconds_per_epoch"]
-            summary[variant]["ratio_to_bare"] = ratio
+            ratio = summary[variant]["fastest_epoch"] / summary["bare"]["fastest_epoch"]
+            of_medians = summary[variant]["seconds_per_epoch"] / summary["bare"]["seconds_per_epoch"]
+            summary[variant] |= {"ratio_to_bare": ratio, "ratio_of_medians": of_medians}
             name = "c/b = lenet_exp / bare" if variant == "lenet_exp" else f"{variant} / bare"
-            lines.append(f"{name} = {ratio:.3f}" + (f"   (target <= {TARGET})" if variant == "lenet_exp" else ""))
+            target = f"   (target <= {TARGET})" if variant == "lenet_exp" else ""
+            lines.append(f"{name} = {ratio:.3f} (fastest epochs), {of_medians:.3f} (medians){target}")
     fast = [v for v in MANY_STEPS if "ratio_to_bare" in summary.get(v, {})]
     if fast:
         best = min(fast, key=lambda v: summary[v]["ratio_to_bare"])
         ratio = summary[best]["ratio_to_bare"]
         lines.append(f"best of {', '.join(fast)}: {best}, {ratio:.3f} x bare   (target <= {TARGET})")
     if {"book", "lenet_exp"} <= summary.keys():
-        ratio = summary["book"]["seconds_per_epoch"] / summary["lenet_exp"]["seconds_per_epoch"]
+        ratio = summary["book"]["fastest_epoch"] / summary["lenet_exp"]["fastest_epoch"]
         lines.append(f"a/c = book / lenet_exp = {ratio:.2f}    (target >= 2)")
     return "\n".join(lines), summary
+
+
+def cpu_name() -> str:
+    """The CPU's model name, its cores and the kernels torch chooses on it (AVX512 or AVX2): speed differs by kind."""
+    import torch
+
+    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "CPU")
+    return f"{model}, {os.cpu_count()} CPUs, torch kernels {torch.backends.cpu.get_cpu_capability()}"
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:  # not Linux
+        return []
 
 
 def main(argv: list[str]) -> None:
@@ -241,10 +270,11 @@ def main(argv: list[str]) -> None:
                 speed = f"{r['seconds_per_epoch']:.2f} s/epoch, test acc {r['test_acc']:.3f}"
                 print(f"  run {repeat + 1}/{args.repeats} {variant:9} {speed}", flush=True)
     text, summary = table(runs)
-    where = f"device {args.device}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}"
+    where = f"device {args.device}, {cpu_name()}, {time.strftime('%Y-%m-%d')}"
     print(f"\n{args.epochs} epochs per run, {args.repeats} runs each, {where}\n{text}", flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"runs": runs, "summary": summary}, indent=2) + "\n")
+        machine = {"cpu": cpu_name(), "device": args.device, "date": time.strftime("%Y-%m-%d %H:%M")}
+        args.json.write_text(json.dumps({"machine": machine, "runs": runs, "summary": summary}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
