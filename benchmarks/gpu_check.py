@@ -16,7 +16,7 @@ Everything measured, with the device facts, goes to ``gpu_check.json`` and ``gpu
 ``--out`` (default: ``$OUT`` when set, else ``outputs/gpu_check/<date>_<time>``).
 
 ``--device cpu`` runs the same steps in a reduced form on the CPU (1 short epoch, one repeat, the
-benchmark's lenet_exp runs on 1,000 training images, DDP over two CPU processes): a dry run, so that
+benchmark's lenet_exp runs on 512 training images, DDP over two CPU processes): a dry run, so that
 the script cannot rot. Without CUDA, the default
 ``--device cuda`` says so in one line and exits 1.
 """
@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]  # the checkout this script belongs t
 BENCH = ROOT / "benchmarks" / "bench.py"
 NO_GPU_HINT = "run on a GPU machine, or `make gpu-check DEVICE=cpu` for a dry run."
 ACCURACY_BAND = 0.70  # the book's 5 epochs reach 0.75-0.77 on any device
-# The dry run on the CPU: one epoch of 20 batches, 4 of validation and test (the steps run, not measure).
-TRIMMED = {"train": 20, "val": 4, "test": 4}
-HELD_IN = 1000  # the training images of the dry run's benchmark (of Fashion-MNIST's 60,000)
+# The dry run on the CPU: one epoch of 4 batches, 2 of validation and test (the steps run, not measure).
+TRIMMED = {"train": 4, "val": 2, "test": 2}
+HELD_IN = 512  # the training images of the dry run's benchmark (of Fashion-MNIST's 60,000)
 
 
 def save(out: Path, results: dict, repeats: int) -> None:
@@ -127,8 +127,10 @@ def main(argv: list[str]) -> int:
     bench = [python, str(BENCH), "--device", args.device, "--repeats", str(repeats)]
     bench += ["--epochs", "3"] if gpu else ["--epochs", "1", "--train-batches", str(TRIMMED["train"])]
     if not gpu:  # epoch trains all of an epoch whatever --train-batches says (an explicit steps_per_call counts
-        # calls): the dry run holds out all but HELD_IN training images, 4 batches, and validates one batch of them
-        bench += ["--lenet-args", f"data.val_size={60_000 - HELD_IN} trainer.limit_val_batches=1"]
+        # calls): the dry run holds out all but HELD_IN training images, 2 batches, validates one batch of them
+        # and tests as many batches as the book's step
+        held_out = f"data.val_size={60_000 - HELD_IN} trainer.limit_val_batches=1"
+        bench += ["--lenet-args", f"{held_out} trainer.limit_test_batches={TRIMMED['test']}"]
     # On the CPU the graph is not captured, so epoch_eager would repeat epoch: the dry run leaves it out.
     variants = "bare,steps_1,epoch,epoch_eager" if gpu else "bare,steps_1,epoch"
     steps.append(

@@ -78,6 +78,34 @@ def fake_data(tmp_path: Path) -> Path:
     return directory
 
 
+def _trained(tmp_path_factory, name: str, overrides: list[str]) -> tuple[Path, dict]:
+    from lenet_exp.train import train
+
+    data_dir = tmp_path_factory.mktemp(f"{name}-data")
+    write_fake_fashion_mnist(data_dir)  # the same files as the fake_data fixture's
+    run = tmp_path_factory.mktemp(name) / "run"
+    return run, train(compose_config(run, [*overrides, f"data.data_dir={data_dir}"]))
+
+
+# The runs of these two, shared by the tests that only read them (a test that writes into one copies it).
+TWO_EPOCHS = [*TINY, "trainer.max_epochs=2"]
+VALIDATED = [*TINY, "trainer.max_epochs=3", "data.val_size=16", "model.optimizer.lr=0.02"]
+
+
+@pytest.fixture(scope="session")
+def two_epochs_run(tmp_path_factory) -> tuple[Path, dict]:
+    """(run folder, metrics) of ``TWO_EPOCHS`` on the synthetic files: the book's protocol (no validation
+    split: the last weights are tested, no best.ckpt), with the default TensorBoard logger."""
+    return _trained(tmp_path_factory, "two-epochs", TWO_EPOCHS)
+
+
+@pytest.fixture(scope="session")
+def validated_run(tmp_path_factory) -> tuple[Path, dict]:
+    """(run folder, metrics) of ``VALIDATED`` on the synthetic files: a validation split of 16 images, so
+    best.ckpt is kept and tested, with the default TensorBoard logger."""
+    return _trained(tmp_path_factory, "validated", VALIDATED)
+
+
 @pytest.fixture
 def no_debian_data(monkeypatch, tmp_path: Path) -> Path:
     """Point the Debian fallback at an empty folder, so only what a test writes is found."""
@@ -125,7 +153,9 @@ def run_main(module: str, *args: str) -> subprocess.CompletedProcess:
     captured, and the root logger without handlers, as a new process has it, so that the command sets up its
     console as it does when run. For the many cases of a command (about a second each, not a subprocess's
     five) whose way from a terminal one run_cli test already takes. An exception other than the command's exit
-    is raised here (run as a command, it would be a traceback), failing the test."""
+    is raised here (run as a command, it would be a traceback), failing the test. ``run_main("lenet_exp", ...)``
+    is the training command (``python -m lenet_exp``, whose jobs of a sweep the launcher still starts as
+    processes where it does so from a terminal)."""
     # Lightning gives its loggers a handler of their own, for good, when it is first imported under a root
     # logger without handlers: let that import happen here, under pytest's handlers, not inside the command
     import pytorch_lightning  # noqa: F401
@@ -137,7 +167,7 @@ def run_main(module: str, *args: str) -> subprocess.CompletedProcess:
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                importlib.import_module(module).main(list(args))
+                _main(module, list(args))
             except SystemExit as stop:  # as Python ends with it: a number is the code, text goes to stderr
                 code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
                 if isinstance(stop.code, str):
@@ -146,6 +176,30 @@ def run_main(module: str, *args: str) -> subprocess.CompletedProcess:
         root.handlers[:] = handlers
         root.setLevel(level)
     return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
+
+
+def _main(module: str, argv: list[str]) -> None:
+    """The command's main with ``argv``. The training command's is Hydra's main, which reads sys.argv and
+    leaves Hydra's global state set (cleared here, as a new process has it); Lightning's loggers then write
+    through the console the run sets up (imported before it here, they have a handler of their own)."""
+    if module != "lenet_exp":
+        return importlib.import_module(module).main(argv)
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lenet_exp.__main__ import main
+
+    libraries = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning_fabric")]
+    kept = [(library.handlers[:], library.propagate) for library in libraries]
+    for library in libraries:
+        library.handlers, library.propagate = [], True
+    saved, sys.argv = sys.argv, ["lenet_exp", *argv]
+    try:
+        main()
+    finally:
+        sys.argv = saved
+        GlobalHydra.instance().clear()
+        for library, (handlers, propagate) in zip(libraries, kept, strict=True):
+            library.handlers, library.propagate = handlers, propagate
 
 
 def _scratch() -> Path:
@@ -193,10 +247,15 @@ def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in events.Scalars(tag)]
 
 
-def sweep(tmp_path: Path, fake_data: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
+def sweep(
+    tmp_path: Path, fake_data: Path, *args: str, in_process: bool = False
+) -> tuple[subprocess.CompletedProcess, Path]:
+    """``python -m lenet_exp -m`` one epoch on ``fake_data`` into ``tmp_path/sweep``: a real command from a user's
+    folder, or (``in_process``) its main here, run_main; the jobs are the launcher's processes either way where
+    it starts processes (joblib, submitit, SLURM)."""
     folder = tmp_path / "sweep"
-    out = run_cli("-m", *ONE_EPOCH, f"data.data_dir={fake_data}", f"hydra.sweep.dir={folder}", *args)
-    return out, folder
+    args = ("-m", *ONE_EPOCH, f"data.data_dir={fake_data}", f"hydra.sweep.dir={folder}", *args)
+    return (run_main("lenet_exp", *args) if in_process else run_cli(*args)), folder
 
 
 def assert_complete(job: Path) -> dict:

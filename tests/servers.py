@@ -230,8 +230,9 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-# cred_expire: a requeued job waits this long (default 120 s) before it may start again.
-AuthInfo=socket={folder}/munge/munge.socket,cred_expire=10
+# cred_expire: a requeued job waits this long (default 120 s) before it may start again; 5 is the least SLURM
+# takes (a smaller value is refused and replaced by the default).
+AuthInfo=socket={folder}/munge/munge.socket,cred_expire=5
 StateSaveLocation={folder}/state
 SlurmdSpoolDir={folder}/spool
 SlurmctldPidFile={folder}/slurmctld.pid
@@ -248,7 +249,8 @@ SelectTypeParameters=CR_Core
 MpiDefault=none
 ReturnToService=2
 MailProg=/bin/true
-KillWait=5
+# Seconds between SIGTERM and SIGKILL (default 30): submitit's jobs ignore SIGTERM, so a requeue waits it out.
+KillWait=2
 MinJobAge=3600
 # Look for pending jobs every second, not every minute (sched_interval) or half minute (bf_interval).
 SchedulerParameters=sched_interval=1,bf_interval=1

@@ -35,10 +35,9 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_dir) -> lenet_exp.api.Run:
-    """One run of one epoch on the synthetic files, for the tests that need a checkpoint."""
-    folder = tmp_path_factory.mktemp("api") / "run"
-    return lenet_exp.run(*ONE_EPOCH, f"data.data_dir={data_dir}", "threads=1", f"hydra.run.dir={folder}")
+def trained(two_epochs_run) -> lenet_exp.api.Run:
+    """A run on the synthetic files (conftest's shared one), for the tests that need a checkpoint."""
+    return lenet_exp.api.Run(*two_epochs_run)
 
 
 def process_state() -> dict:
@@ -106,9 +105,17 @@ def test_a_folder_named_by_the_clock_that_exists_already_is_not_shared(tmp_path,
     result = lenet_exp.run(*ONE_EPOCH, f"data.data_dir={data_dir}", "threads=1", f"hydra.run.dir={clock}")
     assert result.run_dir == taken.with_name(f"{taken.name}_1") and (result.run_dir / "metrics.json").is_file()
     # A sweep's launcher composes each job again: its jobs go into the sweep's own folder too.
-    (jobs,) = lenet_exp.sweep(*ONE_EPOCH, f"data.data_dir={data_dir}", f"hydra.sweep.dir={clock}")
-    assert jobs.run_dir == taken.with_name(f"{taken.name}_2") / "0" and (jobs.run_dir / "metrics.json").is_file()
+    jobs = lenet_exp.sweep(*ONE_EPOCH, f"data.data_dir={data_dir}", "threads=1", "seed=1,2", f"hydra.sweep.dir={clock}")
+    folder = taken.with_name(f"{taken.name}_2")
     assert not any(taken.iterdir())
+    # lenet_exp.sweep returns each job, in job order
+    assert [job.run_dir for job in jobs] == [folder / "0", folder / "1"]
+    assert [job.metrics["seed"] for job in jobs] == [1, 2] and [job.overrides[-1] for job in jobs] == [
+        "seed=1",
+        "seed=2",
+    ]
+    assert all(job.error is None and job.metrics["epochs"] == 1 for job in jobs)
+    assert all((job.run_dir / "metrics.json").is_file() for job in jobs) and (folder / "multirun.yaml").is_file()
 
 
 def test_user_errors_are_raised_with_their_sentence_never_exited(tmp_path, data_dir):
@@ -134,18 +141,7 @@ def test_user_errors_are_raised_with_their_sentence_never_exited(tmp_path, data_
     assert process_state() == before
 
 
-def test_sweep_returns_each_job(tmp_path, data_dir):
-    folder = tmp_path / "sweep"
-    jobs = lenet_exp.sweep(
-        *ONE_EPOCH, f"data.data_dir={data_dir}", "threads=1", "seed=1,2", f"hydra.sweep.dir={folder}"
-    )
-    assert [job.run_dir for job in jobs] == [folder / "0", folder / "1"]
-    assert [job.metrics["seed"] for job in jobs] == [1, 2] and [job.overrides[-1] for job in jobs] == [
-        "seed=1",
-        "seed=2",
-    ]
-    assert all(job.error is None and job.metrics["epochs"] == 1 for job in jobs)
-    assert (folder / "multirun.yaml").is_file()
+# lenet_exp.sweep returning each job: test_a_folder_named_by_the_clock_that_exists_already_is_not_shared.
 
 
 def test_config_dir_adds_the_users_configs_like_the_config_dir_option(tmp_path, data_dir):

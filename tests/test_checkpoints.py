@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ONE_EPOCH, compose_config, run_cli, run_main
+from conftest import ONE_EPOCH, compose_config, run_main
 from omegaconf import OmegaConf
 
 from lenet_exp.errors import UserError, user_error
@@ -14,13 +14,6 @@ from lenet_exp.runtime.atomic import AtomicCheckpointIO
 from lenet_exp.runtime.checkpoints import CONFIG_KEY, load_checkpoint
 from lenet_exp.runtime.stored_config import open_stored
 from lenet_exp.train import train
-
-
-@pytest.fixture
-def trained_run(tmp_path_factory, fake_data) -> Path:
-    run = tmp_path_factory.mktemp("trained")
-    train(compose_config(run, [*ONE_EPOCH, f"data.data_dir={fake_data}"]))
-    return run
 
 
 def other_architecture(path: Path) -> None:
@@ -52,17 +45,14 @@ def test_bad_checkpoints_are_refused(tmp_path, fake_data, make, expected):
         train(cfg)
     assert user_error(err.value) is not None and expected in str(user_error(err.value))
     for bad in [path] if make else []:  # evaluation refuses the same files, as one sentence too
-        text = expected.startswith("is not a checkpoint")  # that one as a command; the others in this process
-        out = (
-            run_cli(f"ckpt_path={bad}", module="lenet_exp.eval")
-            if text
-            else run_main("lenet_exp.eval", f"ckpt_path={bad}")
-        )
+        # in this process: test_errors.py and test_trust.py run the eval command itself on bad checkpoints
+        out = run_main("lenet_exp.eval", f"ckpt_path={bad}")
         assert out.returncode == 1 and expected in out.stderr and "Traceback" not in out.stderr
 
 
-def test_checkpoints_load_without_unpickling_code_and_hold_the_config(trained_run):
-    checkpoint = load_checkpoint(trained_run / "checkpoints" / "last.ckpt")  # weights_only=True inside
+def test_checkpoints_load_without_unpickling_code_and_hold_the_config(two_epochs_run):
+    run, _ = two_epochs_run  # a checkpoint that a run wrote
+    checkpoint = load_checkpoint(run / "checkpoints" / "last.ckpt")  # weights_only=True inside
     assert checkpoint["lenet_exp_config"]["model"]["net"]["activation"] == "sigmoid"
 
 
@@ -126,6 +116,7 @@ def test_a_checkpoint_of_another_version_is_one_sentence_naming_the_key_and_revi
 @pytest.mark.slow
 def test_predict_refuses_a_checkpoint_of_another_version_in_one_sentence(tmp_path):
     path = untrained_checkpoint(tmp_path / "old.ckpt", lambda c: c["model"].__setitem__("dropout", 0.5))
-    out = run_cli(f"ckpt_path={path}", f"images={tmp_path}", module="lenet_exp.predict")
+    # in this process: test_errors.py and test_trust.py run the predict command itself on bad checkpoints
+    out = run_main("lenet_exp.predict", f"ckpt_path={path}", f"images={tmp_path}")
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert "names model.dropout, which this version's lenet_exp.classifier.Classifier does not take" in out.stderr

@@ -14,6 +14,7 @@ import yaml
 from conftest import ONE_EPOCH, run_cli, run_main, unfinished_copy, write_fake_fashion_mnist
 from omegaconf import OmegaConf
 
+import lenet_exp
 from lenet_exp.errors import UserError
 from lenet_exp.runtime.atomic import atomic_write
 from lenet_exp.runtime.checkpoints import CONFIG_KEY
@@ -29,8 +30,8 @@ def run(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("run")
     data = folder.with_name(folder.name + "-data")
     write_fake_fashion_mnist(data)
-    out = run_cli(*ONE_EPOCH, f"data.data_dir={data}", f"hydra.run.dir={folder}", "logger=csv")
-    assert out.returncode == 0, out.stdout + out.stderr
+    # in this process, as python -m lenet_exp writes it (the tests of that command run it as a process)
+    lenet_exp.run(*ONE_EPOCH, f"data.data_dir={data}", f"hydra.run.dir={folder}", "logger=csv")
     return folder
 
 
@@ -78,7 +79,7 @@ def test_resume_writes_through_no_link_planted_in_the_folder(run, tmp_path):
     targets = [precious(tmp_path / str(i)) for i in range(len(planted))]
     for path, target in zip(planted, targets, strict=True):
         (folder / path).symlink_to(target)
-    out = run_cli(str(folder), module="lenet_exp.resume")
+    out = run_main("lenet_exp.resume", str(folder))  # in this process, as the command runs
     assert out.returncode == 0, out.stdout + out.stderr
     assert all(target.read_text() == "mine\n" for target in targets)
     assert (folder / "metrics.json").is_file() and (folder / "checkpoints" / "last.ckpt").is_file()

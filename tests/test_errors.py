@@ -24,6 +24,7 @@ from conftest import (
 )
 from omegaconf import OmegaConf
 
+import lenet_exp
 from lenet_exp.errors import user_error
 from lenet_exp.train import train
 
@@ -188,8 +189,7 @@ def finished(tmp_path_factory) -> Path:
     data = tmp_path_factory.mktemp("data")
     write_fake_fashion_mnist(data)
     run = tmp_path_factory.mktemp("finished")
-    out = run_cli(*ONE_EPOCH, f"data.data_dir={data}", f"hydra.run.dir={run}")
-    assert out.returncode == 0, out.stdout + out.stderr
+    lenet_exp.run(*ONE_EPOCH, f"data.data_dir={data}", f"hydra.run.dir={run}")  # as the command would
     return run
 
 
@@ -303,7 +303,8 @@ CLI_CASES = {
 HYDRAS_OWN = {"train: unknown key", "train: unknown experiment"}
 # One case of each of eval, predict, resume and report runs the command as users do (a subprocess from a
 # folder of their own); their other cases call its main in this process (conftest.run_main). Training's
-# cases and the benchmarks' all run as commands: Hydra composes the config and says its own errors.
+# cases all run as commands: Hydra composes the config and says its own errors. The benchmarks' cases call
+# their main in this process (test_bench.py and test_gpu_check.py run the scripts themselves).
 AS_A_COMMAND = {
     "eval: an override the config lacks",
     "predict: no image files",
@@ -360,8 +361,12 @@ def test_every_entry_point_answers_bad_input_with_one_sentence(case, finished, t
     module, make_args, expected = CLI_CASES[case]
     (tmp_path / "empty").mkdir()
     args = make_args(finished, tmp_path) + ([f"hydra.run.dir={tmp_path / 'run'}"] if module == "lenet_exp" else [])
-    in_process = module.startswith("lenet_exp.") and case not in AS_A_COMMAND
-    out = run_main(module, *args) if in_process else run_cli(*args, module=module)
+    if module.endswith(".py"):  # benchmarks/bench.py: its main, as benchmarks.bench
+        out = run_main(module.removesuffix(".py").replace("/", "."), *args)
+    elif module.startswith("lenet_exp.") and case not in AS_A_COMMAND:
+        out = run_main(module, *args)
+    else:
+        out = run_cli(*args, module=module)
     output = out.stdout + out.stderr
     assert out.returncode == 1 and "Traceback" not in output, output
     assert expected in output, output

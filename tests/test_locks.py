@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ONE_EPOCH, ROOT, TINY, run_cli
+from conftest import ONE_EPOCH, ROOT, TINY, run_cli, run_main
 from pytorch_lightning.callbacks import Callback
 
 from lenet_exp.errors import UserError
@@ -73,7 +73,7 @@ def test_a_second_writer_of_a_running_folder_is_refused_naming_the_pid(waiting_r
     assert pid == proc.pid
     stored = (run / ".hydra" / "config.yaml").read_text()
     busy = f"{run} is in use by another lenet_exp process (PID {pid})"
-    resumed = run_cli(str(run), module="lenet_exp.resume")
+    resumed = run_main("lenet_exp.resume", str(run))  # in this process, as the command runs
     assert resumed.returncode == 1 and busy in resumed.stderr and "Traceback" not in resumed.stderr, resumed.stderr
     again = run_cli(*TINY, f"data.data_dir={fake_data}", f"hydra.run.dir={run}", "seed=7")
     assert again.returncode == 1 and busy in again.stderr and "Traceback" not in again.stderr, again.stderr
@@ -136,10 +136,13 @@ def test_eval_appends_beside_a_running_training(tmp_path, fake_data):
         {"state_dict": state, "epoch": 0, CONFIG_KEY: OmegaConf.to_container(cfg, resolve=True)},
         run / "checkpoints" / "last.ckpt",
     )
-    assert acquire(run)
+    # held by another process, as by a training (a process may take again the lock it holds: eval runs here)
+    hold = f"from lenet_exp.runtime.lock import acquire; print(acquire({str(run)!r}), flush=True); input()"
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        out = run_cli(f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "accelerator=cpu", module="lenet_exp.eval")
+        assert holder.stdout.readline() == "True\n" and int(lock_file(run).read_text()) == holder.pid
+        out = run_main("lenet_exp.eval", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "accelerator=cpu")
     finally:
-        release(run)
+        holder.communicate("\n", timeout=60)
     assert out.returncode == 0, out.stderr
     assert len((run / "evaluations.jsonl").read_text().splitlines()) == 1

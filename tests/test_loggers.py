@@ -164,7 +164,7 @@ def test_mlflow_without_mlflow_installed_is_one_clear_sentence(tmp_path, fake_da
 def test_parallel_sweep_jobs_are_runs_of_one_mlflow_experiment_in_the_sweep_folder(tmp_path, fake_data):
     pytest.importorskip("mlflow", reason="logger=mlflow needs pip install 'lenet_exp[mlflow]' (make setup does)")
     args = ["logger=mlflow", "data.batch_size=16,32", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
-    out, folder = sweep(tmp_path, fake_data, *args)
+    out, folder = sweep(tmp_path, fake_data, *args, in_process=True)
     assert out.returncode == 0, out.stderr
     client, runs = mlflow_runs(folder)  # both jobs started together and created nothing twice
     by_folder = {run.data.tags["run_dir"]: run for run in runs}

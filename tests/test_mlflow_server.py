@@ -5,12 +5,11 @@ that goes away in the middle of a run and comes back."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ONE_EPOCH, TINY, free_port, run_cli, sweep
+from conftest import ONE_EPOCH, TINY, free_port, run_cli, run_main, sweep
 from servers import answers_health, mlflow_server, running_mlflow_server  # noqa: F401 (a fixture)
 
 import lenet_exp
@@ -28,7 +27,7 @@ def test_a_parallel_sweep_logs_runs_and_images_to_the_server(tmp_path, fake_data
 
     uri = mlflow_server.uri
     args = ["logger=mlflow", f"logger.mlflow.tracking_uri={uri}", "data.batch_size=16,32"]
-    out, folder = sweep(tmp_path, fake_data, *args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    out, folder = sweep(tmp_path, fake_data, *args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", in_process=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert not [path for path in folder.rglob("*") if path.name in MLFLOW_FILES]
 
@@ -111,15 +110,16 @@ def test_a_server_that_goes_away_mid_run_leaves_a_finished_run_and_what_it_was_n
 
     store, run = tmp_path / "server", tmp_path / "run"
     store.mkdir()
-    tests = str(Path(__file__).parent)  # servers.StopServerAt, for the run's process
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}
     with running_mlflow_server(store) as server:
         uri, port = server.uri, int(server.uri.rpartition(":")[2])
         stop = {"_target_": "servers.StopServerAt", "pid": server.pid, "port": port, "epoch": 2}
         started = time.monotonic()
         stopping = [f"+callbacks.stop.{key}={value}" for key, value in stop.items()]
         args = [*TINY, "trainer.max_epochs=3", f"data.data_dir={fake_data}", f"hydra.run.dir={run}", "logger=mlflow"]
-        out = run_cli(*args, f"logger.mlflow.tracking_uri={uri}", *stopping, env=env, timeout=180)
+        # in this process (run_main, which finds servers.StopServerAt as pytest does): the sweep above runs its
+        # logger=mlflow jobs as processes, and test_an_unreachable_server_is_one_sentence_before_training runs
+        # logger=mlflow from a terminal
+        out = run_main("lenet_exp", *args, f"logger.mlflow.tracking_uri={uri}", *stopping)
         seconds = time.monotonic() - started
         assert not answers_health(uri)
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]

@@ -29,13 +29,13 @@ def test_the_documented_example_trains_evaluates_predicts_and_resumes(tmp_path, 
     out = run_cli("--config-dir", str(mine), "experiment=my_exp", *quick, f"hydra.run.dir={run}", env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     ckpt = run / "checkpoints" / "last.ckpt"
-    # training, the trusted eval and resume run as commands; the refused eval and predict in this process,
-    # with the user's folder on its path as PYTHONPATH puts it on theirs
+    # training and resume run as commands; eval (refused, then trusted) and predict in this process, with the
+    # user's folder on its path as PYTHONPATH puts it on theirs (test_errors.py runs eval as a command)
     monkeypatch.syspath_prepend(str(mine))
     refused = run_main("lenet_exp.eval", f"ckpt_path={ckpt}", "accelerator=cpu")
     assert refused.returncode == 1 and "trust=my_models.SmallCNN" in refused.stderr
     trusted = "trust=my_models.SmallCNN"
-    evaluated = run_cli(f"ckpt_path={ckpt}", "accelerator=cpu", trusted, module="lenet_exp.eval", env=env)
+    evaluated = run_main("lenet_exp.eval", f"ckpt_path={ckpt}", "accelerator=cpu", trusted)
     assert evaluated.returncode == 0 and "test acc" in evaluated.stdout, evaluated.stderr
     from PIL import Image
 

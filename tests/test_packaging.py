@@ -63,16 +63,14 @@ def test_the_installed_copy_trains_evaluates_and_resumes_from_an_unrelated_folde
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     python = sys.executable
-    show = "import lenet_exp.__main__ as m; print(m.__file__, m.CONF_DIR)"
-    where = run_installed(site, elsewhere, python, "-c", show)
-    assert where.stdout.split() == [str(site / "lenet_exp" / "__main__.py"), str(site / "lenet_exp" / "conf")]
-    # Hydra finds the installed copy's Optuna sweeper (hparams_search=lenet_optuna needs nothing else)
-    find = "from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper; import sys; "
-    find += "print(*(sys.modules[p.__module__].__file__ for p in Plugins.instance().discover(Sweeper)))"
-    assert (
-        str(site / "hydra_plugins" / "lenet_exp_optuna" / "sweeper.py")
-        in run_installed(site, elsewhere, python, "-c", find).stdout.split()
-    )
+    # which lenet_exp is imported, and that Hydra finds the installed copy's Optuna sweeper (hparams_search=
+    # lenet_optuna needs nothing else): one process
+    show = "import lenet_exp.__main__ as m; print(m.__file__, m.CONF_DIR); "
+    show += "from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper; import sys; "
+    show += "print(*(sys.modules[p.__module__].__file__ for p in Plugins.instance().discover(Sweeper)))"
+    where, sweepers = run_installed(site, elsewhere, python, "-c", show).stdout.splitlines()
+    assert where.split() == [str(site / "lenet_exp" / "__main__.py"), str(site / "lenet_exp" / "conf")]
+    assert str(site / "hydra_plugins" / "lenet_exp_optuna" / "sweeper.py") in sweepers.split()
 
     overrides = ["debug=limit", "trainer=cpu", f"data.data_dir={fake_data}", "data.verify_md5=false"]
     run_installed(site, elsewhere, python, "-m", "lenet_exp", *overrides, "data.batch_size=16")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, apply, compose_config, real_data, run_cli, run_main
+from conftest import TINY, apply, compose_config, real_data, run_main
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
@@ -50,8 +50,10 @@ def predicted(capsys, *argv: str) -> tuple[int, str]:
 @apply(real_data)
 def test_predict_labels_real_test_images_and_names_an_unreadable_one(tmp_path, capsys):
     run = tmp_path / "run"
-    # 100 of the epoch's 235 batches: enough to label most of these 20 images (15 here), in a sixth of the time
+    # 100 of the epoch's 235 batches: enough to label most of these 20 images (15 here), in a sixth of the time;
+    # the run's own final test on one batch (what predict labels does not depend on it)
     relu = ["trainer=cpu", "trainer.max_epochs=1", "model.net.activation=relu", "trainer.limit_train_batches=100"]
+    relu += ["trainer.limit_test_batches=1"]
     train(compose_config(run, relu))
     images, labels = load_split(find_files(Path("/nonexistent")), "test")
     folder = tmp_path / "pictures"
@@ -61,13 +63,14 @@ def test_predict_labels_real_test_images_and_names_an_unreadable_one(tmp_path, c
     (folder / "99-broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
     ckpt = run / "checkpoints" / "last.ckpt"
 
-    out = run_cli(f"ckpt_path={ckpt}", f"images={folder}", module="lenet_exp.predict")
+    # in this process: test_api.py and test_errors.py run the predict command itself
+    out = run_main("lenet_exp.predict", f"ckpt_path={ckpt}", f"images={folder}")
     assert out.returncode == 1  # one image could not be read
     assert f"{folder / '99-broken.png'} cannot be read: not an image PIL can decode" in out.stderr
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 20 and all(line.count(",") == 2 for line in lines)  # top-3 each
 
-    # The same command in this process: its formats and arguments, without another start of Python and torch.
+    # Its formats and arguments.
     code, printed = predicted(capsys, f"ckpt_path={ckpt}", f"images={folder}", "format=json")
     results = [json.loads(line) for line in printed.splitlines()]
     assert code == 1
@@ -127,7 +130,7 @@ def test_bombs_truncated_undecodable_and_huge_images_are_errors_of_their_own(tmp
     (folder / "5-garbage.jpg").write_bytes(b"\xff\xd8\xff not a jpeg at all" * 10)
     Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(folder / "6-good.png")
 
-    # in this process (test_predict_labels_real_test_images_and_names_an_unreadable_one runs the command)
+    # in this process (test_api.py and test_errors.py run the predict command itself)
     out = run_main(
         "lenet_exp.predict", f"ckpt_path={untrained_checkpoint(tmp_path)}", f"images={folder}", "format=json"
     )

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ONE_EPOCH, compose_config, run_cli, run_main, sweep, write_fake_fashion_mnist
+from conftest import ONE_EPOCH, compose_config, run_cli, run_main, write_fake_fashion_mnist
 
+import lenet_exp
+from lenet_exp.errors import UserError
 from lenet_exp.report import main, write_report
 from lenet_exp.train import train
 
@@ -19,13 +21,15 @@ pytestmark = pytest.mark.slow  # most tests here share one real sweep of nine jo
 
 @pytest.fixture(scope="module")
 def seed_sweep(tmp_path_factory) -> tuple[Path, object]:
-    """One real sweep for the tests below (a sweep takes 30-50 s on 2 cores): 3 seeds x batch sizes 0 (every
-    job fails), 8 and 16, with a validation hold-out; and the report command's output on it."""
+    """One real sweep for the tests below: 3 seeds x batch sizes 0 (every job fails), 8 and 16, with a validation
+    hold-out, run in this process (test_sweeps.py runs a sweep with a failing job as a command); and the report
+    command's output on it, as a command from a terminal."""
     root = tmp_path_factory.mktemp("report")
     write_fake_fashion_mnist(root / "data")
+    folder = root / "sweep"
     args = ["seed=1,2,3", "data.batch_size=0,8,16", "data.val_size=16", "trainer.max_epochs=2"]
-    out, folder = sweep(root, root / "data", *args)
-    assert out.returncode != 0  # the batch_size=0 jobs failed; the others ran
+    with pytest.raises(UserError, match="data.batch_size=0 must be a positive"):  # those jobs failed; the others ran
+        lenet_exp.sweep(*ONE_EPOCH, f"data.data_dir={root / 'data'}", f"hydra.sweep.dir={folder}", *args)
     printed = run_cli(str(folder), module="lenet_exp.report")
     assert printed.returncode == 0, printed.stderr
     return folder, printed
@@ -208,13 +212,8 @@ def test_a_damaged_job_is_one_row_and_the_others_are_still_reported(tmp_path, da
     for number, seed in enumerate([1, 2, 3]):
         fake_job(tmp_path, number, [f"seed={seed}", "lr=1"], {"seed": seed, "val_acc": 0.5 + seed / 10})
     damage(tmp_path / "0")
-    # one damage as the command runs from a terminal, the others through its main in this process
-    as_a_command = reason.startswith("0/metrics.json cannot be read")
-    out = (
-        run_cli(str(tmp_path), module="lenet_exp.report")
-        if as_a_command
-        else run_main("lenet_exp.report", str(tmp_path))
-    )
+    # through the command's main in this process (seed_sweep runs it from a terminal, test_errors.py its errors)
+    out = run_main("lenet_exp.report", str(tmp_path))
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.startswith("error: 1 job folder(s) are damaged") and reason in out.stderr, out.stderr
     with open(tmp_path / "summary.csv") as f:

@@ -15,6 +15,8 @@ import torch
 import yaml
 from conftest import ROOT, TIMING, TINY, run_cli, run_main, scalars, write_fake_fashion_mnist
 
+import lenet_exp
+from lenet_exp.errors import UserError
 from lenet_exp.runtime.checkpoints import CONFIG_KEY, load_checkpoint
 
 
@@ -101,7 +103,9 @@ def test_ctrl_c_keeps_the_last_completed_epoch_and_says_how_to_resume(tmp_path, 
 
 @pytest.mark.slow
 def test_resume_replays_the_runs_own_config_and_notes_a_changed_revision(tmp_path, fake_data):
-    """The run's settings come from its folder, not from today's configs or its overrides file."""
+    """The run's settings come from its folder, not from today's configs or its overrides file. A class of the
+    user's own that the run names (a callback of test_trust.py) is refused by resume until it is named with
+    trust=; then the run resumes and finishes."""
     from lenet_exp.runtime.checkpoints import GIT_KEY
 
     mine = "test_trust.StopOnceAtEpoch"
@@ -118,13 +122,19 @@ def test_resume_replays_the_runs_own_config_and_notes_a_changed_revision(tmp_pat
     full, run = tmp_path / "full", tmp_path / "run"
     assert run_cli(*args, f"hydra.run.dir={full}").returncode == 0
     stop = [f"+callbacks.stop._target_={mine}", f"+callbacks.stop.marker={tmp_path / 'stopped'}"]
-    assert run_cli(*args, *stop, f"hydra.run.dir={run}", env=env).returncode == 130
+    stopped = run_cli(*args, *stop, f"hydra.run.dir={run}", env=env)
+    assert stopped.returncode == 130, stopped.stdout + stopped.stderr
+    assert "interrupted during epoch 2" in stopped.stdout + stopped.stderr
+    refused = run_main("lenet_exp.resume", str(run))  # in this process: a refusal; the command resumes below
+    assert refused.returncode == 1 and f"trust={mine}" in refused.stderr, refused.stderr
+    assert not (run / "metrics.json").exists()
     (run / ".hydra" / "overrides.yaml").unlink()  # what the old resume replayed against today's conf/
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     checkpoint[GIT_KEY] = "0123abc"
     torch.save(checkpoint, run / "checkpoints" / "last.ckpt")
     resumed = run_cli(str(run), f"trust={mine}", module="lenet_exp.resume", env=env)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "epoch 2, loss" in resumed.stdout and (run / "metrics.json").is_file()
     assert f"note: {run} was started by the code at 0123abc" in resumed.stdout + resumed.stderr
     for hint in ("exists and is not empty", "dirpath has changed", "`srun` command"):  # Lightning's, not for users
         assert hint not in resumed.stdout + resumed.stderr, resumed.stderr
@@ -139,7 +149,9 @@ def test_resume_replays_the_runs_own_config_and_notes_a_changed_revision(tmp_pat
 def refused_run(tmp_path_factory) -> Path:
     """A folder whose .hydra/ files Hydra wrote for a run that a refused setting stopped before torch loaded."""
     folder = tmp_path_factory.mktemp("refused") / "run"
-    assert run_cli(*TINY, "data.batch_size=0", f"hydra.run.dir={folder}").returncode == 1
+    with pytest.raises(UserError, match="data.batch_size=0 must be a positive"):  # as the command would
+        lenet_exp.run(*TINY, "data.batch_size=0", f"hydra.run.dir={folder}")
+    assert (folder / ".hydra" / "config.yaml").is_file()
     return folder
 
 

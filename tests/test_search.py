@@ -78,11 +78,12 @@ def jobs(sweep_dir: Path) -> dict[int, Path]:
 
 def test_a_study_prunes_hopeless_trials_and_records_each_trial_in_its_folder(tmp_path, data_dir):
     sweep = tmp_path / "study"
-    out = run_cli(*study_args(data_dir, sweep, "hydra.sweeper.n_trials=7"))
+    # 4 trials: the seeded sampler proposes lr 0.01, 0.003, 0.01, then 1e-7, which the median of the first three prunes
+    out = run_cli(*study_args(data_dir, sweep, "hydra.sweeper.n_trials=4"))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     study = optuna.load_study(study_name="lenet", storage=f"sqlite:///{sweep / 'optuna.db'}")  # the default
     trials = {t.number: t for t in study.trials}
-    assert sorted(trials) == list(range(7)) and sorted(jobs(sweep)) == list(range(7))  # folder N is trial N
+    assert sorted(trials) == list(range(4)) and sorted(jobs(sweep)) == list(range(4))  # folder N is trial N
     states = [t.state.name for t in trials.values()]
     assert "PRUNED" in states and "COMPLETE" in states and "FAIL" not in states, states
     for number, trial in trials.items():
@@ -154,14 +155,29 @@ def test_two_workers_share_one_study_with_exactly_n_trials(kind, tmp_path, data_
         storage = request.getfixturevalue("postgres").new_database("shared")
     else:
         storage = f"sqlite:///{tmp_path / 'study.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'study.log'}"
-    # 4 trials: the two workers start together, so each takes some before the study has its 4
+
+    # 4 trials: worker b (a process, with the kind's launcher) takes a trial of the study, then worker a (the
+    # command's main, in this process) joins the study while b runs it: each takes some before the study has its 4
     common = [f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=4"]
     common += ["trainer.max_epochs=2"]
-    logs = [tmp_path / "a.log", tmp_path / "b.log"]
-    a = worker(*study_args(data_dir, tmp_path / "a", *common), log=logs[0])
-    b = worker(*study_args(data_dir, tmp_path / "b", *common, *SHARED[kind]), log=logs[1])
-    finish(a, logs[0])
-    finish(b, logs[1])
+    log = tmp_path / "b.log"
+    b = worker(*study_args(data_dir, tmp_path / "b", *common, *SHARED[kind]), log=log)
+    url, file = storage.replace("journal:", "journal://"), {"sqlite": "study.db", "journal": "study.log"}.get(kind)
+    try:
+        deadline, taken = time.monotonic() + 180, []
+        while not taken and time.monotonic() < deadline and b.poll() is None:
+            time.sleep(0.1)
+            if file and not (tmp_path / file).exists():
+                continue  # b has not made it yet (opening it here would)
+            try:  # as the workers open it, safe while b is creating its tables
+                taken = optuna.load_study(study_name="shared", storage=open_storage(url)).trials
+            except Exception:  # not created yet
+                pass
+        assert taken, log.read_text()[-3000:]
+        a = run_main("lenet_exp", *study_args(data_dir, tmp_path / "a", *common))
+        assert a.returncode == 0, a.stdout[-3000:] + a.stderr[-3000:]
+    finally:
+        finish(b, log)
     if kind == "journal":
         storage = optuna.storages.JournalStorage(
             optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.log"))
@@ -237,7 +253,8 @@ def test_two_objectives_give_a_pareto_front(tmp_path, data_dir):
 def test_pruning_stops_every_ddp_rank_together(tmp_path, data_dir):
     sweep = tmp_path / "study"
     out = run_cli(
-        *study_args(data_dir, sweep, "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner_options={n_startup_trials:1}"),
+        # 2 trials: the seeded sampler proposes lr 0.01, then 1e-7, which trial 0's first epoch prunes
+        *study_args(data_dir, sweep, "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner_options={n_startup_trials:1}"),
         "trainer=ddp_cpu",
         "trainer.devices=2",
         "model.optimizer.lr=choice(0.01,0.0000001)",

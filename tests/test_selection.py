@@ -40,10 +40,8 @@ class SigtermOnce(Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def test_best_ckpt_holds_the_best_epoch_and_the_test_uses_it(tmp_path, fake_data):
-    run = tmp_path / "run"
-    overrides = [*ONE_EPOCH, "trainer.max_epochs=3", "data.val_size=16", f"data.data_dir={fake_data}"]
-    metrics = train(compose_config(run, [*overrides, "model.optimizer.lr=0.02"]))
+def test_best_ckpt_holds_the_best_epoch_and_the_test_uses_it(validated_run):
+    run, metrics = validated_run  # VALIDATED: 3 epochs, a validation split, model.optimizer.lr=0.02
     val_acc = scalars(run, "val/acc")
     assert [step for step, _ in val_acc] == [0, 1, 2]  # the epoch (from 0) is the step
     best = max(range(3), key=lambda i: val_acc[i][1])  # the first of equal maxima, as ModelCheckpoint keeps it
@@ -74,9 +72,8 @@ def test_the_documented_top_3_command_keeps_three_best_checkpoints_named_by_epoc
     assert load_checkpoint(run / "checkpoints" / f"best-{best_epoch}.ckpt")["epoch"] == best_epoch - 1
 
 
-def test_the_book_protocol_tests_the_last_weights_and_writes_no_best_ckpt(tmp_path, fake_data):
-    run = tmp_path / "run"
-    metrics = train(compose_config(run, [*ONE_EPOCH, "trainer.max_epochs=2", f"data.data_dir={fake_data}"]))
+def test_the_book_protocol_tests_the_last_weights_and_writes_no_best_ckpt(two_epochs_run):
+    run, metrics = two_epochs_run  # TWO_EPOCHS: no validation split
     assert metrics["tested"] == "last" and metrics["best_epoch"] is None
     assert not (run / "checkpoints" / "best.ckpt").exists() and (run / "checkpoints" / "last.ckpt").is_file()
     assert scalars(run, "test/acc")[-1] == (2, pytest.approx(metrics["test_acc"]))  # the final test, after 2 epochs
@@ -138,11 +135,10 @@ def test_a_resumed_run_keeps_best_ckpt_and_early_stopping_exact(tmp_path, fake_d
     assert all(torch.equal(best_a["state_dict"][k], best_b["state_dict"][k]) for k in best_a["state_dict"])
 
 
-def test_tensorboard_has_epoch_steps_no_epoch_tag_and_readable_hparams(tmp_path, fake_data):
+def test_tensorboard_has_epoch_steps_no_epoch_tag_and_readable_hparams(two_epochs_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run = tmp_path / "run"
-    train(compose_config(run, [*ONE_EPOCH, "trainer.max_epochs=2", f"data.data_dir={fake_data}"]))
+    run, _ = two_epochs_run  # TWO_EPOCHS
     events = EventAccumulator(str(event_dir(run)))
     events.Reload()
     assert "epoch" not in events.Tags()["scalars"]

@@ -46,7 +46,20 @@ def test_the_cpu_ddp_sweep_runs_through_sbatch_as_written_and_equals_the_same_ru
     command = "-m hydra/launcher=slurm hydra.launcher.partition=debug trainer=ddp_cpu trainer.devices=2 debug=limit"
     command += f" data.data_dir={tmp_path / 'data'} data.verify_md5=false data.batch_size=16 trainer.max_epochs=1"
     command += " seed=1,2"
-    out = lenet_exp(*command.split(), f"hydra.sweep.dir={tmp_path / 'slurm'}", env=cluster.env)
+    # the same job without SLURM (compared below), meanwhile: Lightning starts rank 1 itself
+    with (tmp_path / "local.log").open("w") as log:  # a file, not a pipe nobody reads while the sweep runs
+        local = subprocess.Popen(
+            [sys.executable, "-m", "lenet_exp", *command.split()[3:-1], "seed=1", f"hydra.run.dir={tmp_path}/local"],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        out = lenet_exp(*command.split(), f"hydra.sweep.dir={tmp_path / 'slurm'}", env=cluster.env)
+        local.wait(timeout=600)
+    finally:
+        if local.poll() is None:
+            local.kill()
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Traceback" not in out.stderr
     for job, seed in (("0", 1), ("1", 2)):
@@ -61,9 +74,8 @@ def test_the_cpu_ddp_sweep_runs_through_sbatch_as_written_and_equals_the_same_ru
         assert (tasks / f"{job}_0_result.pkl").is_file() and (tasks / f"{job}_1_result.pkl").is_file()
         assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (tasks / f"{job}_1_log.out").read_text()
     assert empty_queue(cluster)
-    # the same job without SLURM: Lightning starts rank 1 itself; the reduced metrics are the same
-    local = lenet_exp(*command.split()[3:-1], "seed=1", f"hydra.run.dir={tmp_path / 'local'}")
-    assert local.returncode == 0, local.stderr[-3000:]
+    # the same job without SLURM: the reduced metrics are the same
+    assert local.returncode == 0, (tmp_path / "local.log").read_text()[-3000:]
     on_slurm, here = metrics(tmp_path / "slurm" / "0"), metrics(tmp_path / "local")
     assert {k: on_slurm[k] for k in COMPARED} == {k: here[k] for k in COMPARED}
     assert on_slurm.get("val_acc") == here.get("val_acc")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import counted_over, run_cli, scalars
+from conftest import counted_over, run_main, scalars
 
 import lenet_exp
 from lenet_exp.data import CLASSES
@@ -38,7 +38,8 @@ def test_a_run_folder_of_commit_f701b51_evaluates_loads_predicts_and_resumes(old
     stored = load_checkpoint(ckpt)
     assert stored["lenet_exp_git_rev"].startswith("f701b51") and stored["global_step"] == 2 * STEPS_PER_EPOCH
 
-    out = run_cli(f"ckpt_path={ckpt}", "accelerator=cpu", f"data.data_dir={fake_data}", module="lenet_exp.eval")
+    # eval and resume through their main in this process (test_errors.py and test_packaging.py run them as commands)
+    out = run_main("lenet_exp.eval", f"ckpt_path={ckpt}", "accelerator=cpu", f"data.data_dir={fake_data}")
     assert out.returncode == 0, out.stdout + out.stderr
     (evaluation,) = (json.loads(line) for line in (old_run / "evaluations.jsonl").read_text().splitlines())
     assert evaluation["epochs"] == 2 and evaluation["images"] == 32 and counted_over(evaluation["test_acc"], 32)
@@ -56,7 +57,7 @@ def test_a_run_folder_of_commit_f701b51_evaluates_loads_predicts_and_resumes(old
     config = yaml.safe_load((old_run / ".hydra" / "config.yaml").read_text())
     config["trainer"]["max_epochs"] = 3
     (old_run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-    resumed = run_cli(str(old_run), f"data.data_dir={fake_data}", module="lenet_exp.resume")
+    resumed = run_main("lenet_exp.resume", str(old_run), f"data.data_dir={fake_data}")
     output = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, output
     assert "epoch 3, loss" in output and "epoch 2, loss" not in output

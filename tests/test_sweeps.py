@@ -7,13 +7,13 @@ import os
 
 import pytest
 import yaml
-from conftest import ONE_EPOCH, assert_complete, event_dir, run_cli, sweep
+from conftest import ONE_EPOCH, assert_complete, event_dir, run_cli, run_main, sweep
 
 pytestmark = pytest.mark.slow  # every test here starts processes (sweeps, servers)
 
 
 def test_basic_multirun_writes_one_complete_folder_per_job_named_by_its_overrides(tmp_path, fake_data):
-    out, folder = sweep(tmp_path, fake_data, "model.net.activation=sigmoid,relu")
+    out, folder = sweep(tmp_path, fake_data, "model.net.activation=sigmoid,relu", in_process=True)
     assert out.returncode == 0, out.stdout + out.stderr
     for job, activation in (("0", "sigmoid"), ("1", "relu")):
         assert_complete(folder / job)
@@ -27,7 +27,12 @@ def test_joblib_runs_jobs_in_parallel_with_their_share_of_the_cores_or_the_threa
     share = max(1, (os.cpu_count() or 1) // 2)
     # job 0 takes its share; job 1 sets threads itself, to a number no share here could be
     out, folder = sweep(
-        tmp_path, fake_data, f"threads=null,{share + 1}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"
+        tmp_path,
+        fake_data,
+        f"threads=null,{share + 1}",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        in_process=True,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Joblib.Parallel(n_jobs=2" in out.stdout + out.stderr
@@ -41,7 +46,7 @@ def test_joblib_runs_jobs_in_parallel_with_their_share_of_the_cores_or_the_threa
 
 
 def test_submitit_local_runs_two_jobs(tmp_path, fake_data):
-    out, folder = sweep(tmp_path, fake_data, "data.batch_size=16,32", "hydra/launcher=slurm_local")
+    out, folder = sweep(tmp_path, fake_data, "data.batch_size=16,32", "hydra/launcher=slurm_local", in_process=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Submitit 'local' sweep" in out.stdout + out.stderr
     for job in ("0", "1"):
@@ -50,7 +55,8 @@ def test_submitit_local_runs_two_jobs(tmp_path, fake_data):
 
 
 def test_slurm_preset_carries_partition_gpus_time_and_memory():
-    out = run_cli(
+    out = run_main(
+        "lenet_exp",
         "hydra/launcher=slurm",
         "trainer=gpu",
         "trainer.devices=4",
@@ -72,7 +78,8 @@ def test_slurm_preset_carries_partition_gpus_time_and_memory():
 
 def test_optuna_study_maximizes_validation_accuracy_and_survives_a_failing_trial(tmp_path, fake_data):
     folder = tmp_path / "study"
-    out = run_cli(
+    out = run_main(
+        "lenet_exp",
         "hparams_search=lenet_optuna",
         *ONE_EPOCH,
         f"data.data_dir={fake_data}",
@@ -135,7 +142,13 @@ def test_ddp_jobs_run_in_parallel_joblib_jobs_each_in_its_own_folder(tmp_path, f
     """Two parallel joblib jobs of two DDP ranks each: each job's ranks are copies of that job (its own
     overrides, its own folder), not of the joblib worker, and both folders are complete."""
     out, folder = sweep(
-        tmp_path, fake_data, "seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer=ddp_cpu"
+        tmp_path,
+        fake_data,
+        "seed=1,2",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "trainer=ddp_cpu",
+        in_process=True,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["0", "1"]

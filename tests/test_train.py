@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ONE_EPOCH, TIMING, compose_config, counted_over, event_dir, run_cli
+from conftest import ONE_EPOCH, TIMING, TWO_EPOCHS, compose_config, counted_over, event_dir, run_cli
 from omegaconf import OmegaConf
 
 from lenet_exp.runtime.checkpoints import load_checkpoint
@@ -47,26 +47,14 @@ def test_fast_dev_run_through_hydra_compose(tmp_path, fake_data):
     assert counted_over(written["test_acc"], 32) and written["epochs"] == 1 and written["seed"] == 42
 
 
-def test_one_epoch_on_synthetic_data_writes_a_complete_run_folder(tmp_path, fake_data):
-    cfg = compose_config(
-        tmp_path / "run",
-        [
-            "trainer=cpu",
-            "trainer.max_epochs=2",
-            f"data.data_dir={fake_data}",
-            "data.verify_md5=false",
-            "data.batch_size=16",
-            "data.val_size=16",
-        ],
-    )
-    metrics = train(cfg)
-    run = tmp_path / "run"
+def test_one_epoch_on_synthetic_data_writes_a_complete_run_folder(validated_run):
+    run, metrics = validated_run  # VALIDATED: 3 epochs with a validation split of 16 images
     assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert (
-        event_dir(run).name
-        == "data.batch_size=16,data.val_size=16,data.verify_md5=false,trainer.max_epochs=2,trainer=cpu"
+    assert event_dir(run).name == (
+        "data.batch_size=16,data.val_size=16,data.verify_md5=false,model.optimizer.lr=0.02,trainer.max_epochs=3,"
+        "trainer=cpu"
     )
-    assert {"val_acc", "test_acc", "train_loss"} <= metrics.keys() and metrics["epochs"] == 2
+    assert {"val_acc", "test_acc", "train_loss"} <= metrics.keys() and metrics["epochs"] == 3
     machine = json.loads((run / "metrics.json").read_text())["environment"]  # what makes a timing comparable
     assert machine["device"] == "cpu" and machine["cpu_cores"] == os.cpu_count() and machine["cpu"]
     assert machine["torch"] == torch.__version__.split("+")[0]  # the installed distribution's version
@@ -99,7 +87,10 @@ def test_gpu_without_gpu_is_one_clear_sentence(tmp_path):
     assert not (tmp_path / "metrics.json").exists()
 
 
-@pytest.mark.parametrize("debug", ["fast_dev_run", "limit", "profiler"])
+@pytest.mark.parametrize(  # fast_dev_run in make test-fast; the presets that train whole epochs in make test
+    "debug",
+    ["fast_dev_run", pytest.param("limit", marks=pytest.mark.slow), pytest.param("profiler", marks=pytest.mark.slow)],
+)
 def test_debug_presets_compose_and_run(tmp_path, fake_data, debug):
     cfg = compose_config(
         tmp_path,
@@ -109,14 +100,15 @@ def test_debug_presets_compose_and_run(tmp_path, fake_data, debug):
     assert metrics["epochs"] == {"fast_dev_run": 1, "limit": 2, "profiler": 1}[debug]
 
 
-def test_two_runs_with_one_seed_give_identical_metrics(tmp_path, fake_data):
+def test_two_runs_with_one_seed_give_identical_metrics(tmp_path, fake_data, two_epochs_run):
+    """This run and the shared one of TWO_EPOCHS (trained earlier in this process, from files of the same bytes)."""
+    first, first_metrics = two_epochs_run
+    cfg = compose_config(tmp_path / "b", [*TWO_EPOCHS, f"data.data_dir={fake_data}"])
+    metrics = train(cfg)
     results = []
-    for name in ("a", "b"):
-        cfg = compose_config(tmp_path / name, [*ONE_EPOCH, "trainer.max_epochs=2", f"data.data_dir={fake_data}"])
-        metrics = train(cfg)
-        results.append({k: v for k, v in metrics.items() if k not in TIMING})
-        ckpt = load_checkpoint(tmp_path / name / "checkpoints" / "last.ckpt")
-        results.append(ckpt["state_dict"])
+    for run, result in ((first, first_metrics), (tmp_path / "b", metrics)):
+        results.append({k: v for k, v in result.items() if k not in TIMING})
+        results.append(load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"])
     assert results[0] == results[2]
     assert all(torch.equal(results[1][k], results[3][k]) for k in results[1])
 

@@ -1,6 +1,8 @@
-"""Lightning's Trainer arguments as users type them: without a "+", through the command line, started from a
-folder outside the checkout, each doing what Lightning documents beside lenet_exp's epoch lines, checkpoints,
-best epoch, TensorBoard's epoch axis and resume.
+"""Lightning's Trainer arguments as users type them: without a "+", through the command line, each doing what
+Lightning documents beside lenet_exp's epoch lines, checkpoints, best epoch, TensorBoard's epoch axis and
+resume. The command runs from a folder outside the checkout where a test needs a process of its own (DDP, a
+kill, a callback of the user's on PYTHONPATH, Lightning's warnings on the console, which pytest would catch);
+the others run its main in this process, with the same argv.
 
 The fake data: 64 training images in batches of 16 (4 batches an epoch; with data.val_size=16, 3 batches and
 16 validation images), 32 test images."""
@@ -36,7 +38,8 @@ from omegaconf import OmegaConf
 from lenet_exp.runtime.run_folder import best_checkpoint, hydra_file, last_checkpoint, metrics_file
 from lenet_exp.train import train
 
-# Most tests here run the command line, about 6 s each: make test runs them, make test-fast leaves them out.
+# Most tests here run the command line (a second or so in this process, more as processes of their own): make
+# test runs them, make test-fast leaves them out.
 pytestmark = pytest.mark.slow
 
 # Filled by lenet_exp.train.build from the callbacks and logger groups, not by conf/trainer/default.yaml.
@@ -70,11 +73,16 @@ TYPED = [
 ]
 
 
-def lenet_exp(tmp_path: Path, fake_data: Path, *args: str, env: dict[str, str] | None = None):
-    """``python -m lenet_exp <TINY> <args>`` from ``tmp_path`` (outside the checkout), into ``tmp_path/run``."""
+def lenet_exp(tmp_path: Path, fake_data: Path, *args: str, env: dict[str, str] | None = None, process=False):
+    """``python -m lenet_exp <TINY> <args>`` into ``tmp_path/run``: its main in this process, or (``process``)
+    a process of its own started from ``tmp_path`` (outside the checkout)."""
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "lenet_exp", *TINY, f"data.data_dir={fake_data}", f"hydra.run.dir={run}", *args]
-    out = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    argv = [*TINY, f"data.data_dir={fake_data}", f"hydra.run.dir={run}", *args]
+    if process:
+        command = [sys.executable, "-m", "lenet_exp", *argv]
+        out = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    else:
+        out = run_main("lenet_exp", *argv)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Traceback" not in out.stdout + out.stderr
     return out.stdout + out.stderr, run, json.loads(metrics_file(run).read_text())
@@ -149,7 +157,8 @@ def test_max_steps_counts_accumulated_and_clipped_steps(tmp_path, fake_data):
         "trainer.accumulate_grad_batches=2",
         "trainer.gradient_clip_val=0.1",
         f"+callbacks.grad_spy={{_target_:grad_spy.GradSpy,path:{spy}}}",
-        env={**os.environ, "PYTHONPATH": str(ROOT / "tests")},
+        env={**os.environ, "PYTHONPATH": str(ROOT / "tests")},  # the user's callback, found as theirs is
+        process=True,
     )
     assert checkpoint(last_checkpoint(run))["global_step"] == 3 and metrics["epochs"] == 2
     first, second = epoch_lines(output)
@@ -172,8 +181,14 @@ def test_val_check_interval_validates_within_epochs_and_best_comes_from_the_epoc
 
 
 def test_check_val_every_n_epoch_chooses_the_best_among_the_validated_epochs(tmp_path, fake_data):
+    # a process of its own: Lightning's warnings are printed there (under pytest, pytest would catch them)
     output, run, metrics = lenet_exp(
-        tmp_path, fake_data, "trainer.check_val_every_n_epoch=2", "data.val_size=16", "trainer.max_epochs=3"
+        tmp_path,
+        fake_data,
+        "trainer.check_val_every_n_epoch=2",
+        "data.val_size=16",
+        "trainer.max_epochs=3",
+        process=True,
     )
     assert [step for step, _ in scalars(run, "val/acc")] == [1]
     assert ["val acc" in line for line in epoch_lines(output)] == [False, True, False]  # no stale numbers
@@ -287,7 +302,7 @@ def test_an_interrupted_ddp_spawn_run_resumes(tmp_path):
     """One spawned process (trainer.devices=1) with epochs long enough to be killed in: the whole process
     group killed during epoch 2 or 3, as a cluster does; resume trains the rest and records the run."""
     data, run = tmp_path / "data", tmp_path / "run"
-    write_fake_fashion_mnist(data, n_train=1200)
+    write_fake_fashion_mnist(data, n_train=400)  # 24 batches an epoch: the kill lands seconds before epoch 3 ends
     spawn = ["trainer.strategy=ddp_spawn", "trainer.devices=1", "data.val_size=16", "trainer.max_epochs=3"]
     command = [sys.executable, "-m", "lenet_exp", *TINY, f"data.data_dir={data}", f"hydra.run.dir={run}", *spawn]
     proc = subprocess.Popen(

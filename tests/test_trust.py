@@ -3,7 +3,6 @@ allowlist, at any depth, is refused by eval, predict, ckpt_path= and resume, and
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -11,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ONE_EPOCH, ROOT, TINY, compose_config, run_cli, unfinished_copy, write_fake_fashion_mnist
+from conftest import ONE_EPOCH, compose_config, run_cli, run_main, unfinished_copy, write_fake_fashion_mnist
 from pytorch_lightning.callbacks import Callback
 
+import lenet_exp
 from lenet_exp.errors import UserError, user_error
 from lenet_exp.runtime.checkpoints import CONFIG_KEY
 from lenet_exp.runtime.stored_config import open_stored
@@ -45,8 +45,7 @@ def run(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("run")
     data = folder.with_name(folder.name + "-data")  # data_of(run)
     write_fake_fashion_mnist(data)
-    out = run_cli(*ONE_EPOCH, f"data.data_dir={data}", f"hydra.run.dir={folder}")
-    assert out.returncode == 0, out.stdout + out.stderr
+    lenet_exp.run(*ONE_EPOCH, f"data.data_dir={data}", f"hydra.run.dir={folder}")  # as the command would
     return folder
 
 
@@ -68,7 +67,8 @@ def test_eval_predict_and_ckpt_path_refuse_a_crafted_checkpoint_and_run_nothing(
         ("lenet_exp.eval", [f"ckpt_path={ckpt}", "accelerator=cpu"]),
         ("lenet_exp.predict", [f"ckpt_path={ckpt}", f"images={tmp_path}"]),
     ):
-        out = run_cli(*args, module=module)
+        # the commands themselves for one place; for the other places, their main in this process
+        out = run_cli(*args, module=module) if place == "top level" else run_main(module, *args)
         assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
         assert f"names {key}._target_=builtins.open" in out.stderr, out.stderr
     cfg = compose_config(
@@ -87,7 +87,7 @@ def test_resume_refuses_a_run_folder_whose_config_names_other_code(run, tmp_path
     config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
     config["callbacks"]["evil"] = opener(canary)
     (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-    out = run_cli(str(folder), module="lenet_exp.resume")
+    out = run_main("lenet_exp.resume", str(folder))  # in this process: test_resume.py runs the command itself
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "names callbacks.evil._target_=builtins.open" in out.stderr and "trust=builtins.open" in out.stderr
     assert not canary.exists() and not (folder / "metrics.json").exists()
@@ -99,7 +99,7 @@ def test_resume_refuses_a_crafted_last_checkpoint(run, tmp_path):
     folder = unfinished_copy(run, tmp_path)
     ckpt, _ = crafted_checkpoint(run, "nested", canary, tmp_path)
     shutil.copy(ckpt, folder / "checkpoints" / "last.ckpt")
-    out = run_cli(str(folder), module="lenet_exp.resume")
+    out = run_main("lenet_exp.resume", str(folder))  # in this process: test_resume.py runs the command itself
     assert out.returncode == 1 and "model.net.extra._target_=builtins.open" in out.stderr
     assert not canary.exists()
 
@@ -141,27 +141,14 @@ def test_the_allowlist_comes_before_any_class_is_imported(tmp_path, monkeypatch)
     assert "planted" not in sys.modules and not (tmp_path / "ran").exists()
 
 
-@pytest.mark.slow
-def test_a_run_with_my_own_class_resumes_when_i_trust_it(tmp_path):
-    """A class of the user's own (here a callback in this test file) is refused by resume until
-    it is named with trust=; then the run resumes and finishes."""
-    data = tmp_path / "data"
-    write_fake_fashion_mnist(data)
-    folder = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    mine = "test_trust.StopOnceAtEpoch"
-    args = [*TINY, "trainer.max_epochs=2", f"data.data_dir={data}", f"hydra.run.dir={folder}"]
-    out = run_cli(*args, f"+callbacks.stop._target_={mine}", f"+callbacks.stop.marker={tmp_path / 'stopped'}", env=env)
-    assert out.returncode == 130 and "interrupted during epoch 2" in out.stdout + out.stderr, out.stdout + out.stderr
-    refused = run_cli(str(folder), module="lenet_exp.resume", env=env)
-    assert refused.returncode == 1 and f"trust={mine}" in refused.stderr
-    resumed = run_cli(str(folder), f"trust={mine}", module="lenet_exp.resume", env=env)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "epoch 2, loss" in resumed.stdout and (folder / "metrics.json").is_file()
+# A class of the user's own (StopOnceAtEpoch below) is refused by resume until it is named with trust=, and then
+# the run resumes and finishes: test_resume.py's test_resume_replays_the_runs_own_config_and_notes_a_changed_revision
+# interrupts a run with it and checks both.
 
 
 class StopOnceAtEpoch(Callback):
-    """Stops the run like Ctrl-C when the second epoch starts, once (``marker`` remembers it)."""
+    """Stops the run like Ctrl-C when the second epoch starts, once (``marker`` remembers it): a class of the user's
+    own, which resume builds only when it is trusted (test_resume.py)."""
 
     def __init__(self, marker: str) -> None:
         self.marker = Path(marker)
