@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ONE_EPOCH, ROOT, compose_config, run_cli
+from conftest import ONE_EPOCH, ROOT, compose_config, run_cli, run_main
 from PIL import Image
 
 import lenet_exp
@@ -94,7 +94,7 @@ def sweep_commands() -> list[str]:
 
 
 @pytest.mark.slow
-def test_the_docs_sweep_and_study_commands_run_from_a_users_folder(tmp_path, fake_data):
+def test_the_docs_sweep_and_study_commands_run_from_a_users_folder(tmp_path, fake_data, monkeypatch):
     commands = sweep_commands()
     assert len(commands) >= 4 and any("hparams_search=lenet_plus_optuna" in c for c in commands)
     small = [*ONE_EPOCH, f"data.data_dir={fake_data}", "debug=limit", "trainer.max_epochs=1"]
@@ -108,6 +108,10 @@ def test_the_docs_sweep_and_study_commands_run_from_a_users_folder(tmp_path, fak
         words = [w if w == first else re.sub(r"=([^,]+),.*", r"=\1", w) for w in words]
         words = [re.sub(r"=([^,]+),([^,]+),.*", r"=\1,\2", w) for w in words]
         study = ["hydra.sweeper.n_trials=1", "data.val_size=16"] if "hparams_search=" in command else []
-        out = run_cli(*words, *small, *study, cwd=folder)
+        if i == 0:  # the first as a command from the user's folder (test_any_folder.py runs a study and a sweep so)
+            out = run_cli(*words, *small, *study, cwd=folder)
+        else:  # the others' main in this process, in the user's folder
+            monkeypatch.chdir(folder)
+            out = run_main("lenet_exp", *words, *small, *study)
         assert out.returncode == 0, f"{command}\n{out.stdout}\n{out.stderr}"
         assert list((folder / "outputs" / "multirun").glob("*/*/0/metrics.json")), command

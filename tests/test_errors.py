@@ -301,11 +301,13 @@ CLI_CASES = {
     "bench: no epochs": ("benchmarks/bench.py", lambda r, t: ["--epochs", "0"], "--epochs, --repeats and"),
 }
 HYDRAS_OWN = {"train: unknown key", "train: unknown experiment"}
-# One case of each of eval, predict, resume and report runs the command as users do (a subprocess from a
-# folder of their own); their other cases call its main in this process (conftest.run_main). Training's
-# cases all run as commands: Hydra composes the config and says its own errors. The benchmarks' cases call
-# their main in this process (test_bench.py and test_gpu_check.py run the scripts themselves).
+# One case of each of eval, predict, resume and report, and two of training (one that Hydra refuses, one that
+# lenet_exp does), run the command as users do (a subprocess from a folder of their own); the other cases call
+# its main in this process (conftest.run_main). The benchmarks' cases call their main in this process
+# (test_bench.py and test_gpu_check.py run the scripts themselves).
 AS_A_COMMAND = {
+    "train: unknown key",
+    "train: batch size 0",
     "eval: an override the config lacks",
     "predict: no image files",
     "resume: damaged config.yaml",
@@ -363,7 +365,7 @@ def test_every_entry_point_answers_bad_input_with_one_sentence(case, finished, t
     args = make_args(finished, tmp_path) + ([f"hydra.run.dir={tmp_path / 'run'}"] if module == "lenet_exp" else [])
     if module.endswith(".py"):  # benchmarks/bench.py: its main, as benchmarks.bench
         out = run_main(module.removesuffix(".py").replace("/", "."), *args)
-    elif module.startswith("lenet_exp.") and case not in AS_A_COMMAND:
+    elif module.startswith("lenet_exp") and case not in AS_A_COMMAND:
         out = run_main(module, *args)
     else:
         out = run_cli(*args, module=module)
