@@ -108,9 +108,11 @@ def test_the_docs_sweep_and_study_commands_run_from_a_users_folder(tmp_path, fak
         words = [w if w == first else re.sub(r"=([^,]+),.*", r"=\1", w) for w in words]
         words = [re.sub(r"=([^,]+),([^,]+),.*", r"=\1,\2", w) for w in words]
         study = ["hydra.sweeper.n_trials=1", "data.val_size=16"] if "hparams_search=" in command else []
-        if i == 0:  # the first as a command from the user's folder (test_any_folder.py runs a study and a sweep so)
+        # the first, and joblib's (its worker processes, reused within a process, keep the folder they started
+        # in), as commands from the user's folder; the others' main in this process, in the user's folder
+        if i == 0 or "launcher=joblib" in command:
             out = run_cli(*words, *small, *study, cwd=folder)
-        else:  # the others' main in this process, in the user's folder
+        else:
             monkeypatch.chdir(folder)
             out = run_main("lenet_exp", *words, *small, *study)
         assert out.returncode == 0, f"{command}\n{out.stdout}\n{out.stderr}"
