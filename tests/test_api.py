@@ -96,6 +96,7 @@ def test_two_runs_in_one_process_land_in_two_folders_with_their_own_metrics_and_
     assert f"run folder {a.run_dir}" in printed and f"run folder {b.run_dir}" in printed
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_a_folder_named_by_the_clock_that_exists_already_is_not_shared(tmp_path, data_dir):
     # What two runs started within the same second see: the second finds the first one's folder.
     runs = tmp_path / "it's runs"  # a quote and a space: the folder is passed on as a Hydra override

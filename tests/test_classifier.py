@@ -26,7 +26,8 @@ class InfiniteLearningRateFromEpoch(Callback):
                 group["lr"] = float("inf")
 
 
-@pytest.mark.parametrize("steps_per_call", [1, 4])  # 4: the whole epoch's 4 steps in one training_step
+# 4: the whole epoch's 4 steps in one training_step (a few seconds more: make test runs it, make test-fast does not)
+@pytest.mark.parametrize("steps_per_call", [1, pytest.param(4, marks=pytest.mark.slow)])
 def test_a_nan_loss_stops_the_run_naming_epoch_and_step_and_keeps_the_last_good_checkpoint(
     tmp_path, fake_data, steps_per_call
 ):
@@ -103,6 +104,7 @@ def test_flip_average_evaluates_an_image_and_its_mirror_image_alike():
     assert torch.allclose(averaged.exp(), probabilities, atol=1e-6)
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_the_weight_average_is_trained_checkpointed_evaluated_and_resumed_exactly(tmp_path, fake_data):
     common = [*TINY, f"data.data_dir={fake_data}", "model.ema_decay=0.9", "model.net.activation=relu"]
     train(compose_config(tmp_path / "straight", [*common, "trainer.max_epochs=2"]))
@@ -123,6 +125,7 @@ def test_the_weight_average_is_trained_checkpointed_evaluated_and_resumed_exactl
     assert resumed.keys() == state.keys() and all(torch.equal(resumed[k], state[k]) for k in state)
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_a_schedule_over_the_run_with_no_set_length_is_one_sentence(tmp_path, fake_data):
     """trainer.max_epochs=-1 ended by max_time leaves the run's length open; OneCycleLR needs it."""
     overrides = [*TINY, f"data.data_dir={fake_data}", "model=lenet_modern", "trainer.max_epochs=-1"]

@@ -95,6 +95,7 @@ def test_tensorboard_writes_a_run_into_one_event_file_so_its_final_test_is_never
     assert scalars(folder, "test/acc")[-1] == (2, pytest.approx(metrics["test_acc"]))  # after the 2 epochs
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_tensorboard_after_csv_still_gets_the_images(tmp_path, fake_data):
     run(tmp_path, fake_data, "logger=[csv,tensorboard]")
     assert len(csv_rows(tmp_path)) == 2 and len(scalars(tmp_path, "train/loss")) == 2

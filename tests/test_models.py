@@ -127,6 +127,7 @@ def test_an_ablation_row_trains_with_its_options_wired(tmp_path, fake_data):
     assert cfg.model.flip_average
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_lenet_plus_trains_with_its_options_wired(tmp_path, fake_data):
     overrides = [
         "experiment=lenet_plus",

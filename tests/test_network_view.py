@@ -112,6 +112,7 @@ def test_a_received_projector_config_cannot_name_files_outside_its_folder(sigmoi
         read_projector_config(config)
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_relu_and_batch_norm_count_dead_units_and_name_layers_in_depth_order(tmp_path, fake_data):
     run = tmp_path / "run"
     train(compose_config(run, [*TINY, "trainer.max_epochs=1", "model=lenet_modern", f"data.data_dir={fake_data}"]))
@@ -134,6 +135,7 @@ def test_the_probe_changes_no_weights_gradients_or_batch_norm_statistics():
     assert sorted(outputs) == ACTIVATED and outputs["conv1"][1].shape == (8, 6, 24, 24)
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_the_recorded_gradients_are_the_same_with_several_steps_per_call(sigmoid_run, tmp_path):
     run = tmp_path / "run"
     data = tmp_path / "data"

@@ -131,6 +131,7 @@ def test_a_bad_search_setting_is_one_sentence_before_any_trial(case, tmp_path):
     assert {name: (tmp_path / name).read_bytes() for name in files} == files  # other programs' files untouched
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_the_python_api_raises_the_same_sentences(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the cases' relative paths, as from a notebook in this folder
     other_programs_files(tmp_path)

@@ -72,6 +72,7 @@ def test_the_documented_top_3_command_keeps_three_best_checkpoints_named_by_epoc
     assert load_checkpoint(run / "checkpoints" / f"best-{best_epoch}.ckpt")["epoch"] == best_epoch - 1
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_the_book_protocol_tests_the_last_weights_and_writes_no_best_ckpt(two_epochs_run):
     run, metrics = two_epochs_run  # TWO_EPOCHS: no validation split
     assert metrics["tested"] == "last" and metrics["best_epoch"] is None
@@ -94,6 +95,7 @@ def test_choosing_or_stopping_by_the_test_set_is_refused(tmp_path, overrides, sa
         check_run(compose_config(tmp_path, [*ONE_EPOCH, *overrides]))
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_early_stopping_stops_when_val_acc_stops_improving(tmp_path, fake_data):
     run = tmp_path / "run"
     overrides = ["callbacks=with_early_stopping", "callbacks.early_stopping.patience=1"]

@@ -58,7 +58,12 @@ def assert_same_run(a, b, metrics_a, metrics_b, tolerance=1e-6, sums=None):
 
 @pytest.mark.parametrize(
     "options",
-    [[], ["experiment=lenet_modern"], ["model.ema_decay=0.9"]],
+    # the book's in make test-fast; the other two a second or two more each, in make test
+    [
+        [],
+        pytest.param(["experiment=lenet_modern"], marks=pytest.mark.slow),
+        pytest.param(["model.ema_decay=0.9"], marks=pytest.mark.slow),
+    ],
     ids=["book", "lenet_modern", "ema"],
 )
 def test_16_steps_per_call_train_the_weights_metrics_and_curves_of_one_step_per_call(tmp_path, data_200, options):
@@ -128,6 +133,7 @@ class SigtermOnce(Callback):
             SigtermOnce.steps_when_stopped.append(trainer.global_step)
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_sigterm_stops_at_the_end_of_the_call_and_the_resumed_run_is_exact(tmp_path, data_200):
     common = ["experiment=lenet_modern", "steps_per_call=4", "model.ema_decay=0.9"]
     full = run(tmp_path / "full", data_200, *common, "trainer.max_epochs=3")
@@ -144,6 +150,7 @@ def test_sigterm_stops_at_the_end_of_the_call_and_the_resumed_run_is_exact(tmp_p
     assert_same_run(tmp_path / "full", stopped, full, resumed)
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 @pytest.mark.parametrize("first, then", [(1, 16), (16, 1)])
 def test_a_run_continued_with_another_steps_per_call_goes_on_counting_its_steps(tmp_path, data_200, first, then):
     """ckpt_path= of a run written with one step per call (before steps_per_call=auto), or the other way round:
@@ -176,6 +183,7 @@ def test_the_python_api_refuses_a_wrong_steps_per_call_when_the_data_module_is_b
         FashionMNIST(steps_per_call=value)
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_the_graph_paths_step_run_eagerly_on_the_cpu_trains_what_one_step_per_call_trains(
     tmp_path, data_200, monkeypatch
 ):
