@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -148,10 +147,8 @@ def test_bad_input_is_one_clear_sentence_and_writes_no_result(case, tmp_path, fa
 
 
 @pytest.mark.slow
-def test_an_unreadable_data_directory_is_named():
-    container = Path(tempfile.mkdtemp(prefix="lenet-exp-test-"))  # reachable by any user, unlike tmp_path
-    container.chmod(0o755)
-    folder = container / "locked"
+def test_an_unreadable_data_directory_is_named(tmp_path):
+    folder = tmp_path / "locked"
     folder.mkdir()
     folder.chmod(0)
     code = f"from lenet_exp.data import find_files; from pathlib import Path; find_files(Path({str(folder)!r}))"
@@ -165,8 +162,7 @@ def test_an_unreadable_data_directory_is_named():
     try:
         out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
     finally:
-        folder.chmod(0o755)
-        shutil.rmtree(container)
+        folder.chmod(0o755)  # so that pytest can remove it
     assert out.returncode != 0
     assert f"{folder} cannot be read (permission denied)" in out.stderr
 

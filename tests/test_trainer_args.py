@@ -78,11 +78,7 @@ def lenet_exp(tmp_path: Path, fake_data: Path, *args: str, env: dict[str, str] |
     a process of its own started from ``tmp_path`` (outside the checkout)."""
     run = tmp_path / "run"
     argv = [*TINY, f"data.data_dir={fake_data}", f"hydra.run.dir={run}", *args]
-    if process:
-        command = [sys.executable, "-m", "lenet_exp", *argv]
-        out = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
-    else:
-        out = run_main("lenet_exp", *argv)
+    out = run_cli(*argv, cwd=tmp_path, env=env) if process else run_main("lenet_exp", *argv)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Traceback" not in out.stdout + out.stderr
     return out.stdout + out.stderr, run, json.loads(metrics_file(run).read_text())
