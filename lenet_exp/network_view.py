@@ -204,7 +204,7 @@ class NetworkView(Callback):
             if self.histograms:
                 for tag, values in histograms.items():
                     if torch.isfinite(values).all():  # a NaN epoch is refused by the module right after
-                        writer.add_histogram(tag, values.float().cpu(), epoch, bins=HISTOGRAM_BINS)
+                        writer.add_histogram_raw(tag, **histogram(values), global_step=epoch)
 
     # -- after the final test: PR curves and the projector ------------------------------------------------------
 
@@ -259,6 +259,30 @@ class NetworkView(Callback):
         names = _class_names(trainer, int(y.max()) + 1)
         for log_dir in self._log_dirs(trainer):
             write_projector(log_dir, features, [names[i] for i in y.tolist()], x)
+
+
+def histogram(values: Tensor, bins: int = HISTOGRAM_BINS) -> dict[str, Any]:
+    """The fields of TensorBoard's histogram of ``values`` (``add_histogram_raw``): ``bins`` equal bins from the
+    smallest value to the largest, empty bins at either end left out, as ``add_histogram`` stores them. Computed
+    with torch: ``add_histogram``'s NumPy (its BLAS sum of squares) wakes OpenBLAS threads that spin on the cores
+    torch trains on, which cost more of the next epoch than the histograms themselves."""
+    flat = values.detach().flatten().double()
+    low, high = flat.min().item(), flat.max().item()
+    lo, hi = (low - 0.5, high + 0.5) if low == high else (low, high)  # one value: one bin around it, like NumPy's
+    counts = torch.histc(flat, bins=bins, min=lo, max=hi)
+    edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)
+    filled = counts.nonzero().flatten()
+    first, last = int(filled[0]), int(filled[-1]) + 1
+    # TensorBoard keeps each bin's right edge only: an empty bin in front keeps the leftmost edge.
+    return {
+        "min": low,
+        "max": high,
+        "num": flat.numel(),
+        "sum": flat.sum().item(),
+        "sum_squares": flat.square().sum().item(),
+        "bucket_limits": edges[first : last + 1].tolist(),
+        "bucket_counts": [0.0, *counts[first:last].tolist()],
+    }
 
 
 def _plain_net(pl_module: pl.LightningModule) -> nn.Module:

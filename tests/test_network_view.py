@@ -15,7 +15,14 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lenet_exp.errors import UserError
 from lenet_exp.models import LeNet
-from lenet_exp.network_view import _probe, check_projector_configs, layer_names, main, read_projector_config
+from lenet_exp.network_view import (
+    _probe,
+    check_projector_configs,
+    histogram,
+    layer_names,
+    main,
+    read_projector_config,
+)
 from lenet_exp.runtime.run_folder import PROJECTOR, PROJECTOR_CONFIG
 from lenet_exp.train import train
 
@@ -28,6 +35,27 @@ def events(run: Path) -> EventAccumulator:
     accumulator = EventAccumulator(str(event_dir(run)), size_guidance={"histograms": 0, "tensors": 0, "scalars": 0})
     accumulator.Reload()
     return accumulator
+
+
+@pytest.mark.parametrize(
+    "values",
+    [torch.randn(300_000), torch.full((1000,), 3.0), torch.randn(50) * 1e-3 + 7, torch.tensor([0.0, 1.0, 1.0, 1.0])],
+    ids=["spread", "one value", "narrow", "few"],
+)
+def test_histograms_are_the_ones_add_histogram_stores(values):
+    # computed in torch, they must be what TensorBoard's NumPy histogram gives for the same values and bins
+    from torch.utils.tensorboard.summary import make_histogram
+
+    ours, theirs = histogram(values, bins=64), make_histogram(values.numpy(), bins=64)
+    assert ours["num"] == theirs.num == values.numel() == sum(ours["bucket_counts"]) == sum(theirs.bucket)
+    # a value on a bin's edge may fall either side of it (NumPy bins float32 values, these float64 ones)
+    assert len(ours["bucket_counts"]) == len(theirs.bucket)
+    assert all(abs(a - b) <= 1 for a, b in zip(ours["bucket_counts"], theirs.bucket, strict=True))
+    span = max(theirs.max - theirs.min, 1.0)  # NumPy's edges are float32 numbers
+    assert ours["bucket_limits"] == pytest.approx(list(theirs.bucket_limit), rel=1e-6, abs=1e-6 * span)
+    assert (ours["min"], ours["max"]) == (theirs.min, theirs.max)
+    assert ours["sum"] == pytest.approx(theirs.sum, rel=1e-4, abs=1e-3)
+    assert ours["sum_squares"] == pytest.approx(theirs.sum_squares, rel=1e-4)
 
 
 def steps(accumulator: EventAccumulator, tag: str) -> list[int]:
