@@ -198,13 +198,14 @@ class NetworkView(Callback):
                 scalars[f"saturated/{name}"] = ((out < low) | (out > high)).float().mean().item()
             else:  # a unit (channel x position) is dead when it is 0 for every probe image
                 scalars[f"dead/{name}"] = (out.flatten(1) <= 0).all(0).float().mean().item()
+        # Computed once for every writer; a NaN epoch (refused by the module right after) gets no histograms
+        shown = histograms if self.histograms else {}
+        fields = [(tag, histogram(values)) for tag, values in shown.items() if torch.isfinite(values).all()]
         for writer in writers:
             for tag, value in scalars.items():
                 writer.add_scalar(tag, value, epoch)
-            if self.histograms:
-                for tag, values in histograms.items():
-                    if torch.isfinite(values).all():  # a NaN epoch is refused by the module right after
-                        writer.add_histogram_raw(tag, **histogram(values), global_step=epoch)
+            for tag, field in fields:
+                writer.add_histogram_raw(tag, **field, global_step=epoch)
 
     # -- after the final test: PR curves and the projector ------------------------------------------------------
 
