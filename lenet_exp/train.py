@@ -34,7 +34,7 @@ from lenet_exp.runtime.requeue import requeued_checkpoint
 from lenet_exp.runtime.results import environment, flat_metrics, git_revision, hyperparameters, write_json
 from lenet_exp.runtime.run_folder import hydra_file, metrics_file
 from lenet_exp.runtime.stored_config import Stored, open_stored
-from lenet_exp.runtime.threads import job_devices, torch_threads
+from lenet_exp.runtime.threads import job_devices, skip_absent_nvml, torch_threads
 from lenet_exp.trial import PruneTrial, trial_callbacks
 
 log = logging.getLogger("lenet_exp")
@@ -70,6 +70,7 @@ def train(
     cfg = with_seed(cfg)
     threads = torch_threads(cfg.get("threads"))
     torch.set_num_threads(threads)
+    skip_absent_nvml()  # Lightning's fork-safe CUDA check costs every optimizer step where NVML is absent
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
     if requeued := requeued_checkpoint(run_dir, cfg.get("ckpt_path")):  # SLURM runs this job again

@@ -1,5 +1,6 @@
 """The Hydra entry point: composed configs, a fast_dev_run, and the CLI's messages."""
 
+import ctypes
 import json
 import os
 import platform
@@ -13,6 +14,7 @@ from conftest import ONE_EPOCH, TIMING, TWO_EPOCHS, compose_config, counted_over
 from omegaconf import OmegaConf
 
 from lenet_exp.runtime.checkpoints import load_checkpoint
+from lenet_exp.runtime.threads import NVML_CHECK
 from lenet_exp.train import train
 
 
@@ -118,6 +120,33 @@ def test_a_threads_given_is_set_for_the_run_and_left_in_no_environment(tmp_path,
     cfg = compose_config(tmp_path, [*ONE_EPOCH, f"data.data_dir={fake_data}", "threads=1", "logger=none"])
     assert train(cfg)["threads"] == 1
     assert "OMP_NUM_THREADS" not in os.environ  # processes started later (a sweep's next job) choose their own
+
+
+@pytest.mark.skipif(torch.version.cuda is None, reason="a CPU-only torch never asks NVML")
+def test_optimizer_steps_stop_looking_for_an_absent_nvml(tmp_path, fake_data, monkeypatch):
+    """Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1; torch's optimizers then ask NVML for the GPUs in
+    every step, which without NVML fails slowly each time (1-2 % of an epoch on a CPU). A run unsets it where
+    NVML cannot be loaded, and keeps it where it can (a GPU machine: Lightning's fork-safe check)."""
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+        present = True
+    except OSError:
+        present = False
+    monkeypatch.setenv(NVML_CHECK, "1")  # as Lightning's import leaves it (and put back after this test)
+    looked = []  # torch's attempts to load NVML (its private helper, counted here)
+    load = torch.cuda._raw_device_count_nvml
+    monkeypatch.setattr(torch.cuda, "_raw_device_count_nvml", lambda: looked.append(1) or load())
+    net = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(net.parameters())
+    net(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
+    assert looked  # Lightning's setting: a step asks NVML
+    train(compose_config(tmp_path, [*ONE_EPOCH, f"data.data_dir={fake_data}", "logger=none"]))
+    assert os.environ.get(NVML_CHECK) == ("1" if present else None)
+    if not present:
+        looked.clear()
+        optimizer.step()
+        assert not looked
 
 
 @pytest.mark.slow
