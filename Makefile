@@ -59,7 +59,7 @@ test: setup data
 test-fast: setup
 	$(PY) -m pytest -m "not realdata and not slow" -q $(ARGS)
 
-# The book's pipeline vs a bare loop vs lenet_exp, interleaved (about 2 minutes on 2 CPU cores; docs/performance.md).
+# The book's pipeline vs a bare loop vs lenet_exp, interleaved and paired (about 5 minutes on 2 CPU cores; docs/performance.md).
 bench: setup data
 	$(PY) benchmarks/bench.py $(ARGS)
 

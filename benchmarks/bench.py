@@ -1,12 +1,14 @@
 """``python benchmarks/bench.py`` (``make bench``): what lenet_exp costs on top of the arithmetic.
 
-Trains the book's LeNet (sigmoid, Adam 1e-3, batch 256) on the real Fashion-MNIST four ways,
+Trains the book's LeNet (sigmoid, Adam 1e-3, batch 256) on the real Fashion-MNIST five ways,
 each in its own process, interleaved and repeated so that noise hits all alike:
 
   book       the book's pipeline: torchvision FashionMNIST + ToTensor + DataLoader(num_workers=4)
   bare       a bare loop over whole in-memory tensors, no Lightning
   lenet_exp  python -m lenet_exp with the default config (steps_per_call=auto: 16 optimizer steps per
              Lightning training step on a CPU, 1 on CUDA)
+  paired     the same lenet_exp run with one epoch of the bare loop before each of its epochs, in its
+             process (benchmarks/paired.py): each epoch is compared with the bare epoch just before it
   epoch      python -m lenet_exp steps_per_call=epoch: a whole epoch per Lightning training step
              (on CUDA each optimizer step a replayed CUDA graph)
 
@@ -21,12 +23,14 @@ of all runs, the time from process start to the first training step, the peak me
 test accuracy, then the ratios to the bare loop (lenet_exp, the default, against its target of 1.03;
 the best of steps_16, epoch and epoch_eager too) and book/lenet_exp.
 
-The target is judged on the fastest epochs, and the ratio of the medians is printed beside it. On a
-shared or virtual machine the same process's epochs swing by a third (other tenants, the host's
-scheduling) in both directions of the comparison and at random moments; what another process or the
-host adds only ever makes an epoch slower, so the fastest epoch of several interleaved runs is each
-variant's own cost (as Python's timeit takes the minimum). A ratio of medians far above the ratio of
-the fastest epochs says the runs were disturbed: run again with more --repeats.
+The target is judged on the paired ratio: the median, over all of the paired runs' epochs, of each
+epoch's seconds over those of the bare epoch run just before it in the same process. On a shared or
+virtual machine the same code's epochs swing by a quarter (other tenants, the host's scheduling, the
+cost of a page fault) at random moments, and two processes minutes apart do not share the swing:
+the ratio of separate processes' fastest epochs, printed too (with that of their medians), came out
+anywhere from 0.92 to 1.08 for the same code on one machine in one day. Pairs seconds apart share
+it, and their median is robust to the pairs that do not. Without the paired variant the target is
+judged on the fastest epochs.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from lenet_exp.errors import fail
 
@@ -58,11 +63,11 @@ LENET_VARIANTS = {
 }
 MANY_STEPS = ("steps_16", "epoch", "epoch_eager")  # the fast settings: the best of them has a target
 TARGET = 1.03  # the default config (and the best fast setting) at most this many times the bare loop's s/epoch
-VARIANTS = ("book", "bare", *LENET_VARIANTS)
-DEFAULT_VARIANTS = "book,bare,lenet_exp,epoch"
+VARIANTS = ("book", "bare", *LENET_VARIANTS, "paired")
+DEFAULT_VARIANTS = "book,bare,lenet_exp,paired,epoch"
 
 
-def _epoch_loop(net, batches, test_batches, optimizer, epochs: int, device, train_batches: int | None) -> dict:
+def epoch_loop(net, batches, test_batches, optimizer, epochs: int, device, train_batches: int | None) -> dict:
     """The book's train_ch5: train an epoch, evaluate the test set, time both."""
     import torch
     import torch.nn.functional as F
@@ -98,23 +103,39 @@ def run_variant(
     """One variant in this process (the parent starts one process per run)."""
     import torch
 
-    from lenet_exp.data import DEFAULT_DATA_DIR, find_files, load_split
-    from lenet_exp.models import LeNet
-
     torch.manual_seed(seed)
     device = torch.device(device_name)
     torch.backends.cudnn.benchmark = True  # as lenet_exp's trainer config sets it (GPU only)
-    net = LeNet().to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     if variant == "book":
         from torch.utils.data import DataLoader
         from torchvision import datasets, transforms
 
+        from lenet_exp.models import LeNet
+
+        net = LeNet().to(device)
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
         make = lambda train: datasets.FashionMNIST(raw_root, train=train, transform=transforms.ToTensor())  # noqa: E731
         train_set, test_set = make(True), make(False)
         train_loader = DataLoader(train_set, batch_size=256, shuffle=True, num_workers=4)
         test_loader = DataLoader(test_set, batch_size=256, shuffle=False, num_workers=4)
-        return _epoch_loop(net, lambda: train_loader, lambda: test_loader, optimizer, epochs, device, train_batches)
+        loop = (net, lambda: train_loader, lambda: test_loader, optimizer)
+    else:
+        loop = bare_loop(device)
+    # Loops without Lightning: its import (lenet_exp's data and models import it) set this for its own use
+    os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+    return epoch_loop(*loop, epochs, device, train_batches)
+
+
+def bare_loop(device: Any) -> tuple[Any, Any, Any, Any]:
+    """The bare loop's LeNet (from the global seed), its Adam, and its shuffled training batches and test
+    batches, from whole tensors on ``device``: the arguments of ``epoch_loop`` before ``epochs``."""
+    import torch
+
+    from lenet_exp.data import DEFAULT_DATA_DIR, find_files, load_split
+    from lenet_exp.models import LeNet
+
+    net = LeNet().to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     files = find_files(Path(DEFAULT_DATA_DIR).expanduser())
     (x, y), (tx, ty) = (load_split(files, split) for split in ("train", "test"))
     x, y, tx, ty = x.to(device), y.to(device), tx.to(device), ty.to(device)
@@ -129,7 +150,7 @@ def run_variant(
         for i in range(0, len(ty), 1024):
             yield tx[i : i + 1024].unsqueeze(1).float().div_(255), ty[i : i + 1024]
 
-    return _epoch_loop(net, batches, test_batches, optimizer, epochs, device, train_batches)
+    return net, batches, test_batches, optimizer
 
 
 def stage_raw_files(root: Path) -> str:
@@ -146,13 +167,21 @@ def stage_raw_files(root: Path) -> str:
 
 def measure(variant: str, args: argparse.Namespace, raw_root: str, scratch: Path) -> dict:
     """Run one variant in a child process; time, peak memory and results from outside and inside."""
-    if variant in LENET_VARIANTS:
+    env = None
+    if variant in LENET_VARIANTS or variant == "paired":
         run_dir = Path(tempfile.mkdtemp(dir=scratch))
         accelerator = "gpu" if args.device.startswith("cuda") else "cpu"
         overrides = [f"trainer={accelerator}", f"trainer.max_epochs={args.epochs}", f"seed={args.seed}"]
         if args.train_batches:
             overrides.append(f"trainer.limit_train_batches={args.train_batches}")
-        extra = [*LENET_VARIANTS[variant], *shlex.split(args.lenet_args)]
+        extra = [*LENET_VARIANTS.get(variant, []), *shlex.split(args.lenet_args)]
+        if variant == "paired":  # a bare epoch before each of the run's epochs, in its process (paired.py)
+            bare = {"out": run_dir / "bare_epochs.json", "device": args.device, "seed": args.seed}
+            bare["train_batches"] = args.train_batches or 0
+            extra += ["+callbacks.bare_epochs._target_=paired.BareEpochs"]
+            extra += [f"+callbacks.bare_epochs.{key}={value}" for key, value in bare.items()]
+            path = os.environ.get("PYTHONPATH")
+            env = os.environ | {"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *([path] if path else [])])}
         command = [sys.executable, "-m", "lenet_exp", *overrides, f"hydra.run.dir={run_dir}", *extra]
     else:
         options = ["--epochs", str(args.epochs), "--device", args.device, "--seed", str(args.seed)]
@@ -160,7 +189,7 @@ def measure(variant: str, args: argparse.Namespace, raw_root: str, scratch: Path
         command = [sys.executable, __file__, "--child", variant, *options]
     with tempfile.TemporaryFile("w+", dir=scratch) as out, tempfile.TemporaryFile("w+", dir=scratch) as err:
         launched = time.time()  # files, not pipes: a chatty child cannot block on a full pipe
-        child = subprocess.Popen(command, stdout=out, stderr=err, text=True)
+        child = subprocess.Popen(command, stdout=out, stderr=err, text=True, env=env)
         _, status, usage = os.wait4(child.pid, 0)  # wait4: the child's own peak memory
         child.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -168,18 +197,25 @@ def measure(variant: str, args: argparse.Namespace, raw_root: str, scratch: Path
         stdout, stderr = out.read(), err.read()
     if child.returncode != 0:
         raise SystemExit(f"error: the {variant} run failed:\n{stderr[-2000:]}")
-    if variant in LENET_VARIANTS:
+    if variant in LENET_VARIANTS or variant == "paired":
         result = json.loads((run_dir / "metrics.json").read_text())
     else:
         result = json.loads(stdout.strip().splitlines()[-1])
+    paired = {}
+    if variant == "paired":  # each epoch of the run over the bare epoch just before it
+        bare = json.loads((run_dir / "bare_epochs.json").read_text())
+        pairs = list(zip(result["epoch_seconds"], bare["epoch_seconds"], strict=True))
+        paired = {"bare_epoch_seconds": bare["epoch_seconds"], "ratios": [mine / b for mine, b in pairs]}
     return {
         "variant": variant,
         "seconds_per_epoch": statistics.median(result["epoch_seconds"]),
         "fastest_epoch": min(result["epoch_seconds"]),
         "epoch_seconds": result["epoch_seconds"],
-        "start_to_first_step": result["first_step_at"] - launched,
+        # (paired: after the first bare epoch, so not the start-up's cost)
+        "start_to_first_step": result["first_step_at"] - launched if variant != "paired" else None,
         "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports KiB; the child itself, not its workers
         "test_acc": result["test_acc"],
+        **paired,
     }
 
 
@@ -189,12 +225,13 @@ def table(runs: list[dict]) -> tuple[str, dict[str, dict]]:
         mine = [r for r in runs if r["variant"] == variant]
         if mine:
             figures = ("seconds_per_epoch", "start_to_first_step", "peak_rss_mb", "test_acc")
-            summary[variant] = {k: statistics.median(r[k] for r in mine) for k in figures}
+            summary[variant] = {k: _median(r[k] for r in mine) for k in figures}
             summary[variant] |= {"fastest_epoch": min(r["fastest_epoch"] for r in mine), "runs": len(mine)}
     head = f"{'':10} {'s/epoch':>8} {'fastest':>8} {'start->1st step':>16} {'peak RSS':>10} {'test acc':>9} {'runs':>5}"
     lines = [head]
     for variant, s in summary.items():
-        start, rss = f"{s['start_to_first_step']:14.1f} s", f"{s['peak_rss_mb']:7.0f} MB"
+        start = f"{s['start_to_first_step']:14.1f} s" if s["start_to_first_step"] is not None else f"{'-':>16}"
+        rss = f"{s['peak_rss_mb']:7.0f} MB"
         speed = f"{s['seconds_per_epoch']:8.2f} {s['fastest_epoch']:8.2f}"
         lines.append(f"{variant:10} {speed} {start} {rss} {s['test_acc']:9.3f} {s['runs']:5d}")
     for variant in LENET_VARIANTS:
@@ -203,8 +240,15 @@ def table(runs: list[dict]) -> tuple[str, dict[str, dict]]:
             of_medians = summary[variant]["seconds_per_epoch"] / summary["bare"]["seconds_per_epoch"]
             summary[variant] |= {"ratio_to_bare": ratio, "ratio_of_medians": of_medians}
             name = "c/b = lenet_exp / bare" if variant == "lenet_exp" else f"{variant} / bare"
-            target = f"   (target <= {TARGET})" if variant == "lenet_exp" else ""
+            target = f"   (target <= {TARGET})" if variant == "lenet_exp" and "paired" not in summary else ""
             lines.append(f"{name} = {ratio:.3f} (fastest epochs), {of_medians:.3f} (medians){target}")
+    if "paired" in summary:
+        ratios = [ratio for r in runs if r["variant"] == "paired" for ratio in r["ratios"]]
+        median = statistics.median(ratios)
+        summary["paired"] |= {"paired_ratio": median, "paired_ratios": ratios}
+        spread = f"median of {len(ratios)} epochs, {min(ratios):.3f} to {max(ratios):.3f}"
+        line = f"paired = lenet_exp / bare, epoch by epoch in one process = {median:.3f} ({spread})"
+        lines.append(f"{line}   (target <= {TARGET})")
     fast = [v for v in MANY_STEPS if "ratio_to_bare" in summary.get(v, {})]
     if fast:
         best = min(fast, key=lambda v: summary[v]["ratio_to_bare"])
@@ -214,6 +258,12 @@ def table(runs: list[dict]) -> tuple[str, dict[str, dict]]:
         ratio = summary["book"]["fastest_epoch"] / summary["lenet_exp"]["fastest_epoch"]
         lines.append(f"a/c = book / lenet_exp = {ratio:.2f}    (target >= 2)")
     return "\n".join(lines), summary
+
+
+def _median(values: Any) -> float | None:
+    """The median of the values that are not None (None if all are)."""
+    given = [v for v in values if v is not None]
+    return statistics.median(given) if given else None
 
 
 def cpu_name() -> str:
