@@ -37,9 +37,13 @@ def events(run: Path) -> EventAccumulator:
     return accumulator
 
 
+def _normal(n: int) -> torch.Tensor:
+    return torch.randn(n, generator=torch.Generator().manual_seed(n))  # the same values whatever ran before
+
+
 @pytest.mark.parametrize(
     "values",
-    [torch.randn(300_000), torch.full((1000,), 3.0), torch.randn(50) * 1e-3 + 7, torch.tensor([0.0, 1.0, 1.0, 1.0])],
+    [_normal(300_000), torch.full((1000,), 3.0), _normal(50) * 1e-3 + 7, torch.tensor([0.0, 1.0, 1.0, 1.0])],
     ids=["spread", "one value", "narrow", "few"],
 )
 def test_histograms_are_the_ones_add_histogram_stores(values):
@@ -48,10 +52,14 @@ def test_histograms_are_the_ones_add_histogram_stores(values):
 
     ours, theirs = histogram(values, bins=64), make_histogram(values.numpy(), bins=64)
     assert ours["num"] == theirs.num == values.numel() == sum(ours["bucket_counts"]) == sum(theirs.bucket)
-    # a value on a bin's edge may fall either side of it (NumPy bins float32 values, these float64 ones)
     assert len(ours["bucket_counts"]) == len(theirs.bucket)
-    assert all(abs(a - b) <= 1 for a, b in zip(ours["bucket_counts"], theirs.bucket, strict=True))
+    # Only a value within rounding of an edge between two bins may fall on the other side of it (NumPy bins
+    # float32 values, these float64 ones): each such value moves one count to the neighbouring bin.
     span = max(theirs.max - theirs.min, 1.0)  # NumPy's edges are float32 numbers
+    inner = torch.tensor(theirs.bucket_limit[:-1], dtype=torch.float64)
+    on_edges = int(((values.double()[:, None] - inner).abs() <= 1e-6 * span).any(1).sum())
+    moved = sum(abs(a - b) for a, b in zip(ours["bucket_counts"], theirs.bucket, strict=True))
+    assert moved <= 2 * on_edges, (moved, on_edges)
     assert ours["bucket_limits"] == pytest.approx(list(theirs.bucket_limit), rel=1e-6, abs=1e-6 * span)
     assert (ours["min"], ours["max"]) == (theirs.min, theirs.max)
     assert ours["sum"] == pytest.approx(theirs.sum, rel=1e-4, abs=1e-3)
