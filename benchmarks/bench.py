@@ -176,10 +176,7 @@ def measure(variant: str, args: argparse.Namespace, raw_root: str, scratch: Path
             overrides.append(f"trainer.limit_train_batches={args.train_batches}")
         extra = [*LENET_VARIANTS.get(variant, []), *shlex.split(args.lenet_args)]
         if variant == "paired":  # a bare epoch before each of the run's epochs, in its process (paired.py)
-            bare = {"out": run_dir / "bare_epochs.json", "device": args.device, "seed": args.seed}
-            bare["train_batches"] = args.train_batches or 0
-            extra += ["+callbacks.bare_epochs._target_=paired.BareEpochs"]
-            extra += [f"+callbacks.bare_epochs.{key}={value}" for key, value in bare.items()]
+            extra += paired_overrides(run_dir / "bare_epochs.json", args.device, args.seed, args.train_batches)
             path = os.environ.get("PYTHONPATH")
             env = os.environ | {"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *([path] if path else [])])}
         command = [sys.executable, "-m", "lenet_exp", *overrides, f"hydra.run.dir={run_dir}", *extra]
@@ -217,6 +214,14 @@ def measure(variant: str, args: argparse.Namespace, raw_root: str, scratch: Path
         "test_acc": result["test_acc"],
         **paired,
     }
+
+
+def paired_overrides(out: Path, device: str, seed: int, train_batches: int | None) -> list[str]:
+    """The overrides that add paired.BareEpochs to a lenet_exp run (with this folder on its PYTHONPATH)."""
+    bare = {"out": out, "device": device, "seed": seed, "train_batches": train_batches or 0}
+    return ["+callbacks.bare_epochs._target_=paired.BareEpochs"] + [
+        f"+callbacks.bare_epochs.{key}={value}" for key, value in bare.items()
+    ]
 
 
 def table(runs: list[dict]) -> tuple[str, dict[str, dict]]:

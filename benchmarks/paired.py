@@ -8,8 +8,8 @@ separate processes minutes apart do not share.
 
 The bare epoch runs in ``on_train_epoch_start`` before lenet_exp's epoch timer starts (the run's own callbacks
 come before it), on its own net, optimizer and data, with the random number generators put back afterwards: the
-run trains exactly as it would without it (the bench's smoke test checks its test accuracy against the plain
-``lenet_exp`` variant's). The bare epochs' seconds are written to ``out`` after each one.
+run trains exactly as it would without it (tests/test_bench.py compares the metrics and weights of a run with
+and without it). The bare epochs' seconds are written to ``out`` after each one.
 """
 
 from __future__ import annotations
