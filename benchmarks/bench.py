@@ -121,8 +121,10 @@ def run_variant(
         loop = (net, lambda: train_loader, lambda: test_loader, optimizer)
     else:
         loop = bare_loop(device)
+    from lenet_exp.runtime.threads import NVML_CHECK
+
     # Loops without Lightning: its import (lenet_exp's data and models import it) set this for its own use
-    os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+    os.environ.pop(NVML_CHECK, None)
     return epoch_loop(*loop, epochs, device, train_batches)
 
 
@@ -167,8 +169,8 @@ def stage_raw_files(root: Path) -> str:
 
 def measure(variant: str, args: argparse.Namespace, raw_root: str, scratch: Path) -> dict:
     """Run one variant in a child process; time, peak memory and results from outside and inside."""
-    env = None
-    if variant in LENET_VARIANTS or variant == "paired":
+    env, lenet = None, variant in LENET_VARIANTS or variant == "paired"
+    if lenet:
         run_dir = Path(tempfile.mkdtemp(dir=scratch))
         accelerator = "gpu" if args.device.startswith("cuda") else "cpu"
         overrides = [f"trainer={accelerator}", f"trainer.max_epochs={args.epochs}", f"seed={args.seed}"]
@@ -194,7 +196,7 @@ def measure(variant: str, args: argparse.Namespace, raw_root: str, scratch: Path
         stdout, stderr = out.read(), err.read()
     if child.returncode != 0:
         raise SystemExit(f"error: the {variant} run failed:\n{stderr[-2000:]}")
-    if variant in LENET_VARIANTS or variant == "paired":
+    if lenet:
         result = json.loads((run_dir / "metrics.json").read_text())
     else:
         result = json.loads(stdout.strip().splitlines()[-1])
