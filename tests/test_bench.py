@@ -66,14 +66,10 @@ def test_the_paired_bare_epochs_leave_the_run_as_it_was(tmp_path, fake_data, mon
     assert 0 <= bare["test_acc"] <= 1  # 2 batches of training: near chance, but evaluated on all 10,000
 
 
-def test_the_paired_ratio_is_the_median_of_every_pair():
-    import sys
+def test_the_paired_ratio_is_the_median_of_every_pair(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench
 
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import bench
-    finally:
-        sys.path.remove(str(BENCHMARKS))
     figures = {"start_to_first_step": None, "peak_rss_mb": 900.0, "test_acc": 0.7}
     runs = [
         {"variant": "paired", "seconds_per_epoch": 3.0, "fastest_epoch": 2.9, "ratios": [1.0, 1.5, 0.9], **figures},
