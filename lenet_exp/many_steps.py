@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Sampler
@@ -146,10 +147,10 @@ def carry_step_count(checkpoint: dict[str, Any], automatic: bool) -> None:
             mine[part].update(ready=other[part]["ready"], completed=other[part]["completed"])
 
 
-class BatchGroups(Sampler[list[list[int]]]):
+class BatchGroups(Sampler[Tensor]):
     """The batches of ``sampler`` in its order, ``steps_per_call`` full batches per item (None: every full
     batch of the epoch in one), and the short last batch, if any, as an item of its own: each item is a
-    list of K equally long index lists, which the dataset turns into (K,B,...) tensors.
+    (K,B) tensor of indices, which the dataset turns into (K,B,...) tensors in one indexing operation.
 
     ``sampler`` is kept as ``.sampler`` so that Lightning's ``set_epoch`` reaches it.
     """
@@ -166,14 +167,14 @@ class BatchGroups(Sampler[list[list[int]]]):
         full, rest = divmod(len(self.sampler), self.batch_size)
         return (math.ceil(full / self.steps_per_call) if self.steps_per_call else min(full, 1)) + (rest > 0)
 
-    def __iter__(self) -> Iterator[list[list[int]]]:
-        indices, b = list(self.sampler), self.batch_size
+    def __iter__(self) -> Iterator[Tensor]:
+        # One tensor of the epoch's order, cut into views: no Python list per batch for the dataset to convert
+        indices, b = torch.from_numpy(np.fromiter(self.sampler, dtype=np.int64)), self.batch_size
         full = len(indices) // b * b
-        per_call = (self.steps_per_call or max(full // b, 1)) * b
-        for start in range(0, full, per_call):
-            yield [indices[i : i + b] for i in range(start, min(start + per_call, full), b)]
+        batches = indices[:full].view(-1, b)
+        yield from batches.split(self.steps_per_call or max(len(batches), 1))
         if full < len(indices):
-            yield [indices[full:]]
+            yield indices[full:].view(1, -1)
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)  # type: ignore[attr-defined]

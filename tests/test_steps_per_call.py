@@ -84,8 +84,9 @@ def test_batches_come_in_groups_in_the_samplers_order_with_the_short_batch_alone
     calls = list(groups)
     assert [len(call) for call in calls] == [5, 5, 2, 1] == [len(call) for call in calls[:3]] + [1]
     assert len(groups) == 4 and groups.steps == STEPS
-    assert [i for call in calls for batch in call for i in batch] == list(range(200))
-    assert calls[-1] == [list(range(192, 200))]
+    assert torch.cat([call.flatten() for call in calls]).tolist() == list(range(200))
+    assert [call.shape for call in calls] == [(5, 16), (5, 16), (2, 16), (1, 8)]
+    assert calls[-1].tolist() == [list(range(192, 200))]
     whole = BatchGroups(range(200), batch_size=16, steps_per_call=None)  # a whole epoch per call
     assert [len(call) for call in whole] == [12, 1] and len(whole) == 2
 
