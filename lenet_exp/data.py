@@ -149,8 +149,8 @@ class InMemoryImages(Dataset):
 
     ``DataLoader`` calls ``__getitems__`` with a batch's indices, so a batch is one
     indexing operation, not N Python calls and a collate. Pixels become float32 in [0, 1]
-    exactly as torchvision's ``ToTensor`` makes them (x / 255). K lists of B indices give K
-    batches at once: (K,B,1,28,28) images and (K,B) labels.
+    exactly as torchvision's ``ToTensor`` makes them (x / 255). A (K,B) tensor of indices
+    (lenet_exp.many_steps.BatchGroups) gives K batches at once: (K,B,1,28,28) images and (K,B) labels.
     """
 
     def __init__(self, images: Tensor, labels: Tensor) -> None:
@@ -163,7 +163,7 @@ class InMemoryImages(Dataset):
         x, y = self.__getitems__([index])
         return x[0], y[0]
 
-    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+    def __getitems__(self, indices: list[int] | Tensor) -> tuple[Tensor, Tensor]:
         # Built on the CPU, then copied without waiting for the device (a blocking copy would sync
         # the GPU once per step); the source is pageable, so the copy is staged before this returns.
         idx = torch.as_tensor(indices).to(self.images.device, non_blocking=True)
