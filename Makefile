@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEBIAN_DATA := /usr/share/datasets/fashion-mnist
 DATA_FILES  := train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte
 ARGS ?=
-# pytest processes for make test (pytest-xdist; each test file runs whole in one of them). Each holds
+# pytest processes for make test and make test-fast (pytest-xdist; each test file runs whole in one of them). Each holds
 # about 0.5 GB and starts a few more in its slow tests: 2 fits a 2-core, 24 GB machine. 0: one process.
 # Each worker's torch trains on cores / workers threads (tests/conftest.py), so that they do not oversubscribe.
 TEST_WORKERS ?= 2
@@ -55,9 +55,9 @@ train: setup data
 test: setup data
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 $(ARGS)
 
-# The edit-test loop: no real data, no slow marks, one process.
+# The edit-test loop: no real data, no slow marks, in the same workers as make test (TEST_WORKERS=0: one process).
 test-fast: setup
-	$(PY) -m pytest -m "not realdata and not slow" -q $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not realdata and not slow" -q $(ARGS)
 
 # The book's pipeline vs a bare loop vs lenet_exp, interleaved and paired (about 5 minutes on 2 CPU cores; docs/performance.md).
 bench: setup data
