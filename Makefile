@@ -6,8 +6,9 @@ STAMP  := $(VENV)/.installed
 DEBIAN_DATA := /usr/share/datasets/fashion-mnist
 DATA_FILES  := train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte
 ARGS ?=
-# pytest processes for make test and make test-fast (pytest-xdist; each test file runs whole in one of them). Each holds
-# about 0.5 GB and starts a few more in its slow tests: 2 fits a 2-core, 24 GB machine. 0: one process.
+# pytest processes for make test and make test-fast (pytest-xdist; each test file runs whole in one of
+# them). Each holds about 0.5 GB and starts a few more in its slow tests: 2 fits a 2-core, 24 GB machine.
+# 0: one process.
 # Each worker's torch trains on cores / workers threads (tests/conftest.py), so that they do not oversubscribe.
 TEST_WORKERS ?= 2
 
