@@ -19,6 +19,7 @@ from lenet_exp.metrics import Accuracy, WeightedMean
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 ADAM_1E3 = partial(torch.optim.Adam, lr=1e-3)  # the book's optimizer
+EPOCH_METRICS = "lenet_exp_epoch_metrics"  # in a checkpoint: its epoch's logged metrics, as plain numbers
 
 
 class Classifier(pl.LightningModule):
@@ -79,6 +80,7 @@ class Classifier(pl.LightningModule):
         # The epoch's first step whose loss was NaN or infinite (-1: none), on the device: read once, at its end.
         self.register_buffer("first_bad_step", torch.tensor(-1), persistent=False)
         self._example = not compile
+        self.epoch_metrics: dict[str, float] = {}  # the last epoch's train/* and evaluation, kept in checkpoints
 
     @property
     def example_input_array(self) -> Tensor | None:
@@ -141,11 +143,22 @@ class Classifier(pl.LightningModule):
             self.ema.update_parameters(self.net)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[EPOCH_METRICS] = dict(self.epoch_metrics)
         if self.many_steps is not None:
             self.many_steps.on_save_checkpoint(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.epoch_metrics = dict(checkpoint.get(EPOCH_METRICS, {}))  # (none in checkpoints before 2026-12-05)
         many_steps.carry_step_count(checkpoint, self.automatic_optimization)
+
+    def _log_epoch(self, metrics: dict[str, Any]) -> None:
+        """Logs the epoch's ``metrics`` at the epoch (from 0) as the loggers' step, so that runs of any batch size
+        line up, and keeps their values for checkpoints: a run resumed after its last epoch trains nothing, and
+        its metrics.json takes them from last.ckpt."""
+        self.log_dict(metrics)
+        self.log("step", float(self.current_epoch), sync_dist=True)
+        if not self.trainer.sanity_checking:
+            self.epoch_metrics |= {k: float(m.compute()) for k, m in metrics.items() if m.update_count}
 
     def on_train_epoch_end(self) -> None:
         bad_steps = self.all_gather(self.first_bad_step).view(-1)  # every rank stops together under DDP
@@ -157,12 +170,7 @@ class Classifier(pl.LightningModule):
                 f"training stopped before saving this epoch (the last checkpoint holds the last good one); lower the "
                 f"learning rate (it is {lr:g}) and run again."
             )
-        self.log_dict({"train/loss": self.train_loss, "train/acc": self.train_acc})
-        self._epoch_as_step()
-
-    def _epoch_as_step(self) -> None:
-        """The epoch (from 0) as the loggers' step of this hook's metrics: runs of any batch size line up."""
-        self.log("step", float(self.current_epoch), sync_dist=True)
+        self._log_epoch({"train/loss": self.train_loss, "train/acc": self.train_acc})
 
     def _evaluate(self, batch: tuple[Tensor, Tensor]) -> Tensor:
         """Accumulates a batch's evaluation metrics (logged once, at the epoch's end); its predicted classes (N,)."""
@@ -173,8 +181,7 @@ class Classifier(pl.LightningModule):
         return predicted
 
     def _log_evaluation(self, split: str) -> None:
-        self.log_dict({f"{split}/loss": self.eval_loss, f"{split}/acc": self.eval_acc})
-        self._epoch_as_step()
+        self._log_epoch({f"{split}/loss": self.eval_loss, f"{split}/acc": self.eval_acc})
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch)

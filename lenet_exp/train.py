@@ -86,7 +86,8 @@ def train(
             with resumable(trainer, run_dir), dead_ranks_named(trainer, str(run_dir)):
                 # Lightning reads ckpt_path itself, for the optimizer's, loops' and callbacks' states
                 trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
-            final = dict(trainer.callback_metrics)  # the last epoch's train/* and val/* (or test/*)
+            # the last epoch's train/* and val/* (or test/*); a fit with no epoch left has them from last.ckpt
+            final = {**module.epoch_metrics, **trainer.callback_metrics}
             chosen = test(trainer, module, datamodule, tested)
             final.update(trainer.callback_metrics)  # test/* on the tested weights
             return record(cfg, trainer, {**flat_metrics(final), **chosen}, timer, stored.git_rev, run_dir)

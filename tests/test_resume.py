@@ -176,3 +176,21 @@ def test_resume_of_a_folder_of_another_version_is_one_sentence_naming_the_key(tm
     assert out.returncode == 1, stderr
     assert f"{folder}/.hydra/config.yaml {says}" in stderr and "another version of lenet_exp" in stderr
     assert not (folder / "checkpoints").exists()
+
+
+def test_a_run_stopped_between_its_last_checkpoint_and_metrics_json_resumes_to_its_own_metrics(tmp_path, fake_data):
+    """A run killed after its last epoch's checkpoint, in its final test or before metrics.json: resume trains
+    nothing and must still write what the uninterrupted run wrote, the last epoch's train and val metrics too
+    (they come from last.ckpt, as no epoch is trained to log them again)."""
+    run = tmp_path / "run"
+    settings = [*TINY, f"data.data_dir={fake_data}", "data.val_size=16", "trainer.max_epochs=2"]
+    trained = run_main("lenet_exp", *settings, f"hydra.run.dir={run}")
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    expected = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").unlink()  # as if killed just before writing it
+    resumed = run_main("lenet_exp.resume", str(run))
+    assert resumed.returncode == 0 and "resuming" in resumed.stdout + resumed.stderr, resumed.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "test_acc"} <= metrics.keys()
+    drop = (*TIMING, "environment")
+    assert {k: v for k, v in metrics.items() if k not in drop} == {k: v for k, v in expected.items() if k not in drop}
