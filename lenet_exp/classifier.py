@@ -158,7 +158,8 @@ class Classifier(pl.LightningModule):
         self.log_dict(metrics)
         self.log("step", float(self.current_epoch), sync_dist=True)
         if not self.trainer.sanity_checking:
-            self.epoch_metrics |= {k: float(m.compute()) for k, m in metrics.items() if m.update_count}
+            # every rank computes (a synced reduction), as Lightning does when it logs them, the value it logs
+            self.epoch_metrics |= {k: float(m.compute()) for k, m in metrics.items()}
 
     def on_train_epoch_end(self) -> None:
         bad_steps = self.all_gather(self.first_bad_step).view(-1)  # every rank stops together under DDP
