@@ -7,8 +7,9 @@ each in its own process, interleaved and repeated so that noise hits all alike:
   bare       a bare loop over whole in-memory tensors, no Lightning
   lenet_exp  python -m lenet_exp with the default config (steps_per_call=auto: 16 optimizer steps per
              Lightning training step on a CPU, 1 on CUDA)
-  paired     the same lenet_exp run with one epoch of the bare loop before each of its epochs, in its
-             process (benchmarks/paired.py): each epoch is compared with the bare epoch just before it
+  paired     the same lenet_exp run with an epoch of the bare loop interleaved with each of its epochs, in
+             its process (benchmarks/paired.py): as many bare steps beside each Lightning training step,
+             the bare evaluation beside lenet_exp's; each epoch is compared with its bare epoch
   epoch      python -m lenet_exp steps_per_call=epoch: a whole epoch per Lightning training step
              (on CUDA each optimizer step a replayed CUDA graph)
 
@@ -16,7 +17,8 @@ each in its own process, interleaved and repeated so that noise hits all alike:
 batch, as ``steps_1``, with 16 optimizer steps per Lightning step as ``steps_16``, a whole epoch per
 step without the graph as ``epoch_eager``; with trainer.precision=bf16-mixed as ``bf16``, with
 model.compile=true as ``compile`` and with model.compile=reduce-overhead as ``graphs``, both one
-step per call; without the callback of lenet_exp/network_view.py as ``no_view``, its cost beside ``lenet_exp``)
+step per call; without the callback of lenet_exp/network_view.py as ``no_view``, its cost beside ``lenet_exp``;
+``paired`` with a whole bare epoch before each epoch instead of interleaved, as ``paired_epochs``)
 
 and prints, for each, the median seconds per epoch (training plus test evaluation), its fastest epoch
 of all runs, the time from process start to the first training step, the peak memory and the final
@@ -24,18 +26,20 @@ test accuracy, then the ratios to the bare loop (lenet_exp, the default, against
 the best of steps_16, epoch and epoch_eager too) and book/lenet_exp.
 
 The target is judged on the paired ratio: the median, over all of the paired runs' epochs, of each
-epoch's seconds over those of the bare epoch run just before it in the same process. On a shared or
-virtual machine the same code's epochs swing by a quarter (other tenants, the host's scheduling, the
-cost of a page fault) at random moments, and two processes minutes apart do not share the swing:
-the ratio of separate processes' fastest epochs, printed too (with that of their medians), came out
-anywhere from 0.92 to 1.08 for the same code on one machine in one day. Pairs seconds apart share
-it, and their median is robust to the pairs that do not. Without the paired variant the target is
-judged on the fastest epochs.
+epoch's seconds (less the bare pieces inside it) over those of its bare epoch. On a shared or virtual
+machine the same code's epochs swing by a quarter (other tenants, the host's scheduling, the cost of a
+page fault) at random moments, and two processes minutes apart do not share the swing: the ratio of
+separate processes' fastest epochs, printed too (with that of their medians), came out anywhere from
+0.92 to 1.08 for the same code on one machine in one day. A whole bare epoch before each epoch shares
+swings that last longer than an epoch (pairs 0.90-1.41); pieces a few hundred milliseconds apart share
+nearly all of them (0.975-1.042, docs/performance.md). Without a paired variant the target is judged on
+the fastest epochs.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shlex
@@ -44,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,38 +68,51 @@ LENET_VARIANTS = {
 }
 MANY_STEPS = ("steps_16", "epoch", "epoch_eager")  # the fast settings: the best of them has a target
 TARGET = 1.03  # the default config (and the best fast setting) at most this many times the bare loop's s/epoch
-VARIANTS = ("book", "bare", *LENET_VARIANTS, "paired")
+PAIRED = ("paired", "paired_epochs")  # lenet_exp runs with bare epochs inside (paired.py): interleaved, or before
+VARIANTS = ("book", "bare", *LENET_VARIANTS, *PAIRED)
 DEFAULT_VARIANTS = "book,bare,lenet_exp,paired,epoch"
 
 
 def epoch_loop(net, batches, test_batches, optimizer, epochs: int, device, train_batches: int | None) -> dict:
     """The book's train_ch5: train an epoch, evaluate the test set, time both."""
-    import torch
-    import torch.nn.functional as F
-
     seconds, first_step_at, accuracy = [], None, 0.0
     for _ in range(epochs):
         start = time.perf_counter()
-        net.train()
-        for step, (x, y) in enumerate(batches()):
-            if train_batches is not None and step == train_batches:
-                break
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            first_step_at = first_step_at or time.time()
-            loss = F.cross_entropy(net(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        net.eval()
-        correct = total = 0
-        with torch.no_grad():
-            for x, y in test_batches():
-                x, y = x.to(device), y.to(device)
-                correct += int((net(x).argmax(1) == y).sum())
-                total += len(y)
-        accuracy = correct / total
+        first_step_at = first_step_at or time.time()
+        train_steps(net, batches(), optimizer, device, train_batches)
+        accuracy = evaluate(net, test_batches, device)
         seconds.append(time.perf_counter() - start)
     return {"epoch_seconds": seconds, "first_step_at": first_step_at, "test_acc": accuracy}
+
+
+def train_steps(net, batches: Iterator, optimizer, device, steps: int | None) -> int:
+    """``steps`` optimizer steps on the next batches of ``batches`` (None: all that are left); the steps taken."""
+    import torch.nn.functional as F
+
+    net.train()
+    taken = 0
+    for x, y in itertools.islice(batches, steps):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = F.cross_entropy(net(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        taken += 1
+    return taken
+
+
+def evaluate(net, test_batches, device) -> float:
+    """The accuracy of ``net`` on the test batches."""
+    import torch
+
+    net.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in test_batches():
+            x, y = x.to(device), y.to(device)
+            correct += int((net(x).argmax(1) == y).sum())
+            total += len(y)
+    return correct / total
 
 
 def run_variant(
@@ -169,7 +187,7 @@ def stage_raw_files(root: Path) -> str:
 
 def measure(variant: str, args: argparse.Namespace, raw_root: str, scratch: Path) -> dict:
     """Run one variant in a child process; time, peak memory and results from outside and inside."""
-    env, lenet = None, variant in LENET_VARIANTS or variant == "paired"
+    env, lenet = None, variant in LENET_VARIANTS or variant in PAIRED
     if lenet:
         run_dir = Path(tempfile.mkdtemp(dir=scratch))
         accelerator = "gpu" if args.device.startswith("cuda") else "cpu"
@@ -177,8 +195,11 @@ def measure(variant: str, args: argparse.Namespace, raw_root: str, scratch: Path
         if args.train_batches:
             overrides.append(f"trainer.limit_train_batches={args.train_batches}")
         extra = [*LENET_VARIANTS.get(variant, []), *shlex.split(args.lenet_args)]
-        if variant == "paired":  # a bare epoch before each of the run's epochs, in its process (paired.py)
-            extra += paired_overrides(run_dir / "bare_epochs.json", args.device, args.seed, args.train_batches)
+        if variant in PAIRED:  # a bare epoch beside each of the run's epochs, in its process (paired.py)
+            interleave = variant == "paired"
+            extra += paired_overrides(
+                run_dir / "bare_epochs.json", args.device, args.seed, args.train_batches, interleave
+            )
             path = os.environ.get("PYTHONPATH")
             env = os.environ | {"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *([path] if path else [])])}
         command = [sys.executable, "-m", "lenet_exp", *overrides, f"hydra.run.dir={run_dir}", *extra]
@@ -200,27 +221,34 @@ def measure(variant: str, args: argparse.Namespace, raw_root: str, scratch: Path
         result = json.loads((run_dir / "metrics.json").read_text())
     else:
         result = json.loads(stdout.strip().splitlines()[-1])
-    paired = {}
-    if variant == "paired":  # each epoch of the run over the bare epoch just before it
-        bare = json.loads((run_dir / "bare_epochs.json").read_text())
-        pairs = list(zip(result["epoch_seconds"], bare["epoch_seconds"], strict=True))
-        paired = {"bare_epoch_seconds": bare["epoch_seconds"], "ratios": [mine / b for mine, b in pairs]}
+    paired, seconds = {}, result["epoch_seconds"]
+    if variant in PAIRED:
+        seconds, paired = pairs(seconds, json.loads((run_dir / "bare_epochs.json").read_text()))
     return {
         "variant": variant,
-        "seconds_per_epoch": statistics.median(result["epoch_seconds"]),
-        "fastest_epoch": min(result["epoch_seconds"]),
-        "epoch_seconds": result["epoch_seconds"],
+        "seconds_per_epoch": statistics.median(seconds),
+        "fastest_epoch": min(seconds),
+        "epoch_seconds": seconds,
         # (paired: after the first bare epoch, so not the start-up's cost)
-        "start_to_first_step": result["first_step_at"] - launched if variant != "paired" else None,
+        "start_to_first_step": result["first_step_at"] - launched if variant not in PAIRED else None,
         "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports KiB; the child itself, not its workers
         "test_acc": result["test_acc"],
         **paired,
     }
 
 
-def paired_overrides(out: Path, device: str, seed: int, train_batches: int | None) -> list[str]:
+def pairs(run_seconds: list[float], bare: dict) -> tuple[list[float], dict]:
+    """A paired run's own epoch seconds (less the bare loop's pieces inside each), and each over its bare epoch's
+    (``bare``: what paired.BareEpochs wrote)."""
+    seconds = [mine - inside for mine, inside in zip(run_seconds, bare["inside"], strict=True)]
+    ratios = [mine / theirs for mine, theirs in zip(seconds, bare["epoch_seconds"], strict=True)]
+    return seconds, {"bare_epoch_seconds": bare["epoch_seconds"], "ratios": ratios}
+
+
+def paired_overrides(out: Path, device: str, seed: int, train_batches: int | None, interleave: bool) -> list[str]:
     """The overrides that add paired.BareEpochs to a lenet_exp run (with this folder on its PYTHONPATH)."""
     bare = {"out": out, "device": device, "seed": seed, "train_batches": train_batches or 0}
+    bare["interleave"] = str(interleave).lower()
     return ["+callbacks.bare_epochs._target_=paired.BareEpochs"] + [
         f"+callbacks.bare_epochs.{key}={value}" for key, value in bare.items()
     ]
@@ -249,13 +277,14 @@ def table(runs: list[dict]) -> tuple[str, dict[str, dict]]:
             name = "c/b = lenet_exp / bare" if variant == "lenet_exp" else f"{variant} / bare"
             target = f"   (target <= {TARGET})" if variant == "lenet_exp" and "paired" not in summary else ""
             lines.append(f"{name} = {ratio:.3f} (fastest epochs), {of_medians:.3f} (medians){target}")
-    if "paired" in summary:
-        ratios = [ratio for r in runs if r["variant"] == "paired" for ratio in r["ratios"]]
-        median = statistics.median(ratios)
-        summary["paired"] |= {"paired_ratio": median, "paired_ratios": ratios}
-        spread = f"median of {len(ratios)} epochs, {min(ratios):.3f} to {max(ratios):.3f}"
-        line = f"paired = lenet_exp / bare, epoch by epoch in one process = {median:.3f} ({spread})"
-        lines.append(f"{line}   (target <= {TARGET})")
+    for variant, how in (("paired", "interleaved per call"), ("paired_epochs", "a bare epoch before each")):
+        if variant in summary:
+            ratios = [ratio for r in runs if r["variant"] == variant for ratio in r["ratios"]]
+            median = statistics.median(ratios)
+            summary[variant] |= {"paired_ratio": median, "paired_ratios": ratios}
+            spread = f"median of {len(ratios)} epochs, {min(ratios):.3f} to {max(ratios):.3f}"
+            line = f"{variant} = lenet_exp / bare, epoch by epoch in one process, {how} = {median:.3f} ({spread})"
+            lines.append(line + (f"   (target <= {TARGET})" if variant == "paired" else ""))
     fast = [v for v in MANY_STEPS if "ratio_to_bare" in summary.get(v, {})]
     if fast:
         best = min(fast, key=lambda v: summary[v]["ratio_to_bare"])

@@ -44,26 +44,48 @@ def test_bench_prints_the_table_and_both_ratios(tmp_path):
 
 @apply(real_data)
 def test_the_paired_bare_epochs_leave_the_run_as_it_was(tmp_path, fake_data, monkeypatch):
-    """The paired variant's callback, given as the bench gives it: a bare epoch (on the real data) before each
-    epoch, timed, and a run whose metrics and weights are those of the same run without it."""
+    """The paired variants' callback, given as the bench gives it: bare epochs (on the real data) interleaved with
+    each epoch's calls and evaluation, or before each epoch, timed; and a run whose metrics and weights are those
+    of the same run without them."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # as the bench's PYTHONPATH does
     import bench
 
-    runs = {}
-    for name in ("plain", "paired"):
-        extra = bench.paired_overrides(tmp_path / "bare.json", "cpu", 42, 2) if name == "paired" else []
+    runs, bare = {}, {}
+    for name in ("plain", "interleaved", "before"):
+        extra = []
+        if name != "plain":
+            extra = bench.paired_overrides(tmp_path / f"{name}.json", "cpu", 42, 2, interleave=name == "interleaved")
         metrics = train(compose_config(tmp_path / name, [*TWO_EPOCHS, f"data.data_dir={fake_data}", *extra]))
         # (the paired run's stored config names the bench's callback, which the gate allows only when told)
         last = tmp_path / name / "checkpoints" / "last.ckpt"
         weights = load_checkpoint(last, trusted=["paired.BareEpochs"])["state_dict"]
-        runs[name] = ({k: v for k, v in metrics.items() if k not in TIMING}, weights)
-    (plain, plain_weights), (paired, paired_weights) = runs["plain"], runs["paired"]
-    assert plain == paired
-    assert plain_weights.keys() == paired_weights.keys()
-    assert all(torch.equal(plain_weights[k], paired_weights[k]) for k in plain_weights)
-    bare = json.loads((tmp_path / "bare.json").read_text())
-    assert len(bare["epoch_seconds"]) == 2 and all(s > 0 for s in bare["epoch_seconds"])
-    assert 0 <= bare["test_acc"] <= 1  # 2 batches of training: near chance, but evaluated on all 10,000
+        runs[name] = ({k: v for k, v in metrics.items() if k not in TIMING}, weights, metrics["epoch_seconds"])
+        if name != "plain":
+            bare[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    plain, plain_weights, _ = runs["plain"]
+    for name in ("interleaved", "before"):
+        metrics, weights, seconds = runs[name]
+        assert metrics == plain
+        assert weights.keys() == plain_weights.keys()
+        assert all(torch.equal(weights[k], plain_weights[k]) for k in plain_weights)
+        record = bare[name]
+        assert record["steps"] == [2, 2] and all(s > 0 for s in record["epoch_seconds"])
+        assert 0 <= record["test_acc"] <= 1  # 2 batches of training: near chance, but evaluated on all 10,000
+        inside = record["inside"]
+        if name == "before":
+            assert inside == [0.0, 0.0]  # all before the run's epoch timer starts
+        else:  # the steps and the evaluation, inside the run's epochs: all but the epoch's start
+            assert all(0.9 * b < i <= b < s for i, s, b in zip(inside, seconds, record["epoch_seconds"], strict=True))
+
+
+def test_a_paired_runs_epochs_are_its_seconds_less_the_bare_pieces_inside_them(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench
+
+    seconds, paired = bench.pairs([6.0, 5.0], {"epoch_seconds": [2.5, 2.0], "inside": [3.0, 2.5]})
+    assert seconds == [3.0, 2.5] and paired == {"bare_epoch_seconds": [2.5, 2.0], "ratios": [1.2, 1.25]}
+    seconds, paired = bench.pairs([3.0, 2.0], {"epoch_seconds": [2.5, 2.0], "inside": [0.0, 0.0]})
+    assert seconds == [3.0, 2.0] and paired["ratios"] == [1.2, 1.0]
 
 
 def test_the_paired_ratio_is_the_median_of_every_pair(monkeypatch):
@@ -77,7 +99,10 @@ def test_the_paired_ratio_is_the_median_of_every_pair(monkeypatch):
     ]
     text, summary = bench.table(runs)
     assert summary["paired"]["paired_ratio"] == 1.02 and summary["paired"]["start_to_first_step"] is None
-    line = "paired = lenet_exp / bare, epoch by epoch in one process = 1.020 (median of 5 epochs, 0.900 to 1.500)"
+    line = (
+        "paired = lenet_exp / bare, epoch by epoch in one process, interleaved per call = 1.020 (median of 5 epochs, "
+    )
+    line += "0.900 to 1.500)"
     assert f"{line}   (target <= 1.03)" in text.splitlines()
 
 
