@@ -178,6 +178,15 @@ def _whole_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     return batch
 
 
+def check_split(val_size: int, processes: int) -> None:
+    """Under DDP each training process evaluates its own part of the validation split; none may be empty."""
+    if 0 < val_size < processes:
+        raise UserError(
+            f"data.val_size={val_size} leaves some of the {processes} training processes without a validation "
+            f"image; hold out at least one per process (data.val_size={processes} or more) or train with fewer."
+        )
+
+
 class FashionMNIST(pl.LightningDataModule):
     """Fashion-MNIST held in memory (on the GPU when training there), served in whole batches.
 
@@ -228,6 +237,8 @@ class FashionMNIST(pl.LightningDataModule):
             self.steps_per_item = many_steps.resolve(self.steps_per_call, self.trainer)
         if not self.splits:
             self.splits = self._load()
+        world = self.trainer.world_size if self.trainer is not None else 1
+        check_split(self.val_size, world)
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         if self.splits["test"].images.device != device:  # upload once; batches never cross PCIe again
             self.splits = {name: split.to(device) for name, split in self.splits.items()}

@@ -1,6 +1,7 @@
 """The Fashion-MNIST files and the DataModule, on tiny synthetic IDX files."""
 
 import gzip
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -166,3 +167,15 @@ def test_bad_sizes_are_refused(kwargs):
 def test_val_size_must_leave_training_images(fake_data):
     with pytest.raises(UserError, match=r"data.val_size=64 leaves no training images .* such as 5\."):
         make_dm(fake_data, val_size=64)
+
+
+def test_a_validation_split_smaller_than_the_processes_is_refused_once_they_are_known(fake_data):
+    """Under DDP started from outside (torchrun, SLURM) the processes are known only to the Trainer: the data
+    module refuses what the config check could not see, before any process evaluates an empty part."""
+    dm = FashionMNIST(data_dir=str(fake_data), val_size=3, verify_md5=False)
+    dm.trainer = SimpleNamespace(world_size=4, global_rank=0)
+    with pytest.raises(UserError, match=r"^data.val_size=3 leaves some of the 4 training processes without a"):
+        dm.setup("validate")
+    dm.trainer = SimpleNamespace(world_size=3, global_rank=0, strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    dm.setup("validate")  # one image each
+    assert len(dm.val_dataloader().dataset) == 3

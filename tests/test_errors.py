@@ -119,6 +119,11 @@ BAD_INPUTS = {
         None,
         r"trainer.devices=64 would start 64 training processes on this machine's \d+ CPU cores; ask for",
     ),
+    "config: a validation split smaller than the DDP processes": (
+        ["trainer.devices=2", "data.val_size=1"],
+        None,
+        r"data.val_size=1 leaves some of the 2 training processes without a validation image; hold out at least",
+    ),
     "config: an accelerator this machine lacks": (["trainer.accelerator=mps"], None, "mps is not available"),
     "config: an accelerator nobody has": (["trainer.accelerator=abacus"], None, "abacus is not an accelerator"),
     "gz: damaged header": ([], damaged_gz("train-images-idx3-ubyte", "header"), "cannot be read"),

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from lenet_exp.errors import UserError, check_value
 from lenet_exp.runtime.run_folder import OBJECTIVES
@@ -152,6 +152,18 @@ def check_selection(cfg: DictConfig) -> str:
     return test_on
 
 
+def check_split(cfg: DictConfig) -> None:
+    """``data.val_size`` against the training processes that the trainer config asks for: lenet_exp.data's rule,
+    applied before any process starts (imported only for several processes: it imports Lightning)."""
+    devices, nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1)
+    devices = len(devices) if isinstance(devices, ListConfig | list) else devices
+    numbers = (cfg.data.get("val_size", 0), devices, nodes)  # (other values: refused, or known only later)
+    if all(isinstance(n, int) and not isinstance(n, bool) for n in numbers) and devices * nodes > 1:
+        from lenet_exp.data import check_split
+
+        check_split(cfg.data.val_size, devices * nodes)
+
+
 def check_run(cfg: DictConfig) -> str:
     """Everything about ``cfg`` that can be refused before any data or model is built; returns which
     weights the final test uses (``best`` or ``last``)."""
@@ -160,4 +172,6 @@ def check_run(cfg: DictConfig) -> str:
     if cfg.get("ckpt_path"):
         checkpoint_file(cfg.ckpt_path)
     check_optimized_metric(cfg.get("optimized_metric"), cfg.data.get("val_size", 0))
-    return check_selection(cfg)
+    test_on = check_selection(cfg)
+    check_split(cfg)
+    return test_on
