@@ -58,24 +58,27 @@ def test_the_paired_bare_epochs_leave_the_run_as_it_was(tmp_path, fake_data, mon
         metrics = train(compose_config(tmp_path / name, [*TWO_EPOCHS, f"data.data_dir={fake_data}", *extra]))
         # (the paired run's stored config names the bench's callback, which the gate allows only when told)
         last = tmp_path / name / "checkpoints" / "last.ckpt"
-        weights = load_checkpoint(last, trusted=["paired.BareEpochs"])["state_dict"]
-        runs[name] = ({k: v for k, v in metrics.items() if k not in TIMING}, weights, metrics["epoch_seconds"])
+        checkpoint = load_checkpoint(last, trusted=["paired.BareEpochs"])
+        weights, steps = checkpoint["state_dict"], checkpoint["global_step"]
+        runs[name] = ({k: v for k, v in metrics.items() if k not in TIMING}, weights, metrics["epoch_seconds"], steps)
         if name != "plain":
             bare[name] = json.loads((tmp_path / f"{name}.json").read_text())
-    plain, plain_weights, _ = runs["plain"]
+    plain, plain_weights, _, _ = runs["plain"]
     for name in ("interleaved", "before"):
-        metrics, weights, seconds = runs[name]
+        metrics, weights, seconds, run_steps = runs[name]
         assert metrics == plain
         assert weights.keys() == plain_weights.keys()
         assert all(torch.equal(weights[k], plain_weights[k]) for k in plain_weights)
         record = bare[name]
-        assert record["steps"] == [2, 2] and all(s > 0 for s in record["epoch_seconds"])
+        assert all(s > 0 for s in record["epoch_seconds"])
         assert 0 <= record["test_acc"] <= 1  # 2 batches of training: near chance, but evaluated on all 10,000
         inside = record["inside"]
-        if name == "before":
-            assert inside == [0.0, 0.0]  # all before the run's epoch timer starts
+        if name == "before":  # all before the run's epoch timer starts, 2 steps each (the bench's --train-batches)
+            assert inside == [0.0, 0.0] and record["steps"] == [2, 2]
         else:  # the steps and the evaluation, inside the run's epochs: all but the epoch's start
             assert all(0.9 * b < i <= b < s for i, s, b in zip(inside, seconds, record["epoch_seconds"], strict=True))
+            # as many optimizer steps as the run's, whatever the bench's --train-batches (it counts the run's calls)
+            assert record["steps"][0] == record["steps"][1] and sum(record["steps"]) == run_steps > 4
 
 
 def test_a_paired_runs_epochs_are_its_seconds_less_the_bare_pieces_inside_them(monkeypatch):
