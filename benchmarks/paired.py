@@ -104,8 +104,8 @@ class BareEpochs(Callback):
             self._timed(self._evaluate)
 
     def _first(self) -> bool:
-        """Whether the bare pieces go before the run's (even epochs) or after them (odd): neither side always
-        follows the other."""
+        """Whether the bare pieces go before the run's (in its first, third, ... epoch) or after them (second,
+        fourth, ...): neither side always follows the other."""
         return len(self.seconds) % 2 == 1
 
     def _call(self, batch: Any) -> None:
