@@ -159,9 +159,9 @@ def check_split(cfg: DictConfig) -> None:
     devices = len(devices) if isinstance(devices, ListConfig | list) else devices
     numbers = (cfg.data.get("val_size", 0), devices, nodes)  # (other values: refused, or known only later)
     if all(isinstance(n, int) and not isinstance(n, bool) for n in numbers) and devices * nodes > 1:
-        from lenet_exp.data import check_split
+        from lenet_exp import data
 
-        check_split(cfg.data.val_size, devices * nodes)
+        data.check_split(cfg.data.val_size, devices * nodes)
 
 
 def check_run(cfg: DictConfig) -> str:
