@@ -340,6 +340,9 @@ def slurm() -> Iterator[Slurm]:
 # --- MLflow ---------------------------------------------------------------------------------------
 
 MLFLOW_START_TIMEOUT = 90  # seconds for `mlflow server` to create its tables and answer /health
+# The full mlflow package, in a virtual environment of its own beside the tests' one (make setup): it brings SciPy,
+# which this one leaves out (torchmetrics imports scipy.signal into every training process where it is installed).
+MLFLOW_SERVER = Path(sys.prefix) / "mlflow-server"
 
 
 @dataclass
@@ -383,12 +386,13 @@ def stop_group(pid: int) -> None:
 
 @contextmanager
 def running_mlflow_server(folder: Path, port: int | None = None) -> Iterator[MlflowServer]:
-    """A real tracking server (`mlflow server` of the full mlflow package, beside this Python) with its SQLite
-    store and its proxied artifacts in `folder` (a second one on the same folder and port finds the first's runs),
-    one worker; stopped on leaving, also when the test failed."""
-    executable = Path(sys.executable).with_name("mlflow")
+    """A real tracking server (`mlflow server` of the full mlflow package, from the virtual environment of its
+    own that make setup makes, `MLFLOW_SERVER`) with its SQLite store and its proxied artifacts in `folder` (a
+    second one on the same folder and port finds the first's runs), one worker; stopped on leaving, also when the
+    test failed."""
+    executable = MLFLOW_SERVER / "bin" / "mlflow"
     if not executable.exists():
-        pytest.skip(f"needs the full mlflow package (its `mlflow server`), not in {executable.parent}: make setup")
+        pytest.skip(f"needs the full mlflow package's `mlflow server` in {MLFLOW_SERVER}: make setup")
     port = port or free_port()
     log = folder / "server.log"
     store = f"sqlite:///{folder / 'mlflow.db'}"

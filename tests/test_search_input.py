@@ -5,6 +5,7 @@ lenet_exp.sweep. Each refusal comes before torch loads, so a case costs one star
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 from pathlib import Path
@@ -142,6 +143,31 @@ def test_the_python_api_raises_the_same_sentences(tmp_path, monkeypatch):
         sentence = str(refused.value)
         assert sentence.startswith(begins) and sentence.endswith(to_do), (case, sentence)
         assert not (tmp_path / "sweep").exists(), case
+
+
+NO_SCIPY = pytest.mark.skipif(
+    importlib.util.find_spec("scipy") is not None, reason="SciPy is installed here (make setup leaves it out)"
+)
+
+
+def needs_scipy(sampler: str) -> str:
+    return (
+        f"hydra.sweeper.sampler={sampler} needs SciPy, which is not installed here: pip install 'lenet_exp[samplers]' "
+        "(or scipy), or choose one of tpe, random, cmaes, nsga2."
+    )
+
+
+@NO_SCIPY
+def test_a_sampler_that_needs_scipy_is_one_sentence_where_it_is_not_installed(tmp_path):
+    """gp and qmc are Optuna's samplers that compute with SciPy, an extra (lenet_exp[samplers]): without it, the
+    study is refused before any trial, from the command line and from lenet_exp.sweep, not failed trial by trial."""
+    out = run_cli(*STUDY, "hydra.sweeper.sampler=gp", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr, out.stdout + out.stderr
+    assert out.stderr.strip().splitlines()[-1] == f"error: {needs_scipy('gp')} Nothing was run."
+    assert not (tmp_path / "sweep").exists()
+    with pytest.raises(UserError) as refused:
+        lenet_exp.sweep(*STUDY, "hydra.sweeper.sampler=qmc", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert str(refused.value) == needs_scipy("qmc") and not (tmp_path / "sweep").exists()
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ distributions; then each trial's values as the overrides of its job. Optuna is i
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import math
 import re
@@ -27,6 +28,8 @@ SAMPLERS = {
     "qmc": "QMCSampler",
     "nsga2": "NSGAIISampler",
 }
+# Optuna's samplers that compute with SciPy, an extra of lenet_exp's (pyproject.toml: samplers).
+NEED_SCIPY = ("gp", "qmc")
 PRUNERS = {
     "median": "MedianPruner",
     "hyperband": "HyperbandPruner",
@@ -56,6 +59,12 @@ def make_sampler(name: str, options: dict[str, Any] | None, seed: int | None) ->
 
     if not isinstance(name, str) or name not in SAMPLERS:
         raise UserError(f"hydra.sweeper.sampler={name} is not known; choose one of {', '.join(SAMPLERS)}.")
+    if name in NEED_SCIPY and importlib.util.find_spec("scipy") is None:
+        others = ", ".join(n for n in SAMPLERS if n not in NEED_SCIPY)
+        raise UserError(
+            f"hydra.sweeper.sampler={name} needs SciPy, which is not installed here: pip install "
+            f"'lenet_exp[samplers]' (or scipy), or choose one of {others}."
+        )
     kwargs = {"seed": seed, **(options or {})} if seed is not None else dict(options or {})
     return _build(getattr(optuna.samplers, SAMPLERS[name]), kwargs, "hydra.sweeper.sampler_options")
 
