@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -127,3 +128,33 @@ def test_every_console_script_of_the_installed_copy_starts(installed, tmp_path, 
         assert "Config groups" in out.stdout
     else:  # the command's docstring: its usage, then what it does
         assert out.stdout.startswith(f"python -m lenet_exp.{script.removeprefix('lenet-exp-')} "), out.stdout
+
+
+def test_the_packages_make_setup_installs_leave_scipy_out():
+    """Where SciPy is installed, torchmetrics (which Lightning imports) imports scipy.signal at the start of every
+    process: 0.8 s of a tiny run's 6 s, and the suite starts some 200 processes. So neither lenet_exp nor the
+    extras make setup installs may require it, however indirectly (the full mlflow package does, through
+    scikit-learn: the tests' `mlflow server` lives in a virtual environment of its own)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    extras = re.search(r"-e '\.\[([a-z,]+)\]'", (ROOT / "Makefile").read_text()).group(1).split(",")
+    wanted, seen, path = [("lenet_exp", tuple(extras), ("lenet_exp",))], set(), {}
+    while wanted:
+        name, with_extras, chain = wanted.pop()
+        if (key := (name.lower().replace("_", "-"), with_extras)) in seen:
+            continue
+        seen.add(key)
+        path[key[0]] = chain
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue  # not installed here (a platform's package): its own requirements are not known
+        for line in requires:
+            requirement = Requirement(line)
+            environments = [{"extra": extra} for extra in with_extras] or [{"extra": ""}]
+            if requirement.marker is None or any(requirement.marker.evaluate(env) for env in environments):
+                wanted.append((requirement.name, tuple(sorted(requirement.extras)), (*chain, requirement.name)))
+    assert "scipy" not in path, " -> ".join(path["scipy"])
+    assert "torchmetrics" in path and "mlflow-skinny" in path  # the walk reached Lightning's and the extras' own
