@@ -145,11 +145,6 @@ def test_the_python_api_raises_the_same_sentences(tmp_path, monkeypatch):
         assert not (tmp_path / "sweep").exists(), case
 
 
-NO_SCIPY = pytest.mark.skipif(
-    importlib.util.find_spec("scipy") is not None, reason="SciPy is installed here (make setup leaves it out)"
-)
-
-
 def needs_scipy(sampler: str) -> str:
     return (
         f"hydra.sweeper.sampler={sampler} needs SciPy, which is not installed here: pip install 'lenet_exp[samplers]' "
@@ -157,7 +152,10 @@ def needs_scipy(sampler: str) -> str:
     )
 
 
-@NO_SCIPY
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("scipy") is not None, reason="SciPy is installed (make setup leaves it out)"
+)
 def test_a_sampler_that_needs_scipy_is_one_sentence_where_it_is_not_installed(tmp_path):
     """gp and qmc are Optuna's samplers that compute with SciPy, an extra (lenet_exp[samplers]): without it, the
     study is refused before any trial, from the command line and from lenet_exp.sweep, not failed trial by trial."""
