@@ -25,20 +25,23 @@ setup: $(STAMP)
 # 38 s on 2 cores, where pip took 104 s. uv does not read pip's configuration, so the indexes, find-links and
 # constraints pip is set up with (pip config list) are handed on to it; like pip, it then takes the best version
 # any of them offers. pip itself only installs uv.
-# The `mlflow server` the tests start is the full mlflow package's, in a virtual environment of its own
-# ($(MLFLOW_SERVER)), as a deployment keeps it: the full package brings SciPy, and where SciPy is installed,
-# torchmetrics (which Lightning imports) imports scipy.signal at every start of a training process, 0.8 s each.
+# The full mlflow package (`mlflow server`, `mlflow ui`) has a virtual environment of its own, $(MLFLOW_SERVER), as
+# a deployment keeps it: it brings SciPy, and where SciPy is installed, torchmetrics (which Lightning imports)
+# imports scipy.signal at every start of a training process, 0.8 s each. It is installed first, and lenet_exp's
+# MLflow client (mlflow-skinny) then at its version: a newer client writes a run's store in a newer schema, which
+# the older package's `mlflow ui` refuses to open.
 MLFLOW_SERVER := $(VENV)/mlflow-server
 UV_SOURCES = $$($(PY) -m pip config list 2>/dev/null | sed -n -E "s/^[^.]*\.(index-url|extra-index-url|find-links|constraint)='(.*)'$$/\1 \2/p" \
 	| while read -r key values; do for v in $$values; do printf -- '--%s %s ' "$$key" "$$v"; done; done)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq --disable-pip-version-check 'uv>=0.4'
-	$(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode --index-strategy unsafe-best-match $(UV_SOURCES) \
-		--config-settings editable_mode=compat -e '.[dev,mlflow,postgres,dashboard]'
 	test -x $(MLFLOW_SERVER)/bin/python || $(VENV)/bin/uv venv --quiet --python $(PY) $(MLFLOW_SERVER)
 	$(VENV)/bin/uv pip install --quiet --python $(MLFLOW_SERVER)/bin/python --index-strategy unsafe-best-match \
 		$(UV_SOURCES) 'mlflow>=3,<4'
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode --index-strategy unsafe-best-match $(UV_SOURCES) \
+		--config-settings editable_mode=compat -e '.[dev,mlflow,postgres,dashboard]' \
+		"mlflow-skinny==$$($(MLFLOW_SERVER)/bin/python -c "from importlib.metadata import version; print(version('mlflow'))")"
 	touch $@
 
 # Fashion-MNIST from Debian's dataset-fashion-mnist package when it is not there yet.
