@@ -170,7 +170,7 @@ def test_a_server_that_goes_away_mid_run_leaves_a_finished_run_and_what_it_was_n
         assert run_id == calls[0]["run_id"] and found.info.status == "FINISHED"
         assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == [0, 1, 2]
         assert [m.step for m in client.get_metric_history(run_id, "test/acc")] == [0, 1, 2, 3]
-        assert found.data.metrics["test_acc"] == done.metrics["test_acc"]
+        assert found.data.metrics["test_acc"] == metrics["test_acc"]
         assert found.data.params["trainer.max_epochs"] == "3"
         assert {f.path for f in client.list_artifacts(run_id, "test")} == images
 
