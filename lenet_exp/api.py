@@ -30,6 +30,7 @@ from typing import Any
 
 from lenet_exp.errors import UserError, unwrap_user_errors
 from lenet_exp.predict import Predictions, TrainedModel, load_model
+from lenet_exp.processes import distributed, processes
 from lenet_exp.runtime.cli import names
 from lenet_exp.runtime.run_folder import (
     best_checkpoint,
@@ -198,7 +199,7 @@ def _compose(app: Any, overrides: Sequence[str], mode: Any) -> Any:
         lines = [line.strip() for line in message.splitlines() if line.strip()]
         raise UserError(" ".join(lines) or type(err).__name__) from None
     strategy, devices = str(cfg.trainer.get("strategy", "auto")), cfg.trainer.get("devices", 1)
-    if "ddp" in strategy and devices not in (1, "1") or cfg.trainer.get("num_nodes", 1) not in (1, "1"):
+    if distributed(cfg.trainer) and processes(cfg.trainer) != 1:  # Lightning's auto strategy too, with devices=2
         raise UserError(
             f"trainer.strategy={strategy} with trainer.devices={devices} starts its other processes as copies of a "
             "command line, which a Python session is not; run it as python -m lenet_exp with the same overrides."

@@ -22,6 +22,7 @@ from torch.utils.data import Sampler
 
 from lenet_exp.cuda_graph import DeviceHyperparameters, GraphedStep
 from lenet_exp.errors import UserError
+from lenet_exp.processes import distributed
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -97,9 +98,7 @@ def per_call(value: object, device_type: str, args: Mapping[str, Any], refusals:
 
 def check_config(value: object, trainer: Mapping[str, Any]) -> None:
     """Refuse, before anything is built, a ``steps_per_call`` that the Trainer config ``trainer`` rules out."""
-    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
-    ddp = "ddp" in str(trainer.get("strategy", "")) or (isinstance(devices, int) and devices > 1) or nodes != 1
-    per_call(value, "cpu", {**{k: trainer.get(k) for k in (*COUNTING, *ONE_STEP_ONLY)}, "ddp": ddp})
+    per_call(value, "cpu", {**{k: trainer.get(k) for k in (*COUNTING, *ONE_STEP_ONLY)}, "ddp": distributed(trainer)})
 
 
 def resolve(value: object, trainer: pl.Trainer) -> int | None:

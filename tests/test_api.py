@@ -132,6 +132,9 @@ def test_user_errors_are_raised_with_their_sentence_never_exited(tmp_path, data_
     with pytest.raises(UserError, match=r"^trainer.strategy=ddp with trainer.devices=2 starts its other processes"):
         lenet_exp.run("trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'ddp'}")  # Lightning would re-run sys.argv
     assert not (tmp_path / "ddp").exists()
+    with pytest.raises(UserError, match=r"^trainer.strategy=auto with trainer.devices=2 starts its other processes"):
+        lenet_exp.run("trainer=cpu", "trainer.devices=2", f"hydra.run.dir={tmp_path / 'auto'}")  # auto is DDP here
+    assert not (tmp_path / "auto").exists()
     folder = tmp_path / "sweep"
     with pytest.raises(
         UserError,

@@ -10,9 +10,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
 from lenet_exp.errors import UserError, check_value
+from lenet_exp.processes import processes
 from lenet_exp.runtime.run_folder import OBJECTIVES
 
 
@@ -155,13 +156,11 @@ def check_selection(cfg: DictConfig) -> str:
 def check_split(cfg: DictConfig) -> None:
     """``data.val_size`` against the training processes that the trainer config asks for: lenet_exp.data's rule,
     applied before any process starts (imported only for several processes: it imports Lightning)."""
-    devices, nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1)
-    devices = len(devices) if isinstance(devices, ListConfig | list) else devices
-    numbers = (cfg.data.get("val_size", 0), devices, nodes)  # (other values: refused, or known only later)
-    if all(isinstance(n, int) and not isinstance(n, bool) for n in numbers) and devices * nodes > 1:
-        from lenet_exp import data
+    count, val_size = processes(cfg.trainer), cfg.data.get("val_size", 0)
+    if count is not None and count > 1 and isinstance(val_size, int) and not isinstance(val_size, bool):
+        from lenet_exp import data  # (other values: refused elsewhere, or known only to the Trainer)
 
-        data.check_split(cfg.data.val_size, devices * nodes)
+        data.check_split(val_size, count)
 
 
 def check_run(cfg: DictConfig) -> str:
