@@ -13,7 +13,7 @@ def processes(trainer: Mapping[str, Any]) -> int | None:
     device indices or a string of digits; None where only the Trainer can tell (``-1``, ``auto``, a value it
     would refuse)."""
     counts = [_count(trainer.get("devices", 1)), _count(trainer.get("num_nodes", 1))]
-    return None if None in counts or counts[0] < 1 else counts[0] * counts[1]
+    return None if None in counts or min(counts) < 1 else counts[0] * counts[1]
 
 
 def distributed(trainer: Mapping[str, Any]) -> bool:

@@ -19,6 +19,7 @@ CASES = [  # trainer settings -> (processes, distributed)
     ({"devices": "auto", "num_nodes": 2}, (None, True)),
     ({"devices": "auto", "strategy": "ddp_spawn"}, (None, True)),
     ({"devices": 0}, (None, False)),  # refused by the Trainer
+    ({"devices": 2, "num_nodes": 0}, (None, True)),  # likewise
     ({"devices": True}, (None, False)),
 ]
 
