@@ -22,20 +22,27 @@ setup: $(STAMP)
 # sys.path, so Hydra's scan of the hydra_plugins namespace finds the Optuna sweeper from any current folder
 # (setuptools' default editable install serves packages through an import hook that the scan does not see).
 # uv installs the packages (6 GB, most of it torch's CUDA libraries) and compiles their bytecode on every core:
-# 38 s on 2 cores, where pip took 104 s. uv does not read pip's configuration, so the indexes, find-links and
-# constraints pip is set up with (pip config list) are handed on to it; like pip, it then takes the best version
-# any of them offers. pip itself only installs uv.
+# 38 s on 2 cores, where pip took 104 s. uv does not read pip's configuration, so the indexes, find-links,
+# constraints, trusted hosts and CA bundle pip is set up with (pip config list: its files and PIP_* variables) are
+# handed on to it (uv 0.12 or newer takes --cert); like pip, it then takes the best version any of them offers.
+# pip itself only installs uv. The Makefile is a prerequisite too: the server's requirement below lives here.
 # The full mlflow package (`mlflow server`, `mlflow ui`) has a virtual environment of its own, $(MLFLOW_SERVER), as
 # a deployment keeps it: it brings SciPy, and where SciPy is installed, torchmetrics (which Lightning imports)
 # imports scipy.signal at every start of a training process, 0.8 s each. It is installed first, and lenet_exp's
 # MLflow client (mlflow-skinny) then at its version: a newer client writes a run's store in a newer schema, which
 # the older package's `mlflow ui` refuses to open.
 MLFLOW_SERVER := $(VENV)/mlflow-server
-UV_SOURCES = $$($(PY) -m pip config list 2>/dev/null | sed -n -E "s/^[^.]*\.(index-url|extra-index-url|find-links|constraint)='(.*)'$$/\1 \2/p" \
-	| while read -r key values; do for v in $$values; do printf -- '--%s %s ' "$$key" "$$v"; done; done)
-$(STAMP): pyproject.toml
+UV_SOURCES = $$($(PY) -m pip config list 2>/dev/null | awk -F"'" ' \
+	{ split($$1, part, "."); section = part[1]; key = substr($$1, length(section) + 2, length($$1) - length(section) - 2) } \
+	section != ":env:" && section != "install" && section != "global" { next } \
+	{ rank = section == ":env:" ? 3 : section == "install" ? 2 : 1 } \
+	rank > best[key] { best[key] = rank; value[key] = $$2 } \
+	END { for (key in value) if (key ~ /^(index-url|extra-index-url|find-links|constraint|trusted-host|cert)$$/) { \
+		n = split(value[key], values, " "); for (i = 1; i <= n; i++) \
+			printf "--%s %s ", key == "trusted-host" ? "allow-insecure-host" : key, values[i] } }')
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -qq --disable-pip-version-check 'uv>=0.4'
+	$(PY) -m pip install -qq --disable-pip-version-check 'uv>=0.12'
 	test -x $(MLFLOW_SERVER)/bin/python || $(VENV)/bin/uv venv --quiet --python $(PY) $(MLFLOW_SERVER)
 	$(VENV)/bin/uv pip install --quiet --python $(MLFLOW_SERVER)/bin/python --index-strategy unsafe-best-match \
 		$(UV_SOURCES) 'mlflow>=3,<4'

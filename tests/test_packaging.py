@@ -158,3 +158,22 @@ def test_the_packages_make_setup_installs_leave_scipy_out():
                 wanted.append((requirement.name, tuple(sorted(requirement.extras)), (*chain, requirement.name)))
     assert "scipy" not in path, " -> ".join(path["scipy"])
     assert "torchmetrics" in path and "mlflow-skinny" in path  # the walk reached Lightning's and the extras' own
+
+
+def test_make_setup_hands_pips_indexes_trusted_hosts_and_ca_bundle_on_to_uv(tmp_path):
+    """uv does not read pip's configuration. Behind a company proxy, pip is set up with an index, a trusted host
+    and a CA bundle: make setup must hand uv pip's effective values (an environment variable over the [install]
+    section over [global]), each single-valued option once (uv refuses --cert or --index-url twice)."""
+    (tmp_path / "pip.conf").write_text(
+        "[global]\nindex-url = https://global.example/simple\ntrusted-host = a.example b.example\n"
+        "cert = /etc/ssl/global.pem\n[install]\nindex-url = https://install.example/simple\n"
+        "[download]\ncert = /etc/ssl/download-only.pem\n"
+    )
+    env = {**os.environ, "PIP_CONFIG_FILE": str(tmp_path / "pip.conf"), "PIP_CERT": str(tmp_path / "proxy.pem")}
+    show = ["make", "-s", "--no-print-directory", "--eval", "show-uv-sources: ; @echo $(UV_SOURCES)", "show-uv-sources"]
+    out = subprocess.run(show, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    words = out.stdout.split()
+    options = [(words[i], words[i + 1]) for i in range(0, len(words), 2)]
+    assert ("--cert", str(tmp_path / "proxy.pem")) in options and words.count("--cert") == 1, out.stdout
+    assert ("--index-url", "https://install.example/simple") in options and words.count("--index-url") == 1
+    assert ("--allow-insecure-host", "a.example") in options and ("--allow-insecure-host", "b.example") in options
