@@ -143,9 +143,28 @@ def build(
     callbacks += trial_callbacks(cfg.get("optimized_metric"))  # a trial of a study: report epochs, maybe prune
     loggers = [instantiate(each) for each in (cfg.get("logger") or {}).values()]  # logger=[tensorboard,csv]
     devices = job_devices(cfg.trainer.accelerator, cfg.trainer.get("devices"))  # a GPU per parallel sweep job
-    trainer = instantiate(cfg.trainer, devices=devices, callbacks=callbacks, logger=loggers or False)
+    trainer = trainer_from(cfg.trainer, devices=devices, callbacks=callbacks, logger=loggers or False)
     RankZeroResults.install(trainer)  # ddp_spawn, ddp_fork: what record() reads comes back from rank 0
     return datamodule, module, trainer, timer, stored
+
+
+def trainer_from(settings: DictConfig, **given: Any) -> pl.Trainer:
+    """Lightning's Trainer from the ``trainer.*`` settings. The combinations it refuses (``trainer.strategy=fsdp``
+    on the CPU, a precision the accelerator lacks, ...) are one sentence, Lightning's own reason, not Hydra's
+    wrapped traceback: they are settings to change, found before any data is read."""
+    from hydra.errors import InstantiationException
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return instantiate(settings, **given)
+    except InstantiationException as err:
+        if not isinstance(err.__cause__, ValueError | TypeError | MisconfigurationException):
+            raise
+        reason = " ".join(str(err.__cause__).split())  # Lightning's message, on one line
+        reason += "" if reason.endswith((".", "!", "?")) else "."
+        raise UserError(
+            f"Lightning's Trainer refuses these trainer.* settings: {reason} Change the trainer.* override it names."
+        ) from None
 
 
 def test(trainer: pl.Trainer, module: pl.LightningModule, datamodule: Any, tested: str) -> dict[str, Any]:

@@ -121,6 +121,25 @@ def test_unbounded_max_epochs_alone_is_one_sentence(tmp_path):
     assert "error: trainer.max_epochs=-1 trains until something ends the run, and nothing here does" in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("override", "sentence"),
+    [
+        # Lightning's docs' "every device": refused on the CPU, before the Trainer is built
+        ("trainer.devices=-1", "error: trainer.devices=-1 asks Lightning for every GPU (-1) or none (0)"),
+        # combinations only Lightning's Trainer knows it refuses: its reason, in one line, not Hydra's wrapper
+        ("trainer.strategy=fsdp", "error: Lightning's Trainer refuses these trainer.* settings: The strategy `fsdp`"),
+        ("trainer.precision=7", "error: Lightning's Trainer refuses these trainer.* settings: Precision 7 is invalid."),
+    ],
+)
+def test_settings_lightning_refuses_are_one_sentence_and_nothing_is_trained(tmp_path, fake_data, override, sentence):
+    run = tmp_path / "run"
+    out = run_main("lenet_exp", *TINY, f"data.data_dir={fake_data}", f"hydra.run.dir={run}", override)
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr, out.stderr
+    (line,) = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith(sentence) and line.endswith(".") and "Error in call to target" not in out.stderr, line
+    assert not (run / "checkpoints").exists() and not metrics_file(run).exists()
+
+
 def test_max_epochs_minus_one_runs_until_early_stopping(tmp_path, fake_data):
     output, run, metrics = lenet_exp(
         tmp_path,

@@ -56,8 +56,14 @@ def check_accelerator(accelerator: str, devices: object = 1, key: str = "trainer
 
 
 def check_cpu_processes(devices: object) -> None:
-    """Refuse more training processes on the CPU than the machine has cores."""
+    """Refuse more training processes on the CPU than the machine has cores, and none or "all of them"
+    (Lightning reads ``devices=-1`` as every GPU, and refuses it on the CPU)."""
     cores = os.cpu_count() or 1
+    if str(devices).strip() in ("-1", "0"):
+        raise UserError(
+            f"trainer.devices={devices} asks Lightning for every GPU (-1) or none (0), and on the CPU it needs a "
+            f"number of training processes; give one from 1 to {cores}, such as trainer.devices=1."
+        )
     if isinstance(devices, int) and not isinstance(devices, bool) and devices > cores:
         raise UserError(
             f"trainer.devices={devices} would start {devices} training processes on this machine's {cores} CPU "
