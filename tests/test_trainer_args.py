@@ -35,6 +35,7 @@ from conftest import (
 )
 from omegaconf import OmegaConf
 
+from lenet_exp.runtime.checks import LAUNCHED
 from lenet_exp.runtime.run_folder import best_checkpoint, hydra_file, last_checkpoint, metrics_file
 from lenet_exp.train import train
 
@@ -129,9 +130,17 @@ def test_unbounded_max_epochs_alone_is_one_sentence(tmp_path):
         # combinations only Lightning's Trainer knows it refuses: its reason, in one line, not Hydra's wrapper
         ("trainer.strategy=fsdp", "error: Lightning's Trainer refuses these trainer.* settings: The strategy `fsdp`"),
         ("trainer.precision=7", "error: Lightning's Trainer refuses these trainer.* settings: Precision 7 is invalid."),
+        # Lightning would wait forever for a second node that nothing starts
+        ("trainer.num_nodes=2", "error: trainer.num_nodes=2 asks for 2 machines, and no launcher started the others"),
+        # Lightning takes it, then divides by it in the first batch
+        ("trainer.accumulate_grad_batches=0", "error: trainer.accumulate_grad_batches=0 must be a positive whole"),
     ],
 )
-def test_settings_lightning_refuses_are_one_sentence_and_nothing_is_trained(tmp_path, fake_data, override, sentence):
+def test_settings_lightning_refuses_or_cannot_run_are_one_sentence_and_nothing_is_trained(
+    tmp_path, fake_data, override, sentence, monkeypatch
+):
+    for name in LAUNCHED:  # as from a shell on one machine
+        monkeypatch.delenv(name, raising=False)
     run = tmp_path / "run"
     out = run_main("lenet_exp", *TINY, f"data.data_dir={fake_data}", f"hydra.run.dir={run}", override)
     assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr, out.stderr

@@ -85,10 +85,42 @@ def checkpoint_file(path: str | Path, key: str = "ckpt_path") -> Path:
 UNBOUNDED = -1  # trainer.max_epochs=-1: Lightning trains until something else ends the run
 
 
+# What a launcher of several nodes leaves in each process's environment: torchrun (RANK, GROUP_RANK), SLURM,
+# LSF, MPI, Kubeflow (WORLD_SIZE, RANK), or a hand-made launch as Lightning's docs describe (MASTER_ADDR, NODE_RANK).
+LAUNCHED = (
+    "WORLD_SIZE",
+    "RANK",
+    "GROUP_RANK",
+    "NODE_RANK",
+    "MASTER_ADDR",
+    "SLURM_NTASKS",
+    "LSB_JOBID",
+    "OMPI_COMM_WORLD_SIZE",
+    "PMI_SIZE",
+)
+
+
+def check_nodes(num_nodes: object) -> None:
+    """Refuse more than one node where nothing started the others: rank 0 would wait for them forever."""
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes <= 1:
+        return  # 1, or a value Lightning's Trainer refuses itself
+    if any(os.environ.get(name) for name in LAUNCHED):
+        return
+    raise UserError(
+        f"trainer.num_nodes={num_nodes} asks for {num_nodes} machines, and no launcher started the others, so this "
+        f"process would wait for them forever; start every node with torchrun --nnodes={num_nodes} or through "
+        "SLURM (hydra/launcher=slurm), or train on this machine with trainer.num_nodes=1 (and trainer.devices=N "
+        "for N processes)."
+    )
+
+
 def check_trainer(trainer: DictConfig, callbacks: DictConfig | None = None) -> None:
-    """The accelerator, and an epoch count that ends: a positive one, or -1 with early stopping, max_time
-    or max_steps to end the run (Lightning's meaning of -1)."""
+    """The accelerator, the nodes, a gradient accumulation that divides, and an epoch count that ends: a
+    positive one, or -1 with early stopping, max_time or max_steps to end the run (Lightning's meaning of -1)."""
     check_accelerator(trainer.accelerator, trainer.get("devices"))
+    check_nodes(trainer.get("num_nodes", 1))
+    # Lightning takes 0 and fails with a ZeroDivisionError in the first batch
+    check_value("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), "whole", 4, low=1)
     if trainer.max_epochs != UNBOUNDED:
         check_value("trainer.max_epochs", trainer.max_epochs, "whole", 5, low=1)
         return
