@@ -6,6 +6,8 @@ import logging
 import os
 import secrets
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +85,7 @@ def train(
             if cfg.get("threads") is not None:  # Lightning's DDP sets its own count unless this is set
                 os.environ["OMP_NUM_THREADS"] = str(threads)  # (ddp_scope puts it back after the run)
             point_ddp_ranks_at_this_job()
-            with resumable(trainer, run_dir), dead_ranks_named(trainer, str(run_dir)):
+            with resumable(trainer, run_dir), dead_ranks_named(trainer, str(run_dir)), sized_by_lightning():
                 # Lightning reads ckpt_path itself, for the optimizer's, loops' and callbacks' states
                 trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
             # the last epoch's train/* and val/* (or test/*); a fit with no epoch left has them from last.ckpt
@@ -160,11 +162,34 @@ def trainer_from(settings: DictConfig, **given: Any) -> pl.Trainer:
     except InstantiationException as err:
         if not isinstance(err.__cause__, ValueError | TypeError | MisconfigurationException):
             raise
-        reason = " ".join(str(err.__cause__).split())  # Lightning's message, on one line
-        reason += "" if reason.endswith((".", "!", "?")) else "."
-        raise UserError(
-            f"Lightning's Trainer refuses these trainer.* settings: {reason} Change the trainer.* override it names."
-        ) from None
+        raise refused(err.__cause__) from None
+
+
+@contextmanager
+def sized_by_lightning() -> Iterator[None]:
+    """What Lightning refuses once it knows an epoch's batches, at the start of fit (``trainer.val_check_interval``
+    beyond them): one sentence, as ``trainer_from``'s, not a traceback. Only errors raised by its fit loop's
+    ``setup_data`` itself: a bug elsewhere keeps its traceback."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        yield
+    except (ValueError, MisconfigurationException) as err:
+        frame = err.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        code = frame.tb_frame.f_code if frame is not None else None
+        if code is None or code.co_name != "setup_data" or "pytorch_lightning" not in code.co_filename:
+            raise
+        raise refused(err) from None
+
+
+def refused(err: BaseException) -> UserError:
+    reason = " ".join(str(err).split())  # Lightning's message, on one line
+    reason += "" if reason.endswith((".", "!", "?")) else "."
+    return UserError(
+        f"Lightning's Trainer refuses these trainer.* settings: {reason} Change the trainer.* override it names."
+    )
 
 
 def test(trainer: pl.Trainer, module: pl.LightningModule, datamodule: Any, tested: str) -> dict[str, Any]:

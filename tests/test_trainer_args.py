@@ -130,6 +130,11 @@ def test_unbounded_max_epochs_alone_is_one_sentence(tmp_path):
         # combinations only Lightning's Trainer knows it refuses: its reason, in one line, not Hydra's wrapper
         ("trainer.strategy=fsdp", "error: Lightning's Trainer refuses these trainer.* settings: The strategy `fsdp`"),
         ("trainer.precision=7", "error: Lightning's Trainer refuses these trainer.* settings: Precision 7 is invalid."),
+        # Lightning's docs' "every 1000 batches" where an epoch has 4: refused once fit knows the batches
+        (
+            "trainer.val_check_interval=1000",
+            "error: Lightning's Trainer refuses these trainer.* settings: `val_check_i",
+        ),
         # Lightning would wait forever for a second node that nothing starts
         ("trainer.num_nodes=2", "error: trainer.num_nodes=2 asks for 2 machines, and no launcher started the others"),
         # Lightning takes it, then divides by it in the first batch
