@@ -200,8 +200,10 @@ def _compose(app: Any, overrides: Sequence[str], mode: Any) -> Any:
         raise UserError(" ".join(lines) or type(err).__name__) from None
     strategy, devices = str(cfg.trainer.get("strategy", "auto")), cfg.trainer.get("devices", 1)
     if distributed(cfg.trainer) and processes(cfg.trainer) != 1:  # Lightning's auto strategy too, with devices=2
+        nodes = cfg.trainer.get("num_nodes", 1)
+        asked = f"trainer.devices={devices}" + (f" and trainer.num_nodes={nodes}" if nodes != 1 else "")
         raise UserError(
-            f"trainer.strategy={strategy} with trainer.devices={devices} starts its other processes as copies of a "
+            f"trainer.strategy={strategy} with {asked} starts its other processes as copies of a "
             "command line, which a Python session is not; run it as python -m lenet_exp with the same overrides."
         )
     return cfg

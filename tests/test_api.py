@@ -135,6 +135,10 @@ def test_user_errors_are_raised_with_their_sentence_never_exited(tmp_path, data_
     with pytest.raises(UserError, match=r"^trainer.strategy=auto with trainer.devices=2 starts its other processes"):
         lenet_exp.run("trainer=cpu", "trainer.devices=2", f"hydra.run.dir={tmp_path / 'auto'}")  # auto is DDP here
     assert not (tmp_path / "auto").exists()
+    nodes = r"^trainer.strategy=auto with trainer.devices=1 and trainer.num_nodes=2 starts its other processes"
+    with pytest.raises(UserError, match=nodes):  # the count that makes it DDP is named
+        lenet_exp.run("trainer=cpu", "trainer.num_nodes=2", f"hydra.run.dir={tmp_path / 'nodes'}")
+    assert not (tmp_path / "nodes").exists()
     folder = tmp_path / "sweep"
     with pytest.raises(
         UserError,
