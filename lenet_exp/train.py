@@ -143,7 +143,8 @@ def build(
         log.info("trainer.enable_checkpointing=false: no checkpoints are written, so this run cannot be resumed")
     callbacks += [timer, EpochLine(timer), stored, RankWatch(str(run_dir))]
     callbacks += trial_callbacks(cfg.get("optimized_metric"))  # a trial of a study: report epochs, maybe prune
-    loggers = [instantiate(each) for each in (cfg.get("logger") or {}).values()]  # logger=[tensorboard,csv]
+    chosen = {} if cfg.trainer.get("logger") is False else cfg.get("logger") or {}  # false: Lightning's logger=none
+    loggers = [instantiate(each) for each in chosen.values()]  # logger=[tensorboard,csv]
     devices = job_devices(cfg.trainer.accelerator, cfg.trainer.get("devices"))  # a GPU per parallel sweep job
     trainer = trainer_from(cfg.trainer, devices=devices, callbacks=callbacks, logger=loggers or False)
     RankZeroResults.install(trainer)  # ddp_spawn, ddp_fork: what record() reads comes back from rank 0

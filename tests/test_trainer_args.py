@@ -43,8 +43,6 @@ from lenet_exp.train import train
 # test runs them, make test-fast leaves them out.
 pytestmark = pytest.mark.slow
 
-# Filled by lenet_exp.train.build from the callbacks and logger groups, not by conf/trainer/default.yaml.
-BUILT = {"callbacks", "logger"}
 # Where conf/trainer/default.yaml differs from Lightning's default on purpose (each line says why).
 CHOSEN = {
     "devices",
@@ -97,7 +95,7 @@ def test_the_trainer_yaml_holds_every_argument_of_lightnings_trainer_with_its_de
     """A Lightning upgrade that adds, removes or renames an argument fails here: add it to the YAML."""
     yaml = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "trainer" / "default.yaml"))
     signature = inspect.signature(pl.Trainer.__init__).parameters
-    assert set(yaml) - {"_target_"} == set(signature) - {"self"} - BUILT
+    assert set(yaml) - {"_target_"} == set(signature) - {"self"}
     text = (CONF_DIR / "trainer" / "default.yaml").read_text()
     for name, value in yaml.items():
         if name == "_target_":
@@ -135,6 +133,13 @@ def test_unbounded_max_epochs_alone_is_one_sentence(tmp_path):
             "trainer.val_check_interval=1000",
             "error: Lightning's Trainer refuses these trainer.* settings: `val_check_i",
         ),
+        # the Trainer's loggers and callbacks come from lenet_exp's groups; barebones would turn off its logging
+        ("trainer.logger=mlflow", "error: trainer.logger=mlflow is not built here: lenet_exp builds the Trainer's"),
+        (
+            "trainer.callbacks=[{_target_:pytorch_lightning.callbacks.RichProgressBar}]",
+            "error: trainer.callbacks=[{'_target_': 'pytorch_lightning.callbacks.RichProgressBar'}] is not built here",
+        ),
+        ("trainer.barebones=true", "error: trainer.barebones=true turns off Lightning's logging"),
         # Lightning would wait forever for a second node that nothing starts
         ("trainer.num_nodes=2", "error: trainer.num_nodes=2 asks for 2 machines, and no launcher started the others"),
         # Lightning takes it, then divides by it in the first batch
@@ -152,6 +157,12 @@ def test_settings_lightning_refuses_or_cannot_run_are_one_sentence_and_nothing_i
     (line,) = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
     assert line.startswith(sentence) and line.endswith(".") and "Error in call to target" not in out.stderr, line
     assert not (run / "checkpoints").exists() and not metrics_file(run).exists()
+
+
+def test_logger_false_is_lightnings_way_to_say_logger_none(tmp_path, fake_data):
+    output, run, metrics = lenet_exp(tmp_path, fake_data, "trainer.logger=false", "trainer.max_epochs=1")
+    assert metrics["epochs"] == 1 and len(epoch_lines(output)) == 1 and last_checkpoint(run).is_file()
+    assert not (run / "tensorboard").exists() and not (run / "csv").exists()
 
 
 def test_max_epochs_minus_one_runs_until_early_stopping(tmp_path, fake_data):

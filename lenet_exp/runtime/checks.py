@@ -114,11 +114,36 @@ def check_nodes(num_nodes: object) -> None:
     )
 
 
+def check_built_by_groups(trainer: DictConfig) -> None:
+    """The Trainer's loggers and callbacks come from the logger and callbacks groups; of Lightning's own ways,
+    ``trainer.logger=false`` (no logger) is kept, and ``barebones``, which turns off the logging a run is made of,
+    is refused."""
+    if trainer.get("logger") not in (None, True, False):
+        raise UserError(
+            f"trainer.logger={trainer.logger} is not built here: lenet_exp builds the Trainer's loggers from the "
+            "logger group; choose logger=tensorboard, logger=csv, logger=mlflow, logger=[tensorboard,csv] or "
+            "logger=none (trainer.logger=false is the same as logger=none)."
+        )
+    if trainer.get("callbacks") is not None:
+        raise UserError(
+            f"trainer.callbacks={trainer.callbacks} is not built here: lenet_exp builds the Trainer's callbacks "
+            "from the callbacks group; add one with +callbacks.<name>={_target_: <class>, ...} or choose "
+            "callbacks=with_early_stopping."
+        )
+    if trainer.get("barebones"):
+        raise UserError(
+            "trainer.barebones=true turns off Lightning's logging, and a lenet_exp run is made of it (the epoch "
+            "lines, metrics.json, the checkpoint of the best validated epoch); for speed keep it false and see "
+            "steps_per_call and logger=none."
+        )
+
+
 def check_trainer(trainer: DictConfig, callbacks: DictConfig | None = None) -> None:
     """The accelerator, the nodes, a gradient accumulation that divides, and an epoch count that ends: a
     positive one, or -1 with early stopping, max_time or max_steps to end the run (Lightning's meaning of -1)."""
     check_accelerator(trainer.accelerator, trainer.get("devices"))
     check_nodes(trainer.get("num_nodes", 1))
+    check_built_by_groups(trainer)
     # Lightning takes 0 and fails with a ZeroDivisionError in the first batch
     check_value("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), "whole", 4, low=1)
     if trainer.max_epochs != UNBOUNDED:
