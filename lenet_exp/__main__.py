@@ -28,10 +28,38 @@ def job(cfg: DictConfig) -> dict[str, Any]:
 
     logging.raiseExceptions = False  # a full disk under the log file: the run's own writes report it, once
     with unwrap_user_errors():
+        cfg = from_the_launch_folder(cfg)
         tested = check_run(cfg)  # a wrong setting is said at once, before torch and Lightning take seconds to load
         from lenet_exp.train import train  # imported here so that --help and --cfg stay fast too
 
         return train(cfg, tested=tested)
+
+
+# The settings that name a file or folder to read: typed relative to the folder the command started in.
+USER_PATHS = ("data.data_dir", "ckpt_path")
+
+
+def from_the_launch_folder(cfg: DictConfig) -> DictConfig:
+    """With ``hydra.job.chdir=true`` Hydra runs the job inside its run folder; a path the user typed relative to
+    the folder the command started in (``data.data_dir=data``, ``ckpt_path=...``) keeps meaning that folder, as
+    Hydra's ``to_absolute_path`` makes it, instead of ``<run>/data`` (which would not exist, and the data search
+    would go on to another copy)."""
+    import os
+
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized() or not HydraConfig.get().job.get("chdir"):
+        return cfg
+    launch = Path(HydraConfig.get().runtime.cwd)
+    given = {key: OmegaConf.select(cfg, key) for key in USER_PATHS}
+    moved = {
+        key: str(launch / os.path.expanduser(value))
+        for key, value in given.items()
+        if isinstance(value, str) and not os.path.isabs(os.path.expanduser(value))
+    }
+    for key, value in moved.items():  # this job's own config: Hydra composes one per job
+        OmegaConf.update(cfg, key, value, merge=False)
+    return cfg
 
 
 # The name lenet_exp.sweep gave Hydra's launchers before: submitit pickles the task function by that name

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ONE_EPOCH, TIMING, TWO_EPOCHS, compose_config, counted_over, event_dir, run_cli
+from conftest import ONE_EPOCH, TIMING, TWO_EPOCHS, compose_config, counted_over, event_dir, run_cli, run_main
 from omegaconf import OmegaConf
 
 from lenet_exp.runtime.checkpoints import load_checkpoint
@@ -77,6 +77,22 @@ def test_help_and_cfg_job_work_like_hydra():
     cfg_out = run_cli("--cfg", "job", "data.batch_size=128")
     assert cfg_out.returncode == 0
     assert OmegaConf.create(cfg_out.stdout).data.batch_size == 128
+
+
+def test_with_hydras_chdir_relative_paths_still_mean_the_folder_the_command_started_in(fake_data, monkeypatch):
+    """hydra.job.chdir=true runs the job inside its run folder; data.data_dir=data and ckpt_path=... typed from
+    the user's folder must still mean that folder (before, data_dir meant <run>/data, which does not exist, and
+    the search went on to Debian's copy of the real data)."""
+    monkeypatch.chdir(fake_data.parent)
+    common = ["hydra.job.chdir=true", f"data.data_dir={fake_data.name}", *ONE_EPOCH]
+    out = run_main("lenet_exp", *common, "hydra.run.dir=first")
+    assert out.returncode == 0, out.stderr
+    assert f"Fashion-MNIST from {fake_data}" in (fake_data.parent / "first" / "lenet_exp.log").read_text()
+    assert json.loads((fake_data.parent / "first" / "metrics.json").read_text())["epochs"] == 1
+    more = ["hydra.run.dir=second", "ckpt_path=first/checkpoints/last.ckpt", "trainer.max_epochs=2"]
+    out = run_main("lenet_exp", *common[:2], *ONE_EPOCH[:-1], *more)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((fake_data.parent / "second" / "metrics.json").read_text())["epochs"] == 2
 
 
 @pytest.mark.slow
