@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +22,7 @@ from lenet_exp.loggers import close_loggers
 from lenet_exp.runtime.atomic import atomic_write
 from lenet_exp.runtime.checkpoints import ConfigInCheckpoint, check_architecture, check_epochs_left
 from lenet_exp.runtime.checks import check_run
+from lenet_exp.runtime.console import quiet_lightning_hints
 from lenet_exp.runtime.distributed import (
     RankWatch,
     RankZeroResults,
@@ -40,21 +40,7 @@ from lenet_exp.runtime.threads import job_devices, skip_absent_nvml, torch_threa
 from lenet_exp.trial import PruneTrial, trial_callbacks
 
 log = logging.getLogger("lenet_exp")
-# Lightning 2.6 calls a torch.utils._pytree API that torch 2.14 deprecates; nothing for users to act on.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-# Augmenting in the module's on_after_batch_transfer is the intent, not an accident.
-warnings.filterwarnings("ignore", message=r"You have overridden `on_after_batch_transfer`")
-# Lightning's hints that describe what lenet_exp does on purpose: resume writes into the run's own checkpoints/
-# folder, ckpt_path= continues into a new one, and a machine with SLURM's client need not run under srun.
-# Each epoch's metrics are logged once, at its end, so Lightning's step logging interval does not apply.
-HINTS = (
-    r"Checkpoint directory .* exists and is not empty",
-    r"The dirpath has changed",
-    r"The `srun` command",
-    r"The number of training batches .* is smaller than the logging interval",
-)
-for hint in HINTS:
-    warnings.filterwarnings("ignore", message=hint)
+quiet_lightning_hints()  # its warnings about what lenet_exp does on purpose
 
 
 def train(

@@ -72,6 +72,8 @@ def test_the_readme_commands_run_as_written(tmp_path, fake_data):
     for command in readers:
         out = shell(command, tmp_path)
         assert out.returncode == 0 and "error" not in out.stderr, f"{command}\n{out.stdout}\n{out.stderr}"
+        # no library warning about what lenet_exp does on purpose (Lightning's "file.py:378: ..." lines)
+        assert not re.search(r"\.py:\d+: ", out.stderr), f"{command}\n{out.stderr}"
     assert (tmp_path / "outputs/multirun/2026-11-29/12-00-00/summary.md").is_file()
     assert (run / "evaluations.jsonl").is_file()
 

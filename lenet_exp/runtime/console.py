@@ -2,6 +2,7 @@
 
 import logging
 import sys
+import warnings
 
 from tqdm import tqdm
 
@@ -27,11 +28,32 @@ class NoTips(logging.Filter):
         return not str(record.msg).startswith("💡")
 
 
+# Lightning's warnings about what lenet_exp does on purpose, hidden from every command: Lightning 2.6 calls a
+# torch.utils._pytree API that torch 2.14 deprecates (nothing for users to act on); augmenting in the module's
+# on_after_batch_transfer is the intent; resume writes into the run's own checkpoints/ folder and ckpt_path=
+# continues into a new one; a machine with SLURM's client need not run under srun; each epoch's metrics are
+# logged once, at its end, so Lightning's step logging interval does not apply.
+ON_PURPOSE = (
+    r".*isinstance\(treespec, LeafSpec\)",
+    r"You have overridden `on_after_batch_transfer`",
+    r"Checkpoint directory .* exists and is not empty",
+    r"The dirpath has changed",
+    r"The `srun` command",
+    r"The number of training batches .* is smaller than the logging interval",
+)
+
+
+def quiet_lightning_hints() -> None:
+    for message in ON_PURPOSE:
+        warnings.filterwarnings("ignore", message=message)
+
+
 def log_to_console() -> None:
     """Plain ``message`` lines on stdout for the tools that run without Hydra (eval, predict, ...).
 
     Call it before importing Lightning, which otherwise installs a handler of its own.
     """
+    quiet_lightning_hints()
     handler = TqdmLoggingHandler(sys.stdout)
     handler.addFilter(NoTips())
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
