@@ -41,24 +41,19 @@ USER_PATHS = ("data.data_dir", "ckpt_path")
 
 def from_the_launch_folder(cfg: DictConfig) -> DictConfig:
     """With ``hydra.job.chdir=true`` Hydra runs the job inside its run folder; a path the user typed relative to
-    the folder the command started in (``data.data_dir=data``, ``ckpt_path=...``) keeps meaning that folder, as
-    Hydra's ``to_absolute_path`` makes it, instead of ``<run>/data`` (which would not exist, and the data search
-    would go on to another copy)."""
+    the folder the command started in (``data.data_dir=data``, ``ckpt_path=...``) keeps meaning that folder
+    (Hydra's ``to_absolute_path``), instead of ``<run>/data``, which would not exist, and the data search would go
+    on to another copy."""
     import os
 
+    from hydra.utils import to_absolute_path
     from omegaconf import OmegaConf
 
     if not HydraConfig.initialized() or not HydraConfig.get().job.get("chdir"):
         return cfg
-    launch = Path(HydraConfig.get().runtime.cwd)
-    given = {key: OmegaConf.select(cfg, key) for key in USER_PATHS}
-    moved = {
-        key: str(launch / os.path.expanduser(value))
-        for key, value in given.items()
-        if isinstance(value, str) and not os.path.isabs(os.path.expanduser(value))
-    }
-    for key, value in moved.items():  # this job's own config: Hydra composes one per job
-        OmegaConf.update(cfg, key, value, merge=False)
+    for key in USER_PATHS:  # this job's own config: Hydra composes one per job
+        if isinstance(value := OmegaConf.select(cfg, key), str):
+            OmegaConf.update(cfg, key, to_absolute_path(os.path.expanduser(value)), merge=False)
     return cfg
 
 
