@@ -9,6 +9,9 @@ import pytest
 import yaml
 from conftest import ONE_EPOCH, assert_complete, event_dir, run_cli, run_main, sweep
 
+import lenet_exp
+from lenet_exp.errors import UserError
+
 pytestmark = pytest.mark.slow  # every test here starts processes (sweeps, servers)
 
 
@@ -136,6 +139,23 @@ def test_a_study_that_would_optimize_the_test_set_is_refused_before_any_trial(tm
         "with data.val_size > 0. Nothing was run."
     )
     assert not (tmp_path / "study").exists()
+
+
+def test_an_interval_in_a_grid_sweep_says_where_it_belongs_before_any_job(tmp_path, fake_data):
+    """interval() is a search space: Hydra's basic sweeper ends in its own traceback on it."""
+    interval = "model.optimizer.lr=tag(log,interval(0.001,0.01))"
+    args = ("-m", *ONE_EPOCH, f"data.data_dir={fake_data}", interval, f"hydra.sweep.dir={tmp_path / 'grid'}")
+    out = run_main("lenet_exp", *args)
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"error: {interval} draws values from an interval, which a grid sweep cannot: list the values to run "
+        "(model.optimizer.lr=0.001,0.01) or give a range(), or search the interval in a study: "
+        f"hparams_search=lenet_optuna '{interval}' (docs/search.md). Nothing was run."
+    )
+    assert not (tmp_path / "grid").exists()
+    with pytest.raises(UserError, match=r"^model.optimizer.lr=tag\(log,interval\(0.001,0.01\)\) draws values"):
+        lenet_exp.sweep(*args[1:])  # the Python API checks the same before Hydra starts
+    assert not (tmp_path / "grid").exists()
 
 
 def test_ddp_jobs_run_in_parallel_joblib_jobs_each_in_its_own_folder(tmp_path, fake_data):

@@ -111,9 +111,29 @@ def check_sweep(config: DictConfig) -> None:
     from lenet_exp.runtime.checks import check_optimized_metric
 
     check_optimized_metric(config.get("optimized_metric"), config.data.get("val_size", 0))
+    check_grid(config)
     check = getattr(_sweeper_class(config), "check_before_sweep", None)
     if check is not None:
         check(config)
+
+
+def check_grid(config: DictConfig) -> None:
+    """Hydra's basic sweeper (a grid: every combination of the lists and ranges given) cannot draw from an
+    ``interval()``, and would end in its own traceback: say where it belongs instead."""
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+        return
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ValueType
+
+    for override in OverridesParser.create().parse_overrides(list(config.hydra.overrides.task)):
+        if override.value_type == ValueType.INTERVAL_SWEEP:
+            key, value = override.key_or_group, override.input_line.split("=", 1)[1]  # as the user typed it
+            low, high = override.value().start, override.value().end
+            raise UserError(
+                f"{key}={value} draws values from an interval, which a grid sweep cannot: list the values to run "
+                f"({key}={low:g},{high:g}) or give a range(), or search the interval in a study: "
+                f"hparams_search=lenet_optuna '{key}={value}' (docs/search.md)."
+            )
 
 
 def _sweeper_class(config: DictConfig) -> type | None:
