@@ -16,11 +16,17 @@ def processes(trainer: Mapping[str, Any]) -> int | None:
     return None if None in counts or min(counts) < 1 else counts[0] * counts[1]
 
 
+def nodes(trainer: Mapping[str, Any]) -> int | None:
+    """``trainer.num_nodes`` as a whole number (also from a string of digits); None where only the Trainer can
+    tell (a value it would refuse)."""
+    return _count(trainer.get("num_nodes", 1))
+
+
 def distributed(trainer: Mapping[str, Any]) -> bool:
     """Whether the config asks for DDP: a ``ddp`` strategy, more than one process (Lightning's ``auto`` strategy
     then is DDP) or more than one node."""
-    count, nodes = processes(trainer), _count(trainer.get("num_nodes", 1))
-    return "ddp" in str(trainer.get("strategy", "")) or (count or 1) > 1 or nodes not in (1, None)
+    count = processes(trainer)
+    return "ddp" in str(trainer.get("strategy", "")) or (count or 1) > 1 or nodes(trainer) not in (1, None)
 
 
 def _count(value: object) -> int | None:

@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from lenet_exp.errors import UserError, check_value
-from lenet_exp.processes import processes
+from lenet_exp.processes import nodes, processes
 from lenet_exp.runtime.run_folder import OBJECTIVES
 
 
@@ -100,9 +100,10 @@ LAUNCHED = (
 )
 
 
-def check_nodes(num_nodes: object) -> None:
+def check_nodes(trainer: DictConfig) -> None:
     """Refuse more than one node where nothing started the others: rank 0 would wait for them forever."""
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes <= 1:
+    num_nodes = nodes(trainer)
+    if num_nodes is None or num_nodes <= 1:
         return  # 1, or a value Lightning's Trainer refuses itself
     if any(os.environ.get(name) for name in LAUNCHED):
         return
@@ -142,7 +143,7 @@ def check_trainer(trainer: DictConfig, callbacks: DictConfig | None = None) -> N
     """The accelerator, the nodes, a gradient accumulation that divides, and an epoch count that ends: a
     positive one, or -1 with early stopping, max_time or max_steps to end the run (Lightning's meaning of -1)."""
     check_accelerator(trainer.accelerator, trainer.get("devices"))
-    check_nodes(trainer.get("num_nodes", 1))
+    check_nodes(trainer)
     check_built_by_groups(trainer)
     # Lightning takes 0 and fails with a ZeroDivisionError in the first batch
     check_value("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), "whole", 4, low=1)

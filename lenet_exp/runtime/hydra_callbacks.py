@@ -128,7 +128,8 @@ def check_grid(config: DictConfig) -> None:
     for override in OverridesParser.create().parse_overrides(list(config.hydra.overrides.task)):
         if override.value_type == ValueType.INTERVAL_SWEEP:
             key, value = override.key_or_group, override.input_line.split("=", 1)[1]  # as the user typed it
-            low, high = override.value().start, override.value().end
+            interval = override.value()
+            low, high = interval.start, interval.end
             raise UserError(
                 f"{key}={value} draws values from an interval, which a grid sweep cannot: list the values to run "
                 f"({key}={low:g},{high:g}) or give a range(), or search the interval in a study: "
