@@ -17,30 +17,40 @@ import sys
 import tempfile
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
 
-from lenet_exp import data
+if TYPE_CHECKING:
+    import torch
+    from omegaconf import DictConfig
 
+# torch, Hydra and lenet_exp (which imports Lightning) are imported where they are used, not here: pytest-xdist's
+# controller loads this file too, and starts its workers only after it (about 4 s sooner without them).
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
-HAVE_REAL_DATA = all(
-    any((data.DEBIAN_DIR / f"{name}{ext}").is_file() for ext in (".gz", ""))
-    for pair in data.FILES.values()
-    for name in pair
-)
 # A tiny CPU run on the synthetic files (their MD5s are not the published ones).
 TINY = ["trainer=cpu", "data.verify_md5=false", "data.batch_size=16"]
 ONE_EPOCH = [*TINY, "trainer.max_epochs=1"]
-# Tests on the real Fashion-MNIST: few, marked, and run in CI (make test installs the data first).
-real_data = [
-    pytest.mark.realdata,
-    pytest.mark.skipif(not HAVE_REAL_DATA, reason=f"Fashion-MNIST not in {data.DEBIAN_DIR}: run `make data`"),
-]
+
+
+def __getattr__(name: str):
+    """``HAVE_REAL_DATA``, and ``real_data``: the marks of the tests on the real Fashion-MNIST (few, and run in CI:
+    make test installs the data first). Made when a test file first imports them (in a worker), not when this file
+    loads (pytest asks this module for other names, such as its hooks', which are not here)."""
+    if name not in ("HAVE_REAL_DATA", "real_data"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from lenet_exp import data
+
+    have = all(
+        any((data.DEBIAN_DIR / f"{file}{ext}").is_file() for ext in (".gz", ""))
+        for pair in data.FILES.values()
+        for file in pair
+    )
+    if name == "HAVE_REAL_DATA":
+        return have
+    reason = f"Fashion-MNIST not in {data.DEBIAN_DIR}: run `make data`"
+    return [pytest.mark.realdata, pytest.mark.skipif(not have, reason=reason)]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -86,6 +96,8 @@ def idx_bytes(array: torch.Tensor) -> bytes:
 
 
 def write_idx(path: Path, array: torch.Tensor, gz: bool = True) -> Path:
+    import torch
+
     raw = idx_bytes(array.to(torch.uint8))
     target = path.with_name(path.name + ".gz") if gz else path
     target.write_bytes(gzip.compress(raw) if gz else raw)
@@ -94,6 +106,10 @@ def write_idx(path: Path, array: torch.Tensor, gz: bool = True) -> Path:
 
 def write_fake_fashion_mnist(directory: Path, n_train: int = 64, n_test: int = 32, gz: bool = True, seed: int = 0):
     """Four IDX files with the real names; pixels encode the label so a net can learn them."""
+    import torch
+
+    from lenet_exp import data
+
     directory.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
     out = {}
@@ -146,6 +162,8 @@ def validated_run(tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture
 def no_debian_data(monkeypatch, tmp_path: Path) -> Path:
     """Point the Debian fallback at an empty folder, so only what a test writes is found."""
+    from lenet_exp import data
+
     empty = tmp_path / "no-debian"
     empty.mkdir()
     monkeypatch.setattr(data, "DEBIAN_DIR", empty)
@@ -157,6 +175,10 @@ def compose_config(run_dir: Path, overrides: list[str] = ()) -> DictConfig:
 
     Hydra's own node is set as it is during a run, so ``${hydra:...}`` interpolations resolve.
     """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
     with open_dict(cfg):
