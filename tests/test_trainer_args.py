@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,8 @@ def test_unbounded_max_epochs_alone_is_one_sentence(tmp_path):
         ("trainer.num_nodes=2", "error: trainer.num_nodes=2 asks for 2 machines, and no launcher started the others"),
         # Lightning takes it, then divides by it in the first batch
         ("trainer.accumulate_grad_batches=0", "error: trainer.accumulate_grad_batches=0 must be a positive whole"),
+        # Lightning's folder for its files: here they go into the run folder, which Hydra chooses
+        ("trainer.default_root_dir=elsewhere", "error: trainer.default_root_dir=elsewhere is not used: every file"),
     ],
 )
 def test_settings_lightning_refuses_or_cannot_run_are_one_sentence_and_nothing_is_trained(
@@ -157,6 +160,23 @@ def test_settings_lightning_refuses_or_cannot_run_are_one_sentence_and_nothing_i
     (line,) = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
     assert line.startswith(sentence) and line.endswith(".") and "Error in call to target" not in out.stderr, line
     assert not (run / "checkpoints").exists() and not metrics_file(run).exists()
+
+
+@pytest.mark.parametrize("deterministic", ["true", "warn"])
+def test_deterministic_turns_off_cudnns_autotuner_which_would_ignore_it(tmp_path, deterministic):
+    """PyTorch ignores torch.backends.cudnn.deterministic while cudnn.benchmark is on (Lightning warns so when
+    both are given): trainer.deterministic alone gets Lightning's deterministic run, the autotuner off."""
+    settings = compose_config(tmp_path, [f"trainer.deterministic={deterministic}"]).trainer
+    assert settings.benchmark is False and compose_config(tmp_path).trainer.benchmark is True  # the default: on
+    try:
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            pl.Trainer(deterministic=settings.deterministic, benchmark=settings.benchmark, logger=False)
+        assert not [w for w in said if "ignores torch.backends.cudnn.deterministic" in str(w.message)]
+        assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+    finally:  # Lightning sets torch's process-wide flags; the next tests in this worker expect torch's defaults
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = False
 
 
 def test_logger_false_is_lightnings_way_to_say_logger_none(tmp_path, fake_data):

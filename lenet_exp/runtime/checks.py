@@ -227,10 +227,23 @@ def check_split(cfg: DictConfig) -> None:
         data.check_split(val_size, count)
 
 
+def check_run_folder(cfg: DictConfig) -> None:
+    """``trainer.default_root_dir`` is the run folder: Lightning's files go into it as every other file of the run
+    does, so a folder of the user's there would be parsed and left empty; the run folder is Hydra's to choose."""
+    given = cfg.trainer.get("default_root_dir")
+    if given is None or Path(str(given)).absolute() != Path(str(cfg.run_dir)).absolute():
+        raise UserError(
+            f"trainer.default_root_dir={given} is not used: every file of a lenet_exp run goes into its run folder, "
+            "which Hydra chooses; give hydra.run.dir=<folder> instead (hydra.sweep.dir=<folder> for a sweep), "
+            "and leave trainer.default_root_dir as it is."
+        )
+
+
 def check_run(cfg: DictConfig) -> str:
     """Everything about ``cfg`` that can be refused before any data or model is built; returns which
     weights the final test uses (``best`` or ``last``)."""
     check_trainer(cfg.trainer, cfg.get("callbacks"))
+    check_run_folder(cfg)
     check_many_steps(cfg)
     if cfg.get("ckpt_path"):
         checkpoint_file(cfg.ckpt_path)

@@ -33,6 +33,14 @@ def cpus_of(threads: Any, accelerator: Any) -> Any:
     return 4 if str(accelerator) in ("gpu", "cuda") else 1
 
 
+def unless_deterministic(deterministic: Any) -> bool:
+    """``${unless_deterministic:${.deterministic}}``: the Trainer's ``benchmark`` (cuDNN's autotuner) is on unless
+    the run asks for deterministic algorithms (``true`` or ``warn``); PyTorch ignores determinism in cuDNN while
+    the autotuner is on, and Lightning turns it off in that case only when ``benchmark`` is left unset."""
+    return not deterministic
+
+
 OmegaConf.register_new_resolver("if_multirun", if_multirun, replace=True)
 OmegaConf.register_new_resolver("gpus_of", gpus_of, replace=True)
 OmegaConf.register_new_resolver("cpus_of", cpus_of, replace=True)
+OmegaConf.register_new_resolver("unless_deterministic", unless_deterministic, replace=True)
