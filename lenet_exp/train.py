@@ -34,7 +34,7 @@ from lenet_exp.runtime.faults import file_system_faults, resumable
 from lenet_exp.runtime.lock import run_lock
 from lenet_exp.runtime.requeue import requeued_checkpoint
 from lenet_exp.runtime.results import environment, flat_metrics, git_revision, hyperparameters, write_json
-from lenet_exp.runtime.run_folder import hydra_file, metrics_file
+from lenet_exp.runtime.run_folder import hydra_file, last_checkpoint, metrics_file
 from lenet_exp.runtime.stored_config import Stored, open_stored
 from lenet_exp.runtime.threads import job_devices, skip_absent_nvml, torch_threads
 from lenet_exp.trial import PruneTrial, trial_callbacks
@@ -108,6 +108,15 @@ def with_seed(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+def keeps_no_config() -> bool:
+    """Whether Hydra keeps this run's config nowhere (``hydra.output_subdir=null``; not in a DDP rank Lightning
+    started, which it starts so on purpose): lenet_exp.resume reads the run's .hydra folder."""
+    from hydra.core.hydra_config import HydraConfig
+
+    started_by_lightning = os.environ.get("LOCAL_RANK", "0") != "0"
+    return HydraConfig.initialized() and HydraConfig.get().output_subdir is None and not started_by_lightning
+
+
 def build(
     cfg: DictConfig, run_dir: Path, finishing: bool = False, opened: Stored | None = None
 ) -> tuple[Any, pl.LightningModule, pl.Trainer, EpochTimer, ConfigInCheckpoint]:
@@ -127,6 +136,11 @@ def build(
     if cfg.trainer.get("enable_checkpointing") is False:  # Lightning refuses checkpoint callbacks with it
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         log.info("trainer.enable_checkpointing=false: no checkpoints are written, so this run cannot be resumed")
+    elif keeps_no_config() and not finishing:
+        log.info(
+            "hydra.output_subdir=null: this run keeps no .hydra folder, so lenet_exp.resume cannot continue it; "
+            f"python -m lenet_exp ckpt_path={last_checkpoint(run_dir)} with its settings can"
+        )
     callbacks += [timer, EpochLine(timer), stored, RankWatch(str(run_dir))]
     callbacks += trial_callbacks(cfg.get("optimized_metric"))  # a trial of a study: report epochs, maybe prune
     chosen = {} if cfg.trainer.get("logger") is False else cfg.get("logger") or {}  # false: Lightning's logger=none

@@ -194,3 +194,24 @@ def test_a_run_stopped_between_its_last_checkpoint_and_metrics_json_resumes_to_i
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "test_acc"} <= metrics.keys()
     drop = (*TIMING, "environment")
     assert {k: v for k, v in metrics.items() if k not in drop} == {k: v for k, v in expected.items() if k not in drop}
+
+
+@pytest.mark.slow
+def test_a_run_without_its_hydra_folder_says_so_when_it_starts_and_continues_through_ckpt_path(tmp_path, fake_data):
+    """hydra.output_subdir=null (Hydra's docs' way to keep no .hydra folder): the run says at its start that
+    resume will not be able to continue it, and resume names the way that can, which works."""
+    run, settings = tmp_path / "run", [*TINY, f"data.data_dir={fake_data}", "trainer.max_epochs=1"]
+    trained = run_main("lenet_exp", *settings, "hydra.output_subdir=null", f"hydra.run.dir={run}")
+    assert trained.returncode == 0 and not (run / ".hydra").exists(), trained.stderr[-3000:]
+    assert "hydra.output_subdir=null: this run keeps no .hydra folder" in trained.stdout + trained.stderr
+    (run / "metrics.json").unlink()  # as if it had been stopped
+    resumed = run_main("lenet_exp.resume", str(run))
+    assert resumed.returncode == 1 and "Traceback" not in resumed.stderr
+    last = run / "checkpoints" / "last.ckpt"
+    assert resumed.stderr.strip() == (
+        f"error: {run} keeps no .hydra folder (it ran with hydra.output_subdir=null), so it cannot be resumed from "
+        f"its folder; continue it with python -m lenet_exp ckpt_path={last} and the settings it ran with."
+    )
+    more = tmp_path / "more"
+    continued = run_main("lenet_exp", *settings, "trainer.max_epochs=2", f"ckpt_path={last}", f"hydra.run.dir={more}")
+    assert continued.returncode == 0 and json.loads((more / "metrics.json").read_text())["epochs"] == 2

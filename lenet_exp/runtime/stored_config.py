@@ -109,6 +109,12 @@ def open_stored(
 def read_run(run: Path) -> StoredRun:
     """The run folder's stored config and Hydra settings, as plain YAML values (nothing is built from them)."""
     files = [hydra_file(run, "config.yaml"), hydra_file(run, "hydra.yaml")]
+    if not all(f.is_file() for f in files) and last_checkpoint(run).is_file() and not files[0].parent.exists():
+        raise UserError(  # a run of hydra.output_subdir=null: its weights and epochs are in its checkpoint
+            f"{run} keeps no .hydra folder (it ran with hydra.output_subdir=null), so it cannot be resumed from its "
+            f"folder; continue it with python -m lenet_exp ckpt_path={last_checkpoint(run)} and the settings it ran "
+            "with."
+        )
     if not all(f.is_file() for f in files):
         raise UserError(
             f"{run} is not a lenet_exp run folder (it has no .hydra/config.yaml and .hydra/hydra.yaml); give the "
