@@ -1,4 +1,4 @@
-"""``python -m lenet_exp.predict ckpt_path=<ckpt> images=<file, a,b,c list, or folder> [format=json] [top=3]``
+"""``python -m lenet_exp.predict ckpt_path=<ckpt> images=<file, a,b,c list, folder or pattern> [format=json] [top=3]``
 
 Prints, for each image, the predicted class and the top probabilities. Any image is first made
 the way Fashion-MNIST's were: grayscale; inverted when its background (the border pixels) is
@@ -13,6 +13,7 @@ takes PIL images, and tensors already in Fashion-MNIST's form, which it gives to
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -40,16 +41,26 @@ MAX_PIXELS = 40_000_000
 
 
 def image_paths(spec: str) -> list[Path]:
-    """A file, a comma-separated list of files, or a folder (its image files, sorted)."""
+    """A file, a comma-separated list of files (also as Hydra writes a list, ``[a.png,b.png]``), a folder (its
+    image files, sorted), or a pattern such as ``shoes/*.png`` (its files, sorted: a shell passes
+    ``images=*.png`` on as it is, since no file's name begins with ``images=``)."""
+    spec = str(spec)
+    if spec.startswith("[") and spec.endswith("]") and not Path(spec).expanduser().exists():
+        spec = spec[1:-1]
     paths: list[Path] = []
-    for part in str(spec).split(","):
+    for part in spec.split(","):
         path = Path(part.strip()).expanduser()
         if path.is_dir():
             paths += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif not path.exists() and any(c in str(path) for c in "*?["):  # a pattern, not a file
+            paths += sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
         else:
             paths.append(path)
     if not paths:
-        raise UserError(f"images={spec} names no image files; give a file, a comma-separated list or a folder.")
+        raise UserError(
+            f"images={spec} names no image files; give a file, a comma-separated list, a folder or a pattern "
+            "such as shoes/*.png."
+        )
     return paths
 
 
@@ -209,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     answer_help(argv, __doc__)
     log_to_console()
     usage = (
-        "usage: python -m lenet_exp.predict ckpt_path=<file.ckpt> images=<file|a,b|folder> [format=json] [top=3] "
+        "usage: python -m lenet_exp.predict ckpt_path=<file.ckpt> images=<file|a,b|folder|*.png> [format=json] [top=3] "
         "[trust=your.Class,...]"
     )
     args, _ = key_values(argv, usage, {"ckpt_path", "images", "format", "top", "trust"})

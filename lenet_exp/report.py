@@ -37,6 +37,7 @@ from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line
 from lenet_exp.runtime.atomic import atomic_write
 from lenet_exp.runtime.cli import answer_help
 from lenet_exp.runtime.run_folder import (
+    MULTIRUN,
     OPTUNA_SWEEPER,
     REPORT_GROUPS,
     REPORT_JOBS,
@@ -374,6 +375,11 @@ def write_report(sweep: str | Path) -> Report:
     if not sweep.is_dir():
         raise UserError(f"{sweep} is not a folder; give a sweep folder such as outputs/multirun/<date>/<time>.")
     jobs = summarize(sweep)
+    if not jobs and hydra_file(sweep, "config.yaml").is_file():  # a run, or one job of a sweep
+        whose = f", such as {sweep.parent}" if (sweep.parent / MULTIRUN).is_file() else ""
+        raise UserError(
+            f"{sweep} is the folder of one run; a report compares the jobs of a sweep: give the sweep's folder{whose}."
+        )
     if not jobs:
         raise UserError(f"{sweep} holds no job folders (none has a .hydra/ folder); give a sweep folder.")
     report = Report(jobs, group(jobs), machines_warning(jobs))

@@ -245,6 +245,8 @@ CLI_CASES = {
         lambda r, t: [f"ckpt_path={r / 'checkpoints' / 'last.ckpt'}", "data.nope=1"],
         "does not fit the checkpoint's config",
     ),
+    "eval: a run folder": ("lenet_exp.eval", lambda r, t: [f"ckpt_path={r}"], "is a folder; give one of its .ckpt"),
+    "train: a folder without checkpoints": ("lenet_exp", lambda r, t: [f"ckpt_path={t}"], "is a folder without .ckpt"),
     "eval: a placeholder path": ("lenet_exp.eval", lambda r, t: ["ckpt_path=..."], "ckpt_path=... does not exist"),
     "eval: a path with spaces and YAML's characters": (
         "lenet_exp.eval",
@@ -300,6 +302,7 @@ CLI_CASES = {
     "report: no arguments": ("lenet_exp.report", lambda r, t: [], "usage: python -m lenet_exp.report"),
     "report: not a folder": ("lenet_exp.report", lambda r, t: [str(t / "nope")], "is not a folder"),
     "report: no jobs": ("lenet_exp.report", lambda r, t: [str(t)], "holds no job folders"),
+    "report: a run folder": ("lenet_exp.report", lambda r, t: [str(r)], "is the folder of one run; a report compares"),
     "bench: unknown variant": ("benchmarks/bench.py", lambda r, t: ["--variants", "bare,fast"], "--variants takes"),
     "bench: no epochs": ("benchmarks/bench.py", lambda r, t: ["--epochs", "0"], "--epochs, --repeats and"),
 }

@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from lenet_exp.data import CLASSES, find_files, load_split
-from lenet_exp.predict import MAX_PIXELS, main, to_fashion_mnist
+from lenet_exp.errors import UserError
+from lenet_exp.predict import MAX_PIXELS, image_paths, main, to_fashion_mnist
 from lenet_exp.runtime.checkpoints import CONFIG_KEY
 from lenet_exp.train import train
 
@@ -143,3 +144,21 @@ def test_bombs_truncated_undecodable_and_huge_images_are_errors_of_their_own(tmp
     assert f"it is {side} x {side} pixels, above predict's limit of {MAX_PIXELS:,} pixels" in errors["2-huge.png"]
     assert "cannot be read: a damaged image (OSError" in errors["4-truncated.png"]
     assert errors["5-garbage.jpg"].endswith("cannot be read: not an image PIL can decode")
+
+
+def test_images_takes_a_pattern_and_hydras_list_as_well_as_a_comma_list(tmp_path, capsys):
+    """``images=*.png`` reaches the command as it is typed (no file's name begins with ``images=``), and Hydra's
+    users write a list as ``[a,b]``: both name the files a comma-separated list names."""
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for name in ("b.png", "a.png", "c.jpg"):
+        Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    listed = [folder / "a.png", folder / "b.png"]
+    assert image_paths(f"{folder}/*.png") == listed  # sorted, as a folder's files are
+    assert image_paths(f"[{folder / 'a.png'},{folder / 'b.png'}]") == listed
+    assert image_paths(f"{folder}/*.png,{folder}/*.jpg") == [*listed, folder / "c.jpg"]
+    with pytest.raises(UserError, match=r"names no image files; give a file, a comma-separated list, a folder or a"):
+        image_paths(f"{folder}/*.gif")
+    code, printed = predicted(capsys, f"ckpt_path={untrained_checkpoint(tmp_path)}", f"images={folder}/*.png")
+    assert code == 0 and [line.split(":")[0] for line in printed.splitlines()] == [str(p) for p in listed]

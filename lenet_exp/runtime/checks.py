@@ -74,6 +74,13 @@ def check_cpu_processes(devices: object) -> None:
 def checkpoint_file(path: str | Path, key: str = "ckpt_path") -> Path:
     """``path`` as a Path, if it is a file; else one sentence saying what to give instead."""
     path = Path(path).expanduser()
+    if path.is_dir():  # a run folder, or its checkpoints/ folder
+        if found := sorted({*path.glob("*.ckpt"), *path.glob("checkpoints/*.ckpt")}):
+            raise UserError(f"{key}={path} is a folder; give one of its .ckpt files: {', '.join(map(str, found))}.")
+        raise UserError(
+            f"{key}={path} is a folder without .ckpt files; give the path of a .ckpt file, such as "
+            "outputs/<date>/<time>/checkpoints/last.ckpt."
+        )
     if not path.is_file():
         raise UserError(
             f"{key}={path} does not exist; give the path of a .ckpt file, such as "
