@@ -37,6 +37,28 @@ def check_value(key: str, value: Any, kind: str, example: Any = None, low: float
     return value
 
 
+def check_callable(key: str, made: Any, example: str) -> Any:
+    """Return ``made`` (what ``_partial_: true`` makes of a config: an optimizer, a scheduler) if it can be called
+    with the arguments the config gave it, else one sentence, at the start: not a TypeError at the first step."""
+    import inspect
+
+    if made is None:
+        return made
+    if not callable(made):
+        raise UserError(f"{key}={made!r} is not a class or function to call; give one such as {example}.")
+    function = getattr(made, "func", made)
+    try:
+        inspect.signature(function).bind_partial(*getattr(made, "args", ()), **getattr(made, "keywords", {}))
+    except TypeError as err:  # a keyword it does not take
+        name = getattr(function, "__qualname__", key)
+        raise UserError(
+            f"{key} cannot be made: {name} {err}; remove that {key}.* key, or choose another _target_."
+        ) from None
+    except ValueError:  # no signature to read (a builtin): its call will say
+        pass
+    return made
+
+
 def user_error(err: BaseException | None) -> UserError | None:
     """The UserError behind ``err``, also when Hydra's instantiate wrapped it in its own exception."""
     while err is not None and not isinstance(err, UserError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lenet_exp.callbacks import BestCheckpoint, EpochLine, EpochTimer
-from lenet_exp.errors import UserError
+from lenet_exp.errors import UserError, check_callable
 from lenet_exp.loggers import close_loggers
 from lenet_exp.runtime.atomic import atomic_write
 from lenet_exp.runtime.checkpoints import ConfigInCheckpoint, check_architecture, check_epochs_left
@@ -121,8 +122,14 @@ def build(
     cfg: DictConfig, run_dir: Path, finishing: bool = False, opened: Stored | None = None
 ) -> tuple[Any, pl.LightningModule, pl.Trainer, EpochTimer, ConfigInCheckpoint]:
     """The data module, the LightningModule and the Trainer with its callbacks and loggers, from ``cfg``."""
-    datamodule = instantiate(cfg.data)
-    module = instantiate(cfg.model)
+    datamodule = built(cfg.data)
+    module = built(cfg.model)
+    # made at the first step: a keyword they do not take is said now
+    check_callable(
+        "model.optimizer", getattr(module, "optimizer", None), "{_target_: torch.optim.SGD, _partial_: true}"
+    )
+    scheduler = "{_target_: torch.optim.lr_scheduler.CosineAnnealingLR, _partial_: true}"
+    check_callable("model.scheduler", getattr(module, "scheduler", None), scheduler)
     if cfg.get("ckpt_path"):  # data from a file: through the gate, and weights that fit the model
         if opened is None or opened.checkpoint_path != Path(cfg.ckpt_path):
             # nothing is built from its config (cfg is the user's own), only its weights are read
@@ -132,7 +139,7 @@ def build(
         if not finishing:
             check_epochs_left(opened.checkpoint, cfg.ckpt_path, cfg.trainer.max_epochs)
     timer, stored = EpochTimer(), ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True), git_revision())
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    callbacks = [built(c) for c in cfg.get("callbacks", {}).values()]
     if cfg.trainer.get("enable_checkpointing") is False:  # Lightning refuses checkpoint callbacks with it
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         log.info("trainer.enable_checkpointing=false: no checkpoints are written, so this run cannot be resumed")
@@ -144,7 +151,7 @@ def build(
     callbacks += [timer, EpochLine(timer), stored, RankWatch(str(run_dir))]
     callbacks += trial_callbacks(cfg.get("optimized_metric"))  # a trial of a study: report epochs, maybe prune
     chosen = {} if cfg.trainer.get("logger") is False else cfg.get("logger") or {}  # false: Lightning's logger=none
-    loggers = [instantiate(each) for each in chosen.values()]  # logger=[tensorboard,csv]
+    loggers = [built(each) for each in chosen.values()]  # logger=[tensorboard,csv]
     devices = job_devices(cfg.trainer.accelerator, cfg.trainer.get("devices"))  # a GPU per parallel sweep job
     trainer = trainer_from(cfg.trainer, devices=devices, callbacks=callbacks, logger=loggers or False)
     RankZeroResults.install(trainer)  # ddp_spawn, ddp_fork: what record() reads comes back from rank 0
@@ -164,6 +171,32 @@ def trainer_from(settings: DictConfig, **given: Any) -> pl.Trainer:
         if not isinstance(err.__cause__, ValueError | TypeError | MisconfigurationException):
             raise
         raise refused(err.__cause__) from None
+
+
+def built(settings: DictConfig) -> Any:
+    """``settings`` (the data module's, the model's, a callback's, a logger's) instantiated. A key its class does not
+    take (``+data.num_workers=4``) or a ``_target_`` that cannot be imported is one sentence naming the key, not
+    Hydra's wrapped error; only errors of the call itself: an error inside the constructor keeps its traceback."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(settings)
+    except InstantiationException as err:
+        cause, said = err.__cause__, str(err)
+        key = match[1] if (match := re.search(r"full_key: (\S+)", said)) else "the config"
+        if isinstance(cause, ImportError) and (target := re.search(r"Error locating target '([^']+)'", said)):
+            raise UserError(
+                f"{key}._target_={target[1]} cannot be imported; give a class with its module, spelled as Python "
+                "imports it."
+            ) from None
+        frame = cause.__traceback__ if isinstance(cause, TypeError) else None
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        if frame is None or f"{os.sep}hydra{os.sep}" not in frame.tb_frame.f_code.co_filename:
+            raise  # not the call's arguments: a failure inside the constructor, with its traceback
+        raise UserError(
+            f"{key} cannot be built: {cause}; remove that {key}.* key, or choose another _target_."
+        ) from None
 
 
 @contextmanager

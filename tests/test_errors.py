@@ -217,6 +217,28 @@ CLI_CASES = {
         "train-images-idx3-ubyte.gz cannot be read",
     ),
     "train: missing checkpoint": ("lenet_exp", lambda r, t: [f"ckpt_path={NO_CKPT}"], "does not exist"),
+    # a key a class does not take, a class that cannot be imported: the key named, not Hydra's wrapped error or
+    # a traceback at the first step
+    "train: a key the data module does not take": (
+        "lenet_exp",
+        lambda r, t: ["+data.num_workers=4"],
+        "data cannot be built: FashionMNIST.__init__() got an unexpected keyword argument 'num_workers'; remove",
+    ),
+    "train: a class that cannot be imported": (
+        "lenet_exp",
+        lambda r, t: ["model.optimizer._target_=torch.optim.Adamw"],
+        "model.optimizer._target_=torch.optim.Adamw cannot be imported; give a class with its module",
+    ),
+    "train: a keyword the optimizer does not take": (
+        "lenet_exp",
+        lambda r, t: ["+model.optimizer.momentum=0.9"],
+        "model.optimizer cannot be made: Adam got an unexpected keyword argument 'momentum'; remove that",
+    ),
+    "train: a scheduler by a name": (
+        "lenet_exp",
+        lambda r, t: ["model.scheduler=cosine"],
+        "model.scheduler='cosine' is not a class or function to call; give one such as {_target_: torch.optim.",
+    ),
     "train: continue a finished run": (
         "lenet_exp",
         lambda r, t: [*ONE_EPOCH, f"data.data_dir={data_dir(r)}", f"ckpt_path={r / 'checkpoints' / 'last.ckpt'}"],
@@ -385,3 +407,20 @@ def test_every_entry_point_answers_bad_input_with_one_sentence(case, finished, t
         assert len(errors) == 1 and errors[0] in out.stderr.splitlines() and expected in errors[0], output
     assert not list(tmp_path.rglob("metrics.json")) and not list(tmp_path.rglob("*.tmp"))
     assert not list(finished.rglob("*.tmp")) and not processes_mentioning(str(tmp_path))
+
+
+class BrokenInside:
+    """A class whose constructor fails in its own code with a TypeError: a bug to see, not a setting to name."""
+
+    def __init__(self) -> None:
+        len(5)
+
+
+def test_a_constructors_own_type_error_keeps_its_traceback():
+    from hydra.errors import InstantiationException
+
+    from lenet_exp.train import built
+
+    with pytest.raises(InstantiationException) as raised:
+        built(OmegaConf.create({"model": {"_target_": f"{__name__}.BrokenInside"}}).model)
+    assert isinstance(raised.value.__cause__, TypeError)
