@@ -170,8 +170,9 @@ class BatchGroups(Sampler[Tensor]):
         # One tensor of the epoch's order, cut into views: no Python list per batch for the dataset to convert
         indices, b = torch.from_numpy(np.fromiter(self.sampler, dtype=np.int64)), self.batch_size
         full = len(indices) // b * b
-        batches = indices[:full].view(-1, b)
-        yield from batches.split(self.steps_per_call or max(len(batches), 1))
+        if full:  # (no full batch, where the data holds fewer images than a batch: the short one alone)
+            batches = indices[:full].view(-1, b)
+            yield from batches.split(self.steps_per_call or len(batches))
         if full < len(indices):
             yield indices[full:].view(1, -1)
 

@@ -89,6 +89,19 @@ def test_batches_come_in_groups_in_the_samplers_order_with_the_short_batch_alone
     assert calls[-1].tolist() == [list(range(192, 200))]
     whole = BatchGroups(range(200), batch_size=16, steps_per_call=None)  # a whole epoch per call
     assert [len(call) for call in whole] == [12, 1] and len(whole) == 2
+    for steps in (5, None):  # fewer images than a batch holds: the short batch alone, not an empty call before it
+        fewer = BatchGroups(range(10), batch_size=16, steps_per_call=steps)
+        assert [call.tolist() for call in fewer] == [[list(range(10))]] and len(fewer) == 1 and fewer.steps == 1
+
+
+def test_a_batch_larger_than_the_data_trains_as_with_one_step_per_call(tmp_path, fake_data):
+    """The 64 synthetic images in batches of 100, as data.batch_size=256 on a small folder of one's own: one short
+    batch per epoch (with several steps per call, an empty call came first and the run ended in a traceback)."""
+    settings = ["data.batch_size=100", "trainer.max_epochs=2"]
+    many = run(tmp_path / "many", fake_data, *settings, "steps_per_call=16")
+    one = run(tmp_path / "one", fake_data, *settings, "steps_per_call=1")
+    assert many["epochs"] == one["epochs"] == 2
+    assert_same_run(tmp_path / "one", tmp_path / "many", one, many)
 
 
 def test_auto_is_16_on_a_cpu_and_1_where_a_trainer_argument_counts_or_needs_single_steps():
