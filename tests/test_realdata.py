@@ -30,7 +30,10 @@ def test_the_books_experiment_reaches_its_accuracy_and_logs_every_epoch(tmp_path
 
     lines = EPOCH_LINE.findall(out.stdout)
     assert [int(epoch) for epoch, *_ in lines] == [1, 2, 3, 4, 5]
-    assert out.stdout.rstrip().splitlines()[-1].endswith(f"run folder {run}")
+    printed = out.stdout.rstrip().splitlines()
+    assert printed[-1].endswith(f"run folder {run}")
+    first = next(i for i, line in enumerate(printed) if line.startswith("epoch 1,"))
+    assert all(EPOCH_LINE.match(line) for line in printed[first:-1]), printed[first:]  # the book's lines, no other
 
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.75 <= metrics["test_acc"] <= 0.77  # the book printed 0.759; seed 42 here: 0.766

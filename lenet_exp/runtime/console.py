@@ -1,6 +1,7 @@
 """Console logging that coexists with Lightning's tqdm progress bar (used by conf/config.yaml)."""
 
 import logging
+import re
 import sys
 import warnings
 
@@ -22,10 +23,15 @@ class TqdmLoggingHandler(logging.StreamHandler):
 
 
 class NoTips(logging.Filter):
-    """Drops Lightning's advertising tips ("💡 Tip: ...") from the console and the log file."""
+    """Drops Lightning's advertising tips ("💡 Tip: ...") from the console and the log file, and its
+    "`Trainer.fit` stopped: `max_epochs=5` reached.": a run's epochs end there by design, and it came before the
+    last epoch's line (which is written when training ends); another reason to stop (max_steps, max_time) stays."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡")
+        message = str(record.msg)
+        return not message.startswith("💡") and not re.match(
+            r"`Trainer.fit` stopped: `max_epochs=\d+` reached", message
+        )
 
 
 # Lightning's warnings about what lenet_exp does on purpose, hidden from every command: Lightning 2.6 calls a
