@@ -185,7 +185,8 @@ def _compose(app: Any, overrides: Sequence[str], mode: Any) -> Any:
     from hydra.types import RunMode
     from omegaconf.errors import OmegaConfBaseException
 
-    overrides = [str(each) for each in overrides]
+    # also a list of them, as Hydra's compose takes it: run(["trainer=cpu", "seed=1"])
+    overrides = [str(o) for each in overrides for o in (each if isinstance(each, list | tuple) else [each])]
     try:
         chosen = app.get_mode(config_name="config", overrides=overrides)  # hydra.mode= in overrides or configs
         if chosen == RunMode.MULTIRUN and mode == RunMode.RUN:

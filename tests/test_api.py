@@ -123,6 +123,8 @@ def test_user_errors_are_raised_with_their_sentence_never_exited(tmp_path, data_
     before = process_state()
     with pytest.raises(UserError, match=r"^trainer.max_epochs=0 must be a positive whole number, such as 5\.$"):
         lenet_exp.run("trainer.max_epochs=0", f"hydra.run.dir={tmp_path / 'zero'}")
+    with pytest.raises(UserError, match=r"^trainer.max_epochs=0 must be a positive whole number"):
+        lenet_exp.run(["trainer=cpu", "trainer.max_epochs=0"], f"hydra.run.dir={tmp_path / 'listed'}")  # a list too
     with pytest.raises(
         UserError, match=r"^In 'config': Could not find 'model/nope' Available options in 'model': lenet"
     ):
