@@ -217,6 +217,11 @@ CLI_CASES = {
         "train-images-idx3-ubyte.gz cannot be read",
     ),
     "train: missing checkpoint": ("lenet_exp", lambda r, t: [f"ckpt_path={NO_CKPT}"], "does not exist"),
+    "train: Lightning's ckpt_path=last": (
+        "lenet_exp",
+        lambda r, t: ["ckpt_path=last"],
+        "ckpt_path=last is Lightning's name for a checkpoint of the same Trainer's folder, and each lenet_exp command",
+    ),
     # a key a class does not take, a class that cannot be imported: the key named, not Hydra's wrapped error or
     # a traceback at the first step
     "train: a key the data module does not take": (

@@ -81,6 +81,13 @@ def checkpoint_file(path: str | Path, key: str = "ckpt_path") -> Path:
             f"{key}={path} is a folder without .ckpt files; give the path of a .ckpt file, such as "
             "outputs/<date>/<time>/checkpoints/last.ckpt."
         )
+    if str(path) in ("last", "best", "hpc") and not path.exists():  # Trainer.fit's names for its own checkpoints
+        raise UserError(
+            f"{key}={path} is Lightning's name for a checkpoint of the same Trainer's folder, and each lenet_exp "
+            "command starts in a new one; give the path of a .ckpt file, such as "
+            "outputs/<date>/<time>/checkpoints/last.ckpt (python -m lenet_exp.resume <run folder> continues a run "
+            "in its own folder)."
+        )
     if not path.is_file():
         raise UserError(
             f"{key}={path} does not exist; give the path of a .ckpt file, such as "
