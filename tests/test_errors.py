@@ -325,6 +325,11 @@ CLI_CASES = {
         lambda r, t: [str(write(unfinished_copy(r, t), ".hydra/hydra.yaml", "- just\n- a list\n"))],
         ".hydra cannot be read",
     ),
+    "resume: a truncated last.ckpt": (  # a copy of the folder cut short: lenet_exp itself writes it whole
+        "lenet_exp.resume",
+        lambda r, t: [str(write(unfinished_copy(r, t), "checkpoints/last.ckpt", "PK\x03\x04 cut short"))],
+        "the run's newest checkpoint, cannot be read (it is truncated or damaged), so the run cannot continue",
+    ),
     "resume: unknown argument": ("lenet_exp.resume", lambda r, t: [str(r), "trusted=x"], "trusted is not an argument"),
     "report: no arguments": ("lenet_exp.report", lambda r, t: [], "usage: python -m lenet_exp.report"),
     "report: not a folder": ("lenet_exp.report", lambda r, t: [str(t / "nope")], "is not a folder"),

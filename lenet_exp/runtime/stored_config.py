@@ -135,7 +135,14 @@ def read_run(run: Path) -> StoredRun:
 def _open_run(files: StoredRun, trusted: list[str], given: Sequence[str], builds: Any, usage: str) -> Stored:
     _as_this_process(files)  # ${hydra:...} in its config means what it meant in the run
     last = last_checkpoint(files.run)
-    opened = open_stored(last, trusted, builds=()) if last.is_file() else None
+    try:
+        opened = open_stored(last, trusted, builds=()) if last.is_file() else None
+    except Unreadable as err:  # lenet_exp writes it whole (atomically): a disk's fault, or a copy cut short
+        raise UserError(
+            f"{last}, the run's newest checkpoint, cannot be read (it is truncated or damaged), so the run cannot "
+            f"continue from it; start it again, or train on from another checkpoint of it with python -m lenet_exp "
+            f"ckpt_path=<file.ckpt> and the settings in {hydra_file(files.run, 'overrides.yaml')}."
+        ) from err
     checkpoint = opened.checkpoint if opened else None
     where, revision = str(hydra_file(files.run, "config.yaml")), (checkpoint or {}).get(GIT_KEY)
     config = _steps(files.config, RUN_FOLDER, where, files.run, trusted, "trust", given, builds, revision, usage)
@@ -166,6 +173,10 @@ def _as_this_process(files: StoredRun) -> None:
     HydraConfig.instance().set_config(full)
 
 
+class Unreadable(UserError):
+    """A checkpoint file whose bytes torch cannot load (truncated, damaged, or not a checkpoint)."""
+
+
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint at ``path`` read with ``weights_only=True``: tensors and plain data, never code."""
     import torch
@@ -173,7 +184,7 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, BadZipFile, EOFError, IndexError...: whatever the bytes make torch do
-        raise UserError(
+        raise Unreadable(
             f"ckpt_path={path} is not a checkpoint that loads with weights_only=True (it is not a PyTorch "
             "file, is truncated, or holds pickled objects other than tensors and plain data); "
             "give a .ckpt file written by lenet_exp."
