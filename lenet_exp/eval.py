@@ -61,7 +61,7 @@ def evaluate(
     append_jsonl(record, result)
     log.info(
         f"test acc {result['test_acc']:.4f} on {result['images']} images: {path} "
-        f"(after {result['epochs']} epochs); recorded in {record}"
+        f"(after {result['epochs']} epoch{'s' * (result['epochs'] != 1)}); recorded in {record}"
     )
     return result
 

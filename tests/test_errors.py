@@ -247,7 +247,7 @@ CLI_CASES = {
     "train: continue a finished run": (
         "lenet_exp",
         lambda r, t: [*ONE_EPOCH, f"data.data_dir={data_dir(r)}", f"ckpt_path={r / 'checkpoints' / 'last.ckpt'}"],
-        "already holds 1 epochs and trainer.max_epochs=1, so there is nothing left to train; to train further, "
+        "already holds 1 epoch and trainer.max_epochs=1, so there is nothing left to train; to train further, "
         "raise it, such as trainer.max_epochs=6.",
     ),
     "eval: no arguments": ("lenet_exp.eval", lambda r, t: [], "usage: python -m lenet_exp.eval"),

@@ -55,8 +55,8 @@ def check_epochs_left(checkpoint: dict[str, Any], path: str | Path, max_epochs: 
     done = checkpoint.get("epoch", -1) + 1  # saved at an epoch's end, Lightning stores that epoch's index
     if max_epochs != UNBOUNDED and done >= max_epochs:
         raise UserError(
-            f"ckpt_path={path} already holds {done} epochs and trainer.max_epochs={max_epochs}, so there is "
-            f"nothing left to train; to train further, raise it, such as trainer.max_epochs={done + 5}."
+            f"ckpt_path={path} already holds {done} epoch{'s' * (done != 1)} and trainer.max_epochs={max_epochs}, so "
+            f"there is nothing left to train; to train further, raise it, such as trainer.max_epochs={done + 5}."
         )
 
 
