@@ -42,8 +42,8 @@ MAX_PIXELS = 40_000_000
 
 def image_paths(spec: str) -> list[Path]:
     """A file, a comma-separated list of files (also as Hydra writes a list, ``[a.png,b.png]``), a folder (its
-    image files, sorted), or a pattern such as ``shoes/*.png`` (its files, sorted: a shell passes
-    ``images=*.png`` on as it is, since no file's name begins with ``images=``)."""
+    image files, sorted), or a pattern such as ``shoes/*.png`` (its files, sorted): quoted, ``'images=*.png'``, or
+    as bash passes ``images=*.png`` on when no file's name begins with ``images=``."""
     spec = str(spec)
     if spec.startswith("[") and spec.endswith("]") and not Path(spec).expanduser().exists():
         spec = spec[1:-1]
