@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 import pytorch_lightning as pl
@@ -32,7 +33,7 @@ from lenet_exp.runtime.distributed import (
     point_ddp_ranks_at_this_job,
 )
 from lenet_exp.runtime.faults import file_system_faults, resumable
-from lenet_exp.runtime.lock import run_lock
+from lenet_exp.runtime.lock import launched_rank, run_lock
 from lenet_exp.runtime.requeue import requeued_checkpoint
 from lenet_exp.runtime.results import environment, flat_metrics, git_revision, hyperparameters, write_json
 from lenet_exp.runtime.run_folder import hydra_file, last_checkpoint, metrics_file
@@ -110,12 +111,11 @@ def with_seed(cfg: DictConfig) -> DictConfig:
 
 
 def keeps_no_config() -> bool:
-    """Whether Hydra keeps this run's config nowhere (``hydra.output_subdir=null``; not in a DDP rank Lightning
-    started, which it starts so on purpose): lenet_exp.resume reads the run's .hydra folder."""
+    """Whether Hydra keeps this run's config nowhere (``hydra.output_subdir=null``), said by rank 0 only (Lightning
+    starts DDP ranks 1.. so on purpose): lenet_exp.resume reads the run's .hydra folder."""
     from hydra.core.hydra_config import HydraConfig
 
-    started_by_lightning = os.environ.get("LOCAL_RANK", "0") != "0"
-    return HydraConfig.initialized() and HydraConfig.get().output_subdir is None and not started_by_lightning
+    return HydraConfig.initialized() and HydraConfig.get().output_subdir is None and not launched_rank()
 
 
 def build(
@@ -173,6 +173,15 @@ def trainer_from(settings: DictConfig, **given: Any) -> pl.Trainer:
         raise refused(err.__cause__) from None
 
 
+def raised_in(err: BaseException) -> CodeType | None:
+    """The code whose frame raised ``err`` (the innermost of its traceback): tells a library's refusal of its
+    arguments from an error deeper inside it."""
+    frame = err.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame.tb_frame.f_code if frame is not None else None
+
+
 def built(settings: DictConfig) -> Any:
     """``settings`` (the data module's, the model's, a callback's, a logger's) instantiated. A key its class does not
     take (``+data.num_workers=4``) or a ``_target_`` that cannot be imported is one sentence naming the key, not
@@ -189,10 +198,8 @@ def built(settings: DictConfig) -> Any:
                 f"{key}._target_={target[1]} cannot be imported; give a class with its module, spelled as Python "
                 "imports it."
             ) from None
-        frame = cause.__traceback__ if isinstance(cause, TypeError) else None
-        while frame is not None and frame.tb_next is not None:
-            frame = frame.tb_next
-        if frame is None or f"{os.sep}hydra{os.sep}" not in frame.tb_frame.f_code.co_filename:
+        code = raised_in(cause) if isinstance(cause, TypeError) else None
+        if code is None or f"{os.sep}hydra{os.sep}" not in code.co_filename:
             raise  # not the call's arguments: a failure inside the constructor, with its traceback
         raise UserError(
             f"{key} cannot be built: {cause}; remove that {key}.* key, or choose another _target_."
@@ -209,10 +216,7 @@ def sized_by_lightning() -> Iterator[None]:
     try:
         yield
     except (ValueError, MisconfigurationException) as err:
-        frame = err.__traceback__
-        while frame is not None and frame.tb_next is not None:
-            frame = frame.tb_next
-        code = frame.tb_frame.f_code if frame is not None else None
+        code = raised_in(err)
         if code is None or code.co_name != "setup_data" or "pytorch_lightning" not in code.co_filename:
             raise
         raise refused(err) from None
