@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from lenet_exp.errors import UserError, check_value
 from lenet_exp.processes import nodes, processes
-from lenet_exp.runtime.run_folder import OBJECTIVES
+from lenet_exp.runtime.run_folder import CHECKPOINTS, OBJECTIVES
 
 
 def _available(accelerator: type) -> bool:
@@ -75,7 +75,7 @@ def checkpoint_file(path: str | Path, key: str = "ckpt_path") -> Path:
     """``path`` as a Path, if it is a file; else one sentence saying what to give instead."""
     path = Path(path).expanduser()
     if path.is_dir():  # a run folder, or its checkpoints/ folder
-        if found := sorted({*path.glob("*.ckpt"), *path.glob("checkpoints/*.ckpt")}):
+        if found := sorted({*path.glob("*.ckpt"), *path.glob(f"{CHECKPOINTS}/*.ckpt")}):
             raise UserError(f"{key}={path} is a folder; give one of its .ckpt files: {', '.join(map(str, found))}.")
         raise UserError(
             f"{key}={path} is a folder without .ckpt files; give the path of a .ckpt file, such as "
