@@ -13,6 +13,11 @@ same run folder. Calls follow one another in one process: each leaves Hydra's gl
 logging handlers, the environment (DDP's variables), the working folder, the Ctrl-C handler and
 torch's thread count as it found them. A user error raises lenet_exp.errors.UserError with its one
 sentence, and Ctrl-C (a notebook's interrupt) KeyboardInterrupt; never SystemExit.
+
+Hydra's public entry (``@hydra.main``) ends the process, and ``compose`` runs no job: the steps of its own
+``Hydra.run`` and ``Hydra.multirun`` (``hydra._internal``: the Hydra object, its config search path and its
+callbacks) are the only way to run a job as the command line does and return, so they are used here, pinned
+by hydra-core's version range and covered by the tests of this module.
 """
 
 from __future__ import annotations
@@ -35,10 +40,10 @@ from lenet_exp.runtime.cli import names
 from lenet_exp.runtime.run_folder import (
     best_checkpoint,
     error_file,
-    hydra_file,
     job_folders,
     last_checkpoint,
     metrics_file,
+    overrides_file,
 )
 
 __all__ = ["Predictions", "Run", "TrainedModel", "load", "run", "sweep"]
@@ -84,7 +89,9 @@ def run(*overrides: str, config_dir: str | Path | None = None) -> Run:
             )
             callbacks.on_run_end(config=cfg, config_name=CONFIG_NAME, job_return=ret)
     if ret.status == JobStatus.FAILED:
-        raise ret._return_value  # a UserError (job() unwraps them) or a bug, with its traceback
+        # a UserError (job() unwraps them) or a bug, with its traceback; the public return_value would raise it
+        # too, after printing Hydra's "Error executing job" line
+        raise ret._return_value
     return Run(Path(ret.hydra_cfg.hydra.runtime.output_dir), ret.return_value, list(ret.overrides))
 
 
@@ -136,7 +143,7 @@ def _finished(job: Path) -> Run:
     return Run(
         job,
         json.loads(metrics.read_text()) if metrics.is_file() else {},
-        list(OmegaConf.load(hydra_file(job, "overrides.yaml"))),
+        list(OmegaConf.load(overrides_file(job))),
         error.read_text().strip() if error.is_file() else None,
     )
 

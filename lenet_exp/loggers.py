@@ -133,7 +133,7 @@ class RunTensorBoardLogger(TensorBoardLogger):
     def finalize(self, status: str) -> None:
         if status != "success":
             super().finalize(status)
-        elif self._experiment is not None:
+        elif self._experiment is not None:  # the writer, if made: the public experiment would make one now
             self.experiment.flush()
             self.save()  # hparams.yaml, as Lightning does
 
@@ -411,6 +411,8 @@ class RunMLFlowLogger(MLFlowLogger):
     def log_hyperparams(self, params: dict[str, Any]) -> None:
         """MLflow never changes a parameter of a run: a run continued with other settings keeps the
         first values (and says so) instead of failing at its end."""
+        # Lightning's private helpers, with which its own loggers flatten hyperparameters (there is no public
+        # equivalent): MLflow gets the parameter names Lightning's MLFlowLogger would give it.
         params = _flatten_dict(_convert_params(params))
         self._call(partial(self._log_new_params, params), lambda: {"call": "log_params", "params": as_params(params)})
 

@@ -44,7 +44,9 @@ from lenet_exp.runtime.run_folder import (
 log = logging.getLogger("lenet_exp")
 
 SATURATED = (0.05, 0.95)  # a sigmoid output below or above these is saturated: its gradient is at most 0.0475
-WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)  # the layers of the per-layer gradient chart
+# The layers of the per-layer gradient chart. torch's base class of Conv1d/2d/3d (and of BatchNorm1d/2d/3d below)
+# is private; it is the one class their isinstance checks share.
+WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
 BOUNDED = (nn.Sigmoid,)  # activations whose saturation is measured
 RECTIFIED = (nn.ReLU,)  # activations whose dead units are counted
 # The activations' histograms from the first 64 probe images: the same shape at half the callback's cost (a

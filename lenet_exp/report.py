@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import ListConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line
 from lenet_exp.runtime.atomic import atomic_write
@@ -45,11 +45,13 @@ from lenet_exp.runtime.run_folder import (
     REPORT_TABLES,
     SUMMARY,
     TENSORBOARD,
+    config_file,
     csv_metrics_file,
     error_file,
-    hydra_file,
+    hydra_settings_file,
     job_folders,
     metrics_file,
+    overrides_file,
 )
 
 METRICS = list(SUMMARY)
@@ -105,12 +107,26 @@ def key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def as_written(path: Path) -> Any:
+    """A YAML file of a job as plain data, its interpolations left as written: a sweep folder may come from
+    someone else, and ``${oc.env:...}`` in it must not put this machine's environment into the report."""
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+def at(data: Any, *keys: str) -> Any:
+    """``data[k1][k2]...`` of plain YAML data, or None where a key or a mapping is missing."""
+    for k in keys:
+        data = data.get(k) if isinstance(data, dict) else None
+    return data
+
+
 def unnamed_keys(settings: Path) -> set[str]:
     """The keys Hydra left out of the job's name (``hydra.job.config.override_dirname.exclude_keys`` of the
     job's ``.hydra/hydra.yaml``)."""
     if not settings.is_file():
         return set()
-    return set(OmegaConf.select(OmegaConf.load(settings), "hydra.job.config.override_dirname.exclude_keys") or [])
+    keys = at(as_written(settings), "hydra", "job", "config", "override_dirname", "exclude_keys")
+    return {k for k in keys if isinstance(k, str)} if isinstance(keys, list) else set()
 
 
 def machine(environment: dict[str, Any]) -> str:
@@ -173,14 +189,14 @@ def checked_metrics(metrics: Any) -> dict[str, Any]:
 
 def summarize_job(job: Path) -> dict[str, Any]:
     """The row of one job folder: its overrides, seed, metrics, machine, status and evaluation curve."""
-    overrides = read(hydra_file(job, "overrides.yaml"), OmegaConf.load)
-    if not isinstance(overrides, ListConfig):
+    overrides = read(overrides_file(job), as_written)
+    if not isinstance(overrides, list):
         raise Damaged("overrides.yaml holds no list of overrides")
     overrides = [str(o) for o in overrides]
-    config = hydra_file(job, "config.yaml")
-    seed = read(config, OmegaConf.load).get("seed") if config.is_file() else None
+    stored = read(config_file(job), as_written) if config_file(job).is_file() else {}
+    seed = at(stored, "seed")
     row: dict[str, Any] = {"job": job.name, "overrides": " ".join(overrides), "seed": seed}
-    ignored = {"seed", *read(hydra_file(job, "hydra.yaml"), unnamed_keys)}  # keys that do not set a group apart
+    ignored = {"seed", *read(hydra_settings_file(job), unnamed_keys)}  # keys that do not set a group apart
     row["group_overrides"] = [o for o in overrides if key(o) not in ignored]
     row["group"] = " ".join(row["group_overrides"])
     metrics = {}
@@ -188,7 +204,7 @@ def summarize_job(job: Path) -> dict[str, Any]:
         metrics = checked_metrics(read(metrics_file(job), lambda p: json.loads(p.read_text())))
     pruned_after = (metrics.get("trial") or {}).get("pruned_after")
     if pruned_after:  # a trial of a study, stopped by its pruner: its metrics are shown, never averaged in
-        max_epochs = OmegaConf.select(read(config, OmegaConf.load), "trainer.max_epochs") if config.is_file() else None
+        max_epochs = at(stored, "trainer", "max_epochs")
         saved = max_epochs - pruned_after if isinstance(max_epochs, int) else None
         row.update({key: metrics.get(key) for key in (*METRICS, "best_epoch", "tested")})
         row["status"] = f"pruned after epoch {pruned_after}" + (f" of {max_epochs}" if saved is not None else "")
@@ -215,10 +231,9 @@ def summarize_job(job: Path) -> dict[str, Any]:
 
 def in_study(job: Path) -> bool:
     """Whether the job was a trial of lenet_exp's Optuna sweeper (its .hydra/hydra.yaml says so)."""
-    if not hydra_file(job, "hydra.yaml").is_file():
+    if not hydra_settings_file(job).is_file():
         return False
-    settings = read(hydra_file(job, "hydra.yaml"), OmegaConf.load)
-    return OmegaConf.select(settings, "hydra.sweeper._target_", default=None) == OPTUNA_SWEEPER
+    return at(read(hydra_settings_file(job), as_written), "hydra", "sweeper", "_target_") == OPTUNA_SWEEPER
 
 
 def summarize(sweep: Path) -> list[dict[str, Any]]:
@@ -375,7 +390,7 @@ def write_report(sweep: str | Path) -> Report:
     if not sweep.is_dir():
         raise UserError(f"{sweep} is not a folder; give a sweep folder such as outputs/multirun/<date>/<time>.")
     jobs = summarize(sweep)
-    if not jobs and hydra_file(sweep, "config.yaml").is_file():  # a run, or one job of a sweep
+    if not jobs and config_file(sweep).is_file():  # a run, or one job of a sweep
         whose = f", such as {sweep.parent}" if (sweep.parent / MULTIRUN).is_file() else ""
         raise UserError(
             f"{sweep} is the folder of one run; a report compares the jobs of a sweep: give the sweep's folder{whose}."

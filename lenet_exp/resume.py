@@ -22,7 +22,7 @@ from lenet_exp.errors import UserError, exit_on_user_error, fail
 from lenet_exp.runtime.cli import answer_help, names
 from lenet_exp.runtime.confine import confinable
 from lenet_exp.runtime.console import log_to_console
-from lenet_exp.runtime.run_folder import hydra_file, metrics_file
+from lenet_exp.runtime.run_folder import metrics_file, overrides_file
 
 if TYPE_CHECKING:
     from lenet_exp.runtime.stored_config import StoredRun
@@ -49,7 +49,7 @@ def resume(
     if (files.config.get("trainer") or {}).get("enable_checkpointing") is False:
         raise UserError(
             f"{run} was run with trainer.enable_checkpointing=false, so it kept no checkpoint to resume from; "
-            f"run it again (its overrides are in {hydra_file(run, 'overrides.yaml')})."
+            f"run it again (its overrides are in {overrides_file(run)})."
         )
 
     # torch and Lightning are imported only after this: they take seconds to load, and a wrong or busy

@@ -36,7 +36,7 @@ from lenet_exp.runtime.faults import file_system_faults, resumable
 from lenet_exp.runtime.lock import launched_rank, run_lock
 from lenet_exp.runtime.requeue import requeued_checkpoint
 from lenet_exp.runtime.results import environment, flat_metrics, git_revision, hyperparameters, write_json
-from lenet_exp.runtime.run_folder import hydra_file, last_checkpoint, metrics_file
+from lenet_exp.runtime.run_folder import config_file, last_checkpoint, metrics_file
 from lenet_exp.runtime.stored_config import Stored, open_stored
 from lenet_exp.runtime.threads import job_devices, skip_absent_nvml, torch_threads
 from lenet_exp.trial import PruneTrial, trial_callbacks
@@ -101,7 +101,7 @@ def with_seed(cfg: DictConfig) -> DictConfig:
         )
     seed = secrets.randbelow(2**31)  # what every seeded generator accepts
     cfg = OmegaConf.merge(cfg, {"seed": seed})
-    stored = hydra_file(Path(cfg.run_dir), "config.yaml")  # Hydra wrote it before the run began
+    stored = config_file(Path(cfg.run_dir))  # Hydra wrote it before the run began
     if stored.is_file():
         saved = OmegaConf.load(stored)
         saved.seed = seed

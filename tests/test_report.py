@@ -169,6 +169,18 @@ def test_jobs_from_different_machines_bring_one_warning(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_a_received_sweep_folder_cannot_put_this_machines_environment_into_the_report(tmp_path, monkeypatch):
+    """A job's stored files are data: an interpolation in them is shown as written, never resolved."""
+    monkeypatch.setenv("LENET_EXP_SECRET", "s3cret-value")
+    fake_job(tmp_path, 0, ["seed=1", "lr=1"], {"seed": 1, "val_acc": 0.5})
+    fake_job(tmp_path, 1, ["seed=2", "lr=1"])  # still running: its seed is read from its config
+    (tmp_path / "1" / ".hydra" / "config.yaml").write_text("seed: ${oc.env:LENET_EXP_SECRET}\n")
+    write_report(tmp_path)
+    for name in ("summary.csv", "summary_groups.csv", "summary.md"):
+        text = (tmp_path / name).read_text()
+        assert "s3cret-value" not in text and "LENET_EXP_SECRET" in (tmp_path / "summary.csv").read_text(), name
+
+
 def test_report_refuses_a_folder_that_is_not_a_sweep(tmp_path):
     out = run_main("lenet_exp.report", str(tmp_path))  # the command itself: seed_sweep and test_errors.py
     assert out.returncode == 1 and "holds no job folders" in out.stderr

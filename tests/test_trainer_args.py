@@ -37,7 +37,7 @@ from conftest import (
 from omegaconf import OmegaConf
 
 from lenet_exp.runtime.checks import LAUNCHED
-from lenet_exp.runtime.run_folder import best_checkpoint, hydra_file, last_checkpoint, metrics_file
+from lenet_exp.runtime.run_folder import best_checkpoint, config_file, last_checkpoint, metrics_file
 from lenet_exp.train import train
 
 # Most tests here run the command line (a second or so in this process, more as processes of their own): make
@@ -275,7 +275,7 @@ def test_seed_null_draws_one_seed_records_it_and_reruns_the_same(tmp_path, fake_
     assert isinstance(seed, int) and f"seed=null: drew seed {seed}" in output
     assert output.count("no epoch was validated") == 1 and metrics["tested"] == "last"
     assert not best_checkpoint(run).exists()
-    assert OmegaConf.load(hydra_file(run, "config.yaml")).seed == seed  # what resume replays
+    assert OmegaConf.load(config_file(run)).seed == seed  # what resume replays
     stored = checkpoint(last_checkpoint(run))
     assert stored["lenet_exp_config"]["seed"] == stored["lenet_exp_config"]["data"]["seed"] == seed
 

@@ -195,6 +195,10 @@ class RankZeroResults(_MultiProcessingLauncher):
     ``callback_metrics``, the last weights and the first checkpoint callback's ``best_model_path``;
     ``get_extra_results`` and ``update_main_process_results`` are its hooks for more.
 
+    The launcher class is private to Lightning, and so are its start method and the function each rank runs
+    (``_start_method``, ``_wrapping_function``): subclassing it is the one way to reach those hooks, and the
+    ddp_spawn tests (test_trainer_args.py) fail if Lightning changes them.
+
     Spawned ranks start with no logging set up: their records are sent to this process's handlers (the
     console and the run's log file, which one writer keeps whole), with this process's warning filters.
     Forked ranks inherit both."""

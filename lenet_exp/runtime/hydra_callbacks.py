@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from lenet_exp.errors import UserError, fail, user_error
-from lenet_exp.runtime.run_folder import error_file, hydra_file, job_folders
+from lenet_exp.runtime.run_folder import error_file, job_folders, overrides_file
 
 log = logging.getLogger("lenet_exp")
 
@@ -183,7 +183,7 @@ def failures(sweep: Path) -> list[str]:
     found = []
     for job in (j for j in job_folders(sweep) if error_file(j).is_file()):
         try:
-            overrides = " ".join(str(o) for o in OmegaConf.load(hydra_file(job, "overrides.yaml")))
+            overrides = " ".join(str(o) for o in OmegaConf.load(overrides_file(job)))
         except Exception:  # a folder being written, or damaged: its number and reason still say enough
             overrides = "?"
         found.append(f"job {job.name} ({overrides}): {error_file(job).read_text().strip()}")

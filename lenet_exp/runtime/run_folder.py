@@ -86,9 +86,19 @@ def error_file(run: Path) -> Path:
     return Path(run) / "error.txt"
 
 
-def hydra_file(run: Path, name: str) -> Path:
-    """``<run>/.hydra/<name>``: ``config.yaml``, ``hydra.yaml`` or ``overrides.yaml``."""
-    return Path(run) / HYDRA / name
+def config_file(run: Path) -> Path:
+    """The run's config as Hydra composed it, its interpolations unresolved (resume replays it)."""
+    return Path(run) / HYDRA / "config.yaml"
+
+
+def hydra_settings_file(run: Path) -> Path:
+    """Hydra's own settings of the run: its job name, its folder, the sweeper and launcher."""
+    return Path(run) / HYDRA / "hydra.yaml"
+
+
+def overrides_file(run: Path) -> Path:
+    """The run's command-line overrides, as typed."""
+    return Path(run) / HYDRA / "overrides.yaml"
 
 
 def csv_metrics_file(run: Path) -> Path:

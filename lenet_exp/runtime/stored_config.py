@@ -27,7 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from lenet_exp.errors import UserError, first_line
 from lenet_exp.runtime import confine, versions
 from lenet_exp.runtime.checks import checkpoint_file
-from lenet_exp.runtime.run_folder import hydra_file, last_checkpoint, run_of
+from lenet_exp.runtime.run_folder import config_file, hydra_settings_file, last_checkpoint, overrides_file, run_of
 from lenet_exp.runtime.trust import check_target
 
 CONFIG_KEY = "lenet_exp_config"  # where a checkpoint keeps the resolved run config (checkpoints.ConfigInCheckpoint)
@@ -108,7 +108,7 @@ def open_stored(
 
 def read_run(run: Path) -> StoredRun:
     """The run folder's stored config and Hydra settings, as plain YAML values (nothing is built from them)."""
-    files = [hydra_file(run, "config.yaml"), hydra_file(run, "hydra.yaml")]
+    files = [config_file(run), hydra_settings_file(run)]
     if not all(f.is_file() for f in files) and last_checkpoint(run).is_file() and not files[0].parent.exists():
         raise UserError(  # a run of hydra.output_subdir=null: its weights and epochs are in its checkpoint
             f"{run} keeps no .hydra folder (it ran with hydra.output_subdir=null), so it cannot be resumed from its "
@@ -141,10 +141,10 @@ def _open_run(files: StoredRun, trusted: list[str], given: Sequence[str], builds
         raise UserError(
             f"{last}, the run's newest checkpoint, cannot be read (it is truncated or damaged), so the run cannot "
             f"continue from it; start it again, or train on from another checkpoint of it with python -m lenet_exp "
-            f"ckpt_path=<file.ckpt> and the settings in {hydra_file(files.run, 'overrides.yaml')}."
+            f"ckpt_path=<file.ckpt> and the settings in {overrides_file(files.run)}."
         ) from err
     checkpoint = opened.checkpoint if opened else None
-    where, revision = str(hydra_file(files.run, "config.yaml")), (checkpoint or {}).get(GIT_KEY)
+    where, revision = str(config_file(files.run)), (checkpoint or {}).get(GIT_KEY)
     config = _steps(files.config, RUN_FOLDER, where, files.run, trusted, "trust", given, builds, revision, usage)
     return Stored(OmegaConf.create(config), where, files.run, checkpoint, last if opened else None, files.hydra)
 
@@ -168,7 +168,7 @@ def _as_this_process(files: StoredRun) -> None:
             full.hydra = hydra
     except Exception as err:  # values of the wrong type: the file was edited or damaged
         raise UserError(
-            f"{hydra_file(files.run, 'hydra.yaml')} cannot be used ({first_line(err)}); start the run again."
+            f"{hydra_settings_file(files.run)} cannot be used ({first_line(err)}); start the run again."
         ) from err
     HydraConfig.instance().set_config(full)
 
