@@ -77,7 +77,7 @@ def _resume(files: StoredRun, trust: list[str], job_name: str | None, given: lis
         log.info(f"resuming {run} after epoch {stored.checkpoint['epoch'] + 1}")
     else:
         log.info(f"{run} has no completed epoch: running it again from the start")
-    log_file = AppendLog(run / f"{job_name or files.hydra.job.name}.log")  # appends, as the run did
+    log_file = AppendLog(run / f"{job_name or files.job_name}.log")  # appends, as the run did
     log_file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
     logging.getLogger().addHandler(log_file)
 

@@ -21,7 +21,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from lenet_exp.callbacks import BestCheckpoint, EpochLine, EpochTimer
 from lenet_exp.errors import UserError, check_callable
 from lenet_exp.loggers import close_loggers
-from lenet_exp.runtime.atomic import atomic_write
+from lenet_exp.runtime.atomic import AtomicCheckpointIO, atomic_write
 from lenet_exp.runtime.checkpoints import ConfigInCheckpoint, check_architecture, check_epochs_left
 from lenet_exp.runtime.checks import check_run
 from lenet_exp.runtime.console import quiet_lightning_hints
@@ -154,6 +154,8 @@ def build(
     loggers = [built(each) for each in chosen.values()]  # logger=[tensorboard,csv]
     devices = job_devices(cfg.trainer.accelerator, cfg.trainer.get("devices"))  # a GPU per parallel sweep job
     trainer = trainer_from(cfg.trainer, devices=devices, callbacks=callbacks, logger=loggers or False)
+    if cfg.get("ckpt_path") and isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):
+        trainer.strategy.checkpoint_io.hand_over(cfg.ckpt_path, opened.checkpoint)  # fit reads no file again
     RankZeroResults.install(trainer)  # ddp_spawn, ddp_fork: what record() reads comes back from rank 0
     return datamodule, module, trainer, timer, stored
 

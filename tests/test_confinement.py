@@ -86,6 +86,42 @@ def test_resume_writes_through_no_link_planted_in_the_folder(run, tmp_path):
     assert not list(folder.rglob("*.tmp"))
 
 
+@pytest.mark.parametrize("name", ["../../escaped", "{tmp_path}/escaped"])
+def test_resume_appends_its_log_to_no_file_the_folders_job_name_points_outside(run, tmp_path, name):
+    """The run's log file is named by hydra.job.name in the folder's .hydra/hydra.yaml, which whoever sent the
+    folder could have written: a name that is not a plain file name is refused, and nothing is written."""
+    folder, name = unfinished_copy(run, tmp_path / "sent" / "deep"), name.format(tmp_path=tmp_path)
+    stored = yaml.safe_load((folder / ".hydra" / "hydra.yaml").read_text())
+    stored["hydra"]["job"]["name"] = name
+    (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(stored))
+    before = sorted(tmp_path.rglob("*"))
+    out = run_main("lenet_exp.resume", str(folder))  # in this process, as the command runs
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert f"{folder}/.hydra cannot be read (its hydra.job.name {name!r} is not a file name)" in out.stderr
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_resume_reads_the_checkpoint_once_and_lightning_restores_what_the_gate_checked(run, tmp_path, monkeypatch):
+    """The gate reads last.ckpt (as data) and hands what it checked to Lightning's fit: the file is not read
+    again, so a file changed in between could not be restored unchecked."""
+    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    from lenet_exp.runtime import stored_config
+
+    folder, reads = unfinished_copy(run, tmp_path), []
+    gate, lightning = stored_config._read_checkpoint, TorchCheckpointIO.load_checkpoint
+    monkeypatch.setattr(stored_config, "_read_checkpoint", lambda path: reads.append(("gate", path)) or gate(path))
+    monkeypatch.setattr(
+        TorchCheckpointIO,
+        "load_checkpoint",
+        lambda io, path, *a, **k: reads.append(("lightning", Path(path))) or lightning(io, path, *a, **k),
+    )
+    out = run_main("lenet_exp.resume", str(folder))  # its one epoch is done: the fit restores it, then tests
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert [who for who, path in reads if path.name == "last.ckpt"] == ["gate"], reads
+    assert (folder / "metrics.json").is_file()
+
+
 def edit_config(folder: Path, edit) -> None:
     """Change the run's stored config (.hydra/config.yaml) as whoever sent the folder could."""
     config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())

@@ -80,3 +80,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         atomic_write(Path(path), save=lambda f: torch.save(checkpoint, f))
+
+    def hand_over(self, path: str | Path, checkpoint: dict[str, Any]) -> None:
+        """Lightning's next load of ``path`` (the fit's ``ckpt_path``) gets ``checkpoint``, which lenet_exp's gate
+        read and checked already (stored_config.open_stored): the file is read once, and what Lightning
+        restores is what the gate checked, even if the file changed since."""
+        self._handed = (Path(path).resolve(), checkpoint)
+
+    def load_checkpoint(self, path: str | Path, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        handed, self._handed = getattr(self, "_handed", None), None
+        if handed is not None and Path(path).resolve() == handed[0]:
+            return handed[1]
+        return super().load_checkpoint(path, *args, **kwargs)

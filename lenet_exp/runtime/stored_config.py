@@ -54,6 +54,7 @@ class StoredRun:
     run: Path
     config: DictConfig  # as composed when the run started, its interpolations unresolved
     hydra: DictConfig  # Hydra's settings of the run (its job name, its folder)
+    job_name: str  # hydra.job.name as written, a plain file name: the run's log is <run>/<job_name>.log
 
 
 @dataclass
@@ -125,11 +126,20 @@ def read_run(run: Path) -> StoredRun:
         hydra = stored.hydra if isinstance(stored, DictConfig) else None
         if not isinstance(cfg, DictConfig) or not isinstance(hydra, DictConfig) or "run" not in hydra:
             raise ValueError("not a mapping of a run's settings")
+        job = OmegaConf.to_container(hydra, resolve=False).get("job")  # as written: nothing is resolved here
+        name = job.get("name") if isinstance(job, dict) else None
+        if not isinstance(name, str) or not _file_name(name):  # it names the log file that resume appends to
+            raise ValueError(f"its hydra.job.name {name!r} is not a file name")
     except Exception as err:  # YAML syntax, unreadable bytes, missing keys: all mean "damaged"
         raise UserError(
             f"{run}/.hydra cannot be read ({first_line(err)}); the folder is damaged, so start the run again instead."
         ) from err
-    return StoredRun(run, cfg, hydra)
+    return StoredRun(run, cfg, hydra, name)
+
+
+def _file_name(name: str) -> bool:
+    """Whether ``name`` is a plain file name, which no path reads as another folder."""
+    return bool(name) and not any(c in name for c in "/\\\0")
 
 
 def _open_run(files: StoredRun, trusted: list[str], given: Sequence[str], builds: Any, usage: str) -> Stored:
