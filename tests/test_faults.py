@@ -179,6 +179,29 @@ def test_when_a_ddp_rank_is_killed_every_rank_stops_naming_it_and_the_run_resume
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 3
 
 
+def test_lightnings_own_watcher_of_the_ranks_is_ended_so_it_kills_no_run_before_the_dead_rank_is_named():
+    """Lightning watches the ranks it started too, every 5 s, and on a death SIGKILLs every process, the run's
+    own included: RankWatch ends that watcher (else it would win the race against a collective that hangs, and
+    the run would end unexplained, as the test above once saw on a loaded machine)."""
+    from lightning_fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
+
+    from lenet_exp.runtime.distributed import end_lightnings_watcher
+
+    run, rank = subprocess.Popen(["sleep", "60"]), subprocess.Popen(["sh", "-c", "exit 3"])  # the run; a rank that died
+    try:
+        rank.wait()
+        watcher = _ChildProcessObserver(main_pid=run.pid, child_processes=[rank], sleep_period=0.3)
+        watcher.start()
+        end_lightnings_watcher()
+        watcher.join(timeout=5)
+        assert not watcher.is_alive()  # it ended
+        with pytest.raises(subprocess.TimeoutExpired):
+            run.wait(timeout=1)  # and killed nothing
+    finally:
+        run.kill()
+        run.wait()
+
+
 def start_until_first_line(args: list[str]) -> tuple[subprocess.Popen, float]:
     """Start ``python -m lenet_exp args``; return it once it printed its first line (Lightning's "GPU
     available", after the imports and after Hydra wrote the run folder), with the seconds that took."""

@@ -157,7 +157,7 @@ class RankWatch(pl.Callback):
     """On rank 0 of a run whose other ranks Lightning started as child processes: when one of them
     dies (killed, out of memory), say which, stop the others, and exit, instead of waiting in a
     collective for a rank that will never answer. (Lightning's own watcher kills every process,
-    rank 0 included, with SIGKILL, so nothing gets to say what happened.)"""
+    rank 0 included, with SIGKILL, so nothing gets to say what happened: this one takes over its work.)"""
 
     def __init__(self, run_dir: str, period: float = 0.5) -> None:
         self.run_dir, self.period = run_dir, period
@@ -165,6 +165,7 @@ class RankWatch(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         procs = child_ranks(trainer)
         if procs and trainer.is_global_zero:
+            end_lightnings_watcher()
             threading.Thread(target=self._watch, args=(procs,), daemon=True, name="rank-watch").start()
 
     def _watch(self, procs: list[subprocess.Popen]) -> None:
@@ -180,6 +181,18 @@ class RankWatch(pl.Callback):
                 os._exit(1)  # this process is inside a collective that never returns
             if all(proc.poll() == 0 for proc in procs):
                 return
+
+
+def end_lightnings_watcher() -> None:
+    """End the thread with which Lightning watches the ranks it started (every 5 s; on a death it SIGKILLs every
+    process, this one included). Left running, it would kill the run within 5 s of a rank's death, whichever
+    of RankWatch's grace or dead_ranks_named's sentence was under way. Lightning offers no way to stop it: its
+    private list of processes is emptied, and with none to watch it ends at its next look."""
+    from lightning_fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
+
+    for thread in threading.enumerate():
+        if isinstance(thread, _ChildProcessObserver):
+            thread._child_processes = []
 
 
 # Loggers that Lightning gives a console handler of its own when it is imported before logging is set up,
