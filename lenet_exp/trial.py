@@ -1,7 +1,8 @@
 """The training side of a study's trial (docs/search.md): when lenet_exp's Optuna sweeper handed this job a
 trial, the callback with which the job reports each epoch to it and stops once the study's pruner says so.
 The study itself (storage, queue, checks, search space) is the sweeper plugin's (hydra_plugins/lenet_exp_optuna);
-this module imports the plugin's job side only when a trial is trained, and the plugin never imports this one."""
+this module asks the plugin's hand-off (_job, which loads nothing else of the study) whether the job trains a
+trial, opens the study only then, and the plugin never imports this one."""
 
 from __future__ import annotations
 

@@ -131,6 +131,8 @@ def test_training_reaches_the_study_in_one_direction_and_runtime_not_at_all():
     assert not study & loaded_on_import(edges, "lenet_exp.train")
     training = {name for name in edges if name not in study and study & set(edges[name])}
     assert training <= {"lenet_exp.trial"}, training  # the one module of lenet_exp that opens a trial's study
+    # every run asks the hand-off whether it trains a trial: importing it loads nothing else of the study
+    assert not study & loaded_on_import(edges, "hydra_plugins.lenet_exp_optuna._job")
     for name in study:  # and the study never imports it back
         assert "lenet_exp.trial" not in loaded_on_import(edges, name) | set(edges[name]), name
     runtime = {name: sorted(study & set(edges[name])) for name in edges if name.startswith("lenet_exp.runtime.")}

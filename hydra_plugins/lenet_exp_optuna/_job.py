@@ -1,6 +1,7 @@
 """A trial as its job sees it: which trial the sweeper handed the job, and that trial, opened in the study
-that the job's own Hydra settings name. lenet_exp/trial.py (the job's pruning callback) imports this module;
-nothing here imports the training side."""
+that the job's own Hydra settings name. lenet_exp/trial.py (the job's pruning callback) imports this module in
+every run, to learn whether it trains a trial: importing it loads nothing else of the study (a job that trains
+no trial opens none). Nothing here imports the training side."""
 
 from __future__ import annotations
 
@@ -9,9 +10,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from hydra_plugins.lenet_exp_optuna._plan import make_pruner
-from hydra_plugins.lenet_exp_optuna._storage import open_storage, storage_url
 
 if TYPE_CHECKING:
     import optuna
@@ -42,6 +40,9 @@ def open_job_trial(handoff: TrialHandoff) -> optuna.Trial:
     the sweep folder, the parent of the job's folder), with the study's pruner."""
     import optuna
     from hydra.core.hydra_config import HydraConfig
+
+    from hydra_plugins.lenet_exp_optuna._plan import make_pruner
+    from hydra_plugins.lenet_exp_optuna._storage import open_storage, storage_url
 
     hydra = HydraConfig.get()
     sweeper = hydra.sweeper
