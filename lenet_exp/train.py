@@ -211,17 +211,29 @@ def built(settings: DictConfig) -> Any:
 @contextmanager
 def sized_by_lightning() -> Iterator[None]:
     """What Lightning refuses once it knows an epoch's batches, at the start of fit (``trainer.val_check_interval``
-    beyond them): one sentence, as ``trainer_from``'s, not a traceback. Only errors raised by its fit loop's
-    ``setup_data`` itself: a bug elsewhere keeps its traceback."""
+    beyond them, ``trainer.limit_train_batches=0.01`` of fewer than 100): one sentence, as ``trainer_from``'s, not
+    a traceback. Only errors raised by Lightning's own code under its fit loop's ``setup_data``: a bug elsewhere
+    (a data module's loader, torch) keeps its traceback."""
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     try:
         yield
     except (ValueError, MisconfigurationException) as err:
         code = raised_in(err)
-        if code is None or code.co_name != "setup_data" or "pytorch_lightning" not in code.co_filename:
+        if code is None or "pytorch_lightning" not in code.co_filename or not _under(err, "setup_data"):
             raise
         raise refused(err) from None
+
+
+def _under(err: BaseException, name: str) -> bool:
+    """Whether Lightning's function ``name`` is on ``err``'s traceback (its refusal, or one of its helpers')."""
+    frame = err.__traceback__
+    while frame is not None:
+        code = frame.tb_frame.f_code
+        if code.co_name == name and "pytorch_lightning" in code.co_filename:
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def refused(err: BaseException) -> UserError:

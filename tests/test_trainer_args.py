@@ -134,6 +134,11 @@ def test_unbounded_max_epochs_alone_is_one_sentence(tmp_path):
             "trainer.val_check_interval=1000",
             "error: Lightning's Trainer refuses these trainer.* settings: `val_check_i",
         ),
+        # a fraction of an epoch that is less than one batch (the docs' 0.1, of a small folder of one's own)
+        (
+            "trainer.limit_train_batches=0.01",
+            "error: Lightning's Trainer refuses these trainer.* settings: You requested to check 0.01 of the",
+        ),
         # the Trainer's loggers and callbacks come from lenet_exp's groups; barebones would turn off its logging
         ("trainer.logger=mlflow", "error: trainer.logger=mlflow is not built here: lenet_exp builds the Trainer's"),
         (
