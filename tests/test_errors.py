@@ -105,6 +105,8 @@ BAD_INPUTS = {
     "config: val_size too large": (["data.val_size=64"], None, r"data.val_size=64 leaves no training images"),
     "config: lr not a number": (["model.optimizer.lr=abc"], None, r"model.optimizer.lr='abc' must be a positive"),
     "config: threads negative": (["threads=-1"], None, r"threads=-1 must be a positive whole number"),
+    "config: seed a word": (["seed=abc"], None, r"seed='abc' must be a whole number from 0 to 4294967295, such as 42"),
+    "config: seed negative": (["seed=-1"], None, r"seed=-1 must be a whole number from 0 to 4294967295"),
     "config: optimizing the test set": (
         ["optimized_metric=test_acc"],
         None,

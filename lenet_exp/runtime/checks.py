@@ -253,9 +253,19 @@ def check_run_folder(cfg: DictConfig) -> None:
         )
 
 
+def check_seed(seed: Any) -> None:
+    """A seed that every generator takes (numpy's: 0 to 2**32 - 1; Lightning would warn and use 0 for one outside
+    them), or null: one drawn at random."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
+        raise UserError(
+            f"seed={seed!r} must be a whole number from 0 to {2**32 - 1}, such as 42, or null for one drawn at random."
+        )
+
+
 def check_run(cfg: DictConfig) -> str:
     """Everything about ``cfg`` that can be refused before any data or model is built; returns which
     weights the final test uses (``best`` or ``last``)."""
+    check_seed(cfg.get("seed"))
     check_trainer(cfg.trainer, cfg.get("callbacks"))
     check_run_folder(cfg)
     check_many_steps(cfg)
