@@ -72,12 +72,14 @@ def run(*overrides: str, config_dir: str | Path | None = None) -> Run:
     from hydra.types import HydraContext, RunMode
 
     from lenet_exp.__main__ import CONFIG_NAME, job
+    from lenet_exp.runtime.hydra_callbacks import check_no_earlier_run
     from lenet_exp.runtime.lock import run_lock
 
     with _hydra(config_dir) as app:  # the steps of Hydra.run, with a folder of the run's own
         cfg = _compose(app, overrides, RunMode.RUN)
         folder = _own_folder(cfg, "run")
         with run_lock(folder):  # a folder another process writes: a UserError here (RunLock would exit)
+            check_no_earlier_run(folder)  # (as EarlierRun would, which then finds nothing)
             callbacks = Callbacks(cfg)
             callbacks.on_run_start(config=cfg, config_name=CONFIG_NAME)
             ret = run_job(
@@ -107,12 +109,13 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
     from omegaconf import OmegaConf
 
     from lenet_exp.__main__ import CONFIG_NAME, job
-    from lenet_exp.runtime.hydra_callbacks import check_sweep
+    from lenet_exp.runtime.hydra_callbacks import check_no_earlier_sweep, check_sweep
 
     with _hydra(config_dir) as app:  # the steps of Hydra.multirun, with a folder of the sweep's own
         cfg = _compose(app, overrides, RunMode.MULTIRUN)
         check_sweep(cfg)  # settings that would fail every job: a UserError here (SweepChecks would exit)
         folder = _own_folder(cfg, "sweep")
+        check_no_earlier_sweep(cfg)  # a UserError here (EarlierRun would exit)
         callbacks = Callbacks(cfg)
         callbacks.on_multirun_start(config=cfg, config_name=CONFIG_NAME)
         context = HydraContext(config_loader=app.config_loader, callbacks=callbacks)

@@ -146,3 +146,33 @@ def test_eval_appends_beside_a_running_training(tmp_path, fake_data):
         holder.communicate("\n", timeout=60)
     assert out.returncode == 0, out.stderr
     assert len((run / "evaluations.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_folder_that_holds_a_run_is_refused_before_anything_is_written_over(tmp_path, fake_data):
+    """A fixed hydra.run.dir given again (a command run twice): the earlier run's files stay as they were, and an
+    unfinished one is named with the command that continues it."""
+    import lenet_exp
+
+    run = tmp_path / "run"
+    args = [*ONE_EPOCH, f"data.data_dir={fake_data}", f"hydra.run.dir={run}"]
+    lenet_exp.run(*args)
+    files = ("metrics.json", "checkpoints/last.ckpt", ".hydra/config.yaml", ".hydra/overrides.yaml")
+    before = {name: (run / name).read_bytes() for name in files}
+    out = run_main("lenet_exp", *args, "seed=7")  # the command line, in this process
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert f"error: {run} holds a finished run, whose metrics.json, checkpoints and settings this run" in out.stderr
+    with pytest.raises(UserError, match="holds a finished run"):
+        lenet_exp.run(*args, "seed=7")  # the Python API
+    (run / "metrics.json").unlink()
+    out = run_main("lenet_exp", *args, "seed=7")
+    assert f"{run} holds an unfinished run" in out.stderr and f"python -m lenet_exp.resume {run}," in out.stderr
+    assert {name: (run / name).read_bytes() for name in files[1:]} == {name: before[name] for name in files[1:]}
+
+    sweep = tmp_path / "sweep"  # a grid sweep into the folder of an earlier one
+    lenet_exp.sweep(*ONE_EPOCH, f"data.data_dir={fake_data}", "seed=1,2", f"hydra.sweep.dir={sweep}")
+    overrides = (sweep / "0" / ".hydra" / "overrides.yaml").read_bytes()
+    out = run_main("lenet_exp", "-m", *ONE_EPOCH, f"data.data_dir={fake_data}", "seed=3,4", f"hydra.sweep.dir={sweep}")
+    assert out.returncode == 1 and f"error: {sweep} holds the runs of an earlier sweep (2 job folders)" in out.stderr
+    with pytest.raises(UserError, match="holds the runs of an earlier sweep"):
+        lenet_exp.sweep(*ONE_EPOCH, f"data.data_dir={fake_data}", "seed=3,4", f"hydra.sweep.dir={sweep}")
+    assert (sweep / "0" / ".hydra" / "overrides.yaml").read_bytes() == overrides

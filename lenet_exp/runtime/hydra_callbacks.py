@@ -1,5 +1,5 @@
 """Hydra callbacks around runs: torchrun's ranks in one run folder, an output folder that cannot be written, a
-run folder in use, a sweep setting that would fail every job, and failed sweep jobs."""
+run folder in use or holding an earlier run, a sweep setting that would fail every job, and failed sweep jobs."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from lenet_exp.errors import UserError, fail, user_error
-from lenet_exp.runtime.run_folder import error_file, job_folders, overrides_file
+from lenet_exp.runtime.run_folder import error_file, job_folders, last_checkpoint, metrics_file, overrides_file
 
 log = logging.getLogger("lenet_exp")
 
@@ -88,6 +88,62 @@ class RunLock(Callback):
         if self.taken is not None:
             release(self.taken)
             self.taken = None
+
+
+class EarlierRun(Callback):
+    """Refuses a run (or a grid sweep) whose folder holds an earlier one, before Hydra writes into it: a fixed
+    ``hydra.run.dir`` given again would have its .hydra/ files, checkpoints and metrics.json replaced. Ranks
+    1.. of a DDP run and a SLURM job that runs again use their run's folder on purpose."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from lenet_exp.runtime.lock import launched_rank
+
+        if launched_rank() or os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0"):
+            return
+        try:
+            check_no_earlier_run(config.hydra.run.dir)
+        except UserError as err:  # Hydra would print a traceback for an exception raised here
+            fail(err)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_no_earlier_sweep(config)
+        except UserError as err:
+            fail(f"{err} {NOTHING_RUN}")
+
+
+def check_no_earlier_run(folder: str | Path) -> None:
+    """Refuse ``folder`` as a new run's folder if a run left its metrics.json or last.ckpt there."""
+    run = Path(folder)
+    if metrics_file(run).is_file():
+        raise UserError(
+            f"{run} holds a finished run, whose metrics.json, checkpoints and settings this run would replace; give "
+            "this run another folder with hydra.run.dir=<folder>, or delete that one first."
+        )
+    if last_checkpoint(run).is_file():
+        raise UserError(
+            f"{run} holds an unfinished run, whose checkpoints and settings this run would replace; continue it with "
+            f"python -m lenet_exp.resume {run}, or give this run another folder with hydra.run.dir=<folder>."
+        )
+
+
+def check_no_earlier_sweep(config: DictConfig) -> None:
+    """Refuse a grid sweep (Hydra's basic sweeper) into a folder whose numbered job folders hold runs: its jobs
+    0, 1, ... would replace them. A study's workers share their sweep folder on purpose, and job folders named
+    otherwise (``hydra.sweep.subdir``) do not collide."""
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+        return
+    if OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir") != "${hydra.job.num}":
+        return
+    sweep = Path(config.hydra.sweep.dir)
+    jobs = job_folders(sweep) if sweep.is_dir() else []
+    earlier = [j for j in jobs if metrics_file(j).is_file() or last_checkpoint(j).is_file()]
+    if earlier:
+        raise UserError(
+            f"{sweep} holds the runs of an earlier sweep ({len(earlier)} job folder{'s' * (len(earlier) != 1)}), "
+            "which this sweep's jobs would replace; give this sweep another folder with hydra.sweep.dir=<folder>, "
+            "or delete that one first."
+        )
 
 
 NOTHING_RUN = "Nothing was run."  # ends the sentence of a sweep refused before its first job
