@@ -93,12 +93,15 @@ class RunLock(Callback):
 class EarlierRun(Callback):
     """Refuses a run (or a grid sweep) whose folder holds an earlier one, before Hydra writes into it: a fixed
     ``hydra.run.dir`` given again would have its .hydra/ files, checkpoints and metrics.json replaced. Ranks
-    1.. of a DDP run and a SLURM job that runs again use their run's folder on purpose."""
+    1.. of a DDP run, and a run that SLURM or torchrun starts again, use their run's folder on purpose."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from lenet_exp.runtime.lock import launched_rank
 
-        if launched_rank() or os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0"):
+        again = (
+            os.environ.get(name, "0") not in ("", "0") for name in ("SLURM_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT")
+        )
+        if launched_rank() or any(again):
             return
         try:
             check_no_earlier_run(config.hydra.run.dir)
