@@ -168,11 +168,12 @@ def test_a_folder_that_holds_a_run_is_refused_before_anything_is_written_over(tm
     assert f"{run} holds an unfinished run" in out.stderr and f"python -m lenet_exp.resume {run}," in out.stderr
     assert {name: (run / name).read_bytes() for name in files[1:]} == {name: before[name] for name in files[1:]}
 
-    sweep = tmp_path / "sweep"  # a grid sweep into the folder of an earlier one
-    lenet_exp.sweep(*ONE_EPOCH, f"data.data_dir={fake_data}", "seed=1,2", f"hydra.sweep.dir={sweep}")
-    overrides = (sweep / "0" / ".hydra" / "overrides.yaml").read_bytes()
-    out = run_main("lenet_exp", "-m", *ONE_EPOCH, f"data.data_dir={fake_data}", "seed=3,4", f"hydra.sweep.dir={sweep}")
+    sweep = tmp_path / "sweep"  # a grid sweep into the folder of an earlier one, its job folders named by seed
+    sweep_args = [*ONE_EPOCH, f"data.data_dir={fake_data}", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=s${seed}"]
+    lenet_exp.sweep(*sweep_args, "seed=1,2")
+    overrides = (sweep / "s1" / ".hydra" / "overrides.yaml").read_bytes()
+    out = run_main("lenet_exp", "-m", *sweep_args, "seed=1,2")  # the same command again
     assert out.returncode == 1 and f"error: {sweep} holds the runs of an earlier sweep (2 job folders)" in out.stderr
     with pytest.raises(UserError, match="holds the runs of an earlier sweep"):
-        lenet_exp.sweep(*ONE_EPOCH, f"data.data_dir={fake_data}", "seed=3,4", f"hydra.sweep.dir={sweep}")
-    assert (sweep / "0" / ".hydra" / "overrides.yaml").read_bytes() == overrides
+        lenet_exp.sweep(*sweep_args, "seed=1,2")
+    assert (sweep / "s1" / ".hydra" / "overrides.yaml").read_bytes() == overrides

@@ -131,12 +131,10 @@ def check_no_earlier_run(folder: str | Path) -> None:
 
 
 def check_no_earlier_sweep(config: DictConfig) -> None:
-    """Refuse a grid sweep (Hydra's basic sweeper) into a folder whose numbered job folders hold runs: its jobs
-    0, 1, ... would replace them. A study's workers share their sweep folder on purpose, and job folders named
-    otherwise (``hydra.sweep.subdir``) do not collide."""
+    """Refuse a grid sweep (Hydra's basic sweeper) into a folder whose job folders hold runs: its jobs 0, 1, ...
+    (or the job folders ``hydra.sweep.subdir`` names, such as ``seed_${seed}`` given the same seeds again) would
+    replace them. A study's workers share their sweep folder on purpose: each trial has a number of its own."""
     if not str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
-        return
-    if OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir") != "${hydra.job.num}":
         return
     sweep = Path(config.hydra.sweep.dir)
     jobs = job_folders(sweep) if sweep.is_dir() else []
@@ -144,7 +142,7 @@ def check_no_earlier_sweep(config: DictConfig) -> None:
     if earlier:
         raise UserError(
             f"{sweep} holds the runs of an earlier sweep ({len(earlier)} job folder{'s' * (len(earlier) != 1)}), "
-            "which this sweep's jobs would replace; give this sweep another folder with hydra.sweep.dir=<folder>, "
+            "which this sweep's jobs could replace; give this sweep another folder with hydra.sweep.dir=<folder>, "
             "or delete that one first."
         )
 
