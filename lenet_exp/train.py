@@ -175,13 +175,19 @@ def trainer_from(settings: DictConfig, **given: Any) -> pl.Trainer:
         raise refused(err.__cause__) from None
 
 
+def traceback_codes(err: BaseException) -> list[CodeType]:
+    """The code of each frame of ``err``'s traceback, outermost first."""
+    codes, frame = [], err.__traceback__
+    while frame is not None:
+        codes.append(frame.tb_frame.f_code)
+        frame = frame.tb_next
+    return codes
+
+
 def raised_in(err: BaseException) -> CodeType | None:
     """The code whose frame raised ``err`` (the innermost of its traceback): tells a library's refusal of its
     arguments from an error deeper inside it."""
-    frame = err.__traceback__
-    while frame is not None and frame.tb_next is not None:
-        frame = frame.tb_next
-    return frame.tb_frame.f_code if frame is not None else None
+    return (traceback_codes(err) or [None])[-1]
 
 
 def built(settings: DictConfig) -> Any:
@@ -219,21 +225,10 @@ def sized_by_lightning() -> Iterator[None]:
     try:
         yield
     except (ValueError, MisconfigurationException) as err:
-        code = raised_in(err)
-        if code is None or "pytorch_lightning" not in code.co_filename or not _under(err, "setup_data"):
+        codes, lightning = traceback_codes(err), lambda code: "pytorch_lightning" in code.co_filename
+        if not codes or not lightning(codes[-1]) or not any(c.co_name == "setup_data" and lightning(c) for c in codes):
             raise
         raise refused(err) from None
-
-
-def _under(err: BaseException, name: str) -> bool:
-    """Whether Lightning's function ``name`` is on ``err``'s traceback (its refusal, or one of its helpers')."""
-    frame = err.__traceback__
-    while frame is not None:
-        code = frame.tb_frame.f_code
-        if code.co_name == name and "pytorch_lightning" in code.co_filename:
-            return True
-        frame = frame.tb_next
-    return False
 
 
 def refused(err: BaseException) -> UserError:
