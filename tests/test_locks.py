@@ -177,3 +177,21 @@ def test_a_folder_that_holds_a_run_is_refused_before_anything_is_written_over(tm
     with pytest.raises(UserError, match="holds the runs of an earlier sweep"):
         lenet_exp.sweep(*sweep_args, "seed=1,2")
     assert (sweep / "s1" / ".hydra" / "overrides.yaml").read_bytes() == overrides
+
+
+def test_a_new_study_into_the_folder_of_another_is_refused_and_the_same_study_goes_on(tmp_path, fake_data):
+    """A study's trials are numbered from 0 in each study: another study_name in the same sweep folder would write
+    over the first study's job folders, while the same study given again adds trials after its own."""
+    import lenet_exp
+
+    sweep = tmp_path / "study"
+    study = ["hparams_search=lenet_optuna", "hydra.sweeper.n_trials=1", *ONE_EPOCH, "data.val_size=16"]
+    study += [f"data.data_dir={fake_data}", f"hydra.sweep.dir={sweep}"]
+    lenet_exp.sweep(*study)
+    overrides = (sweep / "0" / ".hydra" / "overrides.yaml").read_bytes()
+    with pytest.raises(UserError, match="holds the runs of an earlier sweep \\(1 job folder\\)"):
+        lenet_exp.sweep(*study, "hydra.sweeper.study_name=another")
+    assert (sweep / "0" / ".hydra" / "overrides.yaml").read_bytes() == overrides
+    # the same study, to 2 trials in all (n_trials counts the study's): trial 1 is added beside trial 0
+    assert [run.run_dir.name for run in lenet_exp.sweep(*study, "hydra.sweeper.n_trials=2")] == ["0", "1"]
+    assert (sweep / "0" / ".hydra" / "overrides.yaml").read_bytes() == overrides

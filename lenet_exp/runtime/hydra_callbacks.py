@@ -16,7 +16,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from lenet_exp.errors import UserError, fail, user_error
-from lenet_exp.runtime.run_folder import error_file, job_folders, last_checkpoint, metrics_file, overrides_file
+from lenet_exp.runtime.run_folder import (
+    error_file,
+    hydra_settings_file,
+    job_folders,
+    last_checkpoint,
+    metrics_file,
+    overrides_file,
+)
 
 log = logging.getLogger("lenet_exp")
 
@@ -131,20 +138,39 @@ def check_no_earlier_run(folder: str | Path) -> None:
 
 
 def check_no_earlier_sweep(config: DictConfig) -> None:
-    """Refuse a grid sweep (Hydra's basic sweeper) into a folder whose job folders hold runs: its jobs 0, 1, ...
-    (or the job folders ``hydra.sweep.subdir`` names, such as ``seed_${seed}`` given the same seeds again) would
-    replace them. A study's workers share their sweep folder on purpose: each trial has a number of its own."""
-    if not str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
-        return
+    """Refuse a sweep into a folder whose job folders hold runs it could replace: a grid sweep's (Hydra's basic
+    sweeper) jobs 0, 1, ... (or the folders ``hydra.sweep.subdir`` names, such as ``seed_${seed}`` given the same
+    seeds again), or the trials of a study other than the one whose runs they are (its trials are numbered from 0
+    again). The workers of one study share its folder on purpose: each trial has a number of its own."""
     sweep = Path(config.hydra.sweep.dir)
     jobs = job_folders(sweep) if sweep.is_dir() else []
-    earlier = [j for j in jobs if metrics_file(j).is_file() or last_checkpoint(j).is_file()]
+    mine = _sweep_of(OmegaConf.to_container(config.hydra.sweeper, resolve=False))
+    grid = str(mine[0]).endswith(".BasicSweeper")
+    earlier = [
+        j
+        for j in jobs
+        if (metrics_file(j).is_file() or last_checkpoint(j).is_file()) and (grid or _job_sweep(j) != mine)
+    ]
     if earlier:
         raise UserError(
             f"{sweep} holds the runs of an earlier sweep ({len(earlier)} job folder{'s' * (len(earlier) != 1)}), "
             "which this sweep's jobs could replace; give this sweep another folder with hydra.sweep.dir=<folder>, "
             "or delete that one first."
         )
+
+
+def _sweep_of(sweeper: Any) -> tuple[Any, Any]:
+    """Which sweep made a job, as its sweeper settings say: the sweeper's class and its study's name (as written)."""
+    return (sweeper.get("_target_"), sweeper.get("study_name")) if isinstance(sweeper, dict) else (None, None)
+
+
+def _job_sweep(job: Path) -> tuple[Any, Any]:
+    """``_sweep_of`` the job folder's .hydra/hydra.yaml, read as written; a file that cannot be read is no sweep."""
+    try:
+        stored = OmegaConf.to_container(OmegaConf.load(hydra_settings_file(job)), resolve=False)
+    except Exception:  # damaged or missing: not a job of this study
+        return (None, None)
+    return _sweep_of((stored.get("hydra") or {}).get("sweeper") if isinstance(stored, dict) else None)
 
 
 NOTHING_RUN = "Nothing was run."  # ends the sentence of a sweep refused before its first job
