@@ -79,7 +79,8 @@ def run(*overrides: str, config_dir: str | Path | None = None) -> Run:
         cfg = _compose(app, overrides, RunMode.RUN)
         folder = _own_folder(cfg, "run")
         with run_lock(folder):  # a folder another process writes: a UserError here (RunLock would exit)
-            check_no_earlier_run(folder)  # a folder that holds a run: a UserError here (EarlierRun would exit)
+            # a folder that holds a run: a UserError here (EarlierRun would exit)
+            check_no_earlier_run(folder, cfg.get("ckpt_path"))
             callbacks = Callbacks(cfg)
             callbacks.on_run_start(config=cfg, config_name=CONFIG_NAME)
             ret = run_job(

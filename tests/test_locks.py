@@ -166,6 +166,8 @@ def test_a_folder_that_holds_a_run_is_refused_before_anything_is_written_over(tm
     (run / "metrics.json").unlink()
     out = run_main("lenet_exp", *args, "seed=7")
     assert f"{run} holds an unfinished run" in out.stderr and f"python -m lenet_exp.resume {run}," in out.stderr
+    out = run_main("lenet_exp", *args, f"ckpt_path={run}/checkpoints/last.ckpt", "trainer.max_epochs=2")
+    assert f"{run} holds the run that ckpt_path={run}/checkpoints/last.ckpt belongs to" in out.stderr  # not "delete"
     assert {name: (run / name).read_bytes() for name in files[1:]} == {name: before[name] for name in files[1:]}
 
     sweep = tmp_path / "sweep"  # a grid sweep into the folder of an earlier one, its job folders named by seed

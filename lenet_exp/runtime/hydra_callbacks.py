@@ -111,7 +111,7 @@ class EarlierRun(Callback):
         if launched_rank() or any(again):
             return
         try:
-            check_no_earlier_run(config.hydra.run.dir)
+            check_no_earlier_run(config.hydra.run.dir, config.get("ckpt_path"))
         except UserError as err:  # Hydra would print a traceback for an exception raised here
             fail(err)
 
@@ -122,9 +122,17 @@ class EarlierRun(Callback):
             fail(f"{err} {NOTHING_RUN}")
 
 
-def check_no_earlier_run(folder: str | Path) -> None:
-    """Refuse ``folder`` as a new run's folder if a run left its metrics.json or last.ckpt there."""
+def check_no_earlier_run(folder: str | Path, ckpt_path: str | None = None) -> None:
+    """Refuse ``folder`` as a new run's folder if a run left its metrics.json or last.ckpt there (``ckpt_path``:
+    the checkpoint the new run continues from, which may be that run's own)."""
     run = Path(folder)
+    if not (metrics_file(run).is_file() or last_checkpoint(run).is_file()):
+        return
+    if ckpt_path and Path(run).resolve() in Path(str(ckpt_path)).resolve().parents:
+        raise UserError(
+            f"{run} holds the run that ckpt_path={ckpt_path} belongs to, and ckpt_path= continues into a new run "
+            "folder: leave out hydra.run.dir (or give another folder), and that run stays as it is."
+        )
     if metrics_file(run).is_file():
         raise UserError(
             f"{run} holds a finished run, whose metrics.json, checkpoints and settings this run would replace; give "
