@@ -66,7 +66,7 @@ def image_paths(spec: str) -> list[Path]:
 
 def to_fashion_mnist(image: Image.Image) -> np.ndarray:
     """Any picture -> a 28x28 float32 array in [0, 1], light object on a dark background."""
-    gray = ImageOps.exif_transpose(image).convert("L")
+    gray = _eight_bit(ImageOps.exif_transpose(image)).convert("L")
     pixels = np.asarray(gray, dtype=np.float32)
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     if border.mean() > 127.5:  # a light background, like a photo on white: make it dark
@@ -76,6 +76,21 @@ def to_fashion_mnist(image: Image.Image) -> np.ndarray:
     canvas = Image.new("L", (28, 28), 0)
     canvas.paste(gray.resize(size, Image.LANCZOS), ((28 - size[0]) // 2, (28 - size[1]) // 2))
     return np.asarray(canvas, dtype=np.float32) / 255.0
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """``image`` with 8-bit values. PIL's own conversion to "L" clips the grayscale modes with wider values:
+    a 16-bit scan would be all white, and a float image in [0, 1] all black. A 16-bit image (``I;16``) is
+    scaled from its full range; 32-bit integers and floats, whose full range is not known, from their own."""
+    if image.mode.startswith("I;16"):
+        values = np.asarray(image, dtype=np.float32) / 257.0
+    elif image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        low, high = float(values.min()), float(values.max())
+        values = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    else:
+        return image
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
 
 
 def read_image(file: Path) -> np.ndarray:

@@ -40,6 +40,23 @@ def test_pictures_are_made_like_fashion_mnist_images():
     )  # all white: background
 
 
+@pytest.mark.parametrize("kind", ["16-bit", "32-bit", "float"])
+def test_grayscale_pictures_with_wider_values_are_made_as_their_8_bit_version(tmp_path, kind):
+    """PIL clips such modes when it converts them to 8 bits: a 16-bit scan came out all white, a float image
+    in [0, 1] all black. Read from a file, as predict reads them, they give the 8-bit picture's input."""
+    shape = np.zeros((28, 28), dtype=np.uint8)
+    shape[6:22, 10:18], shape[10:14, 4:24] = 200, 120  # a light object on black, in two shades
+    wide = {"16-bit": shape.astype(np.uint16) * 257, "32-bit": shape.astype(np.int32) * 1000}
+    wide["float"] = shape.astype(np.float32) / 200.0  # 0 to 1
+    path = tmp_path / ("shape.png" if kind == "16-bit" else "shape.tiff")
+    Image.fromarray(wide[kind]).save(path)
+    with Image.open(path) as image:
+        assert image.mode in ("I;16", "I", "F"), image.mode  # as a scanner or a numpy array leaves them
+        made = to_fashion_mnist(image)
+    expected = to_fashion_mnist(Image.fromarray(shape if kind == "16-bit" else (shape / 200 * 255).astype(np.uint8)))
+    assert np.abs(made - expected).max() <= 1.5 / 255, kind
+
+
 def predicted(capsys, *argv: str) -> tuple[int, str]:
     """``python -m lenet_exp.predict <argv>`` run in this process: its exit status and what it printed."""
     with pytest.raises(SystemExit) as ended:
