@@ -79,9 +79,13 @@ def to_fashion_mnist(image: Image.Image) -> np.ndarray:
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
-    """``image`` with 8-bit values. PIL's own conversion to "L" clips the grayscale modes with wider values:
+    """``image`` with 8-bit values and no transparency. A cut-out (an alpha channel, a transparent colour) is put on
+    white, as a photo on white: its hidden colours would otherwise show, a black shoe on transparent black
+    being black on black. PIL's own conversion to "L" clips the grayscale modes with wider values:
     a 16-bit scan would be all white, and a float image in [0, 1] all black. A 16-bit image (``I;16``) is
     scaled from its full range; 32-bit integers and floats, whose full range is not known, from their own."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:  # a cut-out: on white, as photographed
+        return Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA")).convert("RGB")
     if image.mode.startswith("I;16"):
         values = np.asarray(image, dtype=np.float32) / 257.0
     elif image.mode in ("I", "F"):

@@ -57,6 +57,20 @@ def test_grayscale_pictures_with_wider_values_are_made_as_their_8_bit_version(tm
     assert np.abs(made - expected).max() <= 1.5 / 255, kind
 
 
+def test_a_cut_out_with_a_transparent_background_is_made_as_the_object_on_white(tmp_path):
+    """A product cut-out: a dark object, opaque, on a transparent background whose hidden colour is black. Its
+    hidden colours are not the picture: it is made as the same object photographed on white."""
+    on_white = np.full((40, 40, 3), 255, dtype=np.uint8)
+    on_white[8:32, 14:26] = 30  # a dark object
+    cut_out = np.zeros((40, 40, 4), dtype=np.uint8)  # transparent black everywhere...
+    cut_out[8:32, 14:26] = (30, 30, 30, 255)  # ...but the object
+    Image.fromarray(cut_out).save(tmp_path / "cut_out.png")
+    with Image.open(tmp_path / "cut_out.png") as image:
+        made = to_fashion_mnist(image)
+    expected = to_fashion_mnist(Image.fromarray(on_white))
+    assert expected.max() > 0.8 and np.abs(made - expected).max() <= 1 / 255
+
+
 def predicted(capsys, *argv: str) -> tuple[int, str]:
     """``python -m lenet_exp.predict <argv>`` run in this process: its exit status and what it printed."""
     with pytest.raises(SystemExit) as ended:
