@@ -157,6 +157,10 @@ def _image_tensor(tensor: torch.Tensor) -> torch.Tensor:
         )
     tensor = tensor.detach().cpu().reshape(-1, 28, 28)
     if not tensor.is_floating_point():
+        if tensor.numel() and (tensor.min() < 0 or tensor.max() > 255):  # a 16-bit scan's values, say
+            raise UserError(
+                "image tensors of whole numbers must hold 0-255 pixels; scale them, or give floats in [0, 1]."
+            )
         return tensor.float() / 255
     if tensor.numel() and (tensor.min() < 0 or tensor.max() > 1):
         raise UserError("image tensors of floats must hold pixels in [0, 1]; divide 0-255 pixels by 255.")

@@ -23,6 +23,7 @@ from PIL import Image
 
 import lenet_exp
 import lenet_exp.__main__  # noqa: F401  (importing it sets Hydra's version base, as @hydra.main does)
+import lenet_exp.api  # noqa: F401  (the trained fixture names lenet_exp.api.Run, also when it runs alone)
 from lenet_exp.data import find_files, load_split
 from lenet_exp.errors import UserError
 
@@ -200,6 +201,8 @@ def test_load_predicts_what_the_predict_command_prints_from_paths_pil_images_and
 
     with pytest.raises(UserError, match=r"floats must hold pixels in \[0, 1\]"):
         model.predict(images[:2].float())
+    with pytest.raises(UserError, match=r"whole numbers must hold 0-255 pixels"):
+        model.predict(images[:2].to(torch.int32) * 257)  # 16-bit values, not divided by 255 into [0, 1]
     with pytest.raises(UserError, match=r"shape \(2, 3, 28, 28\) is not Fashion-MNIST's"):
         model.predict(np.zeros((2, 3, 28, 28), dtype=np.uint8))
     with pytest.raises(UserError, match=r"missing.png cannot be read: no such file"):
