@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line
 from lenet_exp.runtime.atomic import atomic_write
 from lenet_exp.runtime.cli import answer_help
@@ -45,6 +43,7 @@ from lenet_exp.runtime.run_folder import (
     REPORT_TABLES,
     SUMMARY,
     TENSORBOARD,
+    as_written,
     config_file,
     csv_metrics_file,
     error_file,
@@ -52,6 +51,7 @@ from lenet_exp.runtime.run_folder import (
     job_folders,
     metrics_file,
     overrides_file,
+    value_at,
 )
 
 METRICS = list(SUMMARY)
@@ -107,25 +107,12 @@ def key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def as_written(path: Path) -> Any:
-    """A YAML file of a job as plain data, its interpolations left as written: a sweep folder may come from
-    someone else, and ``${oc.env:...}`` in it must not put this machine's environment into the report."""
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-
-
-def at(data: Any, *keys: str) -> Any:
-    """``data[k1][k2]...`` of plain YAML data, or None where a key or a mapping is missing."""
-    for k in keys:
-        data = data.get(k) if isinstance(data, dict) else None
-    return data
-
-
 def unnamed_keys(settings: Path) -> set[str]:
     """The keys Hydra left out of the job's name (``hydra.job.config.override_dirname.exclude_keys`` of the
     job's ``.hydra/hydra.yaml``)."""
     if not settings.is_file():
         return set()
-    keys = at(as_written(settings), "hydra", "job", "config", "override_dirname", "exclude_keys")
+    keys = value_at(as_written(settings), "hydra", "job", "config", "override_dirname", "exclude_keys")
     return {k for k in keys if isinstance(k, str)} if isinstance(keys, list) else set()
 
 
@@ -194,7 +181,7 @@ def summarize_job(job: Path) -> dict[str, Any]:
         raise Damaged("overrides.yaml holds no list of overrides")
     overrides = [str(o) for o in overrides]
     stored = read(config_file(job), as_written) if config_file(job).is_file() else {}
-    seed = at(stored, "seed")
+    seed = value_at(stored, "seed")
     row: dict[str, Any] = {"job": job.name, "overrides": " ".join(overrides), "seed": seed}
     ignored = {"seed", *read(hydra_settings_file(job), unnamed_keys)}  # keys that do not set a group apart
     row["group_overrides"] = [o for o in overrides if key(o) not in ignored]
@@ -204,7 +191,7 @@ def summarize_job(job: Path) -> dict[str, Any]:
         metrics = checked_metrics(read(metrics_file(job), lambda p: json.loads(p.read_text())))
     pruned_after = (metrics.get("trial") or {}).get("pruned_after")
     if pruned_after:  # a trial of a study, stopped by its pruner: its metrics are shown, never averaged in
-        max_epochs = at(stored, "trainer", "max_epochs")
+        max_epochs = value_at(stored, "trainer", "max_epochs")
         saved = max_epochs - pruned_after if isinstance(max_epochs, int) else None
         row.update({key: metrics.get(key) for key in (*METRICS, "best_epoch", "tested")})
         row["status"] = f"pruned after epoch {pruned_after}" + (f" of {max_epochs}" if saved is not None else "")
@@ -233,7 +220,7 @@ def in_study(job: Path) -> bool:
     """Whether the job was a trial of lenet_exp's Optuna sweeper (its .hydra/hydra.yaml says so)."""
     if not hydra_settings_file(job).is_file():
         return False
-    return at(read(hydra_settings_file(job), as_written), "hydra", "sweeper", "_target_") == OPTUNA_SWEEPER
+    return value_at(read(hydra_settings_file(job), as_written), "hydra", "sweeper", "_target_") == OPTUNA_SWEEPER
 
 
 def summarize(sweep: Path) -> list[dict[str, Any]]:

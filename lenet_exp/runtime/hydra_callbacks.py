@@ -17,12 +17,14 @@ from omegaconf import DictConfig, OmegaConf, read_write
 
 from lenet_exp.errors import UserError, fail, user_error
 from lenet_exp.runtime.run_folder import (
+    as_written,
     error_file,
     hydra_settings_file,
     job_folders,
     last_checkpoint,
     metrics_file,
     overrides_file,
+    value_at,
 )
 
 log = logging.getLogger("lenet_exp")
@@ -169,16 +171,16 @@ def check_no_earlier_sweep(config: DictConfig) -> None:
 
 def _sweep_of(sweeper: Any) -> tuple[Any, Any]:
     """Which sweep made a job, as its sweeper settings say: the sweeper's class and its study's name (as written)."""
-    return (sweeper.get("_target_"), sweeper.get("study_name")) if isinstance(sweeper, dict) else (None, None)
+    return value_at(sweeper, "_target_"), value_at(sweeper, "study_name")
 
 
 def _job_sweep(job: Path) -> tuple[Any, Any]:
     """``_sweep_of`` the job folder's .hydra/hydra.yaml, read as written; a file that cannot be read is no sweep."""
     try:
-        stored = OmegaConf.to_container(OmegaConf.load(hydra_settings_file(job)), resolve=False)
+        stored = as_written(hydra_settings_file(job))
     except Exception:  # damaged or missing: not a job of this study
         return (None, None)
-    return _sweep_of((stored.get("hydra") or {}).get("sweeper") if isinstance(stored, dict) else None)
+    return _sweep_of(value_at(stored, "hydra", "sweeper"))
 
 
 NOTHING_RUN = "Nothing was run."  # ends the sentence of a sweep refused before its first job

@@ -24,6 +24,7 @@ names of the metrics a run records, and the sentence that says how to finish an 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 CHECKPOINTS = "checkpoints"
 HYDRA = ".hydra"
@@ -99,6 +100,21 @@ def hydra_settings_file(run: Path) -> Path:
 def overrides_file(run: Path) -> Path:
     """The run's command-line overrides, as typed."""
     return Path(run) / HYDRA / "overrides.yaml"
+
+
+def as_written(path: Path) -> Any:
+    """A YAML file of a run or job (its .hydra files) as plain data, its interpolations left as written: a folder
+    may come from someone else, and ``${oc.env:...}`` in it must not bring this machine's environment in."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+def value_at(data: Any, *keys: str) -> Any:
+    """``data[k1][k2]...`` of plain YAML data, or None where a key or a mapping is missing."""
+    for k in keys:
+        data = data.get(k) if isinstance(data, dict) else None
+    return data
 
 
 def csv_metrics_file(run: Path) -> Path:

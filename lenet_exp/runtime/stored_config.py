@@ -27,7 +27,14 @@ from omegaconf.errors import OmegaConfBaseException
 from lenet_exp.errors import UserError, first_line
 from lenet_exp.runtime import confine, versions
 from lenet_exp.runtime.checks import checkpoint_file
-from lenet_exp.runtime.run_folder import config_file, hydra_settings_file, last_checkpoint, overrides_file, run_of
+from lenet_exp.runtime.run_folder import (
+    config_file,
+    hydra_settings_file,
+    last_checkpoint,
+    overrides_file,
+    run_of,
+    value_at,
+)
 from lenet_exp.runtime.trust import check_target
 
 CONFIG_KEY = "lenet_exp_config"  # where a checkpoint keeps the resolved run config (checkpoints.ConfigInCheckpoint)
@@ -126,8 +133,9 @@ def read_run(run: Path) -> StoredRun:
         hydra = stored.hydra if isinstance(stored, DictConfig) else None
         if not isinstance(cfg, DictConfig) or not isinstance(hydra, DictConfig) or "run" not in hydra:
             raise ValueError("not a mapping of a run's settings")
-        job = OmegaConf.to_container(hydra, resolve=False).get("job")  # as written: nothing is resolved here
-        name = job.get("name") if isinstance(job, dict) else None
+        name = value_at(
+            OmegaConf.to_container(hydra, resolve=False), "job", "name"
+        )  # as written: nothing resolved here
         if not isinstance(name, str) or not _file_name(name):  # it names the log file that resume appends to
             raise ValueError(f"its hydra.job.name {name!r} is not a file name")
     except Exception as err:  # YAML syntax, unreadable bytes, missing keys: all mean "damaged"
