@@ -11,23 +11,39 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from lenet_exp.errors import UserError
+
 Step = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]  # (x, y) -> the step's loss and logits
 
 
+# The device types whose steps lenet_exp captures, where Adam runs its capturable step.
+CAPTURING = ("cuda",)
+
+
 class DeviceHyperparameters:
-    """The learning rate and Adam's betas of every param group held in device tensors, which a captured
-    graph reads at each replay; a scheduler that writes plain numbers (OneCycleLR's momentum cycling
-    writes ``betas``) is copied into them by ``refresh``. ``plain`` gives a state dict with numbers
+    """The optimizer settings that a captured graph reads at each replay, held so that the capture reads no
+    number back to the host (CUDA refuses that during a capture). ``plain`` gives a state dict with numbers
     again, so that a checkpoint loads into an eager run or a CPU too.
+
+    - The learning rate is a device tensor; a schedule's value is copied into it by ``refresh``.
+    - Adam's betas stay numbers, fixed in the graph, except beta1 when the schedule cycles it
+      (``cycle_momentum`` of OneCycleLR and CyclicLR): then beta1 is a device tensor too, and Adam takes its
+      single-tensor step. Its multi-tensor (``foreach``) step reads a tensor beta1 back to the host
+      (``torch._foreach_lerp_`` takes a number), and both steps read a tensor beta2 back (``addcmul_``'s
+      value): on an H100 with torch 2.11 (2026-12-06) such a capture failed with
+      ``cudaErrorStreamCaptureUnsupported``. A schedule that changes a beta held as a number is refused.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device, cycled_beta1: bool = False) -> None:
         self.optimizer, self.held = optimizer, []
-        capturable = torch.device(device).type == "cuda"  # elsewhere (a test on the CPU) only the tensors
+        capturable = torch.device(device).type in CAPTURING  # elsewhere (a test on the CPU) only the tensors
         for group in optimizer.param_groups:
             lr = torch.tensor(float(group["lr"]), device=device)
-            betas = tuple(torch.tensor(float(b), device=device) for b in group["betas"])
+            beta1, beta2 = (float(b) for b in group["betas"])
+            betas = (torch.tensor(beta1, device=device) if cycled_beta1 else beta1, beta2)
             group["lr"], group["betas"], group["capturable"] = lr, betas, capturable
+            if capturable:  # the multi-tensor step (fewer kernels) where it reads nothing back
+                group["foreach"] = not cycled_beta1
             self.held.append((lr, betas))
             for param in group["params"]:  # Adam's step counts live on the device when capturable
                 state = optimizer.state.get(param, {})
@@ -40,11 +56,18 @@ class DeviceHyperparameters:
             if group["lr"] is not lr:
                 lr.fill_(group["lr"])
                 group["lr"] = lr
-            if any(given is not held for given, held in zip(group["betas"], betas, strict=True)):
-                for given, held in zip(group["betas"], betas, strict=True):
+            if group["betas"] is betas:
+                continue
+            for i, (given, held) in enumerate(zip(group["betas"], betas, strict=True)):
+                if isinstance(held, Tensor):
                     if given is not held:
                         held.fill_(given)
-                group["betas"] = betas
+                elif given != held:
+                    raise UserError(
+                        f"model.cuda_graph=true captures Adam's betas[{i}]={held} as a fixed number, and the "
+                        f"schedule changed it to {given}; set model.cuda_graph=false to schedule betas[{i}]."
+                    )
+            group["betas"] = betas
 
     @staticmethod
     def plain(state_dict: dict) -> dict:

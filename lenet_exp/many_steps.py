@@ -256,12 +256,13 @@ class ManySteps:
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         module, trainer = self.module, self.module.trainer
         self.optimizer = trainer.optimizers[0]  # the torch optimizer: Lightning's wrapper counts and hooks per step
-        if self.graph and self.graphed is None:
-            self.held = DeviceHyperparameters(self.optimizer, module.device)
-            self.graphed = GraphedStep(self.step)
-        run = self.graphed or self.step
         schedules = trainer.lr_scheduler_configs
         scheduler = schedules[0].scheduler if schedules else None
+        if self.graph and self.graphed is None:
+            cycled = bool(getattr(scheduler, "cycle_momentum", False))  # OneCycleLR's, CyclicLR's
+            self.held = DeviceHyperparameters(self.optimizer, module.device, cycled_beta1=cycled)
+            self.graphed = GraphedStep(self.step)
+        run = self.graphed or self.step
         first = module.global_step  # Lightning counts this call's steps after it
         if batch_idx == 0:
             self.epoch_start = first

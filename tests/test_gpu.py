@@ -118,7 +118,7 @@ def test_the_cuda_graph_step_trains_what_the_eager_step_trains(tmp_path, gpu_dat
 def test_a_graph_run_resumes_from_its_checkpoint_as_if_uninterrupted(tmp_path, gpu_data):
     """A resumed graph run continues the schedule, Adam's state and the augmentation where they were (the
     book's net: lenet_modern's amplifies the GPU's rounding differences, see the test above)."""
-    options = [*GPU, f"data.data_dir={gpu_data}"]
+    options = [*GPU, f"data.data_dir={gpu_data}", "steps_per_call=epoch"]
     full = train(compose_config(tmp_path / "full", [*options, "trainer.max_epochs=2"]))
     train(compose_config(tmp_path / "part", [*options, "trainer.max_epochs=1"]))
     last = tmp_path / "part" / "checkpoints" / "last.ckpt"
@@ -133,6 +133,7 @@ def test_a_graph_run_resumes_from_its_checkpoint_as_if_uninterrupted(tmp_path, g
 
 def test_bf16_autocast_with_cuda_graphs_trains_like_bf16_without(tmp_path, gpu_data):
     options = [*GPU, "experiment=lenet_modern", "trainer.precision=bf16-mixed", f"data.data_dir={gpu_data}"]
+    options.append("steps_per_call=epoch")  # auto is 1 on CUDA, which captures nothing
     graph = train(compose_config(tmp_path / "graph", [*options, "trainer.max_epochs=2"]))
     eager = train(compose_config(tmp_path / "eager", [*options, "trainer.max_epochs=2", "model.cuda_graph=false"]))
     assert graph["train_loss"] == pytest.approx(eager["train_loss"], rel=5e-2)

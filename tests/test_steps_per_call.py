@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from conftest import TIMING, TINY, compose_config, scalars, write_fake_fashion_mnist
 from pytorch_lightning.callbacks import Callback
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from lenet_exp.errors import UserError
 from lenet_exp.many_steps import BatchGroups, per_call, resolve
@@ -197,13 +198,35 @@ def test_the_python_api_refuses_a_wrong_steps_per_call_when_the_data_module_is_b
         FashionMNIST(steps_per_call=value)
 
 
+class NoHostReads(TorchDispatchMode):
+    """Fails any operation that reads a tensor's number back to the host (``.item()``, ``float(t)``, a tensor
+    given where an operator takes a number): on CUDA that is a sync, which a graph capture refuses."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            raise AssertionError("the captured step read a number back to the host, which a CUDA graph refuses")
+        return func(*args, **(kwargs or {}))
+
+
+def captured(step):
+    """GraphedStep's stand-in on the CPU: the step that a graph would capture, run as it is, reading nothing
+    back to the host."""
+
+    def run(x, y):
+        with NoHostReads():
+            return step(x, y)
+
+    return run
+
+
 @pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_the_graph_paths_step_run_eagerly_on_the_cpu_trains_what_one_step_per_call_trains(
     tmp_path, data_200, monkeypatch
 ):
     """What the CUDA graph captures (lenet_exp.cuda_graph.GraphedStep replays it; that needs a GPU, see
-    tests/test_gpu.py), run here as it is: the step with the learning rate and betas in tensors that the
-    schedule is copied into, the metric sums and step counter on the device, plain checkpoints.
+    tests/test_gpu.py), run here as it is: Adam's capturable step (as on CUDA) with the learning rate (and a
+    cycled beta1) in tensors that the schedule is copied into, reading no number back to the host (which a
+    capture refuses), the metric sums and step counter on the device, plain checkpoints.
 
     In float32 those tensors round lr and betas to float32 (a relative 5e-8), and 26 Adam steps of the sigmoid
     net amplify that to differences of 2e-6 with AVX2's kernels and 1.5e-4 with AVX-512's: no tolerance
@@ -211,7 +234,9 @@ def test_the_graph_paths_step_run_eagerly_on_the_cpu_trains_what_one_step_per_ca
     too) the two paths do the same arithmetic, so they must agree to float64's rounding: 1e-10 leaves a
     10^6 margin over its 1e-16 even after the same amplification. The epoch metrics stay float32 sums, which
     the graph path adds per call first: they agree to float32's rounding of a 2.3 sum of 26 terms, 1e-6."""
-    from lenet_exp import many_steps
+    from torch.optim import adam
+
+    from lenet_exp import cuda_graph, many_steps
 
     for_fit = many_steps.ManySteps.for_fit.__func__
 
@@ -222,13 +247,16 @@ def test_the_graph_paths_step_run_eagerly_on_the_cpu_trains_what_one_step_per_ca
         return made
 
     monkeypatch.setattr(many_steps.ManySteps, "for_fit", classmethod(graph_on_the_cpu))
-    monkeypatch.setattr(many_steps, "GraphedStep", lambda step: step)  # the captured function, uncaptured
+    monkeypatch.setattr(many_steps, "GraphedStep", captured)
+    monkeypatch.setattr(cuda_graph, "CAPTURING", ("cuda", "cpu"))  # Adam's capturable step, as on CUDA
+    monkeypatch.setattr(adam, "_get_capturable_supported_devices", lambda supports_xla=True: ["cuda", "cpu"])
     options = ["trainer.max_epochs=2", "trainer.precision=64-true"]
     one = run(tmp_path / "one", data_200, *options, "steps_per_call=1")
     graph = run(tmp_path / "graph", data_200, *options, "steps_per_call=epoch")
     assert_same_run(tmp_path / "one", tmp_path / "graph", one, graph, tolerance=1e-10, sums=1e-6)
-    # with a schedule (and its momentum cycling) and augmentation: the same steps, learning rates and betas
-    # (the weights of this BatchNorm net drift apart by a float32 rounding's amplification, ~1e-2)
+    # with a schedule (and its momentum cycling: beta1 held in a tensor) and augmentation: the same steps,
+    # learning rates and betas (the weights of this BatchNorm net drift apart by a float32 rounding's
+    # amplification, ~1e-2)
     options = ["experiment=lenet_modern", "trainer.max_epochs=2"]
     run(tmp_path / "modern_one", data_200, *options, "steps_per_call=1")
     run(tmp_path / "modern_graph", data_200, *options, "steps_per_call=epoch")
@@ -241,3 +269,19 @@ def test_the_graph_paths_step_run_eagerly_on_the_cpu_trains_what_one_step_per_ca
     assert isinstance(group["lr"], float) and group["lr"] == pytest.approx(plain["lr"], rel=1e-6)
     assert all(isinstance(b, float) for b in group["betas"]) and group["betas"] == pytest.approx(plain["betas"])
     assert group["capturable"] is False
+
+
+def test_a_schedule_that_changes_a_beta_the_graph_holds_fixed_is_one_sentence():
+    """A beta held as a number is fixed in the captured graph: a schedule that changes it is refused, not
+    silently ignored."""
+    from lenet_exp.cuda_graph import DeviceHyperparameters
+
+    net = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
+    held = DeviceHyperparameters(optimizer, torch.device("cpu"))
+    optimizer.param_groups[0]["lr"] = 0.05  # a schedule's new learning rate is copied into the held tensor
+    held.refresh()
+    assert float(optimizer.param_groups[0]["lr"]) == pytest.approx(0.05)
+    optimizer.param_groups[0]["betas"] = (0.8, 0.999)
+    with pytest.raises(UserError, match=r"captures Adam's betas\[0\]=0.9 as a fixed number, and the schedule"):
+        held.refresh()
