@@ -185,6 +185,10 @@ def stage_raw_files(root: Path) -> str:
     return str(root)
 
 
+class RunFailed(Exception):
+    """A variant's run ended with an error (its message holds the end of the run's stderr)."""
+
+
 def measure(variant: str, args: argparse.Namespace, raw_root: str, scratch: Path) -> dict:
     """Run one variant in a child process; time, peak memory and results from outside and inside."""
     env, lenet = None, variant in LENET_VARIANTS or variant in PAIRED
@@ -216,7 +220,7 @@ def measure(variant: str, args: argparse.Namespace, raw_root: str, scratch: Path
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     if child.returncode != 0:
-        raise SystemExit(f"error: the {variant} run failed:\n{stderr[-2000:]}")
+        raise RunFailed(f"error: the {variant} run failed:\n{stderr[-2000:]}")
     if lenet:
         result = json.loads((run_dir / "metrics.json").read_text())
     else:
@@ -345,22 +349,34 @@ def main(argv: list[str]) -> None:
         or (args.train_batches or 1) < 1
     ):
         fail(f"--variants takes names from {','.join(VARIANTS)}; --epochs, --repeats and --train-batches must be >= 1.")
-    runs = []
+    runs, failed = [], []
     with tempfile.TemporaryDirectory(prefix="lenet-exp-bench-") as scratch:
         raw_root = stage_raw_files(Path(scratch) / "torchvision") if "book" in variants else ""
         for repeat in range(args.repeats):
             order = variants[repeat % len(variants) :] + variants[: repeat % len(variants)]  # rotate the order
-            for variant in order:
-                runs.append(measure(variant, args, raw_root, Path(scratch)))
+            for variant in (v for v in order if v not in failed):
+                try:
+                    runs.append(measure(variant, args, raw_root, Path(scratch)))
+                except RunFailed as error:  # the other variants are still measured; the bench fails at the end
+                    print(error, file=sys.stderr, flush=True)
+                    failed.append(variant)
+                    continue
                 r = runs[-1]
                 speed = f"{r['seconds_per_epoch']:.2f} s/epoch, test acc {r['test_acc']:.3f}"
                 print(f"  run {repeat + 1}/{args.repeats} {variant:9} {speed}", flush=True)
-    text, summary = table(runs)
+                if args.json:  # after every run: a bench cut short by its caller's time limit keeps what it measured
+                    write_json(args, runs)
+    text, _ = table(runs)
     where = f"device {args.device}, {cpu_name()}, {time.strftime('%Y-%m-%d')}"
     print(f"\n{args.epochs} epochs per run, {args.repeats} runs each, {where}\n{text}", flush=True)
-    if args.json:
-        machine = {"cpu": cpu_name(), "device": args.device, "date": time.strftime("%Y-%m-%d %H:%M")}
-        args.json.write_text(json.dumps({"machine": machine, "runs": runs, "summary": summary}, indent=2) + "\n")
+    if failed:
+        fail(f"the {', '.join(failed)} run failed (its error is above); the other variants were measured.")
+
+
+def write_json(args: argparse.Namespace, runs: list[dict]) -> None:
+    """The runs so far and their summary, as ``--json`` asks."""
+    machine = {"cpu": cpu_name(), "device": args.device, "date": time.strftime("%Y-%m-%d %H:%M")}
+    args.json.write_text(json.dumps({"machine": machine, "runs": runs, "summary": table(runs)[1]}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

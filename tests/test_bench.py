@@ -113,3 +113,30 @@ def test_the_paired_ratio_is_the_median_of_every_pair(monkeypatch):
 def test_bench_refuses_unknown_variants():
     out = run_cli("--variants", "bare,fast", module="benchmarks/bench.py")
     assert out.returncode == 1 and out.stderr.startswith("error: --variants takes names from book,bare,lenet_exp")
+
+
+def test_a_failed_run_leaves_the_other_variants_measured_and_written(tmp_path, monkeypatch, capsys):
+    """A variant whose run fails (the graph path on a GPU, say) is reported and not run again; the others are
+    still measured and written to --json after every run, and the bench exits 1 naming the failed variant."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench
+
+    figures = {"start_to_first_step": 5.0, "peak_rss_mb": 900.0, "test_acc": 0.7, "fastest_epoch": 1.0}
+    measured = []
+
+    def measure(variant, args, raw_root, scratch):
+        measured.append(variant)
+        if variant == "epoch":
+            raise bench.RunFailed("error: the epoch run failed:\nCUDA error: operation not permitted")
+        return {"variant": variant, "seconds_per_epoch": 1.0, "epoch_seconds": [1.0], **figures}
+
+    monkeypatch.setattr(bench, "measure", measure)
+    out = tmp_path / "bench.json"
+    with pytest.raises(SystemExit) as ended:
+        bench.main(["--variants", "bare,epoch,steps_1", "--repeats", "2", "--json", str(out)])
+    assert ended.value.code == 1
+    assert measured == ["bare", "epoch", "steps_1", "steps_1", "bare"]  # rotated; epoch not again
+    assert sorted(json.loads(out.read_text())["summary"]) == ["bare", "steps_1"]
+    err = capsys.readouterr().err
+    assert "operation not permitted" in err
+    assert err.rstrip().endswith("error: the epoch run failed (its error is above); the other variants were measured.")
