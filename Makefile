@@ -81,7 +81,7 @@ test-fast: setup
 bench: setup data
 	$(PY) benchmarks/bench.py $(ARGS)
 
-# The GPU path checked and measured (benchmarks/gpu_check.py, at most 6 minutes on one GPU); results
+# The GPU path checked and measured (benchmarks/gpu_check.py, at most 7.5 minutes on one GPU); results
 # in $(OUT) or outputs/gpu_check/. DEVICE=cpu: the same steps reduced, on the CPU (a dry run).
 # Where the packages are already installed (a GPU image): make gpu-check PY=python3 skips the venv.
 DEVICE ?= cuda
