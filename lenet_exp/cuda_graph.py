@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from lenet_exp.errors import UserError
+from lenet_exp.errors import UserError, first_line
 
 Step = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]  # (x, y) -> the step's loss and logits
 
@@ -125,8 +125,17 @@ class GraphedStep:
         # Autocast's cache of cast weights must not outlive the capture (torch's CUDA-graph notes).
         autocast = torch.is_autocast_enabled("cuda")
         dtype = torch.get_autocast_dtype("cuda") if autocast else None
-        with torch.cuda.graph(graph), torch.autocast("cuda", dtype=dtype, enabled=autocast, cache_enabled=False):
-            self.outputs = self.step(*self.inputs)
+        try:
+            with torch.cuda.graph(graph), torch.autocast("cuda", dtype=dtype, enabled=autocast, cache_enabled=False):
+                self.outputs = self.step(*self.inputs)
+        except RuntimeError as error:  # torch.AcceleratorError too; CUDA reports the capture's first fault first
+            cause = error
+            while isinstance(cause.__context__, Exception):
+                cause = cause.__context__
+            raise UserError(
+                f"model.cuda_graph=true could not capture the training step as a CUDA graph ({first_line(cause)}); "
+                "set model.cuda_graph=false to train without the graph."
+            ) from error
         self.graph = graph
         graph.replay()  # capturing ran nothing: this is the step of (x, y)
         return self._outputs()

@@ -285,3 +285,31 @@ def test_a_schedule_that_changes_a_beta_the_graph_holds_fixed_is_one_sentence():
     optimizer.param_groups[0]["betas"] = (0.8, 0.999)
     with pytest.raises(UserError, match=r"captures Adam's betas\[0\]=0.9 as a fixed number, and the schedule"):
         held.refresh()
+
+
+def test_a_step_that_cannot_be_captured_is_one_sentence_naming_the_first_fault(monkeypatch):
+    """A CUDA capture that fails (a host read inside it, as Adam's tensor beta1 did on an H100) ends the run with
+    one sentence naming the fault inside the step, not CUDA's follow-up error on ending the capture."""
+    from contextlib import contextmanager
+
+    from lenet_exp import cuda_graph
+
+    @contextmanager
+    def capture(graph):  # what torch.cuda.graph does when the captured code failed: a second error on ending
+        try:
+            yield
+        except RuntimeError:
+            raise RuntimeError("CUDA error: operation failed due to a previous error during capture") from None
+
+    def step(x, y):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nSearch for ...")
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", object)
+    monkeypatch.setattr(torch.cuda, "graph", capture)
+    graphed = cuda_graph.GraphedStep(step, warmup=0)
+    with pytest.raises(UserError) as raised:
+        graphed(torch.zeros(2, 1), torch.zeros(2))
+    assert str(raised.value) == (
+        "model.cuda_graph=true could not capture the training step as a CUDA graph (CUDA error: operation not "
+        "permitted when stream is capturing); set model.cuda_graph=false to train without the graph."
+    )
