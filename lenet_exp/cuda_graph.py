@@ -6,7 +6,8 @@ their arithmetic on a GPU. A captured graph launches them as one (lenet_exp.many
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -37,12 +38,13 @@ class DeviceHyperparameters:
     def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device, cycled_beta1: bool = False) -> None:
         self.optimizer, self.held = optimizer, []
         capturable = torch.device(device).type in CAPTURING  # elsewhere (a test on the CPU) only the tensors
+        self.given = [{key: group.get(key) for key in ("capturable", "foreach")} for group in optimizer.param_groups]
         for group in optimizer.param_groups:
             lr = torch.tensor(float(group["lr"]), device=device)
             beta1, beta2 = (float(b) for b in group["betas"])
             betas = (torch.tensor(beta1, device=device) if cycled_beta1 else beta1, beta2)
             group["lr"], group["betas"], group["capturable"] = lr, betas, capturable
-            if capturable:  # the multi-tensor step (fewer kernels) where it reads nothing back
+            if capturable and not group.get("fused"):  # the multi-tensor step (fewer kernels) where it reads nothing
                 group["foreach"] = not cycled_beta1
             self.held.append((lr, betas))
             for param in group["params"]:  # Adam's step counts live on the device when capturable
@@ -69,13 +71,13 @@ class DeviceHyperparameters:
                     )
             group["betas"] = betas
 
-    @staticmethod
-    def plain(state_dict: dict) -> dict:
-        """A copy of ``state_dict`` (an optimizer's) with numbers for tensors, ``capturable`` off and Adam's step
-        counts on the CPU (its per-parameter dicts are the live optimizer's own, so they are copied, not changed)."""
+    def plain(self, state_dict: dict) -> dict:
+        """A copy of ``state_dict`` (an optimizer's) with numbers for tensors, ``capturable`` and ``foreach`` as the
+        optimizer was given them and Adam's step counts on the CPU (its per-parameter dicts are the live optimizer's
+        own, so they are copied, not changed)."""
         groups = []
-        for group in state_dict["param_groups"]:
-            group = {**group, "capturable": False}
+        for group, given in zip(state_dict["param_groups"], self.given, strict=True):
+            group = {**group, "capturable": bool(given["capturable"]), "foreach": given["foreach"]}
             if isinstance(group.get("lr"), Tensor):
                 group["lr"] = float(group["lr"])  # one host sync per checkpoint
             if "betas" in group:
@@ -94,6 +96,11 @@ class GraphedStep:
     then captured once as a CUDA graph on static input buffers and replayed for every batch of that
     shape; a batch of another shape (the short last one) runs eagerly. Every call is one real step, and
     returns that step's outputs (copies: the graph's own are overwritten by the next replay).
+
+    The last warm-up step runs under CUDA's sync debug mode "error": a step that waits for the GPU (reads a
+    number back, say) cannot be captured, and is refused there, in one sentence, before a capture begins. A
+    capture that fails anyway leaves the process's CUDA state damaged (its random generator, at least):
+    that is one sentence too, and the process should end.
     """
 
     def __init__(self, step: Step, warmup: int = 2) -> None:
@@ -115,7 +122,8 @@ class GraphedStep:
         if self.eager < self.warmup:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
+            last = self.eager == self.warmup - 1  # past the first step's lazy set-up
+            with torch.cuda.stream(side), _waits_refused() if last else contextlib.nullcontext():
                 outputs = self.step(x, y)
             torch.cuda.current_stream().wait_stream(side)
             self.eager += 1
@@ -125,17 +133,13 @@ class GraphedStep:
         # Autocast's cache of cast weights must not outlive the capture (torch's CUDA-graph notes).
         autocast = torch.is_autocast_enabled("cuda")
         dtype = torch.get_autocast_dtype("cuda") if autocast else None
+        stream = torch.cuda.current_stream()
         try:
             with torch.cuda.graph(graph), torch.autocast("cuda", dtype=dtype, enabled=autocast, cache_enabled=False):
                 self.outputs = self.step(*self.inputs)
-        except RuntimeError as error:  # torch.AcceleratorError too; CUDA reports the capture's first fault first
-            cause = error
-            while isinstance(cause.__context__, Exception):
-                cause = cause.__context__
-            raise UserError(
-                f"model.cuda_graph=true could not capture the training step as a CUDA graph ({first_line(cause)}); "
-                "set model.cuda_graph=false to train without the graph."
-            ) from error
+        except RuntimeError as error:  # torch.AcceleratorError too
+            torch.cuda.set_stream(stream)  # a failed capture's end leaves its own stream current
+            raise _not_captured(error, " (this process's CUDA state is damaged: start a new one)") from error
         self.graph = graph
         graph.replay()  # capturing ran nothing: this is the step of (x, y)
         return self._outputs()
@@ -143,3 +147,29 @@ class GraphedStep:
     def _outputs(self) -> tuple[Tensor, Tensor]:
         loss, logits = self.outputs  # type: ignore[misc]
         return loss.clone(), logits.clone()
+
+
+@contextlib.contextmanager
+def _waits_refused() -> Iterator[None]:
+    """CUDA's sync debug mode "error" (what a capture refuses, reported before one begins), then as it was; a
+    step that waits is one sentence."""
+    before = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    except RuntimeError as error:
+        raise _not_captured(error) from error
+    finally:
+        torch.cuda.set_sync_debug_mode(before)
+
+
+def _not_captured(error: BaseException, after: str = "") -> UserError:
+    """The sentence for a step that cannot be captured, naming its first fault: ending a capture that failed
+    raises an error of its own, whose context is the step's."""
+    cause = error
+    while isinstance(cause.__context__, Exception):
+        cause = cause.__context__
+    return UserError(
+        f"model.cuda_graph=true could not capture the training step as a CUDA graph ({first_line(cause)}){after}; "
+        "set model.cuda_graph=false to train without the graph."
+    )

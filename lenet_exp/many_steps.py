@@ -301,4 +301,4 @@ class ManySteps:
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A checkpoint of the graph path holds plain numbers, as an eager run's does (it loads into either)."""
         if self.held is not None:
-            checkpoint["optimizer_states"] = [DeviceHyperparameters.plain(s) for s in checkpoint["optimizer_states"]]
+            checkpoint["optimizer_states"] = [self.held.plain(s) for s in checkpoint["optimizer_states"]]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+from contextlib import contextmanager
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
@@ -268,7 +270,7 @@ def test_the_graph_paths_step_run_eagerly_on_the_cpu_trains_what_one_step_per_ca
     group, plain = (c["optimizer_states"][0]["param_groups"][0] for c in (graphed, eager))
     assert isinstance(group["lr"], float) and group["lr"] == pytest.approx(plain["lr"], rel=1e-6)
     assert all(isinstance(b, float) for b in group["betas"]) and group["betas"] == pytest.approx(plain["betas"])
-    assert group["capturable"] is False
+    assert group["capturable"] is False and group["foreach"] == plain["foreach"]  # as the optimizer was given
 
 
 def test_a_schedule_that_changes_a_beta_the_graph_holds_fixed_is_one_sentence():
@@ -287,29 +289,83 @@ def test_a_schedule_that_changes_a_beta_the_graph_holds_fixed_is_one_sentence():
         held.refresh()
 
 
-def test_a_step_that_cannot_be_captured_is_one_sentence_naming_the_first_fault(monkeypatch):
-    """A CUDA capture that fails (a host read inside it, as Adam's tensor beta1 did on an H100) ends the run with
-    one sentence naming the fault inside the step, not CUDA's follow-up error on ending the capture."""
-    from contextlib import contextmanager
+class FakeCuda:
+    """What GraphedStep asks of torch.cuda, on a machine without CUDA: streams (the current one a name), the sync
+    debug mode, and a capture that fails as CUDA's does (ending it raises an error of its own, and leaves the
+    capture's stream current)."""
 
-    from lenet_exp import cuda_graph
+    def __init__(self, monkeypatch):
+        self.mode, self.current, self.modes_seen = "default", "main", []
+        for name in ("Stream", "stream", "current_stream", "set_stream", "CUDAGraph", "graph"):
+            monkeypatch.setattr(torch.cuda, name, getattr(self, name))
+        monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: self.mode)
+        monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", lambda mode: setattr(self, "mode", mode))
+
+    def Stream(self):  # noqa: N802 (torch's names)
+        return SimpleNamespace(wait_stream=lambda other: None)
 
     @contextmanager
-    def capture(graph):  # what torch.cuda.graph does when the captured code failed: a second error on ending
+    def stream(self, stream):
+        yield
+
+    def current_stream(self):
+        return SimpleNamespace(name=self.current, wait_stream=lambda other: None)
+
+    def set_stream(self, stream):
+        self.current = stream.name
+
+    def CUDAGraph(self):  # noqa: N802
+        return object()
+
+    @contextmanager
+    def graph(self, graph):
+        self.current = "capture"
         try:
             yield
         except RuntimeError:
             raise RuntimeError("CUDA error: operation failed due to a previous error during capture") from None
+        self.current = "main"
 
-    def step(x, y):
-        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nSearch for ...")
 
-    monkeypatch.setattr(torch.cuda, "CUDAGraph", object)
-    monkeypatch.setattr(torch.cuda, "graph", capture)
-    graphed = cuda_graph.GraphedStep(step, warmup=0)
+def test_a_step_that_cannot_be_captured_is_one_sentence_naming_the_first_fault(monkeypatch):
+    """A step that waits for the GPU is refused in the last warm-up step, under CUDA's sync debug mode "error",
+    before any capture (the mode is restored after); a capture that fails anyway (a host read CUDA reports only
+    then) is one sentence naming the fault inside the step, not CUDA's follow-up error on ending the capture,
+    and leaves the stream current that was."""
+    from lenet_exp import cuda_graph
+
+    cuda = FakeCuda(monkeypatch)
+    steps = []
+
+    def waits(x, y):
+        steps.append(cuda.mode)
+        if cuda.mode == "error":
+            raise RuntimeError("called a synchronizing CUDA operation")
+        return x, y
+
+    graphed = cuda_graph.GraphedStep(waits, warmup=2)
+    graphed(torch.zeros(2, 1), torch.zeros(2))
+    with pytest.raises(UserError) as raised:
+        graphed(torch.zeros(2, 1), torch.zeros(2))
+    assert steps == ["default", "error"] and cuda.mode == "default"
+    assert str(raised.value) == (
+        "model.cuda_graph=true could not capture the training step as a CUDA graph (called a synchronizing CUDA "
+        "operation); set model.cuda_graph=false to train without the graph."
+    )
+
+    def reads_back(x, y):
+        if cuda.current == "capture":
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nSearch for ...")
+        return x, y
+
+    graphed = cuda_graph.GraphedStep(reads_back, warmup=2)
+    for _ in range(2):
+        graphed(torch.zeros(2, 1), torch.zeros(2))
     with pytest.raises(UserError) as raised:
         graphed(torch.zeros(2, 1), torch.zeros(2))
     assert str(raised.value) == (
         "model.cuda_graph=true could not capture the training step as a CUDA graph (CUDA error: operation not "
-        "permitted when stream is capturing); set model.cuda_graph=false to train without the graph."
+        "permitted when stream is capturing) (this process's CUDA state is damaged: start a new one); "
+        "set model.cuda_graph=false to train without the graph."
     )
+    assert cuda.current == "main"
