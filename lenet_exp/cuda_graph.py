@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-from lenet_exp.errors import UserError, first_line
+from lenet_exp.errors import UserError, chain, first_line
 
 Step = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]  # (x, y) -> the step's loss and logits
 
@@ -166,9 +166,7 @@ def _waits_refused() -> Iterator[None]:
 def _not_captured(error: BaseException, after: str = "") -> UserError:
     """The sentence for a step that cannot be captured, naming its first fault: ending a capture that failed
     raises an error of its own, whose context is the step's."""
-    cause = error
-    while isinstance(cause.__context__, Exception):
-        cause = cause.__context__
+    *_, cause = chain(error)
     return UserError(
         f"model.cuda_graph=true could not capture the training step as a CUDA graph ({first_line(cause)}){after}; "
         "set model.cuda_graph=false to train without the graph."

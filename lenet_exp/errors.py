@@ -59,6 +59,16 @@ def check_callable(key: str, made: Any, example: str) -> Any:
     return made
 
 
+def chain(err: BaseException | None) -> Iterator[BaseException]:
+    """``err`` and the exceptions behind it, nearest first: what it was raised from, else what was being handled
+    when it was raised (each once, should the chain loop)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
 def user_error(err: BaseException | None) -> UserError | None:
     """The UserError behind ``err``, also when Hydra's instantiate wrapped it in its own exception."""
     while err is not None and not isinstance(err, UserError):

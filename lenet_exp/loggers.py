@@ -39,7 +39,7 @@ from pytorch_lightning.core.saving import save_hparams_to_yaml
 from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line
+from lenet_exp.errors import UserError, chain, exit_on_user_error, fail, first_line
 from lenet_exp.runtime.atomic import atomic_write
 from lenet_exp.runtime.cli import answer_help
 from lenet_exp.runtime.run_folder import (
@@ -511,20 +511,12 @@ def as_params(params: dict[str, Any]) -> dict[str, str]:
 def server_error_reason(err: BaseException) -> str:
     """Why a call to an MLflow server failed, in a few words (``Connection refused``, ``timed out``), from the
     exception chain that MLflow's client and requests build."""
-    text = " ".join(str(e) for e in _chain(err))
+    text = " ".join(str(e) for e in chain(err))
     if found := re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text):
         return found.group(1).strip()
     if re.search(r"timed? ?out", text, re.IGNORECASE):
         return "timed out"
     return first_line(err)[:200]
-
-
-def _chain(err: BaseException | None) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        yield err
-        err = err.__cause__ or err.__context__
 
 
 def send_unsent(run_dir: str | Path, tracking_uri: str) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lenet_exp.errors import UserError, user_error
+from lenet_exp.errors import UserError, chain, user_error
 from lenet_exp.runtime.run_folder import kept
 
 log = logging.getLogger("lenet_exp")
@@ -43,12 +43,11 @@ TORCH_WRITE_FAILED = ("file write failed", "PytorchStreamWriter failed", "unexpe
 
 def write_fault(err: BaseException | None) -> str | None:
     """Why writing failed, when ``err`` (or what caused it) is a file-system fault."""
-    while err is not None:
-        if isinstance(err, OSError) and err.errno in WRITE_ERRORS:
-            return WRITE_ERRORS[err.errno]
-        if isinstance(err, RuntimeError) and any(text in str(err) for text in TORCH_WRITE_FAILED):
+    for cause in chain(err):
+        if isinstance(cause, OSError) and cause.errno in WRITE_ERRORS:
+            return WRITE_ERRORS[cause.errno]
+        if isinstance(cause, RuntimeError) and any(text in str(cause) for text in TORCH_WRITE_FAILED):
             return "a file could not be written: the disk may be full"
-        err = err.__cause__ or err.__context__
     return None
 
 
