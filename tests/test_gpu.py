@@ -9,6 +9,7 @@ import torch
 from conftest import compose_config, scalars, write_fake_fashion_mnist
 from pytorch_lightning.callbacks import Callback
 
+from lenet_exp.errors import UserError
 from lenet_exp.runtime.checkpoints import load_checkpoint
 from lenet_exp.train import train
 
@@ -129,6 +130,28 @@ def test_a_graph_run_resumes_from_its_checkpoint_as_if_uninterrupted(tmp_path, g
         load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"] for run in (tmp_path / "full", last.parents[1])
     )
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=2e-3, rtol=1e-2) for k in a)
+
+
+def test_a_step_that_waits_for_the_gpu_is_refused_before_any_capture(tmp_path, gpu_data, monkeypatch):
+    """A training step that reads a number back (here the loss, by .item()) cannot be captured: its last warm-up
+    step says so in one sentence, before a capture begins, so the process's CUDA state stays usable (a failed
+    capture leaves the random generator in capture mode)."""
+    from lenet_exp.classifier import Classifier
+
+    loss_and_logits = Classifier.loss_and_logits
+
+    def reads_back(self, x, y, label_smoothing=0.0):
+        loss, logits = loss_and_logits(self, x, y, label_smoothing)
+        loss.item()
+        return loss, logits
+
+    monkeypatch.setattr(Classifier, "loss_and_logits", reads_back)
+    options = [*GPU, "trainer.max_epochs=1", f"data.data_dir={gpu_data}", "steps_per_call=epoch"]
+    sentence = r"^model\.cuda_graph=true could not capture the training step as a CUDA graph \(.*synchroniz.*\); "
+    with pytest.raises(UserError, match=sentence + r"set model\.cuda_graph=false to train without the graph\.$"):
+        train(compose_config(tmp_path, options))
+    assert torch.cuda.get_sync_debug_mode() == 0  # as it was
+    torch.randn(4, device="cuda")  # the generator was never in a capture
 
 
 def test_bf16_autocast_with_cuda_graphs_trains_like_bf16_without(tmp_path, gpu_data):
