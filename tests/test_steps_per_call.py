@@ -295,7 +295,7 @@ class FakeCuda:
     capture's stream current)."""
 
     def __init__(self, monkeypatch):
-        self.mode, self.current, self.modes_seen = "default", "main", []
+        self.mode, self.current = "default", "main"
         for name in ("Stream", "stream", "current_stream", "set_stream", "CUDAGraph", "graph"):
             monkeypatch.setattr(torch.cuda, name, getattr(self, name))
         monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: self.mode)
