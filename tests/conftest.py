@@ -75,7 +75,7 @@ LONGEST_FIRST = [
     "test_packaging.py",  # 51
     "test_resume.py",  # 45
     "test_docs.py",  # 40
-    "test_torchrun.py",  # 38
+    "test_launchers.py",  # 38 + 35 (ddp_spawn, from test_trainer_args.py)
     "test_mlflow_server.py",  # 37
     "test_bench.py",  # 35
     "test_realdata.py",  # 32

@@ -21,7 +21,9 @@ def ddp_env() -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_two_process_run_writes_one_folder_shards_each_epoch_and_reduces_metrics(tmp_path, fake_data):
+def test_two_process_run_writes_one_folder_shards_each_epoch_keeps_its_threads_and_reduces_metrics(tmp_path, fake_data):
+    """threads=2: Lightning's DDP gives each rank cores / ranks threads (1 here) unless OMP_NUM_THREADS says
+    otherwise; the threads a user gives are kept."""
     write_fake_fashion_mnist(fake_data, n_test=33)  # odd: a padded split would count an image twice
     run, spy = tmp_path / "run", tmp_path / "spy"
     spy_overrides = ["+callbacks.spy._target_=ddp_spy.ShardSpy", f"+callbacks.spy.folder={spy}"]
@@ -29,6 +31,7 @@ def test_two_process_run_writes_one_folder_shards_each_epoch_and_reduces_metrics
         *TINY,
         f"data.data_dir={fake_data}",
         "trainer.max_epochs=2",
+        "threads=2",
         f"hydra.run.dir={run}",
         *spy_overrides,
         env=ddp_env(),
@@ -50,6 +53,7 @@ def test_two_process_run_writes_one_folder_shards_each_epoch_and_reduces_metrics
     assert orders[0] != orders[1]  # a new shuffle every epoch
 
     metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["threads"] == 2
     ckpt = run / "checkpoints" / "last.ckpt"
     # in this process (test_checkpoints.py and others run python -m lenet_exp.eval in one of its own)
     evaluated = run_main("lenet_exp.eval", f"ckpt_path={ckpt}", "accelerator=cpu", "trust=ddp_spy.ShardSpy")

@@ -165,13 +165,3 @@ def test_optimizer_steps_stop_looking_for_an_absent_nvml(tmp_path, fake_data, mo
         looked.clear()
         optimizer.step()
         assert not looked
-
-
-@pytest.mark.slow
-def test_a_threads_given_is_kept_under_ddp(tmp_path, fake_data):
-    """Lightning's DDP gives each rank cores / ranks threads (1 here) unless OMP_NUM_THREADS says otherwise."""
-    run = tmp_path / "run"
-    args = [*ONE_EPOCH, f"data.data_dir={fake_data}", "trainer=ddp_cpu", "threads=2", f"hydra.run.dir={run}"]
-    out = run_cli(*args, "logger=none")
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads((run / "metrics.json").read_text())["threads"] == 2

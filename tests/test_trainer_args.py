@@ -320,48 +320,6 @@ def test_overfit_batches_and_log_every_n_steps(tmp_path, fake_data):
     assert [step for step, _ in scalars(run, "train/loss")] == [0, 1]
 
 
-# The same 2-process training both ways, one torch thread per process (so each does the same arithmetic).
-DDP_SETTINGS = ["data.val_size=16", "trainer.max_epochs=2", "threads=1"]
-
-
-def distributed(tmp_path: Path, fake_data: Path, name: str, *args: str) -> tuple[str, Path, dict]:
-    run = tmp_path / name
-    out = run_cli(*TINY, f"data.data_dir={fake_data}", f"hydra.run.dir={run}", *args, cwd=tmp_path, timeout=300)
-    assert out.returncode == 0 and "Traceback" not in out.stdout + out.stderr, out.stdout[-3000:] + out.stderr[-3000:]
-    return out.stdout + out.stderr, run, json.loads(metrics_file(run).read_text())
-
-
-@pytest.mark.slow
-def test_ddp_spawn_writes_the_run_that_ddp_writes(tmp_path, fake_data):
-    """Lightning runs ddp_spawn's fit and test in processes it spawns; what lenet_exp records comes back from
-    rank 0. The processes train bit-identically to trainer=ddp_cpu's (the same seeded start, shards and
-    gloo reductions): the same metrics.json but for the timings, the same checkpoints and curves."""
-    ddp_output, ddp, expected = distributed(tmp_path, fake_data, "ddp", "trainer=ddp_cpu", *DDP_SETTINGS)
-    output, spawn, metrics = distributed(
-        tmp_path, fake_data, "spawn", "trainer.strategy=ddp_spawn", "trainer.devices=2", *DDP_SETTINGS
-    )
-    assert {k: v for k, v in metrics.items() if k not in TIMING} == {
-        k: v for k, v in expected.items() if k not in TIMING
-    }
-    assert metrics["epochs"] == 2 and metrics["tested"] == "best" and metrics["best_epoch"] in (1, 2)
-    assert len(metrics["epoch_seconds"]) == 2 and metrics["first_step_at"] > 0
-    assert metrics["seconds_per_epoch"] == pytest.approx(sum(metrics["epoch_seconds"]) / 2)
-    strip = lambda lines: [re.sub(r", time .*", "", line) for line in lines]  # noqa: E731
-    assert strip(epoch_lines(output)) == strip(epoch_lines(ddp_output)) and len(epoch_lines(output)) == 2
-    assert output.count("test acc") == 1 and f"run folder {spawn}" in output  # the final line, once
-    for file in (last_checkpoint, best_checkpoint):
-        a, b = checkpoint(file(spawn)), checkpoint(file(ddp))
-        assert a["epoch"] == b["epoch"] and all(
-            torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"]
-        )
-    assert checkpoint(best_checkpoint(spawn))["epoch"] + 1 == metrics["best_epoch"]
-    for tag in ("train/loss", "val/acc", "test/acc"):  # the epoch axis; the final test at the epochs trained
-        assert scalars(spawn, tag) == scalars(ddp, tag)
-    assert [step for step, _ in scalars(spawn, "test/acc")] == [2]
-    log_file = (spawn / "lenet_exp.log").read_text()  # the spawned ranks' lines, in the run's own log file
-    assert len(epoch_lines(re.sub(r"^\[[^]]*\]\[lenet_exp\]\[INFO\] ", "", log_file, flags=re.MULTILINE))) == 2
-
-
 @pytest.mark.slow
 def test_an_interrupted_ddp_spawn_run_resumes(tmp_path):
     """One spawned process (trainer.devices=1) with epochs long enough to be killed in: the whole process

@@ -1,9 +1,11 @@
-"""torchrun: ranks started by torchrun (one node with two ranks, and two "nodes" on this machine) write one run
-folder, rank 0's, however far apart they start, and train to the same result as trainer=ddp_cpu."""
+"""DDP started by the other launchers: torchrun (one node with two ranks, and two "nodes" on this machine) and
+Lightning's ddp_spawn. Each writes one run folder, rank 0's, however far apart torchrun's nodes start, and trains
+to the same result as trainer=ddp_cpu, whose run the tests share."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -11,9 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TIMING, free_port, write_fake_fashion_mnist
+from conftest import ROOT, TIMING, free_port, scalars, write_fake_fashion_mnist
 
 from lenet_exp.runtime.checkpoints import load_checkpoint
+from lenet_exp.runtime.run_folder import best_checkpoint, last_checkpoint
 
 pytestmark = pytest.mark.slow
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]  # what the torchrun command runs
@@ -27,8 +30,13 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def args(data_dir: Path, *more: str) -> list[str]:
+    """Two epochs with a validation split (so best.ckpt is kept and tested). threads=1: one torch thread in every
+    rank, however many cores the machine has (each of torchrun's "nodes" here sees all of them), since another
+    thread count sums in another order."""
     return ["trainer=ddp_cpu", "data.verify_md5=false", "data.batch_size=16", f"data.data_dir={data_dir}"] + [
         "trainer.max_epochs=2",
+        "data.val_size=16",
+        "threads=1",
         "logger=tensorboard",
         *more,
     ]
@@ -56,6 +64,11 @@ def run_folders(cwd: Path) -> list[Path]:
 def same(run: Path) -> dict:
     metrics = json.loads((run / "metrics.json").read_text())
     return {key: value for key, value in metrics.items() if key not in (*TIMING, "environment", "threads")}
+
+
+def epoch_lines(output: str) -> list[str]:
+    """The epoch lines, without their times."""
+    return [re.sub(r", time .*", "", line) for line in re.findall(r"^epoch \d+, .*$", output, re.MULTILINE)]
 
 
 def assert_equal_runs(a: Path, b: Path) -> None:
@@ -88,9 +101,7 @@ def test_two_torchrun_nodes_started_seconds_apart_write_rank_0s_folder(tmp_path,
     """Node 1 starts 2.5 s after node 0, so its clock names another second: it must still join rank 0's folder."""
     port = free_port()
     node = [*TORCHRUN, "--nnodes=2", "--nproc-per-node=1", "--master-addr=127.0.0.1", f"--master-port={port}"]
-    # threads=1: each "node" here has all the machine's cores, and another thread count sums in another order;
-    # trainer=ddp_cpu's two ranks (and torchrun's, on one node) get one thread each.
-    more = ["trainer.devices=1", "trainer.num_nodes=2", "threads=1"]
+    more = ["trainer.devices=1", "trainer.num_nodes=2"]
     logs = [tmp_path / "node0.log", tmp_path / "node1.log"]
     cwds = [tmp_path / "node0", tmp_path / "node1"]  # each node's own working folder, as on two machines
     for cwd in cwds:
@@ -106,6 +117,45 @@ def test_two_torchrun_nodes_started_seconds_apart_write_rank_0s_folder(tmp_path,
     assert run_folders(cwds[1]) == []  # node 1 wrote rank 0's folder, not one of its own
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in logs[1].read_text()
     assert_equal_runs(run, ddp_cpu)
+
+
+def test_ddp_spawn_writes_the_run_that_ddp_writes(tmp_path, data_dir, ddp_cpu):
+    """Lightning runs ddp_spawn's fit and test in processes it spawns; what lenet_exp records comes back from
+    rank 0. The processes train bit-identically to trainer=ddp_cpu's (the same seeded start, shards and
+    gloo reductions): the same metrics.json but for the timings, the same checkpoints, curves and epoch lines."""
+    spawn, log = tmp_path / "spawn", tmp_path / "spawn.log"
+    command = [
+        sys.executable,
+        "-m",
+        "lenet_exp",
+        *args(data_dir, "trainer.strategy=ddp_spawn"),
+        f"hydra.run.dir={spawn}",
+    ]
+    finish(start(command, tmp_path, log), log)
+    output = log.read_text()
+    metrics, expected = (json.loads((run / "metrics.json").read_text()) for run in (spawn, ddp_cpu))
+    assert "Traceback" not in output
+    assert {k: v for k, v in metrics.items() if k not in TIMING} == {
+        k: v for k, v in expected.items() if k not in TIMING
+    }
+    assert metrics["epochs"] == 2 and metrics["tested"] == "best" and metrics["best_epoch"] in (1, 2)
+    assert len(metrics["epoch_seconds"]) == 2 and metrics["first_step_at"] > 0
+    assert metrics["seconds_per_epoch"] == pytest.approx(sum(metrics["epoch_seconds"]) / 2)
+    assert (
+        epoch_lines(output) == epoch_lines((ddp_cpu.parent / "run.log").read_text()) and len(epoch_lines(output)) == 2
+    )
+    assert output.count("test acc") == 1 and f"run folder {spawn}" in output  # the final line, once
+    for file in (last_checkpoint, best_checkpoint):
+        a, b = load_checkpoint(file(spawn)), load_checkpoint(file(ddp_cpu))
+        assert a["epoch"] == b["epoch"] and all(
+            torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"]
+        )
+    assert load_checkpoint(best_checkpoint(spawn))["epoch"] + 1 == metrics["best_epoch"]
+    for tag in ("train/loss", "val/acc", "test/acc"):  # the epoch axis; the final test at the epochs trained
+        assert scalars(spawn, tag) == scalars(ddp_cpu, tag)
+    assert [step for step, _ in scalars(spawn, "test/acc")] == [2]
+    log_file = (spawn / "lenet_exp.log").read_text()  # the spawned ranks' lines, in the run's own log file
+    assert len(epoch_lines(re.sub(r"^\[[^]]*\]\[lenet_exp\]\[INFO\] ", "", log_file, flags=re.MULTILINE))) == 2
 
 
 def test_a_rank_that_cannot_reach_torchruns_store_is_one_sentence(monkeypatch):
