@@ -64,22 +64,23 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # The test files that take longest (seconds summed over their tests, 2 workers on the 2-core AVX-512 kind,
-# 2026-12-05), run first: make test hands whole files to its workers in collection order
+# 2026-12-06), run first: make test hands whole files to its workers in collection order
 # (--no-loadscope-reorder), so that no worker is left with one long file while the other has none.
 LONGEST_FIRST = [
-    "test_search.py",  # 97
-    "test_slurm.py",  # 89
-    "test_trainer_args.py",  # 82
-    "test_gpu_check.py",  # 71
-    "test_faults.py",  # 52
-    "test_packaging.py",  # 51
-    "test_resume.py",  # 45
-    "test_docs.py",  # 40
-    "test_launchers.py",  # 38 + 35 (ddp_spawn, from test_trainer_args.py)
-    "test_mlflow_server.py",  # 37
-    "test_bench.py",  # 35
-    "test_realdata.py",  # 32
+    "test_search.py",  # 103
+    "test_slurm.py",  # 85
+    "test_gpu_check.py",  # 77
+    "test_mlflow_server.py",  # 69
+    "test_launchers.py",  # 65
+    "test_faults.py",  # 53
+    "test_trainer_args.py",  # 52
+    "test_bench.py",  # 45
+    "test_resume.py",  # 39
+    "test_docs.py",  # 37
+    "test_packaging.py",  # 36
+    "test_realdata.py",  # 36
     "test_errors.py",  # 32
+    "test_sweeps.py",  # 28
 ]
 
 

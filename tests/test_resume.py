@@ -29,13 +29,17 @@ def many_batches(tmp_path_factory) -> Path:
     return folder
 
 
-def start_run(run: Path, data_dir: Path, *overrides: str) -> subprocess.Popen:
-    """A run of ``python -m lenet_exp`` that a test interrupts, as a terminal or a scheduler would. One
-    optimizer step per call: these tests interrupt between batches (the default's calls take 16 steps, and
-    SIGTERM is honoured after the current call: docs/faults.md)."""
+def settings(run: Path, data_dir: Path, *overrides: str) -> list[str]:
+    """One optimizer step per call: these tests interrupt between batches (the default's calls take 16 steps,
+    and SIGTERM is honoured after the current call: docs/faults.md)."""
     data = ["data.verify_md5=false", "data.batch_size=32", f"data.data_dir={data_dir}", "steps_per_call=1"]
+    return ["trainer=cpu", *data, f"hydra.run.dir={run}", *overrides]
+
+
+def start_run(run: Path, data_dir: Path, *overrides: str) -> subprocess.Popen:
+    """A run of ``python -m lenet_exp`` that a test interrupts, as a terminal or a scheduler would."""
     return subprocess.Popen(
-        [sys.executable, "-m", "lenet_exp", "trainer=cpu", *data, f"hydra.run.dir={run}", *overrides],
+        [sys.executable, "-m", "lenet_exp", *settings(run, data_dir, *overrides)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -67,7 +71,8 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_sigterm_in_epoch_3_then_resume_equals_an_uninterrupted_run(tmp_path, many_batches):
     full, killed = tmp_path / "full", tmp_path / "killed"
-    assert start_run(full, many_batches, "trainer.max_epochs=4").wait(timeout=300) == 0
+    # the uninterrupted run in this process (the same arithmetic as a process of its own: test_faults.py)
+    assert run_main("lenet_exp", *settings(full, many_batches, "trainer.max_epochs=4")).returncode == 0
 
     started = start_run(killed, many_batches, "trainer.max_epochs=4")
     code, output = interrupt_after_line(started, "epoch 2,", signal.SIGTERM)
@@ -120,7 +125,7 @@ def test_resume_replays_the_runs_own_config_and_notes_a_changed_revision(tmp_pat
     }
     args = [*TINY, "trainer.max_epochs=3", "model.optimizer.lr=0.002", f"data.data_dir={fake_data}"]
     full, run = tmp_path / "full", tmp_path / "run"
-    assert run_cli(*args, f"hydra.run.dir={full}").returncode == 0
+    assert run_main("lenet_exp", *args, f"hydra.run.dir={full}").returncode == 0  # the reference, in this process
     stop = [f"+callbacks.stop._target_={mine}", f"+callbacks.stop.marker={tmp_path / 'stopped'}"]
     stopped = run_cli(*args, *stop, f"hydra.run.dir={run}", env=env)
     assert stopped.returncode == 130, stopped.stdout + stopped.stderr

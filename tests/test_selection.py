@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ONE_EPOCH, ROOT, TIMING, compose_config, event_dir, run_cli, scalars
+from conftest import ONE_EPOCH, ROOT, TIMING, compose_config, event_dir, run_cli, run_main, scalars
 from hydra.utils import instantiate
 from pytorch_lightning import Callback, Trainer
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -118,13 +118,14 @@ def test_a_resumed_run_keeps_best_ckpt_and_early_stopping_exact(tmp_path, fake_d
     common += ["steps_per_call=1"]
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     full, killed = tmp_path / "full", tmp_path / "killed"
-    assert run_cli(*common, f"hydra.run.dir={full}", env=env).returncode == 0
+    assert run_main("lenet_exp", *common, f"hydra.run.dir={full}").returncode == 0  # in this process
     kill = ["+callbacks.kill._target_=test_selection.SigtermOnce", "+callbacks.kill.epoch=2"]
     kill += [f"+callbacks.kill.marker={tmp_path / 'killed-once'}"]
     out = run_cli(*common, *kill, f"hydra.run.dir={killed}", env=env)
     assert out.returncode == 143, out.stdout + out.stderr
     assert load_checkpoint(killed / "checkpoints" / "last.ckpt", ["test_selection.SigtermOnce"])["epoch"] == 1
-    resumed = run_cli(str(killed), "trust=test_selection.SigtermOnce", module="lenet_exp.resume", env=env)
+    # resumed in this process (test_resume.py resumes a SIGTERM'd run, and one with trust=, as the command)
+    resumed = run_main("lenet_exp.resume", str(killed), "trust=test_selection.SigtermOnce")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
 
     a, b = (json.loads((run / "metrics.json").read_text()) for run in (full, killed))

@@ -132,7 +132,10 @@ def test_a_failing_job_keeps_the_other_jobs_of_a_sweep(tmp_path, fake_data):
 
 
 def test_a_study_that_would_optimize_the_test_set_is_refused_before_any_trial(tmp_path):
-    out = run_cli("hparams_search=lenet_optuna", "optimized_metric=test_acc", f"hydra.sweep.dir={tmp_path / 'study'}")
+    # in this process (test_search.py answers a study's setting from a terminal, in the same form)
+    out = run_main(
+        "lenet_exp", "hparams_search=lenet_optuna", "optimized_metric=test_acc", f"hydra.sweep.dir={tmp_path / 'study'}"
+    )
     assert out.returncode == 1 and "Traceback" not in out.stderr and "No trials" not in out.stderr, out.stderr
     assert out.stderr.strip() == (
         "error: optimized_metric=test_acc would choose hyperparameters on the test set; use optimized_metric=val_acc "

@@ -116,7 +116,7 @@ def test_each_argument_is_set_without_a_plus(tmp_path, override):
 
 
 def test_unbounded_max_epochs_alone_is_one_sentence(tmp_path):
-    out = run_cli(*TINY, "trainer.max_epochs=-1", f"hydra.run.dir={tmp_path / 'run'}", timeout=120)
+    out = run_main("lenet_exp", *TINY, "trainer.max_epochs=-1", f"hydra.run.dir={tmp_path / 'run'}")
     assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
     assert "error: trainer.max_epochs=-1 trains until something ends the run, and nothing here does" in out.stderr
 
