@@ -81,6 +81,9 @@ LONGEST_FIRST = [
     "test_realdata.py",  # 36
     "test_errors.py",  # 32
     "test_sweeps.py",  # 28
+    # then the longest of make test-fast (its tests' seconds), so that its workers end together too
+    "test_config.py",  # 7
+    "test_models.py",  # 5
 ]
 
 

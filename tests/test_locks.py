@@ -148,6 +148,7 @@ def test_eval_appends_beside_a_running_training(tmp_path, fake_data):
     assert len((run / "evaluations.jsonl").read_text().splitlines()) == 1
 
 
+@pytest.mark.slow  # several runs and sweeps, 3 s: make test runs it, make test-fast does not
 def test_a_folder_that_holds_a_run_is_refused_before_anything_is_written_over(tmp_path, fake_data):
     """A fixed hydra.run.dir given again (a command run twice): the earlier run's files stay as they were, and an
     unfinished one is named with the command that continues it."""
@@ -181,6 +182,7 @@ def test_a_folder_that_holds_a_run_is_refused_before_anything_is_written_over(tm
     assert (sweep / "s1" / ".hydra" / "overrides.yaml").read_bytes() == overrides
 
 
+@pytest.mark.slow  # several runs and sweeps, 3 s: make test runs it, make test-fast does not
 def test_a_new_study_into_the_folder_of_another_is_refused_and_the_same_study_goes_on(tmp_path, fake_data):
     """A study's trials are numbered from 0 in each study: another study_name in the same sweep folder would write
     over the first study's job folders, while the same study given again adds trials after its own."""
