@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 AUTO, EPOCH = "auto", "epoch"  # auto: chosen by device and settings (resolve); epoch: all of an epoch's batches
 # steps_per_call=auto on a CPU: what `make bench` measured fastest (docs/performance.md).
 CPU_DEFAULT = 16
-# On CUDA: 1 until the graph path has been measured on a GPU (it has not run on one yet); then None, a whole
-# epoch per call, where the Python of a call costs more than a step's arithmetic.
+# On CUDA: 1 until the graph path has been measured on a GPU (its first run, on an H100 on 2026-12-06, failed to
+# capture; the mended path has not run on one since); then None, a whole epoch per call, where the Python of a call
+# costs more than a step's arithmetic.
 CUDA_DEFAULT = 1
 # Trainer arguments that count training steps (as batches) and their "not given" values, Lightning's defaults:
 # with one of them given, auto is 1, so that it counts what Lightning's docs say; an explicit N counts calls.
