@@ -75,7 +75,15 @@ def test_the_one_cycle_schedule_spans_the_whole_run(tmp_path, fake_data):
 
 
 @pytest.mark.slow
-def test_compiled_bf16_training_keeps_plain_checkpoints(tmp_path, fake_data):
+def test_compiled_bf16_training_keeps_plain_checkpoints_and_tests_on_the_graphs_validation_compiled(
+    tmp_path, fake_data
+):
+    """One graph for training and one for evaluation: the epoch's validation (under no_grad, as Lightning runs it
+    during fit) and the final test (trainer.inference_mode is off with model.compile) use the same one."""
+    from torch._dynamo.utils import counters  # dynamo's own count of the graphs it compiled
+
+    torch._dynamo.reset()
+    counters.clear()
     cfg = compose_config(
         tmp_path,
         [
@@ -86,8 +94,10 @@ def test_compiled_bf16_training_keeps_plain_checkpoints(tmp_path, fake_data):
             "trainer.precision=bf16-mixed",
         ],
     )
+    assert cfg.trainer.inference_mode is False
     metrics = train(cfg)
     assert counted_over(metrics["test_acc"], 32) and metrics["epochs"] == 1  # fake_data's 32 test images
+    assert counters["stats"]["unique_graphs"] == 2, dict(counters["stats"])  # 3 with the test in inference mode
     keys = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["state_dict"].keys()
     assert "net.features.0.weight" in keys and not any("_orig_mod" in k for k in keys)
 

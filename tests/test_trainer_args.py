@@ -53,6 +53,7 @@ CHOSEN = {
     "enable_model_summary",
     "deterministic",
     "benchmark",
+    "inference_mode",
     "plugins",
     "default_root_dir",
 }

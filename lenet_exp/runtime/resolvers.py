@@ -40,7 +40,17 @@ def unless_deterministic(deterministic: Any) -> bool:
     return not deterministic
 
 
+def unless_compiled(compile: Any) -> bool:
+    """``${unless_compiled:${oc.select:model.compile,false}}``: the Trainer's ``inference_mode`` (the final test under
+    ``torch.inference_mode``) is on unless the net is compiled. Lightning validates during fit under
+    ``torch.no_grad``, and torch.compile compiles the net again for each of the two (a tensor made in inference
+    mode fails the guards of a graph compiled for one made under no_grad): tested under no_grad too, the test
+    reuses the graphs the validation compiled, one compilation fewer (seconds on a CPU)."""
+    return not compile
+
+
 OmegaConf.register_new_resolver("if_multirun", if_multirun, replace=True)
 OmegaConf.register_new_resolver("gpus_of", gpus_of, replace=True)
 OmegaConf.register_new_resolver("cpus_of", cpus_of, replace=True)
 OmegaConf.register_new_resolver("unless_deterministic", unless_deterministic, replace=True)
+OmegaConf.register_new_resolver("unless_compiled", unless_compiled, replace=True)
