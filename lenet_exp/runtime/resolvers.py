@@ -45,7 +45,7 @@ def unless_compiled(compile: Any) -> bool:
     ``torch.inference_mode``) is on unless the net is compiled. Lightning validates during fit under
     ``torch.no_grad``, and torch.compile compiles the net again for each of the two (a tensor made in inference
     mode fails the guards of a graph compiled for one made under no_grad): tested under no_grad too, the test
-    reuses the graphs the validation compiled, one compilation fewer (seconds on a CPU)."""
+    reuses the graphs the validation compiled: one compilation fewer."""
     return not compile
 
 
