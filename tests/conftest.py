@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -299,6 +300,11 @@ def event_dir(run: Path) -> Path:
     folders = {path.parent for path in (run / "tensorboard").rglob("events.out.tfevents.*")}
     assert len(folders) == 1, folders
     return folders.pop()
+
+
+def epoch_lines(output: str) -> list[str]:
+    """The book's epoch lines ("epoch N, loss ..., time ... sec") in a command's output."""
+    return re.findall(r"^epoch \d+, .*$", output, re.MULTILINE)
 
 
 def scalars(run: Path, tag: str) -> list[tuple[int, float]]:

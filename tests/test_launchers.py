@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TIMING, free_port, scalars, write_fake_fashion_mnist
+from conftest import ROOT, TIMING, epoch_lines, free_port, scalars, write_fake_fashion_mnist
 
 from lenet_exp.runtime.checkpoints import load_checkpoint
 from lenet_exp.runtime.run_folder import best_checkpoint, last_checkpoint
@@ -64,11 +64,6 @@ def run_folders(cwd: Path) -> list[Path]:
 def same(run: Path) -> dict:
     metrics = json.loads((run / "metrics.json").read_text())
     return {key: value for key, value in metrics.items() if key not in (*TIMING, "environment", "threads")}
-
-
-def epoch_lines(output: str) -> list[str]:
-    """The epoch lines, without their times."""
-    return [re.sub(r", time .*", "", line) for line in re.findall(r"^epoch \d+, .*$", output, re.MULTILINE)]
 
 
 def assert_equal_runs(a: Path, b: Path) -> None:
@@ -141,9 +136,8 @@ def test_ddp_spawn_writes_the_run_that_ddp_writes(tmp_path, data_dir, ddp_cpu):
     assert metrics["epochs"] == 2 and metrics["tested"] == "best" and metrics["best_epoch"] in (1, 2)
     assert len(metrics["epoch_seconds"]) == 2 and metrics["first_step_at"] > 0
     assert metrics["seconds_per_epoch"] == pytest.approx(sum(metrics["epoch_seconds"]) / 2)
-    assert (
-        epoch_lines(output) == epoch_lines((ddp_cpu.parent / "run.log").read_text()) and len(epoch_lines(output)) == 2
-    )
+    untimed = lambda text: [re.sub(r", time .*", "", line) for line in epoch_lines(text)]  # noqa: E731
+    assert untimed(output) == untimed((ddp_cpu.parent / "run.log").read_text()) and len(epoch_lines(output)) == 2
     assert output.count("test acc") == 1 and f"run folder {spawn}" in output  # the final line, once
     for file in (last_checkpoint, best_checkpoint):
         a, b = load_checkpoint(file(spawn)), load_checkpoint(file(ddp_cpu))

@@ -13,7 +13,6 @@ import inspect
 import json
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from conftest import (
     TIMING,
     TINY,
     compose_config,
+    epoch_lines,
     run_cli,
     run_main,
     scalars,
@@ -83,10 +83,6 @@ def lenet_exp(tmp_path: Path, fake_data: Path, *args: str, env: dict[str, str] |
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Traceback" not in out.stdout + out.stderr
     return out.stdout + out.stderr, run, json.loads(metrics_file(run).read_text())
-
-
-def epoch_lines(output: str) -> list[str]:
-    return re.findall(r"^epoch \d+, .*$", output, re.MULTILINE)
 
 
 def checkpoint(path: Path) -> dict:
