@@ -136,7 +136,10 @@ def test_ddp_spawn_writes_the_run_that_ddp_writes(tmp_path, data_dir, ddp_cpu):
     assert metrics["epochs"] == 2 and metrics["tested"] == "best" and metrics["best_epoch"] in (1, 2)
     assert len(metrics["epoch_seconds"]) == 2 and metrics["first_step_at"] > 0
     assert metrics["seconds_per_epoch"] == pytest.approx(sum(metrics["epoch_seconds"]) / 2)
-    untimed = lambda text: [re.sub(r", time .*", "", line) for line in epoch_lines(text)]  # noqa: E731
+
+    def untimed(text: str) -> list[str]:
+        return [re.sub(r", time .*", "", line) for line in epoch_lines(text)]
+
     assert untimed(output) == untimed((ddp_cpu.parent / "run.log").read_text()) and len(epoch_lines(output)) == 2
     assert output.count("test acc") == 1 and f"run folder {spawn}" in output  # the final line, once
     for file in (last_checkpoint, best_checkpoint):
