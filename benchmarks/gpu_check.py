@@ -24,8 +24,10 @@ the script cannot rot. Without CUDA, the default
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -85,7 +87,10 @@ def main(argv: list[str]) -> int:
 
     out = args.out or Path(os.environ.get("OUT") or ROOT / "outputs" / "gpu_check" / time.strftime("%Y-%m-%d_%H-%M-%S"))
     out.mkdir(parents=True, exist_ok=True)
+    # The runs' own folders (checkpoints, TensorBoard) are scratch, removed when the script exits, failed or not;
+    # what it measured, and each step's log, are in out.
     scratch = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     gpus = torch.cuda.device_count() if gpu else 0
     facts = {**environment("cuda" if gpu else "cpu"), "date": time.strftime("%Y-%m-%d %H:%M")}
     print(f"gpu-check on {facts.get('gpu', facts['cpu'])} ({args.device}), results in {out}", flush=True)
