@@ -5,6 +5,7 @@ to the same result as trainer=ddp_cpu, whose run the tests share."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -43,8 +44,11 @@ def args(data_dir: Path, *more: str) -> list[str]:
 
 
 def start(command: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    """``command`` in the background, its output in ``log``, and the temporary folder beside ``log`` (the test's own:
+    torchrun leaves a torchelastic_* folder in it, which pytest then removes with the test's other old folders)."""
+    env = {**os.environ, "TMPDIR": str(log.parent)}
     with log.open("w") as out:
-        return subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
 
 def finish(proc: subprocess.Popen, log: Path) -> None:
