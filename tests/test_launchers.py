@@ -134,6 +134,7 @@ def test_ddp_spawn_writes_the_run_that_ddp_writes(tmp_path, data_dir, ddp_cpu):
     output = log.read_text()
     metrics, expected = (json.loads((run / "metrics.json").read_text()) for run in (spawn, ddp_cpu))
     assert "Traceback" not in output
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["spawn", "spawn.log"]  # no temporary folder left
     assert {k: v for k, v in metrics.items() if k not in TIMING} == {
         k: v for k, v in expected.items() if k not in TIMING
     }

@@ -208,8 +208,9 @@ class RankZeroResults(_MultiProcessingLauncher):
     ``callback_metrics``, the last weights and the first checkpoint callback's ``best_model_path``;
     ``get_extra_results`` and ``update_main_process_results`` are its hooks for more.
 
-    The launcher class is private to Lightning, and so are its start method and the function each rank runs
-    (``_start_method``, ``_wrapping_function``): subclassing it is the one way to reach those hooks, and the
+    The launcher class is private to Lightning, and so are its start method, the function each rank runs and
+    the one that takes rank 0's weights back (``_start_method``, ``_wrapping_function``,
+    ``_recover_results_in_main_process``): subclassing it is the one way to reach those hooks, and the
     ddp_spawn tests (test_trainer_args.py) fail if Lightning changes them.
 
     Spawned ranks start with no logging set up: their records are sent to this process's handlers (the
@@ -274,6 +275,13 @@ class RankZeroResults(_MultiProcessingLauncher):
         if self._start_method == "spawn":
             apply_to_collection((args, kwargs), dtype=torch.nn.Module, function=_unshare_metrics)
         return super()._wrapping_function(process_idx, trainer, function, args, kwargs, *rest)
+
+    def _recover_results_in_main_process(self, worker_output: Any, trainer: pl.Trainer) -> None:
+        """Lightning's, which loads rank 0's last weights from a file in a temporary folder of its own and removes
+        the file: the folder too, so that a run leaves nothing in the system's temporary folder."""
+        super()._recover_results_in_main_process(worker_output, trainer)
+        if worker_output.weights_path is not None:
+            shutil.rmtree(os.path.dirname(worker_output.weights_path), ignore_errors=True)
 
     def get_extra_results(self, trainer: pl.Trainer) -> dict[str, Any]:
         extra = super().get_extra_results(trainer)
