@@ -117,16 +117,17 @@ def unnamed_keys(settings: Path) -> set[str]:
 
 
 def machine(environment: dict[str, Any]) -> str:
-    """What a run ran on, in words (``NVIDIA H200 cuda``, ``AMD EPYC 7B13 x2 cpu``); empty for older runs.
+    """What a run ran on, in words (``NVIDIA H200 cuda``, ``AMD EPYC 7B13 x2 AVX512 cpu``); empty for older runs.
 
-    On a CPU the core count is part of it: the same model with fewer cores is a slower machine.
+    On a CPU the core count and the vector kernels torch used are part of it: the same model with fewer cores,
+    or without AVX-512, is a slower machine (runs of earlier versions did not record the kernels).
     """
     if not environment:
         return ""
     if environment.get("device") == "cuda":
         return f"{environment.get('gpu') or 'unknown GPU'} cuda"
-    cores = environment.get("cpu_cores")
-    return f"{environment.get('cpu') or 'unknown CPU'}{f' x{cores}' if cores else ''} cpu"
+    cores, kernels = environment.get("cpu_cores"), environment.get("cpu_capability")
+    return " ".join(filter(None, [environment.get("cpu") or "unknown CPU", cores and f"x{cores}", kernels, "cpu"]))
 
 
 class Damaged(Exception):

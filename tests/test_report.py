@@ -164,8 +164,21 @@ def test_jobs_from_different_machines_bring_one_warning(tmp_path, capsys):
         assert [row["device"] for row in csv.DictReader(f)] == ["cpu", "cuda", "", ""]
     assert "warning: these runs come from different machines" in (tmp_path / "summary.md").read_text()
 
-    (tmp_path / "1" / "metrics.json").write_text(json.dumps({"seconds_per_epoch": 2.0, "environment": cpu}))
-    assert write_report(tmp_path).warning is None
+    def ran_on(job: str, environment: dict) -> None:
+        (tmp_path / job / "metrics.json").write_text(
+            json.dumps({"seconds_per_epoch": 2.0, "test_acc": 0.7, "environment": environment})
+        )
+
+    ran_on("1", cpu)
+    report = write_report(tmp_path)
+    assert [job["status"] for job in report.jobs][:2] == ["ok", "ok"] and report.warning is None
+    # one model name, two kinds of CPU: with AVX-512 and without (the kernels torch ran, which runs now record)
+    ran_on("0", {**cpu, "cpu_capability": "AVX512"})
+    ran_on("1", {**cpu, "cpu_capability": "AVX2"})
+    assert write_report(tmp_path).warning == (
+        "warning: these runs come from different machines (AMD EPYC 7B13 x2 AVX512 cpu, AMD EPYC 7B13 x2 AVX2 cpu); "
+        "compare seconds_per_epoch only within one machine."
+    )
 
 
 @pytest.mark.slow

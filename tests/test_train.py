@@ -59,6 +59,7 @@ def test_one_epoch_on_synthetic_data_writes_a_complete_run_folder(validated_run)
     assert {"val_acc", "test_acc", "train_loss"} <= metrics.keys() and metrics["epochs"] == 3
     machine = json.loads((run / "metrics.json").read_text())["environment"]  # what makes a timing comparable
     assert machine["device"] == "cpu" and machine["cpu_cores"] == os.cpu_count() and machine["cpu"]
+    assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # AVX512, AVX2, ...
     assert machine["torch"] == torch.__version__.split("+")[0]  # the installed distribution's version
     assert machine["torch_threads"] == metrics["threads"] and machine["pytorch-lightning"] and machine["hydra-core"]
     assert machine["python"] == platform.python_version() and "gpu" not in machine

@@ -60,6 +60,9 @@ def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
         "device": device.type,
         "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
+        # the vector kernels torch's CPU operators run (AVX512, AVX2, ...): one model name can come with either,
+        # and they differ in speed and in the last bits of float results; ATEN_CPU_CAPABILITY can lower it
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
     }
     if device.type == "cuda":
