@@ -64,6 +64,22 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
 
 
+def pytest_report_header() -> str:
+    """The CPU the suite runs on, first in its output: its time (docs/testing.md) and the last bits of its float
+    results depend on the kind, with AVX-512 or without. Read from the kernel, not torch (not imported here)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux
+        return f"cpu: {os.cpu_count()} cores"
+    model = re.search(r"^model name\s*:\s*(.*)$", info, re.MULTILINE)
+    flags = re.search(r"^flags\s*:(.*)$", info, re.MULTILINE)
+    kind = "with" if flags and "avx512f" in flags[1].split() else "without"
+    forced = os.environ.get("ATEN_CPU_CAPABILITY")
+    return f"cpu: {model[1] if model else 'unknown'}, {os.cpu_count()} cores, {kind} AVX-512" + (
+        f" (torch's kernels: ATEN_CPU_CAPABILITY={forced})" if forced else ""
+    )
+
+
 # The test files that take longest (seconds summed over their tests, 2 workers on the 2-core AVX-512 kind,
 # 2026-12-06), run first: make test hands whole files to its workers in collection order
 # (--no-loadscope-reorder), so that no worker is left with one long file while the other has none.
