@@ -211,7 +211,7 @@ class RankZeroResults(_MultiProcessingLauncher):
     The launcher class is private to Lightning, and so are its start method, the function each rank runs and
     the one that takes rank 0's weights back (``_start_method``, ``_wrapping_function``,
     ``_recover_results_in_main_process``): subclassing it is the one way to reach those hooks, and the
-    ddp_spawn tests (test_trainer_args.py) fail if Lightning changes them.
+    ddp_spawn tests (test_trainer_args.py, test_launchers.py) fail if Lightning changes them.
 
     Spawned ranks start with no logging set up: their records are sent to this process's handlers (the
     console and the run's log file, which one writer keeps whole), with this process's warning filters.
