@@ -25,6 +25,7 @@ def test_gpu_check_dry_run_on_the_cpu_runs_every_step_and_writes_its_tables(tmp_
     assert results["device"]["device"] == "cpu" and results["device"]["cpu_cores"] >= 1
     table = (folder / "gpu_check.md").read_text()
     assert "| epoch |" in table and "| book | ok |" in table and "| sweep 2x | ok |" in table
+    assert "A dry run on the CPU" in table.splitlines()[2]  # said before its figures, which measure nothing
 
 
 @pytest.mark.slow
