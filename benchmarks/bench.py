@@ -310,15 +310,9 @@ def cpu_name() -> str:
     """The CPU's model name, its cores and the kernels torch chooses on it (AVX512 or AVX2): speed differs by kind."""
     import torch
 
-    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "CPU")
-    return f"{model}, {os.cpu_count()} CPUs, torch kernels {torch.backends.cpu.get_cpu_capability()}"
+    from lenet_exp.runtime.results import cpu_model  # it imports torch: only when the figures are written
 
-
-def _cpuinfo() -> list[str]:
-    try:
-        return Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:  # not Linux
-        return []
+    return f"{cpu_model()}, {os.cpu_count()} CPUs, torch kernels {torch.backends.cpu.get_cpu_capability()}"
 
 
 def main(argv: list[str]) -> None:
