@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch for the pictures of tensors only: the report draws its curves without loading it
+    import torch
     from matplotlib.figure import Figure
 
 
@@ -54,7 +54,7 @@ def image_grid(images: torch.Tensor, captions: Sequence[str], columns: int = 8, 
     rows = max(1, -(-n // columns))
     grid = Image.new("RGB", (columns * cell_w, rows * cell_h), "white")
     draw, small = ImageDraw.Draw(grid), font(11)
-    pixels = (images[:, 0].clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
+    pixels = (images[:, 0].clamp(0, 1) * 255).byte().cpu().numpy()
     for k in range(n):
         x, y = (k % columns) * cell_w, (k // columns) * cell_h
         tile = Image.fromarray(pixels[k], mode="L").resize((w * scale, h * scale), Image.NEAREST)
@@ -110,7 +110,7 @@ def band_plot(
         )
     else:
         axes.text(0.5, 0.5, "no evaluation curve logged", transform=axes.transAxes, ha="center", va="center")
-    from lenet_exp.runtime.atomic import atomic_write
+    from lenet_exp.runtime.writes import atomic_write
 
     png = io.BytesIO()
     figure.savefig(png, format="png", bbox_inches="tight")  # "tight" keeps the legend beside the axes

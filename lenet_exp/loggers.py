@@ -40,7 +40,6 @@ from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoa
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lenet_exp.errors import UserError, chain, exit_on_user_error, fail, first_line
-from lenet_exp.runtime.atomic import atomic_write
 from lenet_exp.runtime.cli import answer_help
 from lenet_exp.runtime.run_folder import (
     CSV,
@@ -55,6 +54,7 @@ from lenet_exp.runtime.run_folder import (
     SUMMARY,
     TENSORBOARD,
 )
+from lenet_exp.runtime.writes import atomic_write
 
 log = logging.getLogger("lenet_exp")
 

@@ -31,7 +31,6 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line
-from lenet_exp.runtime.atomic import atomic_write
 from lenet_exp.runtime.cli import answer_help
 from lenet_exp.runtime.run_folder import (
     PROJECTOR,
@@ -40,6 +39,7 @@ from lenet_exp.runtime.run_folder import (
     PROJECTOR_LABELS,
     PROJECTOR_SPRITE,
 )
+from lenet_exp.runtime.writes import atomic_write
 
 log = logging.getLogger("lenet_exp")
 

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line
-from lenet_exp.runtime.atomic import atomic_write
 from lenet_exp.runtime.cli import answer_help
 from lenet_exp.runtime.run_folder import (
     MULTIRUN,
@@ -53,6 +52,7 @@ from lenet_exp.runtime.run_folder import (
     overrides_file,
     value_at,
 )
+from lenet_exp.runtime.writes import atomic_write
 
 METRICS = list(SUMMARY)
 # New columns go at the end, so that scripts reading the older summary.csv by position still work.

@@ -61,9 +61,9 @@ def resume(
 
 
 def _resume(files: StoredRun, trust: list[str], job_name: str | None, given: list[str]) -> dict:
-    from lenet_exp.runtime.atomic import AppendLog
     from lenet_exp.runtime.results import git_revision
     from lenet_exp.runtime.stored_config import GIT_KEY, open_stored
+    from lenet_exp.runtime.writes import AppendLog
 
     run = files.run
     stored = open_stored(files, trust, given=given, usage=USAGE)  # the gate: its config and last.ckpt, as data

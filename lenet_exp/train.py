@@ -21,7 +21,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from lenet_exp.callbacks import BestCheckpoint, EpochLine, EpochTimer
 from lenet_exp.errors import UserError, check_callable
 from lenet_exp.loggers import close_loggers
-from lenet_exp.runtime.atomic import AtomicCheckpointIO, atomic_write
+from lenet_exp.runtime.atomic import AtomicCheckpointIO
 from lenet_exp.runtime.checkpoints import ConfigInCheckpoint, check_architecture, check_epochs_left
 from lenet_exp.runtime.checks import check_run
 from lenet_exp.runtime.console import quiet_lightning_hints
@@ -39,6 +39,7 @@ from lenet_exp.runtime.results import environment, flat_metrics, git_revision, h
 from lenet_exp.runtime.run_folder import config_file, last_checkpoint, metrics_file
 from lenet_exp.runtime.stored_config import Stored, open_stored
 from lenet_exp.runtime.threads import job_devices, skip_absent_nvml, torch_threads
+from lenet_exp.runtime.writes import atomic_write
 from lenet_exp.trial import PruneTrial, trial_callbacks
 
 log = logging.getLogger("lenet_exp")

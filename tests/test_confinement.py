@@ -16,10 +16,10 @@ from omegaconf import OmegaConf
 
 import lenet_exp
 from lenet_exp.errors import UserError
-from lenet_exp.runtime.atomic import atomic_write
 from lenet_exp.runtime.checkpoints import CONFIG_KEY
 from lenet_exp.runtime.results import append_jsonl
 from lenet_exp.runtime.stored_config import open_stored, read_run
+from lenet_exp.runtime.writes import atomic_write
 
 STORED = Path(__file__).resolve().parent / "data" / "run_f701b51"  # a run folder of an earlier commit
 

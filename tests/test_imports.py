@@ -146,3 +146,15 @@ def test_the_study_loads_no_lightning_nor_torch_on_import():
     for name in study_modules(ROOT):
         for module in {name} | loaded_on_import(edges, name):
             assert not heavy_imports_at_top(paths[module]), (name, module, heavy_imports_at_top(paths[module]))
+
+
+def test_the_report_loads_no_lightning_nor_torch():
+    """``lenet-exp-report`` reads a sweep's files and draws one PNG: neither it nor anything it imports, at import
+    time or inside its functions, may import Lightning or torch (three seconds of a command that takes under one)."""
+    edges, paths = graph(ROOT), module_names(ROOT)
+    report = {"lenet_exp.report"} | set(edges["lenet_exp.report"])
+    for name in list(report):
+        report |= loaded_on_import(edges, name)
+    assert {"lenet_exp.drawing", "lenet_exp.runtime.writes"} <= report
+    for module in report:
+        assert not heavy_imports_at_top(paths[module]), (module, heavy_imports_at_top(paths[module]))

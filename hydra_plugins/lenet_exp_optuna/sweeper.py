@@ -190,8 +190,8 @@ class OptunaSweeper(Sweeper):
         import yaml
 
         from hydra_plugins.lenet_exp_optuna._study import summary
-        from lenet_exp.runtime.atomic import atomic_write
         from lenet_exp.runtime.run_folder import STUDY_RESULTS
+        from lenet_exp.runtime.writes import atomic_write
 
         results = summary(study, plan.metrics, plan.url)
         atomic_write(sweep_dir / STUDY_RESULTS, yaml.safe_dump(results, sort_keys=False).encode())

@@ -26,6 +26,7 @@ from lenet_exp.runtime.run_folder import (
     overrides_file,
     value_at,
 )
+from lenet_exp.runtime.writes import atomic_write
 
 log = logging.getLogger("lenet_exp")
 
@@ -303,8 +304,6 @@ class FailedJobs(Callback):
         if job_return.status != JobStatus.FAILED or config.hydra.mode != RunMode.MULTIRUN:
             return  # a single run (lenet_exp.run) raises its error to the caller
         reason = failure_reason(job_return)
-        from lenet_exp.runtime.atomic import atomic_write  # torch loads with it: only when a job failed
-
         atomic_write(error_file(config.hydra.runtime.output_dir), (reason + "\n").encode())
         shown = " ".join(o for o in job_return.overrides if not o.startswith("++hydra.")) or "no overrides"
         job = f"job {Path(config.hydra.runtime.output_dir).name} ({shown})"  # named as its folder (a study's: trial)

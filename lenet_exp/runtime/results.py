@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_exp.runtime.atomic import atomic_write, open_append
+from lenet_exp.runtime.writes import atomic_write, open_append
 
 
 def git_revision() -> str:
