@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw, ImageFont
 
+from lenet_exp.runtime.writes import atomic_write
+
 if TYPE_CHECKING:  # torch for the pictures of tensors only: the report draws its curves without loading it
     import torch
     from matplotlib.figure import Figure
@@ -110,8 +112,6 @@ def band_plot(
         )
     else:
         axes.text(0.5, 0.5, "no evaluation curve logged", transform=axes.transAxes, ha="center", va="center")
-    from lenet_exp.runtime.writes import atomic_write
-
     png = io.BytesIO()
     figure.savefig(png, format="png", bbox_inches="tight")  # "tight" keeps the legend beside the axes
     atomic_write(Path(path), png.getvalue())  # never through a link planted at that path
