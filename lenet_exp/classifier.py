@@ -14,10 +14,10 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lenet_exp import many_steps
-from lenet_exp.errors import UserError, check_value
+from lenet_exp.arguments import check_model
+from lenet_exp.errors import UserError
 from lenet_exp.metrics import Accuracy, WeightedMean
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 ADAM_1E3 = partial(torch.optim.Adam, lr=1e-3)  # the book's optimizer
 EPOCH_METRICS = "lenet_exp_epoch_metrics"  # in a checkpoint: its epoch's logged metrics, as plain numbers
 
@@ -53,15 +53,12 @@ class Classifier(pl.LightningModule):
     ) -> None:
         super().__init__()
         lr = getattr(optimizer, "keywords", {}).get("lr")  # a partial optimizer's learning rate
-        if lr is not None:
-            check_value("model.optimizer.lr", lr, "number", 0.001)
-        check_value("model.label_smoothing", label_smoothing, "number", 0.1, low=0, high=1)
+        check_model(lr, label_smoothing, ema_decay, compile)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "augment", "steps_per_call"], logger=False)
         self.net = net
         # The average is a submodule, so checkpoints hold it and a resumed run continues it exactly.
         self.ema = None
         if ema_decay is not None:
-            check_value("model.ema_decay", ema_decay, "number", 0.999, low=0, high=1)
             self.ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
             self.ema.requires_grad_(False)  # not trained: the optimizer and DDP leave it alone
         self.flip_average, self.cuda_graph = flip_average, cuda_graph
@@ -70,8 +67,6 @@ class Classifier(pl.LightningModule):
         self.many_steps: many_steps.ManySteps | None = None  # set per fit, in setup
         # torch.compile wraps the same parameters, out of the module tree: checkpoints hold the plain net's keys.
         # A string is torch.compile's mode, such as "reduce-overhead" (CUDA graphs on a GPU).
-        if isinstance(compile, str) and compile not in COMPILE_MODES:
-            raise UserError(f"model.compile={compile!r} is not known; use true, false or one of {list(COMPILE_MODES)}.")
         mode = compile if isinstance(compile, str) else None
         object.__setattr__(self, "_compiled", torch.compile(net, mode=mode) if compile else None)
         # Metric states accumulate on the training device; nothing is synced until the epoch ends.

@@ -16,7 +16,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lenet_exp import many_steps
-from lenet_exp.errors import UserError, check_value
+from lenet_exp.arguments import check_data, check_split
+from lenet_exp.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -178,15 +179,6 @@ def _whole_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     return batch
 
 
-def check_split(val_size: int, processes: int) -> None:
-    """Under DDP each training process evaluates its own part of the validation split; none may be empty."""
-    if 0 < val_size < processes:
-        raise UserError(
-            f"data.val_size={val_size} leaves some of the {processes} training processes without a validation "
-            f"image; hold out at least one per process (data.val_size={processes} or more) or train with fewer."
-        )
-
-
 class FashionMNIST(pl.LightningDataModule):
     """Fashion-MNIST held in memory (on the GPU when training there), served in whole batches.
 
@@ -212,9 +204,7 @@ class FashionMNIST(pl.LightningDataModule):
         steps_per_call: int | str = 1,
     ) -> None:
         super().__init__()
-        check_value("data.batch_size", batch_size, "whole", 256, low=1)
-        check_value("data.eval_batch_size", eval_batch_size, "whole", 1024, low=1)
-        check_value("data.val_size", val_size, "whole", "0 (no validation split) or 5000", low=0)
+        check_data(batch_size, eval_batch_size, val_size)
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.seed = val_size, seed

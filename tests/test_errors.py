@@ -362,6 +362,30 @@ if not torch.cuda.is_available():
     CLI_CASES["gpu-check: no GPU"] = ("benchmarks/gpu_check.py", lambda r, t: [], "finds no CUDA GPU here")
 
 
+# Wrong values of a run that lenet_exp refuses (Hydra refuses unknown keys itself), one of each kind: the data
+# module's, the LightningModule's, the Trainer's and the data split against the processes. The sentence comes
+# before torch is imported, so that a typo costs under a second instead of the seconds torch and Lightning take.
+BEFORE_TORCH = {
+    "data.batch_size=0": "data.batch_size=0 must be a positive whole number",
+    "model.optimizer.lr=-1": "model.optimizer.lr=-1 must be a positive number",
+    "trainer.max_epochs=0": "trainer.max_epochs=0 must be a positive whole number",
+    "trainer=ddp_cpu data.val_size=1": "data.val_size=1 leaves some of the 2 training processes",
+}
+
+
+@pytest.mark.slow
+def test_a_wrong_value_is_refused_before_torch_is_imported(tmp_path):
+    for overrides, expected in BEFORE_TORCH.items():
+        run_dir = f"hydra.run.dir={tmp_path / 'run'}"
+        out = run_cli(*overrides.split(), run_dir, env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+        lines = out.stderr.splitlines()
+        errors = [line for line in lines if line.startswith("error:")]
+        assert out.returncode == 1 and len(errors) == 1 and expected in errors[0], out.stderr[-3000:]
+        imported = {line.rpartition("|")[2].strip() for line in lines if line.startswith("import time:")}
+        assert "lenet_exp.runtime.checks" in imported  # the profile is there, and holds the checks
+        assert not imported & {"torch", "pytorch_lightning"}, overrides
+
+
 def data_dir(run: Path) -> str:
     return OmegaConf.load(run / ".hydra" / "config.yaml").data.data_dir
 

@@ -1,7 +1,7 @@
 """Checks of a run's settings that Lightning would accept but that cannot be what the user meant.
 
-torch and Lightning are imported only by the checks that need them, so that the entry points can
-refuse a wrong path before spending seconds loading them.
+torch and Lightning are imported only by the checks that need them, and ``check_run`` runs those last, so that
+the entry points refuse a wrong value or path before spending seconds loading them.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from lenet_exp import arguments
 from lenet_exp.errors import UserError, check_value
 from lenet_exp.processes import nodes, processes
 from lenet_exp.runtime.run_folder import CHECKPOINTS, OBJECTIVES
@@ -154,9 +155,9 @@ def check_built_by_groups(trainer: DictConfig) -> None:
 
 
 def check_trainer(trainer: DictConfig, callbacks: DictConfig | None = None) -> None:
-    """The accelerator, the nodes, a gradient accumulation that divides, and an epoch count that ends: a
-    positive one, or -1 with early stopping, max_time or max_steps to end the run (Lightning's meaning of -1)."""
-    check_accelerator(trainer.accelerator, trainer.get("devices"))
+    """The nodes, a gradient accumulation that divides, and an epoch count that ends: a positive one, or -1 with
+    early stopping, max_time or max_steps to end the run (Lightning's meaning of -1). The accelerator is
+    ``check_accelerator``'s, which may load torch."""
     check_nodes(trainer)
     check_built_by_groups(trainer)
     # Lightning takes 0 and fails with a ZeroDivisionError in the first batch
@@ -231,14 +232,25 @@ def check_selection(cfg: DictConfig) -> str:
     return test_on
 
 
-def check_split(cfg: DictConfig) -> None:
-    """``data.val_size`` against the training processes that the trainer config asks for: lenet_exp.data's rule,
-    applied before any process starts (imported only for several processes: it imports Lightning)."""
-    count, val_size = processes(cfg.trainer), cfg.data.get("val_size", 0)
-    if count is not None and count > 1 and isinstance(val_size, int) and not isinstance(val_size, bool):
-        from lenet_exp import data  # (other values: refused elsewhere, or known only to the Trainer)
+# The classes whose arguments lenet_exp.arguments checks: a config naming another class (a user's own) is checked
+# by that class alone.
+DATA_MODULE, MODULE = "lenet_exp.data.FashionMNIST", "lenet_exp.classifier.Classifier"
 
-        data.check_split(val_size, count)
+
+def check_arguments(cfg: DictConfig) -> None:
+    """The data module's and the LightningModule's values, as their constructors check them (lenet_exp.arguments),
+    and ``data.val_size`` against the training processes the trainer config asks for, before any process starts."""
+    data, model = cfg.get("data") or {}, cfg.get("model") or {}
+    if data.get("_target_") == DATA_MODULE:
+        arguments.check_data(**{k: data[k] for k in ("batch_size", "eval_batch_size", "val_size") if k in data})
+        count = processes(cfg.trainer)
+        if count is not None and count > 1:  # (None: known only to the Trainer)
+            arguments.check_split(data.get("val_size", 0), count)
+    if model.get("_target_") == MODULE:
+        optimizer = model.get("optimizer")
+        partial = isinstance(optimizer, DictConfig) and optimizer.get("_partial_")
+        given = {k: model[k] for k in ("label_smoothing", "ema_decay", "compile") if k in model}
+        arguments.check_model(optimizer.get("lr") if partial else None, **given)
 
 
 def check_run_folder(cfg: DictConfig) -> None:
@@ -268,10 +280,12 @@ def check_run(cfg: DictConfig) -> str:
     check_seed(cfg.get("seed"))
     check_trainer(cfg.trainer, cfg.get("callbacks"))
     check_run_folder(cfg)
-    check_many_steps(cfg)
     if cfg.get("ckpt_path"):
         checkpoint_file(cfg.ckpt_path)
+    check_arguments(cfg)
     check_optimized_metric(cfg.get("optimized_metric"), cfg.data.get("val_size", 0))
     test_on = check_selection(cfg)
-    check_split(cfg)
+    # Then the checks that load torch: which accelerator and how many GPUs, and steps_per_call's rules.
+    check_accelerator(cfg.trainer.accelerator, cfg.trainer.get("devices"))
+    check_many_steps(cfg)
     return test_on

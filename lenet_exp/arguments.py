@@ -1,0 +1,41 @@
+"""The values lenet_exp's data module and LightningModule refuse, checked on plain values without loading torch.
+
+``FashionMNIST`` and ``Classifier`` call these in their constructors; the command line calls them on a run's config
+before torch and Lightning load (lenet_exp.runtime.checks), so that a wrong value is one sentence at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lenet_exp.errors import UserError, check_value
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def check_data(batch_size: Any = 256, eval_batch_size: Any = 1024, val_size: Any = 0) -> None:
+    """``FashionMNIST``'s sizes: whole batches of at least one image, and a validation split of zero or more."""
+    check_value("data.batch_size", batch_size, "whole", 256, low=1)
+    check_value("data.eval_batch_size", eval_batch_size, "whole", 1024, low=1)
+    check_value("data.val_size", val_size, "whole", "0 (no validation split) or 5000", low=0)
+
+
+def check_split(val_size: int, processes: int) -> None:
+    """Under DDP each training process evaluates its own part of the validation split; none may be empty."""
+    if 0 < val_size < processes:
+        raise UserError(
+            f"data.val_size={val_size} leaves some of the {processes} training processes without a validation "
+            f"image; hold out at least one per process (data.val_size={processes} or more) or train with fewer."
+        )
+
+
+def check_model(lr: Any = None, label_smoothing: Any = 0.0, ema_decay: Any = None, compile: Any = False) -> None:
+    """``Classifier``'s numbers and its ``compile``: a positive learning rate (None: the optimizer's own), a
+    smoothing and an EMA decay in [0, 1), and true, false or a torch.compile mode."""
+    if lr is not None:
+        check_value("model.optimizer.lr", lr, "number", 0.001)
+    check_value("model.label_smoothing", label_smoothing, "number", 0.1, low=0, high=1)
+    if ema_decay is not None:
+        check_value("model.ema_decay", ema_decay, "number", 0.999, low=0, high=1)
+    if isinstance(compile, str) and compile not in COMPILE_MODES:
+        raise UserError(f"model.compile={compile!r} is not known; use true, false or one of {list(COMPILE_MODES)}.")
