@@ -38,6 +38,7 @@ from lenet_exp.predict import Predictions, TrainedModel, load_model
 from lenet_exp.processes import distributed, processes
 from lenet_exp.runtime.cli import names
 from lenet_exp.runtime.run_folder import (
+    as_written,
     best_checkpoint,
     error_file,
     job_folders,
@@ -141,13 +142,11 @@ def load(checkpoint: str | Path, trust: Sequence[str] | str = ()) -> TrainedMode
 def _finished(job: Path) -> Run:
     import json
 
-    from omegaconf import OmegaConf
-
     metrics, error = metrics_file(job), error_file(job)
     return Run(
         job,
         json.loads(metrics.read_text()) if metrics.is_file() else {},
-        list(OmegaConf.load(overrides_file(job))),
+        [str(o) for o in as_written(overrides_file(job))],  # an interpolation in one stays as it was typed
         error.read_text().strip() if error.is_file() else None,
     )
 

@@ -66,10 +66,12 @@ def test_a_study_and_a_grid_sweep_run_from_a_folder_outside_the_checkout(tmp_pat
 
 def test_lenet_exp_sweep_runs_a_study_from_a_notebooks_folder(tmp_path, fake_data):
     folder = user_folder(tmp_path)
+    same = "data.eval_batch_size=${data.batch_size}"  # an interpolation: each job's overrides keep it as typed
     notebook = f"""
         import lenet_exp
-        jobs = lenet_exp.sweep(*{[*STUDY, *TINY, f"data.data_dir={fake_data}"]!r})
+        jobs = lenet_exp.sweep(*{[*STUDY, *TINY, f"data.data_dir={fake_data}", same]!r})
         print("trials", *(job.metrics["trial"]["number"] for job in jobs), "errors", *(job.error for job in jobs))
+        print("as typed:", all({same!r} in job.overrides for job in jobs))
         """
     out = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(notebook)],
@@ -80,5 +82,5 @@ def test_lenet_exp_sweep_runs_a_study_from_a_notebooks_folder(tmp_path, fake_dat
         timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "trials 0 1 errors None None" in out.stdout
+    assert "trials 0 1 errors None None" in out.stdout and "as typed: True" in out.stdout
     assert (the_sweep(folder) / "optuna.db").is_file()

@@ -260,7 +260,10 @@ def test_two_objectives_give_a_pareto_front(tmp_path, data_dir):
 
 def test_pruning_stops_every_ddp_rank_together(tmp_path, data_dir):
     sweep = tmp_path / "study"
-    out = run_cli(*study_args(data_dir, sweep, *HOPELESS_SECOND), "trainer=ddp_cpu", "trainer.devices=2", timeout=600)
+    same = "data.eval_batch_size=${data.batch_size}"  # an interpolation, in the command line rank 1 starts with
+    out = run_cli(
+        *study_args(data_dir, sweep, *HOPELESS_SECOND, same), "trainer=ddp_cpu", "trainer.devices=2", timeout=600
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     study = optuna.load_study(study_name="lenet", storage=f"sqlite:///{sweep / 'optuna.db'}")
     pruned = [t for t in study.trials if t.state.name == "PRUNED"]
@@ -327,7 +330,8 @@ def test_a_sweep_checks_its_settings_and_opens_its_study_once(tmp_path, data_dir
     monkeypatch.setattr(_study, "open_storage", counted("storage opened", _study.open_storage))
     monkeypatch.setattr(optuna, "load_study", counted("study loaded", optuna.load_study))
     monkeypatch.setattr(optuna, "create_study", counted("study created", optuna.create_study))
-    args = study_args(data_dir, tmp_path / "study", "hydra.sweeper.n_trials=1", "data.batch_size=0")
+    same = "data.eval_batch_size=${data.batch_size}"  # an interpolation: the command line as typed is the same
+    args = study_args(data_dir, tmp_path / "study", "hydra.sweeper.n_trials=1", "data.batch_size=0", same)
     (job,) = lenet_exp.sweep(*args, f"hydra.sweeper.storage={stored}")
     assert "data.batch_size=0 must be a positive whole number" in job.error
     assert calls == {"checked": 1, "storage opened": 1, "study loaded": 1}, calls

@@ -67,7 +67,8 @@ class OptunaSweeper(Sweeper):
         from hydra_plugins.lenet_exp_optuna import _plan, _study
 
         sweeper = cls(**_plan.settings_of(config, list(inspect.signature(cls).parameters)))
-        _study.prepare(sweeper, config, list(config.hydra.overrides.task))
+        # the command line as typed, as Hydra hands it to sweep(): an interpolation in an override stays unresolved
+        _study.prepare(sweeper, config, OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context

@@ -25,7 +25,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning_utilities.core.apply_func import apply_to_collection
-from omegaconf import read_write
+from omegaconf import OmegaConf, read_write
 from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from pytorch_lightning.trainer.states import TrainerFn
 from torchmetrics import Metric
@@ -44,7 +44,8 @@ def point_ddp_ranks_at_this_job() -> None:
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return
     hydra_cfg = HydraConfig.get()
-    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task, "hydra.mode=RUN"]  # an Optuna trial's overrides say MULTIRUN
+    typed = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)  # an interpolation as the job got it
+    sys.argv = [sys.argv[0], *typed, "hydra.mode=RUN"]  # an Optuna trial's overrides say MULTIRUN
     with read_write(hydra_cfg.run):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
     main = sys.modules["__main__"]

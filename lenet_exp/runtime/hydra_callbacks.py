@@ -219,7 +219,8 @@ def check_grid(config: DictConfig) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ValueType
 
-    for override in OverridesParser.create().parse_overrides(list(config.hydra.overrides.task)):
+    typed = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)  # interpolations unresolved
+    for override in OverridesParser.create().parse_overrides(typed):
         if override.value_type == ValueType.INTERVAL_SWEEP:
             key, value = override.key_or_group, override.input_line.split("=", 1)[1]  # as the user typed it
             interval = override.value()
@@ -277,7 +278,7 @@ def failures(sweep: Path) -> list[str]:
     found = []
     for job in (j for j in job_folders(sweep) if error_file(j).is_file()):
         try:
-            overrides = " ".join(str(o) for o in OmegaConf.load(overrides_file(job)))
+            overrides = " ".join(str(o) for o in as_written(overrides_file(job)))
         except Exception:  # a folder being written, or damaged: its number and reason still say enough
             overrides = "?"
         found.append(f"job {job.name} ({overrides}): {error_file(job).read_text().strip()}")
