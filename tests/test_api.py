@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ONE_EPOCH, run_cli, write_fake_fashion_mnist
+from conftest import ONE_EPOCH, run_main, write_fake_fashion_mnist
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.version import VersionBase
@@ -177,7 +177,8 @@ def test_load_predicts_what_the_predict_command_prints_from_paths_pil_images_and
     for i in range(6):
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(images[i].numpy()).save(paths[-1])
-    out = run_cli(f"ckpt_path={trained.checkpoint}", f"images={tmp_path}", "format=json", module="lenet_exp.predict")
+    # the command in this process (test_docs.py runs README's predict command from a terminal)
+    out = run_main("lenet_exp.predict", f"ckpt_path={trained.checkpoint}", f"images={tmp_path}", "format=json")
     assert out.returncode == 0, out.stderr
     printed = [json.loads(line) for line in out.stdout.splitlines()]
 

@@ -29,8 +29,9 @@ def test_the_documented_example_trains_evaluates_predicts_and_resumes(tmp_path, 
     out = run_cli("--config-dir", str(mine), "experiment=my_exp", *quick, f"hydra.run.dir={run}", env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     ckpt = run / "checkpoints" / "last.ckpt"
-    # training and resume run as commands; eval (refused, then trusted) and predict in this process, with the
-    # user's folder on its path as PYTHONPATH puts it on theirs (test_errors.py runs eval as a command)
+    # training runs as a command; eval (refused, then trusted), predict and resume in this process, with the
+    # user's folder on its path as PYTHONPATH puts it on theirs (test_errors.py runs eval as a command, and
+    # test_resume.py resume with trust= of a user's class on PYTHONPATH)
     monkeypatch.syspath_prepend(str(mine))
     refused = run_main("lenet_exp.eval", f"ckpt_path={ckpt}", "accelerator=cpu")
     assert refused.returncode == 1 and "trust=my_models.SmallCNN" in refused.stderr
@@ -43,6 +44,6 @@ def test_the_documented_example_trains_evaluates_predicts_and_resumes(tmp_path, 
     predicted = run_main("lenet_exp.predict", f"ckpt_path={ckpt}", f"images={tmp_path / 'shoe.png'}", trusted)
     assert predicted.returncode == 0 and "shoe.png:" in predicted.stdout, predicted.stderr
     (run / "metrics.json").unlink()  # as if it had been stopped before its final test
-    resumed = run_cli(str(run), trusted, module="lenet_exp.resume", env=env)
+    resumed = run_main("lenet_exp.resume", str(run), trusted)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert (run / "metrics.json").is_file()

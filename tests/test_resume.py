@@ -82,7 +82,7 @@ def test_sigterm_in_epoch_3_then_resume_equals_an_uninterrupted_run(tmp_path, ma
     assert load_checkpoint(killed / "checkpoints" / "last.ckpt")["epoch"] == 1  # index of epoch 2
     assert not (killed / "metrics.json").exists()
 
-    resumed = run_cli(str(killed), module="lenet_exp.resume")
+    resumed = run_main("lenet_exp.resume", str(killed))  # in this process: test_faults.py resumes from a terminal
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "epoch 3, loss" in resumed.stdout and "epoch 1, loss" not in resumed.stdout
 

@@ -124,7 +124,7 @@ def test_a_resumed_run_keeps_best_ckpt_and_early_stopping_exact(tmp_path, fake_d
     out = run_cli(*common, *kill, f"hydra.run.dir={killed}", env=env)
     assert out.returncode == 143, out.stdout + out.stderr
     assert load_checkpoint(killed / "checkpoints" / "last.ckpt", ["test_selection.SigtermOnce"])["epoch"] == 1
-    # resumed in this process (test_resume.py resumes a SIGTERM'd run, and one with trust=, as the command)
+    # resumed in this process (test_faults.py resumes a killed run, and test_resume.py one with trust=, as the command)
     resumed = run_main("lenet_exp.resume", str(killed), "trust=test_selection.SigtermOnce")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
 
