@@ -363,12 +363,14 @@ if not torch.cuda.is_available():
 
 
 # Wrong values of a run that lenet_exp refuses (Hydra refuses unknown keys itself), one of each kind: the data
-# module's, the LightningModule's, the Trainer's and the data split against the processes. The sentence comes
-# before torch is imported, so that a typo costs under a second instead of the seconds torch and Lightning take.
+# module's, the LightningModule's, the Trainer's, the CPU processes and the data split against them (the
+# processes first: the split's advice would ask for more of them). The sentence comes before torch is imported,
+# so that a typo costs under a second instead of the seconds torch and Lightning take.
 BEFORE_TORCH = {
     "data.batch_size=0": "data.batch_size=0 must be a positive whole number",
     "model.optimizer.lr=-1": "model.optimizer.lr=-1 must be a positive number",
     "trainer.max_epochs=0": "trainer.max_epochs=0 must be a positive whole number",
+    "trainer=ddp_cpu trainer.devices=64 data.val_size=4": "trainer.devices=64 would start 64 training processes",
     "trainer=ddp_cpu data.val_size=1": "data.val_size=1 leaves some of the 2 training processes",
 }
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 import yaml
-from conftest import ONE_EPOCH, assert_complete, event_dir, run_main, sweep
+from conftest import ONE_EPOCH, assert_complete, event_dir, run_cli, run_main, sweep
 
 import lenet_exp
 from lenet_exp.errors import UserError
@@ -111,9 +111,7 @@ def test_optuna_study_maximizes_validation_accuracy_and_survives_a_failing_trial
 
 def test_a_failing_job_keeps_the_other_jobs_of_a_sweep(tmp_path, fake_data):
     sweep = tmp_path / "sweep"
-    # in this process: test_slurm.py's failing job ends a sweep from a terminal with the same list
-    out = run_main(
-        "lenet_exp",
+    out = run_cli(
         "-m",
         *ONE_EPOCH[:2],
         "trainer.max_epochs=1",

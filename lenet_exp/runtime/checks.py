@@ -6,6 +6,7 @@ the entry points refuse a wrong value or path before spending seconds loading th
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -238,19 +239,28 @@ DATA_MODULE, MODULE = "lenet_exp.data.FashionMNIST", "lenet_exp.classifier.Class
 
 
 def check_arguments(cfg: DictConfig) -> None:
-    """The data module's and the LightningModule's values, as their constructors check them (lenet_exp.arguments),
-    and ``data.val_size`` against the training processes the trainer config asks for, before any process starts."""
+    """The data module's and the LightningModule's values, as their constructors check them (lenet_exp.arguments):
+    the keys the config gives of those the check functions take (the learning rate: of a partial optimizer)."""
     data, model = cfg.get("data") or {}, cfg.get("model") or {}
     if data.get("_target_") == DATA_MODULE:
-        arguments.check_data(**{k: data[k] for k in ("batch_size", "eval_batch_size", "val_size") if k in data})
-        count = processes(cfg.trainer)
-        if count is not None and count > 1:  # (None: known only to the Trainer)
-            arguments.check_split(data.get("val_size", 0), count)
+        arguments.check_data(**_given(data, arguments.check_data))
     if model.get("_target_") == MODULE:
         optimizer = model.get("optimizer")
         partial = isinstance(optimizer, DictConfig) and optimizer.get("_partial_")
-        given = {k: model[k] for k in ("label_smoothing", "ema_decay", "compile") if k in model}
-        arguments.check_model(optimizer.get("lr") if partial else None, **given)
+        arguments.check_model(optimizer.get("lr") if partial else None, **_given(model, arguments.check_model))
+
+
+def _given(node: DictConfig, check: Any) -> dict[str, Any]:
+    """The values of ``node`` named as arguments of ``check`` (other than the learning rate, read elsewhere)."""
+    return {k: node[k] for k in inspect.signature(check).parameters if k != "lr" and k in node}
+
+
+def check_split(cfg: DictConfig) -> None:
+    """``data.val_size`` against the training processes that the trainer config asks for (lenet_exp.arguments'
+    rule, of any data module), before any process starts; after the check of the processes themselves."""
+    count, val_size = processes(cfg.trainer), cfg.data.get("val_size", 0)
+    if count is not None and count > 1 and isinstance(val_size, int) and not isinstance(val_size, bool):
+        arguments.check_split(val_size, count)  # (other values: refused elsewhere, or known only to the Trainer)
 
 
 def check_run_folder(cfg: DictConfig) -> None:
@@ -285,7 +295,9 @@ def check_run(cfg: DictConfig) -> str:
     check_arguments(cfg)
     check_optimized_metric(cfg.get("optimized_metric"), cfg.data.get("val_size", 0))
     test_on = check_selection(cfg)
-    # Then the checks that load torch: which accelerator and how many GPUs, and steps_per_call's rules.
+    # Then the accelerator and the processes (which load torch unless the accelerator is the CPU), the split
+    # against those processes, and steps_per_call's rules (which load torch).
     check_accelerator(cfg.trainer.accelerator, cfg.trainer.get("devices"))
+    check_split(cfg)
     check_many_steps(cfg)
     return test_on
