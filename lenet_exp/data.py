@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from lenet_exp import many_steps
 from lenet_exp.arguments import check_data, check_split
 from lenet_exp.errors import UserError
+from lenet_exp.steps_per_call import check as check_steps_per_call
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ class FashionMNIST(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.seed = val_size, seed
         self.download, self.verify_md5 = download, verify_md5
-        many_steps.check(steps_per_call)  # again when the fit resolves it (lenet_exp.many_steps.resolve)
+        check_steps_per_call(steps_per_call)  # again when the fit resolves it (lenet_exp.many_steps.resolve)
         self.steps_per_call = steps_per_call
         self.steps_per_item: int | None = 1  # this fit's batches per training item (None: all of an epoch's)
         self.splits: dict[str, InMemoryImages] = {}

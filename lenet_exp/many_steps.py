@@ -1,18 +1,19 @@
-"""Many optimizer steps per Lightning training step (``steps_per_call``): what it may be, what it is, the steps.
+"""Many optimizer steps per Lightning training step (``steps_per_call``): what it is in a fit, the batches, the steps.
 
 Lightning spends about 2 ms of Python per ``training_step`` (hooks, the optimizer closure and wrapper, progress
 bookkeeping), as much as a LeNet step's arithmetic on a fast CPU and far more than on a GPU. The data module serves
 ``steps_per_call`` batches at once (``BatchGroups``), so that this is paid once per call, and ``ManySteps`` takes
 their steps as a bare loop does: the torch optimizer and ``backward`` themselves, each step's loss and correct count
 kept on the device, the metrics, the NaN check and Lightning's step count updated once per call. On CUDA each step
-can be one replayed CUDA graph (lenet_exp.cuda_graph).
+can be one replayed CUDA graph (lenet_exp.cuda_graph). What ``steps_per_call`` may be, and what ``auto`` becomes, are
+lenet_exp.steps_per_call's rules, which load no torch.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,84 +23,13 @@ from torch.utils.data import Sampler
 
 from lenet_exp.cuda_graph import DeviceHyperparameters, GraphedStep
 from lenet_exp.errors import UserError
-from lenet_exp.processes import distributed
+from lenet_exp.steps_per_call import AUTOMATIC, COUNTING, ONE_STEP_ONLY, per_call
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
 
-AUTO, EPOCH = "auto", "epoch"  # auto: chosen by device and settings (resolve); epoch: all of an epoch's batches
-# steps_per_call=auto on a CPU: what `make bench` measured fastest (docs/performance.md).
-CPU_DEFAULT = 16
-# On CUDA: 1 until the graph path has been measured on a GPU (its first run, on an H100 on 2026-12-06, failed to
-# capture; the mended path has not run on one since); then None, a whole epoch per call, where the Python of a call
-# costs more than a step's arithmetic.
-CUDA_DEFAULT = 1
-# Trainer arguments that count training steps (as batches) and their "not given" values, Lightning's defaults:
-# with one of them given, auto is 1, so that it counts what Lightning's docs say; an explicit N counts calls.
-COUNTING = {"limit_train_batches": 1.0, "val_check_interval": 1.0, "overfit_batches": 0, "fast_dev_run": False}
-COUNTING |= {"log_every_n_steps": 50}
-# Trainer arguments that several steps per call cannot honour: auto is 1 with them, an explicit N is refused.
-ONE_STEP_ONLY = {"accumulate_grad_batches": 1, "gradient_clip_val": 0, "max_steps": -1}
 # Hooks Lightning calls around every optimizer step; these steps call none of them.
 STEP_HOOKS = ("on_before_zero_grad", "on_before_backward", "on_after_backward", "on_before_optimizer_step")
-AUTOMATIC = "needs Lightning's automatic optimization"
-
-
-def check(value: object, key: str = "steps_per_call") -> None:
-    """Refuse anything but a whole number >= 1, ``epoch`` or ``auto``."""
-    if value in (AUTO, EPOCH):
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{key}={value!r} is not a whole number >= 1, epoch or auto; use e.g. {key}=16 or {key}=auto.")
-
-
-def _given(name: str, value: Any) -> bool:
-    """Whether Trainer argument ``name`` is set to other than Lightning's default (None means the default).
-    A float 1.0 of limit_train_batches or val_check_interval is "all"; an int 1 is one batch."""
-    default = {**COUNTING, **ONE_STEP_ONLY}[name]
-    if value is None or (isinstance(value, bool) and not isinstance(default, bool)):
-        return False
-    if isinstance(default, float):
-        return not (isinstance(value, float) and value == default)
-    return value != default
-
-
-def per_call(value: object, device_type: str, args: Mapping[str, Any], refusals: Mapping[str, str] = {}) -> int | None:
-    """The optimizer steps per call, or None for all of an epoch's: ``value`` (``steps_per_call``) with the Trainer
-    arguments ``args`` (a config's or a Trainer's: the names above and ``ddp``) on ``device_type``. ``refusals``: more
-    reasons, by setting, why the steps must be Lightning's own (known once the Trainer exists)."""
-    check(value)
-    cannot = {f"trainer.{k}": "" for k in ONE_STEP_ONLY if _given(k, args.get(k))} | dict(refusals)
-    if args.get("ddp"):
-        cannot["ddp"] = ""
-    counting = any(_given(k, args.get(k)) for k in COUNTING)
-    if value == AUTO:
-        if cannot or counting:
-            return 1
-        return CUDA_DEFAULT if device_type == "cuda" else CPU_DEFAULT
-    if value == 1:
-        return 1
-    for setting, why in cannot.items():
-        if setting == "ddp":
-            raise UserError(
-                f"steps_per_call={value} does not work with several training processes (DDP); "
-                "use steps_per_call=1 or steps_per_call=auto there."
-            )
-        if setting == "trainer.max_steps":
-            raise UserError(
-                f"trainer.max_steps counts optimizer steps, which steps_per_call={value} takes several at a time; "
-                "use steps_per_call=auto or steps_per_call=1."
-            )
-        raise UserError(
-            f"{setting} {why or AUTOMATIC}, which steps_per_call={value} replaces; "
-            "use steps_per_call=1 or steps_per_call=auto."
-        )
-    return None if value == EPOCH else int(value)  # type: ignore[call-overload]
-
-
-def check_config(value: object, trainer: Mapping[str, Any]) -> None:
-    """Refuse, before anything is built, a ``steps_per_call`` that the Trainer config ``trainer`` rules out."""
-    per_call(value, "cpu", {**{k: trainer.get(k) for k in (*COUNTING, *ONE_STEP_ONLY)}, "ddp": distributed(trainer)})
 
 
 def resolve(value: object, trainer: pl.Trainer) -> int | None:

@@ -364,7 +364,8 @@ if not torch.cuda.is_available():
 
 # Wrong values of a run that lenet_exp refuses (Hydra refuses unknown keys itself), one of each kind: the data
 # module's, the LightningModule's, the Trainer's, the CPU processes and the data split against them (the
-# processes first: the split's advice would ask for more of them). The sentence comes before torch is imported,
+# processes first: the split's advice would ask for more of them), steps_per_call alone and with a Trainer setting
+# it cannot honour. The sentence comes before torch is imported,
 # so that a typo costs under a second instead of the seconds torch and Lightning take.
 BEFORE_TORCH = {
     "data.batch_size=0": "data.batch_size=0 must be a positive whole number",
@@ -372,6 +373,8 @@ BEFORE_TORCH = {
     "trainer.max_epochs=0": "trainer.max_epochs=0 must be a positive whole number",
     "trainer=ddp_cpu trainer.devices=64 data.val_size=4": "trainer.devices=64 would start 64 training processes",
     "trainer=ddp_cpu data.val_size=1": "data.val_size=1 leaves some of the 2 training processes",
+    "steps_per_call=0": "steps_per_call=0 is not a whole number >= 1, epoch or auto",
+    "steps_per_call=16 trainer.accumulate_grad_batches=2": "trainer.accumulate_grad_batches needs Lightning's",
 }
 
 

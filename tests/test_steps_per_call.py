@@ -16,8 +16,9 @@ from pytorch_lightning.callbacks import Callback
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lenet_exp.errors import UserError
-from lenet_exp.many_steps import BatchGroups, per_call, resolve
+from lenet_exp.many_steps import BatchGroups, resolve
 from lenet_exp.runtime.checkpoints import load_checkpoint
+from lenet_exp.steps_per_call import per_call
 from lenet_exp.train import train
 
 # 200 training images in batches of 16: 12 full batches and a short one of 8, 13 optimizer steps an epoch

@@ -17,6 +17,7 @@ from lenet_exp import arguments
 from lenet_exp.errors import UserError, check_value
 from lenet_exp.processes import nodes, processes
 from lenet_exp.runtime.run_folder import CHECKPOINTS, OBJECTIVES
+from lenet_exp.steps_per_call import check_config
 
 
 def _available(accelerator: type) -> bool:
@@ -176,10 +177,8 @@ def check_trainer(trainer: DictConfig, callbacks: DictConfig | None = None) -> N
 
 
 def check_many_steps(cfg: DictConfig) -> None:
-    """``steps_per_call``, and what the trainer's settings rule out with it: lenet_exp.many_steps' rules, applied
-    before anything is built (imported here: it imports torch)."""
-    from lenet_exp.many_steps import check_config
-
+    """``steps_per_call``, and what the trainer's settings rule out with it: lenet_exp.steps_per_call's rules,
+    applied before anything is built."""
     check_config(cfg.get("steps_per_call", 1), cfg.trainer)
 
 
@@ -295,9 +294,9 @@ def check_run(cfg: DictConfig) -> str:
     check_arguments(cfg)
     check_optimized_metric(cfg.get("optimized_metric"), cfg.data.get("val_size", 0))
     test_on = check_selection(cfg)
-    # Then the accelerator and the processes (which load torch unless the accelerator is the CPU), the split
-    # against those processes, and steps_per_call's rules (which load torch).
+    check_many_steps(cfg)
+    # Then the accelerator and the processes (which load torch unless the accelerator is the CPU), and the split
+    # against those processes.
     check_accelerator(cfg.trainer.accelerator, cfg.trainer.get("devices"))
     check_split(cfg)
-    check_many_steps(cfg)
     return test_on
