@@ -169,7 +169,8 @@ def trainer_from(settings: DictConfig, **given: Any) -> pl.Trainer:
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     try:
-        return instantiate(settings, **given)
+        # plain dicts and lists, as Lightning takes them: max_time={minutes: 20} is a timedelta's keys
+        return instantiate(settings, _convert_="partial", **given)
     except InstantiationException as err:
         if not isinstance(err.__cause__, ValueError | TypeError | MisconfigurationException):
             raise

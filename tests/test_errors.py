@@ -95,6 +95,26 @@ BAD_INPUTS = {
     ),
     "data: md5 mismatch": (["data.verify_md5=true"], None, "is not the published Fashion-MNIST file"),
     "config: batch size 0": (["data.batch_size=0"], None, r"data.batch_size=0 must be a positive whole number"),
+    # Trainer arguments as Lightning's docs type them, wrong: Lightning divides by the first in the first epoch,
+    # compares the words with numbers deep in its loops, or reads a bare number as a timedelta
+    "config: validate every 0 epochs": (
+        ["trainer.check_val_every_n_epoch=0"],
+        None,
+        r"trainer.check_val_every_n_epoch=0 must be a positive whole number or null",
+    ),
+    "config: a Trainer count given a word": (["trainer.max_steps=abc"], None, r"trainer.max_steps='abc' must be a"),
+    "config: a Trainer switch given a word": (
+        ["trainer.detect_anomaly=abc"],
+        None,
+        r"trainer.detect_anomaly='abc' must be true or false",
+    ),
+    "config: a batch limit given a word": (
+        ["trainer.limit_train_batches=abc"],
+        None,
+        r"trainer.limit_train_batches='abc' must be a whole number of batches or a fraction",
+    ),
+    "config: a negative gradient clip": (["trainer.gradient_clip_val=-1"], None, r"gradient_clip_val=-1 must be a"),
+    "config: max_time a bare number": (["trainer.max_time=20"], None, r"trainer.max_time=20 is not a duration"),
     "config: batch size negative": (["data.batch_size=-3"], None, r"data.batch_size=-3 must be a positive"),
     "config: batch size not an integer": (["data.batch_size=2.5"], None, r"data.batch_size=2.5 must be a positive"),
     "config: batch size a word": (["data.batch_size=many"], None, r"data.batch_size='many' must be a positive"),
@@ -373,6 +393,7 @@ BEFORE_TORCH = {
     "trainer.max_epochs=0": "trainer.max_epochs=0 must be a positive whole number",
     "trainer=ddp_cpu trainer.devices=64 data.val_size=4": "trainer.devices=64 would start 64 training processes",
     "trainer=ddp_cpu data.val_size=1": "data.val_size=1 leaves some of the 2 training processes",
+    "trainer.max_time=20": "trainer.max_time=20 is not a duration",
     "steps_per_call=0": "steps_per_call=0 is not a whole number >= 1, epoch or auto",
     "steps_per_call=16 trainer.accumulate_grad_batches=2": "trainer.accumulate_grad_batches needs Lightning's",
 }

@@ -201,8 +201,15 @@ def test_max_epochs_minus_one_runs_until_early_stopping(tmp_path, fake_data):
     assert checkpoint(best_checkpoint(run))["epoch"] + 1 == metrics["best_epoch"] and metrics["tested"] == "best"
 
 
-def test_max_epochs_minus_one_runs_until_max_time(tmp_path, fake_data):
-    output, run, metrics = lenet_exp(tmp_path, fake_data, "trainer.max_epochs=-1", "trainer.max_time=00:00:00:03")
+@pytest.mark.parametrize(
+    "max_time",
+    [
+        "00:00:00:03",
+        pytest.param("{seconds:3}", marks=pytest.mark.slow, id="a timedelta's keys"),  # Lightning's dict form
+    ],
+)
+def test_max_epochs_minus_one_runs_until_max_time(tmp_path, fake_data, max_time):
+    output, run, metrics = lenet_exp(tmp_path, fake_data, "trainer.max_epochs=-1", f"trainer.max_time={max_time}")
     assert "Time limit reached" in output
     assert metrics["epochs"] == len(epoch_lines(output)) == checkpoint(last_checkpoint(run))["epoch"] + 1
     assert sum(metrics["epoch_seconds"]) < 3 + 2 * max(metrics["epoch_seconds"])  # stopped within an epoch or so

@@ -156,16 +156,79 @@ def check_built_by_groups(trainer: DictConfig) -> None:
         )
 
 
+# Trainer arguments Lightning takes as whole numbers, with the lowest value it gives a meaning to and an example;
+# null is Lightning's default for each. A wrong type or value otherwise fails later, inside the loops: a
+# ZeroDivisionError in the first epoch for check_val_every_n_epoch=0, "'<' not supported" for max_steps=abc.
+WHOLE = {
+    "max_steps": (-1, 1000),  # -1: no limit
+    "min_steps": (0, 100),
+    "min_epochs": (0, 2),
+    "check_val_every_n_epoch": (1, 2),
+    "num_sanity_val_steps": (-1, 2),  # -1: all of the validation batches
+    "log_every_n_steps": (0, 50),  # 0: no logging within an epoch
+    "reload_dataloaders_every_n_epochs": (0, 1),
+}
+# Trainer arguments that are true or false (or null, Lightning's default where it has one).
+SWITCHES = (
+    "enable_checkpointing",
+    "enable_progress_bar",
+    "enable_model_summary",
+    "benchmark",
+    "inference_mode",
+    "use_distributed_sampler",
+    "detect_anomaly",
+    "sync_batchnorm",
+    "enable_autolog_hparams",
+)
+# Batches of a loop: a whole number of them, or a fraction of the loop's batches.
+BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
+
+
+def check_trainer_values(trainer: DictConfig) -> None:
+    """The type and range of each Trainer argument Lightning checks late or not at all, as Lightning's
+    documentation gives them; the combinations and the rest are Lightning's to refuse, when the Trainer is made."""
+    for key, (low, example) in WHOLE.items():
+        value = trainer.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            must = "a positive whole number" if low == 1 else f"a whole number >= {low}"
+            raise UserError(f"trainer.{key}={value!r} must be {must} or null, such as {example}.")
+    for key in SWITCHES:
+        if trainer.get(key) not in (None, True, False):
+            raise UserError(f"trainer.{key}={trainer.get(key)!r} must be true or false.")
+    if trainer.get("deterministic") not in (None, True, False, "warn"):
+        raise UserError(f"trainer.deterministic={trainer.deterministic!r} must be true, false or warn.")
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, int | float) or clip < 0):
+        raise UserError(f"trainer.gradient_clip_val={clip!r} must be a number >= 0 or null (no clipping), such as 0.5.")
+    for key in (*BATCH_LIMITS, "overfit_batches"):
+        value = trainer.get(key)
+        whole = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        if value is not None and not whole and not (isinstance(value, float) and 0 <= value <= 1):
+            raise UserError(
+                f"trainer.{key}={value!r} must be a whole number of batches or a fraction of them from 0.0 to 1.0, "
+                "such as 10 or 0.25."
+            )
+    max_time = trainer.get("max_time")
+    if max_time is not None and not isinstance(max_time, str | DictConfig):
+        raise UserError(
+            f"trainer.max_time={max_time!r} is not a duration; give days:hours:minutes:seconds, such as "
+            "trainer.max_time=00:00:20:00 for 20 minutes, or the keys of a timedelta: 'trainer.max_time={minutes: 20}'."
+        )
+
+
 def check_trainer(trainer: DictConfig, callbacks: DictConfig | None = None) -> None:
-    """The nodes, a gradient accumulation that divides, and an epoch count that ends: a positive one, or -1 with
-    early stopping, max_time or max_steps to end the run (Lightning's meaning of -1). The accelerator is
-    ``check_accelerator``'s, which may load torch."""
+    """The nodes, a gradient accumulation that divides, the types of the Trainer's numbers and switches, and an
+    epoch count that ends: a positive one, or -1 with early stopping, max_time or max_steps to end the run
+    (Lightning's meaning of -1). The accelerator is ``check_accelerator``'s, which may load torch."""
     check_nodes(trainer)
     check_built_by_groups(trainer)
     # Lightning takes 0 and fails with a ZeroDivisionError in the first batch
     check_value("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), "whole", 4, low=1)
+    check_trainer_values(trainer)
     if trainer.max_epochs != UNBOUNDED:
-        check_value("trainer.max_epochs", trainer.max_epochs, "whole", 5, low=1)
+        check_value(
+            "trainer.max_epochs", trainer.max_epochs, "whole", "5 (or -1: until something else ends the run)", low=1
+        )
         return
     stops = any(str(c.get("_target_", "")).endswith("EarlyStopping") for c in (callbacks or {}).values() if c)
     if not stops and trainer.get("max_time") is None and trainer.get("max_steps", -1) in (-1, None):
