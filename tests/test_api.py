@@ -122,7 +122,8 @@ def test_a_folder_named_by_the_clock_that_exists_already_is_not_shared(tmp_path,
 
 def test_user_errors_are_raised_with_their_sentence_never_exited(tmp_path, data_dir):
     before = process_state()
-    with pytest.raises(UserError, match=r"^trainer.max_epochs=0 must be a positive whole number, such as 5\.$"):
+    sentence = r"^trainer.max_epochs=0 must be a positive whole number, such as 5 \(or -1: until something else .*\)\.$"
+    with pytest.raises(UserError, match=sentence):
         lenet_exp.run("trainer.max_epochs=0", f"hydra.run.dir={tmp_path / 'zero'}")
     with pytest.raises(UserError, match=r"^trainer.max_epochs=0 must be a positive whole number"):
         lenet_exp.run(["trainer=cpu", "trainer.max_epochs=0"], f"hydra.run.dir={tmp_path / 'listed'}")  # a list too
