@@ -410,6 +410,15 @@ def test_a_wrong_value_is_refused_before_torch_is_imported(tmp_path):
         imported = {line.rpartition("|")[2].strip() for line in lines if line.startswith("import time:")}
         assert "lenet_exp.runtime.checks" in imported  # the profile is there, and holds the checks
         assert not imported & {"torch", "pytorch_lightning"}, overrides
+    # and a checkpoint that is not there, to the commands that read one
+    for module in ("lenet_exp.eval", "lenet_exp.predict"):
+        args = [f"ckpt_path={tmp_path / 'nothing.ckpt'}"] + (["images=."] if module.endswith("predict") else [])
+        out = run_cli(*args, module=module, env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+        lines = out.stderr.splitlines()
+        errors = [line for line in lines if line.startswith("error:")]
+        assert out.returncode == 1 and len(errors) == 1 and "nothing.ckpt" in errors[0], out.stderr[-3000:]
+        imported = {line.rpartition("|")[2].strip() for line in lines if line.startswith("import time:")}
+        assert "lenet_exp.errors" in imported and not imported & {"torch", "pytorch_lightning"}, module
 
 
 def data_dir(run: Path) -> str:

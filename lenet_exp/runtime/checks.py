@@ -43,6 +43,8 @@ def check_accelerator(accelerator: str, devices: object = 1, key: str = "trainer
     if name == "cpu":
         check_cpu_processes(devices)
         return
+    if name == "auto" and devices == 1:
+        return  # one process on whatever this machine has: nothing to refuse, and no torch to load for it
     import torch
 
     if name == "auto" and not torch.cuda.is_available():
