@@ -100,7 +100,7 @@ BAD_INPUTS = {
     "config: validate every 0 epochs": (
         ["trainer.check_val_every_n_epoch=0"],
         None,
-        r"trainer.check_val_every_n_epoch=0 must be a positive whole number or null",
+        r"trainer.check_val_every_n_epoch=0 must be a positive whole number, such as 2, or null for Lightning's",
     ),
     "config: a Trainer count given a word": (["trainer.max_steps=abc"], None, r"trainer.max_steps='abc' must be a"),
     "config: a Trainer switch given a word": (
@@ -401,24 +401,22 @@ BEFORE_TORCH = {
 
 @pytest.mark.slow
 def test_a_wrong_value_is_refused_before_torch_is_imported(tmp_path):
-    for overrides, expected in BEFORE_TORCH.items():
-        run_dir = f"hydra.run.dir={tmp_path / 'run'}"
-        out = run_cli(*overrides.split(), run_dir, env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+    missing = f"ckpt_path={tmp_path / 'nothing.ckpt'}"
+    commands = [
+        ("lenet_exp", [*overrides.split(), f"hydra.run.dir={tmp_path / 'run'}"], expected, "lenet_exp.runtime.checks")
+        for overrides, expected in BEFORE_TORCH.items()
+    ]
+    # and a checkpoint that is not there, to the commands that read one
+    commands += [("lenet_exp.eval", [missing], "nothing.ckpt", "lenet_exp.errors")]
+    commands += [("lenet_exp.predict", [missing, "images=."], "nothing.ckpt", "lenet_exp.errors")]
+    for module, args, expected, checker in commands:
+        out = run_cli(*args, module=module, env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
         lines = out.stderr.splitlines()
         errors = [line for line in lines if line.startswith("error:")]
         assert out.returncode == 1 and len(errors) == 1 and expected in errors[0], out.stderr[-3000:]
         imported = {line.rpartition("|")[2].strip() for line in lines if line.startswith("import time:")}
-        assert "lenet_exp.runtime.checks" in imported  # the profile is there, and holds the checks
-        assert not imported & {"torch", "pytorch_lightning"}, overrides
-    # and a checkpoint that is not there, to the commands that read one
-    for module in ("lenet_exp.eval", "lenet_exp.predict"):
-        args = [f"ckpt_path={tmp_path / 'nothing.ckpt'}"] + (["images=."] if module.endswith("predict") else [])
-        out = run_cli(*args, module=module, env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
-        lines = out.stderr.splitlines()
-        errors = [line for line in lines if line.startswith("error:")]
-        assert out.returncode == 1 and len(errors) == 1 and "nothing.ckpt" in errors[0], out.stderr[-3000:]
-        imported = {line.rpartition("|")[2].strip() for line in lines if line.startswith("import time:")}
-        assert "lenet_exp.errors" in imported and not imported & {"torch", "pytorch_lightning"}, module
+        assert checker in imported  # the profile is there, and holds what refused
+        assert not imported & {"torch", "pytorch_lightning"}, (module, args)
 
 
 def data_dir(run: Path) -> str:

@@ -190,10 +190,8 @@ def check_trainer_values(trainer: DictConfig) -> None:
     """The type and range of each Trainer argument Lightning checks late or not at all, as Lightning's
     documentation gives them; the combinations and the rest are Lightning's to refuse, when the Trainer is made."""
     for key, (low, example) in WHOLE.items():
-        value = trainer.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-            must = "a positive whole number" if low == 1 else f"a whole number >= {low}"
-            raise UserError(f"trainer.{key}={value!r} must be {must} or null, such as {example}.")
+        if trainer.get(key) is not None:
+            check_value(f"trainer.{key}", trainer[key], "whole", f"{example}, or null for Lightning's default", low=low)
     for key in SWITCHES:
         if trainer.get(key) not in (None, True, False):
             raise UserError(f"trainer.{key}={trainer.get(key)!r} must be true or false.")
