@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lenet_exp.errors import UserError, unwrap_user_errors
+from lenet_exp.errors import UserError, first_line, unwrap_user_errors
 from lenet_exp.predict import Predictions, TrainedModel, load_model
 from lenet_exp.processes import distributed, processes
 from lenet_exp.runtime.cli import names
@@ -92,11 +92,22 @@ def run(*overrides: str, config_dir: str | Path | None = None) -> Run:
                 job_subdir_key=None,
             )
             callbacks.on_run_end(config=cfg, config_name=CONFIG_NAME, job_return=ret)
+            if ret.status == JobStatus.FAILED and isinstance(ret._return_value, UserError):
+                _log_to_file(ret._return_value, folder)  # while the run's log file is still open
     if ret.status == JobStatus.FAILED:
         # a UserError (job() unwraps them) or a bug, with its traceback; the public return_value would raise it
         # too, after printing Hydra's "Error executing job" line
         raise ret._return_value
     return Run(Path(ret.hydra_cfg.hydra.runtime.output_dir), ret.return_value, list(ret.overrides))
+
+
+def _log_to_file(error: UserError, folder: Path) -> None:
+    """A refused run's sentence in its log file in ``folder``, as the command line writes it there; not on the
+    console, since the caller gets the UserError itself."""
+    record = logging.LogRecord("lenet_exp", logging.ERROR, __file__, 0, f"error: {first_line(error)}", None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).resolve().parent == folder.resolve():
+            handler.handle(record)
 
 
 def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lenet_exp.errors import UserError, check_value
+from lenet_exp.errors import UserError, check_value, typed
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -38,4 +38,5 @@ def check_model(lr: Any = None, label_smoothing: Any = 0.0, ema_decay: Any = Non
     if ema_decay is not None:
         check_value("model.ema_decay", ema_decay, "number", 0.999, low=0, high=1)
     if isinstance(compile, str) and compile not in COMPILE_MODES:
-        raise UserError(f"model.compile={compile!r} is not known; use true, false or one of {list(COMPILE_MODES)}.")
+        modes = list(COMPILE_MODES)
+        raise UserError(f"model.compile={typed(compile)} is not known; use true, false or one of {modes}.")

@@ -1,5 +1,6 @@
-"""The one exception type whose message is meant for the user, the one check for config values, and the
-one way every command ends on bad input: ``error: <sentence>`` on stderr (and in the run's log), exit status 1."""
+"""The one exception type whose message is meant for the user, the one check for config values (each value
+echoed as typed), and the one way every command ends on bad input: ``error: <sentence>`` on stderr (and in the
+run's log), exit status 1."""
 
 import logging
 import sys
@@ -15,6 +16,13 @@ class UserError(Exception):
 
     The entry points print it alone, without a traceback, and exit non-zero.
     """
+
+
+def typed(value: Any) -> str:
+    """``value`` as a user types it in an override or YAML file: ``true``, ``false``, ``null``; a string in quotes."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return repr(value)
 
 
 def check_value(key: str, value: Any, kind: str, example: Any = None, low: float = 0, high: float | None = None) -> Any:
@@ -33,7 +41,7 @@ def check_value(key: str, value: Any, kind: str, example: Any = None, low: float
         ok, must = numeric and low <= value < high, f"a number in [{low:g}, {high:g})"
     if not ok:
         hint = f", such as {example}" if example is not None else ""
-        raise UserError(f"{key}={value!r} must be {must}{hint}.")
+        raise UserError(f"{key}={typed(value)} must be {must}{hint}.")
     return value
 
 

@@ -30,7 +30,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
-from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line
+from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line, typed
 from lenet_exp.runtime.cli import answer_help
 from lenet_exp.runtime.run_folder import (
     PROJECTOR,
@@ -123,7 +123,7 @@ class NetworkView(Callback):
             ("projector_images", projector_images),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise UserError(f"callbacks.network_view.{key}={value!r} must be a whole number >= 0, such as 1.")
+                raise UserError(f"callbacks.network_view.{key}={typed(value)} must be a whole number >= 0, such as 1.")
         self.every_n_epochs, self.histograms, self.probe_images = every_n_epochs, histograms, probe_images
         self.graph, self.pr_curves, self.projector_images = graph, pr_curves, projector_images
         self._probe: tuple[Tensor, Tensor] | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lenet_exp.errors import UserError
+from lenet_exp.errors import UserError, typed
 from lenet_exp.processes import distributed
 
 AUTO, EPOCH = "auto", "epoch"  # auto: chosen by device and settings (per_call); epoch: all of an epoch's batches
@@ -34,7 +34,9 @@ def check(value: object, key: str = "steps_per_call") -> None:
     if value in (AUTO, EPOCH):
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{key}={value!r} is not a whole number >= 1, epoch or auto; use e.g. {key}=16 or {key}=auto.")
+        raise UserError(
+            f"{key}={typed(value)} is not a whole number >= 1, epoch or auto; use e.g. {key}=16 or {key}=auto."
+        )
 
 
 def _given(name: str, value: Any) -> bool:

@@ -125,6 +125,9 @@ def test_user_errors_are_raised_with_their_sentence_never_exited(tmp_path, data_
     sentence = r"^trainer.max_epochs=0 must be a positive whole number, such as 5 \(or -1: until something else .*\)\.$"
     with pytest.raises(UserError, match=sentence):
         lenet_exp.run("trainer.max_epochs=0", f"hydra.run.dir={tmp_path / 'zero'}")
+    # the run's folder keeps the sentence in its log, as the command line's does
+    last = (tmp_path / "zero" / "lenet_exp.log").read_text().splitlines()[-1]
+    assert re.search(sentence.replace("^", "error: "), last), last
     with pytest.raises(UserError, match=r"^trainer.max_epochs=0 must be a positive whole number"):
         lenet_exp.run(["trainer=cpu", "trainer.max_epochs=0"], f"hydra.run.dir={tmp_path / 'listed'}")  # a list too
     with pytest.raises(

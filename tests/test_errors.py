@@ -118,6 +118,8 @@ BAD_INPUTS = {
     "config: batch size negative": (["data.batch_size=-3"], None, r"data.batch_size=-3 must be a positive"),
     "config: batch size not an integer": (["data.batch_size=2.5"], None, r"data.batch_size=2.5 must be a positive"),
     "config: batch size a word": (["data.batch_size=many"], None, r"data.batch_size='many' must be a positive"),
+    # a value is echoed as it was typed: true, not Python's True
+    "config: batch size a switch": (["data.batch_size=true"], None, r"data.batch_size=true must be a positive"),
     "config: max_epochs 0": (["trainer.max_epochs=0"], None, r"trainer.max_epochs=0 must be a positive"),
     "config: max_epochs negative": (["trainer.max_epochs=-2"], None, r"trainer.max_epochs=-2 must be a positive"),
     "config: lr 0": (["model.optimizer.lr=0"], None, r"model.optimizer.lr=0 must be a positive number"),

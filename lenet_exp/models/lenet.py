@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from lenet_exp.errors import UserError
+from lenet_exp.errors import UserError, typed
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}
 
@@ -27,7 +27,7 @@ class LeNet(nn.Module):
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise UserError(f"model.net.activation={activation!r} is not known; use one of {sorted(ACTIVATIONS)}.")
+            raise UserError(f"model.net.activation={typed(activation)} is not known; use one of {sorted(ACTIVATIONS)}.")
         if len(channels) != 2 or len(hidden) != 2 or min(*channels, *hidden) < 1:
             raise UserError(
                 f"model.net.channels={list(channels)} and model.net.hidden={list(hidden)} must be two positive "

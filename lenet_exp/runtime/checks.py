@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from lenet_exp import arguments
-from lenet_exp.errors import UserError, check_value
+from lenet_exp.errors import UserError, check_value, typed
 from lenet_exp.processes import nodes, processes
 from lenet_exp.runtime.run_folder import CHECKPOINTS, OBJECTIVES
 from lenet_exp.steps_per_call import check_config
@@ -199,19 +199,21 @@ def check_trainer_values(trainer: DictConfig) -> None:
         raise UserError(f"trainer.deterministic={trainer.deterministic!r} must be true, false or warn.")
     clip = trainer.get("gradient_clip_val")
     if clip is not None and (isinstance(clip, bool) or not isinstance(clip, int | float) or clip < 0):
-        raise UserError(f"trainer.gradient_clip_val={clip!r} must be a number >= 0 or null (no clipping), such as 0.5.")
+        raise UserError(
+            f"trainer.gradient_clip_val={typed(clip)} must be a number >= 0 or null (no clipping), such as 0.5."
+        )
     for key in (*BATCH_LIMITS, "overfit_batches"):
         value = trainer.get(key)
         whole = isinstance(value, int) and not isinstance(value, bool) and value >= 0
         if value is not None and not whole and not (isinstance(value, float) and 0 <= value <= 1):
             raise UserError(
-                f"trainer.{key}={value!r} must be a whole number of batches or a fraction of them from 0.0 to 1.0, "
-                "such as 10 or 0.25."
+                f"trainer.{key}={typed(value)} must be a whole number of batches or a fraction of them from 0.0 to "
+                "1.0, such as 10 or 0.25."
             )
     max_time = trainer.get("max_time")
     if max_time is not None and not isinstance(max_time, str | DictConfig):
         raise UserError(
-            f"trainer.max_time={max_time!r} is not a duration; give days:hours:minutes:seconds, such as "
+            f"trainer.max_time={typed(max_time)} is not a duration; give days:hours:minutes:seconds, such as "
             "trainer.max_time=00:00:20:00 for 20 minutes, or the keys of a timedelta: 'trainer.max_time={minutes: 20}'."
         )
 
@@ -342,7 +344,8 @@ def check_seed(seed: Any) -> None:
     them), or null: one drawn at random."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
         raise UserError(
-            f"seed={seed!r} must be a whole number from 0 to {2**32 - 1}, such as 42, or null for one drawn at random."
+            f"seed={typed(seed)} must be a whole number from 0 to {2**32 - 1}, such as 42, or null for one drawn at "
+            "random."
         )
 
 
