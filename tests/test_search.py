@@ -294,6 +294,8 @@ def test_settings_that_cannot_work_are_one_sentence_before_any_trial(tmp_path, d
         "optimized_metric=train_loss": "pruning compares one validation metric after every epoch, not train_loss",
         "+hydra.sweeper.max_failure_rate=0.5": "hydra.sweeper.max_failure_rate is not a setting of lenet_exp's Optuna",
         "hydra.sweeper.storage=sqlite:///:memory:": "is a database in memory, which each job would see empty",
+        "hydra.sweeper.pruner_options=5": "hydra.sweeper.pruner_options=5 must be the options by name, such as",
+        "hydra.sweeper.seed=abc": "hydra.sweeper.seed=abc must be a whole number, such as 42, or null.",
     }
     for override, sentence in cases.items():
         with pytest.raises(UserError, match=None) as refused:
@@ -307,6 +309,30 @@ def test_settings_that_cannot_work_are_one_sentence_before_any_trial(tmp_path, d
         lenet_exp.sweep(*study_args(data_dir, sweep, f"hydra.sweeper.storage={stored}"))
     assert "was created to minimize val_acc, not to maximize val_acc" in str(refused.value)
     assert len(optuna.load_study(study_name="lenet", storage=stored).trials) == 0
+    # a study whose trials tried other values of a parameter: Optuna would fail the next trial (and count it)
+    tried = f"sqlite:///{tmp_path / 'tried.db'}"
+    spaces = {
+        "model.optimizer.lr": optuna.distributions.CategoricalDistribution([0.01, 0.003, 1e-7]),  # study_args' space
+        "model.label_smoothing": optuna.distributions.FloatDistribution(0.01, 0.2, log=True),
+    }
+    values = {"model.optimizer.lr": 0.01, "model.label_smoothing": 0.1}
+    trial = optuna.trial.create_trial(params=values, distributions=spaces, value=0.5)
+    optuna.create_study(study_name="lenet", storage=tried, direction="maximize").add_trial(trial)
+    kept = "and a study keeps each parameter's kind (choice, range, interval), scale and choices; search"
+    cases = {
+        "model.optimizer.lr=choice(0.01,0.003)": "the search space gives model.optimizer.lr=choice(0.01, 0.003), but "
+        f"the study lenet in {tried} has tried model.optimizer.lr=choice(0.01, 0.003, 1e-07), {kept} "
+        "model.optimizer.lr=choice(0.01, 0.003, 1e-07), or give another hydra.sweeper.study_name.",
+        "model.label_smoothing=interval(0.01,0.2)": "the search space gives model.label_smoothing=interval(0.01, 0.2), "
+        f"but the study lenet in {tried} has tried model.label_smoothing=tag(log, interval(0.01, 0.2)), {kept} ",
+        "model.label_smoothing=choice(0.1,0.2)": "has tried model.label_smoothing=tag(log, interval(0.01, 0.2)), ",
+    }
+    for override, sentence in cases.items():
+        with pytest.raises(UserError) as refused:
+            lenet_exp.sweep(*study_args(data_dir, sweep, f"hydra.sweeper.storage={tried}", override))
+        assert sentence in str(refused.value), (override, str(refused.value))
+        assert not sweep.exists(), override
+    assert len(optuna.load_study(study_name="lenet", storage=tried).trials) == 1  # no trial failed on it
 
 
 def test_a_sweep_checks_its_settings_and_opens_its_study_once(tmp_path, data_dir, monkeypatch):

@@ -8,6 +8,7 @@ import importlib.util
 import inspect
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +66,10 @@ def make_sampler(name: str, options: dict[str, Any] | None, seed: int | None) ->
             f"hydra.sweeper.sampler={name} needs SciPy, which is not installed here: pip install "
             f"'lenet_exp[samplers]' (or scipy), or choose one of {others}."
         )
-    kwargs = {"seed": seed, **(options or {})} if seed is not None else dict(options or {})
+    options = _options(options, "hydra.sweeper.sampler_options", "{n_startup_trials: 5}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise UserError(f"hydra.sweeper.seed={override_value(seed)} must be a whole number, such as 42, or null.")
+    kwargs = {"seed": seed, **options} if seed is not None else options
     return _build(getattr(optuna.samplers, SAMPLERS[name]), kwargs, "hydra.sweeper.sampler_options")
 
 
@@ -75,7 +79,19 @@ def make_pruner(name: str, options: dict[str, Any] | None) -> optuna.pruners.Bas
 
     if not isinstance(name, str) or name not in PRUNERS:
         raise UserError(f"hydra.sweeper.pruner={name} is not known; choose one of {', '.join(PRUNERS)}.")
-    return _build(getattr(optuna.pruners, PRUNERS[name]), dict(options or {}), "hydra.sweeper.pruner_options")
+    key = "hydra.sweeper.pruner_options"
+    return _build(getattr(optuna.pruners, PRUNERS[name]), _options(options, key, "{n_warmup_steps: 2}"), key)
+
+
+def _options(options: Any, key: str, example: str) -> dict[str, Any]:
+    """A sampler's or pruner's options: a mapping of its arguments, or null for none."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise UserError(
+            f"{key}={override_value(options)} must be the options by name, such as '{key}={example}', or null."
+        )
+    return dict(options)
 
 
 def _build(cls: type, kwargs: dict[str, Any], key: str) -> Any:
@@ -140,7 +156,7 @@ def search_plan(sweeper: Any, config: DictConfig, arguments: list[str]) -> Searc
     return SearchPlan(url, sampler, pruner, metrics, space, fixed)
 
 
-def search_space(config: DictConfig, params: dict[str, str], arguments: list[str]) -> tuple[dict, list[str]]:
+def search_space(config: DictConfig, params: Mapping[str, str] | None, arguments: list[str]) -> tuple[dict, list[str]]:
     """``hydra.sweeper.params`` and the command line's sweep overrides (``key=choice(a,b)``, ``a,b``, ``range``,
     ``interval``, ``tag(log, interval(...))``) as Optuna distributions; the other overrides stay fixed."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -148,7 +164,12 @@ def search_space(config: DictConfig, params: dict[str, str], arguments: list[str
 
     parser = OverridesParser.create()
     space: dict[str, Any] = {}
-    for key, value in params.items():
+    if params is not None and not isinstance(params, Mapping):
+        raise UserError(
+            f"hydra.sweeper.params={override_value(params)} must be the search space by key, such as "
+            "'hydra.sweeper.params={model.optimizer.lr: tag(log, interval(0.0001, 0.03))}', or null."
+        )
+    for key, value in (params or {}).items():
         # The command line's overrides passed Hydra's parser already; these come from a config file.
         try:
             (override,) = parser.parse_overrides([f"{key}={value}"])

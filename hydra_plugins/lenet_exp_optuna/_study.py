@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hydra_plugins.lenet_exp_optuna._plan import SearchPlan, search_plan
+from hydra_plugins.lenet_exp_optuna._plan import SearchPlan, override_value, search_plan
 from hydra_plugins.lenet_exp_optuna._storage import open_storage, shown
 from lenet_exp.errors import UserError
 
@@ -47,6 +47,7 @@ class PreparedStudy:
     plan: SearchPlan
     name: str
     directions: list[str]
+    another: str  # how to start another study instead: another name in a storage of the user's, else another folder
     storage: optuna.storages.BaseStorage | None = None
     study: optuna.Study | None = None  # the study of that name already stored, its objectives checked
 
@@ -67,7 +68,9 @@ def prepare(sweeper: Any, config: DictConfig, arguments: list[str]) -> PreparedS
     if _last is not None and _last[0] is config and _last[1:3] == (sweep_dir, list(arguments)):
         return _last[3]
     plan = search_plan(sweeper, config, arguments)
-    prepared = PreparedStudy(plan, sweeper.study_name, list(sweeper.directions))
+    # the default storage is the sweep folder's own file, where another name would meet the folder's earlier sweep
+    another = "another hydra.sweeper.study_name" if sweeper.storage else "another hydra.sweep.dir (a new study)"
+    prepared = PreparedStudy(plan, sweeper.study_name, list(sweeper.directions), another)
     if not plan.url.startswith("sqlite:///") or Path(plan.url.removeprefix("sqlite:///")).exists():
         # Nothing is stored yet in an SQLite file that does not exist (the default one is made in the sweep folder).
         prepared.storage = open_storage(plan.url)
@@ -89,6 +92,7 @@ def _stored(prepared: PreparedStudy) -> optuna.Study | None:
     except KeyError:  # not there yet: the sweeper creates it
         return None
     _same_objectives(study, prepared)
+    _same_space(study, prepared)
     return study
 
 
@@ -120,6 +124,7 @@ def open_study(prepared: PreparedStudy) -> tuple[optuna.Study, optuna.storages.B
     except optuna.exceptions.DuplicatedStudyError:  # another worker created it since it was prepared
         study = optuna.load_study(study_name=prepared.name, storage=storage, sampler=plan.sampler, pruner=plan.pruner)
     _same_objectives(study, prepared)
+    _same_space(study, prepared)
     return study, storage, False
 
 
@@ -130,9 +135,45 @@ def _same_objectives(study: optuna.Study, prepared: PreparedStudy) -> None:
     if stored != directions or stored_metrics != metrics:
         raise UserError(
             f"the study {study.study_name} in {shown(prepared.plan.url)} was created to {'/'.join(stored)} "
-            f"{'/'.join(stored_metrics)}, not to {'/'.join(directions)} {'/'.join(metrics)}; give another "
-            "hydra.sweeper.study_name, or the study's own direction and optimized_metric."
+            f"{'/'.join(stored_metrics)}, not to {'/'.join(directions)} {'/'.join(metrics)}; give "
+            f"{prepared.another}, or the study's own direction and optimized_metric."
         )
+
+
+def _same_space(study: optuna.Study, prepared: PreparedStudy) -> None:
+    """Each parameter the study has tried keeps, in this sweep's search space, the kind of values it had (a choice,
+    a range, an interval), its scale and its choices: Optuna refuses any change at the trial's first suggestion,
+    with a ValueError that would fail that trial and count it against n_trials."""
+    space = prepared.plan.space
+    for trial in study.get_trials(deepcopy=False):
+        for key, old in trial.distributions.items():
+            new = space.get(key)
+            if new is None or (type(new) is type(old) and _same_values(old, new)):
+                continue
+            raise UserError(
+                f"the search space gives {key}={_written(new)}, but the study {study.study_name} in "
+                f"{shown(prepared.plan.url)} has tried {key}={_written(old)}, and a study keeps each parameter's "
+                f"kind (choice, range, interval), scale and choices; search {key}={_written(old)}, or give "
+                f"{prepared.another}."
+            )
+
+
+def _same_values(old: Any, new: Any) -> bool:
+    choices = getattr(old, "choices", None)
+    return list(choices) == list(new.choices) if choices is not None else old.log == new.log
+
+
+def _written(dist: Any) -> str:
+    """An Optuna distribution as the search space writes it (_plan.distribution's inverse)."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return f"choice({', '.join(override_value(c) for c in dist.choices)})"
+    if isinstance(dist, IntDistribution):
+        written = f"range({dist.low}, {dist.high + 1}" + (f", {dist.step})" if dist.step != 1 else ")")
+    else:
+        written = f"interval({dist.low:g}, {dist.high:g})"
+    return f"tag(log, {written})" if dist.log else written
 
 
 # --- its trials: queued, claimed, kept alive --------------------------------------------------------------------

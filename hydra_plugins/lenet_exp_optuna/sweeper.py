@@ -49,10 +49,10 @@ class OptunaSweeper(Sweeper):
         heartbeat_interval: float = 30.0,
         grace_period: float = 120.0,
     ) -> None:
-        self.params = dict(params or {})
-        self.n_trials, self.n_jobs = n_trials, n_jobs
-        self.sampler, self.sampler_options, self.seed = sampler, dict(sampler_options or {}), seed
-        self.pruner, self.pruner_options = pruner, dict(pruner_options or {})
+        # as given: the plan (_plan.search_plan) checks them, in one sentence for the first wrong one
+        self.params, self.n_trials, self.n_jobs = params, n_trials, n_jobs
+        self.sampler, self.sampler_options, self.seed = sampler, sampler_options, seed
+        self.pruner, self.pruner_options = pruner, pruner_options
         self.directions = [direction] if isinstance(direction, str) else list(direction)
         self.storage, self.study_name = storage, study_name
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
