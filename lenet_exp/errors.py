@@ -1,11 +1,14 @@
 """The one exception type whose message is meant for the user, the one check for config values (each value
-echoed as typed), and the one way every command ends on bad input: ``error: <sentence>`` on stderr (and in the
-run's log), exit status 1."""
+echoed as typed), a config instantiated with its mistakes said in one sentence (``built``), and the one way every
+command ends on bad input: ``error: <sentence>`` on stderr (and in the run's log), exit status 1."""
 
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import CodeType
 from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
@@ -123,3 +126,50 @@ def exit_on_user_error(function: Callable[[], T]) -> T:
             return function()
     except UserError as err:
         fail(err)
+
+
+def traceback_codes(err: BaseException) -> list[CodeType]:
+    """The code of each frame of ``err``'s traceback, outermost first."""
+    codes, frame = [], err.__traceback__
+    while frame is not None:
+        codes.append(frame.tb_frame.f_code)
+        frame = frame.tb_next
+    return codes
+
+
+def raised_in(err: BaseException) -> CodeType | None:
+    """The code whose frame raised ``err`` (the innermost of its traceback): tells a library's refusal of its
+    arguments from an error deeper inside it."""
+    return (traceback_codes(err) or [None])[-1]
+
+
+def built(settings: Any) -> Any:
+    """``settings`` (the data module's, the model's, a callback's, a logger's) instantiated. A key its class does not
+    take (``+data.num_workers=4``) or a ``_target_`` that cannot be imported is one sentence naming the key, not
+    Hydra's wrapped error; only errors of the call itself: an error inside the constructor keeps its traceback."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(settings)
+    except InstantiationException as err:
+        cause, said = err.__cause__, str(err)
+        key = match[1] if (match := re.search(r"full_key: (\S+)", said)) else "the config"
+        if isinstance(cause, ImportError) and (target := re.search(r"Error locating target '([^']+)'", said)):
+            module = cause.__cause__.name if isinstance(cause.__cause__, ModuleNotFoundError) else None
+            if module and target[1].startswith(f"{module}."):  # the user's own module, not on Python's path here
+                raise UserError(
+                    f"{key}._target_={target[1]} cannot be imported: Python finds no module {module} here; put the "
+                    f"folder that holds {module} on PYTHONPATH, or give a class with its module, spelled as Python "
+                    "imports it."
+                ) from None
+            raise UserError(
+                f"{key}._target_={target[1]} cannot be imported; give a class with its module, spelled as Python "
+                "imports it."
+            ) from None
+        code = raised_in(cause) if isinstance(cause, TypeError) else None
+        if code is None or f"{os.sep}hydra{os.sep}" not in code.co_filename:
+            raise  # not the call's arguments: a failure inside the constructor, with its traceback
+        raise UserError(
+            f"{key} cannot be built: {cause}; remove that {key}.* key, or choose another _target_."
+        ) from None

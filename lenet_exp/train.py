@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import CodeType
 from typing import Any
 
 import pytorch_lightning as pl
@@ -19,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lenet_exp.callbacks import BestCheckpoint, EpochLine, EpochTimer
-from lenet_exp.errors import UserError, check_callable
+from lenet_exp.errors import UserError, built, check_callable, traceback_codes
 from lenet_exp.loggers import close_loggers
 from lenet_exp.runtime.atomic import AtomicCheckpointIO
 from lenet_exp.runtime.checkpoints import ConfigInCheckpoint, check_architecture, check_epochs_left
@@ -175,45 +173,6 @@ def trainer_from(settings: DictConfig, **given: Any) -> pl.Trainer:
         if not isinstance(err.__cause__, ValueError | TypeError | MisconfigurationException):
             raise
         raise refused(err.__cause__) from None
-
-
-def traceback_codes(err: BaseException) -> list[CodeType]:
-    """The code of each frame of ``err``'s traceback, outermost first."""
-    codes, frame = [], err.__traceback__
-    while frame is not None:
-        codes.append(frame.tb_frame.f_code)
-        frame = frame.tb_next
-    return codes
-
-
-def raised_in(err: BaseException) -> CodeType | None:
-    """The code whose frame raised ``err`` (the innermost of its traceback): tells a library's refusal of its
-    arguments from an error deeper inside it."""
-    return (traceback_codes(err) or [None])[-1]
-
-
-def built(settings: DictConfig) -> Any:
-    """``settings`` (the data module's, the model's, a callback's, a logger's) instantiated. A key its class does not
-    take (``+data.num_workers=4``) or a ``_target_`` that cannot be imported is one sentence naming the key, not
-    Hydra's wrapped error; only errors of the call itself: an error inside the constructor keeps its traceback."""
-    from hydra.errors import InstantiationException
-
-    try:
-        return instantiate(settings)
-    except InstantiationException as err:
-        cause, said = err.__cause__, str(err)
-        key = match[1] if (match := re.search(r"full_key: (\S+)", said)) else "the config"
-        if isinstance(cause, ImportError) and (target := re.search(r"Error locating target '([^']+)'", said)):
-            raise UserError(
-                f"{key}._target_={target[1]} cannot be imported; give a class with its module, spelled as Python "
-                "imports it."
-            ) from None
-        code = raised_in(cause) if isinstance(cause, TypeError) else None
-        if code is None or f"{os.sep}hydra{os.sep}" not in code.co_filename:
-            raise  # not the call's arguments: a failure inside the constructor, with its traceback
-        raise UserError(
-            f"{key} cannot be built: {cause}; remove that {key}.* key, or choose another _target_."
-        ) from None
 
 
 @contextmanager

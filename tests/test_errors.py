@@ -490,7 +490,7 @@ class BrokenInside:
 def test_a_constructors_own_type_error_keeps_its_traceback():
     from hydra.errors import InstantiationException
 
-    from lenet_exp.train import built
+    from lenet_exp.errors import built
 
     with pytest.raises(InstantiationException) as raised:
         built(OmegaConf.create({"model": {"_target_": f"{__name__}.BrokenInside"}}).model)

@@ -32,6 +32,13 @@ def test_the_documented_example_trains_evaluates_predicts_and_resumes(tmp_path, 
     # training runs as a command; eval (refused, then trusted), predict and resume in this process, with the
     # user's folder on its path as PYTHONPATH puts it on theirs (test_errors.py runs eval as a command, and
     # test_resume.py resume with trust= of a user's class on PYTHONPATH)
+    # trusted, in a shell without that PYTHONPATH: one sentence that says what to do, no traceback
+    unfound = run_main("lenet_exp.eval", f"ckpt_path={ckpt}", "accelerator=cpu", "trust=my_models.SmallCNN")
+    assert unfound.returncode == 1 and "Traceback" not in unfound.stderr and "Error getting" not in unfound.stderr
+    assert unfound.stderr.strip().splitlines()[-1] == (
+        "error: model.net._target_=my_models.SmallCNN cannot be imported: Python finds no module my_models here; put "
+        "the folder that holds my_models on PYTHONPATH, or give a class with its module, spelled as Python imports it."
+    )
     monkeypatch.syspath_prepend(str(mine))
     refused = run_main("lenet_exp.eval", f"ckpt_path={ckpt}", "accelerator=cpu")
     assert refused.returncode == 1 and "trust=my_models.SmallCNN" in refused.stderr

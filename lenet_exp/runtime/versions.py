@@ -23,14 +23,21 @@ def _wrote(revision: str | None) -> str:
 
 
 def _parameters(target: str) -> dict[str, inspect.Parameter] | None:
-    """The constructor's parameters of ``target`` (a class or function), None when they cannot be known."""
-    from hydra.utils import get_object
+    """The constructor's parameters of ``target`` (a class or function, allowed by the gate already), None when
+    they cannot be known: a C function without a signature, or nothing importable there, which building it says
+    in one sentence (errors.built). Not Hydra's get_object, which would log its own error first."""
+    import importlib
 
-    try:
-        found = get_object(target)
-        return dict(inspect.signature(found).parameters)
-    except Exception:  # a C function without a signature, or nothing there at all: Hydra's own error says it
-        return None
+    parts = target.split(".")
+    for split in range(len(parts) - 1, 0, -1):  # the longest importable module, then its attributes
+        try:
+            found = importlib.import_module(".".join(parts[:split]))
+            for name in parts[split:]:
+                found = getattr(found, name)
+            return dict(inspect.signature(found).parameters)
+        except Exception:
+            continue
+    return None
 
 
 def check_required(config: dict[str, Any], source: str, revision: str | None, required: tuple[str, ...]) -> None:
