@@ -136,7 +136,7 @@ def as_batch(images: Any) -> torch.Tensor:
         elif isinstance(item, Image.Image):
             pixels.append(torch.from_numpy(to_fashion_mnist(item)))
         elif isinstance(item, torch.Tensor | np.ndarray):
-            pixels += list(_image_tensor(torch.as_tensor(item)))
+            pixels += list(_image_tensor(item if isinstance(item, torch.Tensor) else _array_tensor(item)))
         else:
             raise UserError(
                 f"an image of type {type(item).__name__} cannot be read; give paths, PIL images or tensors of "
@@ -147,8 +147,23 @@ def as_batch(images: Any) -> torch.Tensor:
     return torch.stack(pixels).unsqueeze(1)
 
 
+def _array_tensor(array: np.ndarray) -> torch.Tensor:
+    """A NumPy array of pixels as a tensor; an array of what are not numbers (objects, strings) in one sentence."""
+    import torch
+
+    try:
+        return torch.as_tensor(array)
+    except TypeError:
+        raise UserError(f"an image array of {array.dtype} is not pixels; {PIXELS}.") from None
+
+
+PIXELS = "give whole numbers 0-255 or floats in [0, 1]"
+
+
 def _image_tensor(tensor: torch.Tensor) -> torch.Tensor:
     """A tensor of Fashion-MNIST-like images as (N, 28, 28) floats in [0, 1]."""
+    import torch
+
     shape = tuple(tensor.shape)
     if shape[-2:] != (28, 28) or len(shape) > 4 or (len(shape) == 4 and shape[1] != 1):
         raise UserError(
@@ -156,13 +171,16 @@ def _image_tensor(tensor: torch.Tensor) -> torch.Tensor:
             "(N, 1, 28, 28) pixels, or paths or PIL images of any size."
         )
     tensor = tensor.detach().cpu().reshape(-1, 28, 28)
+    if tensor.is_complex() or tensor.dtype == torch.bool:
+        raise UserError(f"an image tensor of {tensor.dtype} is not pixels; {PIXELS}.")
     if not tensor.is_floating_point():
+        tensor = tensor.to(torch.int64)  # any width: torch has no min() of 16-bit unsigned tensors
         if tensor.numel() and (tensor.min() < 0 or tensor.max() > 255):  # a 16-bit scan's values, say
             raise UserError(
                 "image tensors of whole numbers must hold 0-255 pixels; scale them, or give floats in [0, 1]."
             )
         return tensor.float() / 255
-    if tensor.numel() and (tensor.min() < 0 or tensor.max() > 1):
+    if tensor.numel() and not (tensor.isfinite().all() and tensor.min() >= 0 and tensor.max() <= 1):  # NaN too
         raise UserError("image tensors of floats must hold pixels in [0, 1]; divide 0-255 pixels by 255.")
     return tensor.float()
 

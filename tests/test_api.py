@@ -208,6 +208,13 @@ def test_load_predicts_what_the_predict_command_prints_from_paths_pil_images_and
         model.predict(images[:2].float())
     with pytest.raises(UserError, match=r"whole numbers must hold 0-255 pixels"):
         model.predict(images[:2].to(torch.int32) * 257)  # 16-bit values, not divided by 255 into [0, 1]
+    with pytest.raises(UserError, match=r"whole numbers must hold 0-255 pixels"):  # a 16-bit scan's own type
+        model.predict(images[:2].numpy().astype(np.uint16) * 257)
+    with pytest.raises(UserError, match=r"floats must hold pixels in \[0, 1\]"):  # NaN is no pixel
+        model.predict(torch.full((28, 28), float("nan")))
+    for odd in (np.zeros((28, 28), dtype=object), torch.zeros(28, 28, dtype=torch.complex64)):
+        with pytest.raises(UserError, match=r"is not pixels; give whole numbers 0-255 or floats in \[0, 1\]\."):
+            model.predict(odd)
     with pytest.raises(UserError, match=r"shape \(2, 3, 28, 28\) is not Fashion-MNIST's"):
         model.predict(np.zeros((2, 3, 28, 28), dtype=np.uint8))
     with pytest.raises(UserError, match=r"missing.png cannot be read: no such file"):
