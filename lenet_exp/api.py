@@ -134,7 +134,7 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
         context = HydraContext(config_loader=app.config_loader, callbacks=callbacks)
         sweeper = Plugins.instance().instantiate_sweeper(config=cfg, hydra_context=context, task_function=job)
         try:
-            with unwrap_user_errors():
+            with unwrap_user_errors(), _composed():  # a job's own composition: a swept key of a typo, say
                 sweeper.sweep(arguments=OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False))
         except UserError as cause:
             failed = next((j for j in job_folders(folder) if error_file(j).is_file()), None)
@@ -217,9 +217,7 @@ def _compose(app: Any, overrides: Sequence[str], mode: Any) -> Any:
             config_name="config", overrides=[*overrides, *mode_override], run_mode=mode, with_log_configuration=True
         )
     except (HydraException, OmegaConfBaseException) as err:
-        message = str(err).split("Config search path:")[0]  # the folders Hydra looked in are known
-        lines = [line.strip() for line in message.splitlines() if line.strip()]
-        raise UserError(" ".join(lines) or type(err).__name__) from None
+        raise UserError(_composition_sentence(err)) from None
     strategy, devices = str(cfg.trainer.get("strategy", "auto")), cfg.trainer.get("devices", 1)
     if distributed(cfg.trainer) and processes(cfg.trainer) != 1:  # Lightning's auto strategy too, with devices=2
         nodes = cfg.trainer.get("num_nodes", 1)
@@ -229,6 +227,25 @@ def _compose(app: Any, overrides: Sequence[str], mode: Any) -> Any:
             "command line, which a Python session is not; run it as python -m lenet_exp with the same overrides."
         )
     return cfg
+
+
+def _composition_sentence(err: BaseException) -> str:
+    """Hydra's message of a config it could not compose (no such option or key, bad syntax), on one line."""
+    message = str(err).split("Config search path:")[0]  # the folders Hydra looked in are known
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return " ".join(lines) or type(err).__name__
+
+
+@contextmanager
+def _composed() -> Iterator[None]:
+    """A config Hydra could not compose for a job of a sweep (each job composes its own, from its swept values)
+    as one UserError; anything else a job raised as it is."""
+    from hydra.errors import ConfigCompositionException, OverrideParseException
+
+    try:
+        yield
+    except (ConfigCompositionException, OverrideParseException) as err:
+        raise UserError(_composition_sentence(err)) from None
 
 
 def _own_folder(cfg: Any, kind: str) -> Path:

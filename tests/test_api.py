@@ -153,6 +153,9 @@ def test_user_errors_are_raised_with_their_sentence_never_exited(tmp_path, data_
     ):
         lenet_exp.sweep(*ONE_EPOCH, f"data.data_dir={data_dir}", "data.batch_size=0", f"hydra.sweep.dir={folder}")
     assert "data.batch_size=0 must be a positive" in (folder / "0" / "error.txt").read_text()
+    # a swept key Hydra cannot compose into a job's config: no job ran
+    with pytest.raises(UserError, match=r"failed: Could not override 'data.batch_szie'\. To append to your config"):
+        lenet_exp.sweep("data.batch_szie=1,2", f"hydra.sweep.dir={tmp_path / 'typo'}")
     assert process_state() == before
 
 
