@@ -180,6 +180,13 @@ def test_a_folder_that_holds_a_run_is_refused_before_anything_is_written_over(tm
     with pytest.raises(UserError, match="holds the runs of an earlier sweep"):
         lenet_exp.sweep(*sweep_args, "seed=1,2")
     assert (sweep / "s1" / ".hydra" / "overrides.yaml").read_bytes() == overrides
+    # a sweep whose jobs all failed: its error.txt files would stay beside the new jobs' results
+    failed = tmp_path / "failed"
+    with pytest.raises(UserError, match="job 0 of the sweep"):
+        lenet_exp.sweep(*ONE_EPOCH, f"data.data_dir={fake_data}", f"hydra.sweep.dir={failed}", "data.batch_size=0,-1")
+    with pytest.raises(UserError, match="holds the runs of an earlier sweep \\(2 job folders\\)"):
+        lenet_exp.sweep(*ONE_EPOCH, f"data.data_dir={fake_data}", f"hydra.sweep.dir={failed}", "seed=1,2")
+    assert not (failed / "0" / "metrics.json").exists()
 
 
 @pytest.mark.slow  # several runs and sweeps, 3 s: make test runs it, make test-fast does not

@@ -149,10 +149,11 @@ def check_no_earlier_run(folder: str | Path, ckpt_path: str | None = None) -> No
 
 
 def check_no_earlier_sweep(config: DictConfig) -> None:
-    """Refuse a sweep into a folder whose job folders hold runs it could replace: a grid sweep's (Hydra's basic
-    sweeper) jobs 0, 1, ... (or the folders ``hydra.sweep.subdir`` names, such as ``seed_${seed}`` given the same
-    seeds again), or the trials of a study other than the one whose runs they are (its trials are numbered from 0
-    again). The workers of one study share its folder on purpose: each trial has a number of its own."""
+    """Refuse a sweep into a folder whose job folders hold runs it could replace, finished, unfinished or failed
+    (a failed job's error.txt would stay beside the new job's results, and the report would list both): a grid
+    sweep's (Hydra's basic sweeper) jobs 0, 1, ... (or the folders ``hydra.sweep.subdir`` names), or the trials of
+    a study other than the one whose runs they are (its trials are numbered from 0 again). The workers of one
+    study share its folder on purpose: each trial has a number of its own."""
     sweep = Path(config.hydra.sweep.dir)
     jobs = job_folders(sweep) if sweep.is_dir() else []
     mine = _sweep_of(OmegaConf.to_container(config.hydra.sweeper, resolve=False))
@@ -160,7 +161,8 @@ def check_no_earlier_sweep(config: DictConfig) -> None:
     earlier = [
         j
         for j in jobs
-        if (metrics_file(j).is_file() or last_checkpoint(j).is_file()) and (grid or _job_sweep(j) != mine)
+        if any(f.is_file() for f in (metrics_file(j), last_checkpoint(j), error_file(j)))
+        and (grid or _job_sweep(j) != mine)
     ]
     if earlier:
         raise UserError(
