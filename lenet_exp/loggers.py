@@ -53,6 +53,7 @@ from lenet_exp.runtime.run_folder import (
     MLFLOW_UNSENT,
     SUMMARY,
     TENSORBOARD,
+    sqlite_url,
 )
 from lenet_exp.runtime.writes import atomic_write
 
@@ -250,6 +251,14 @@ class RunMLFlowLogger(MLFlowLogger):
         # Creating the store's tables is MLflow's own business: its INFO lines about it are not for users.
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         store = Path(save_dir).expanduser().resolve()
+        if odd := sorted(set("?#%") & set(str(store))):
+            # MLflow makes the store's folder from its URL without decoding it, and SQLite's file from it decoded:
+            # either way one of them would land outside the run folder
+            raise UserError(
+                f"logger=mlflow keeps its store in {store}, whose path holds {' and '.join(odd)}, which MLflow reads "
+                "as part of a URL; give the run (or sweep) a folder without them, or send the runs to a server "
+                "with logger.mlflow.tracking_uri=http://HOST:PORT."
+            )
         store.mkdir(parents=True, exist_ok=True)
         self._lock_file = store / MLFLOW_STORE_LOCK
         self.artifact_location = (store / MLFLOW_ARTIFACTS).as_uri()
@@ -257,7 +266,7 @@ class RunMLFlowLogger(MLFlowLogger):
             super().__init__(
                 experiment_name=experiment_name,
                 run_name=run_name,
-                tracking_uri=f"sqlite:///{store / MLFLOW_STORE_DB}",
+                tracking_uri=sqlite_url(store / MLFLOW_STORE_DB),
                 tags={"run_dir": self.run_dir},
                 artifact_location=self.artifact_location,
             )

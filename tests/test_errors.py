@@ -94,6 +94,12 @@ BAD_INPUTS = {
         "label 12, outside",
     ),
     "data: md5 mismatch": (["data.verify_md5=true"], None, "is not the published Fashion-MNIST file"),
+    # MLflow makes a store's folder from its URL undecoded, and SQLite its file decoded: one would land elsewhere
+    "logger: an MLflow store's folder named with ?": (
+        ["logger=mlflow", "logger.mlflow.save_dir=/tmp/lenet_exp-test/run?1/mlflow"],
+        None,
+        r"logger=mlflow keeps its store in /tmp/lenet_exp-test/run\?1/mlflow, whose path holds \?, which MLflow reads",
+    ),
     "config: batch size 0": (["data.batch_size=0"], None, r"data.batch_size=0 must be a positive whole number"),
     # Trainer arguments as Lightning's docs type them, wrong: Lightning divides by the first in the first epoch,
     # compares the words with numbers deep in its loops, or reads a bare number as a timedelta

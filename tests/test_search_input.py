@@ -15,7 +15,7 @@ import pytest
 from conftest import run_cli
 
 import lenet_exp
-from hydra_plugins.lenet_exp_optuna._storage import open_storage
+from hydra_plugins.lenet_exp_optuna._storage import open_storage, storage_url
 from lenet_exp.errors import UserError
 
 STUDY = ["hparams_search=lenet_optuna", "hydra.sweeper.n_trials=2", "debug=limit"]
@@ -205,3 +205,22 @@ def test_journals_of_optuna_still_open_and_one_with_another_programs_lines_is_re
         file.write(b"appended by another program\nand more\n")
     with pytest.raises(UserError, match=r"is not an Optuna journal \(Expecting value: line 1 column 1"):
         open_storage(f"journal://{journal}")
+
+
+def test_a_sweep_folder_named_with_url_characters_keeps_its_study_inside(tmp_path, monkeypatch):
+    """SQLAlchemy reads ``?`` in a URL as the start of its query and ``#`` as its fragment: the study of a sweep
+    folder so named is still the optuna.db inside it, and one named in another such folder stays apart from it."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("my study?/a#b", "my study?/c%20d"):
+        folder = tmp_path / name
+        folder.mkdir(parents=True)
+        url = storage_url(None, str(folder))
+        optuna.create_study(study_name="lenet", storage=open_storage(url))
+        assert (folder / "optuna.db").is_file(), url
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == [
+        "my study?/a#b/optuna.db",
+        "my study?/c%20d/optuna.db",
+    ]
+    given = storage_url("sqlite:///q?1.db", str(tmp_path))  # a file the user names, from the current folder
+    open_storage(given)
+    assert (tmp_path / "q?1.db").is_file()

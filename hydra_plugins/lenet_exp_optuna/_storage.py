@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lenet_exp.errors import UserError, first_line
-from lenet_exp.runtime.run_folder import STUDY_STORAGE
+from lenet_exp.runtime.run_folder import STUDY_STORAGE, sqlite_path, sqlite_url
 
 if TYPE_CHECKING:
     import optuna
@@ -28,7 +28,7 @@ def storage_url(storage: str | None, sweep_dir: str) -> str:
     paths (``sqlite:///study.db``, ``journal:study.log``) are taken from the current folder. A file the user
     names must be a file in a folder that exists (SQLite and Optuna's journal create the file, not folders)."""
     if not storage:
-        return f"sqlite:///{Path(sweep_dir).resolve() / STUDY_STORAGE}"
+        return sqlite_url(Path(sweep_dir).resolve() / STUDY_STORAGE)
     if storage in ("sqlite://", "sqlite:///:memory:"):
         raise UserError(
             f"hydra.sweeper.storage={storage} is a database in memory, which each job would see empty; give a "
@@ -39,8 +39,8 @@ def storage_url(storage: str | None, sweep_dir: str) -> str:
         path = Path(given[2:] if given.startswith("//") else given).resolve()
         url = f"journal://{path}"
     elif storage.startswith("sqlite:///"):
-        path = Path(storage.removeprefix("sqlite:///")).resolve()
-        url = f"sqlite:///{path}"
+        path = sqlite_path(storage)
+        url = sqlite_url(path)
     else:
         return storage
     if path.is_dir():

@@ -17,12 +17,12 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydra_plugins.lenet_exp_optuna._plan import SearchPlan, override_value, search_plan
 from hydra_plugins.lenet_exp_optuna._storage import open_storage, shown
 from lenet_exp.errors import UserError
+from lenet_exp.runtime.run_folder import sqlite_path
 
 if TYPE_CHECKING:
     import optuna
@@ -71,7 +71,7 @@ def prepare(sweeper: Any, config: DictConfig, arguments: list[str]) -> PreparedS
     # the default storage is the sweep folder's own file, where another name would meet the folder's earlier sweep
     another = "another hydra.sweeper.study_name" if sweeper.storage else "another hydra.sweep.dir (a new study)"
     prepared = PreparedStudy(plan, sweeper.study_name, list(sweeper.directions), another)
-    if not plan.url.startswith("sqlite:///") or Path(plan.url.removeprefix("sqlite:///")).exists():
+    if not plan.url.startswith("sqlite:///") or sqlite_path(plan.url).exists():
         # Nothing is stored yet in an SQLite file that does not exist (the default one is made in the sweep folder).
         prepared.storage = open_storage(plan.url)
         prepared.study = _stored(prepared)

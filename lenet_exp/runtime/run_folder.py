@@ -63,6 +63,20 @@ SUMMARY = ("test_acc", "val_acc", "train_loss", "seconds_per_epoch")
 FINAL = (*EPOCH_METRICS, "seconds_per_epoch")
 
 
+def sqlite_url(path: Path) -> str:
+    """SQLAlchemy's URL of the SQLite file at ``path`` (absolute): ``%``, ``?`` and ``#`` escaped, as SQLAlchemy reads
+    its database part (``my study?/optuna.db`` would otherwise be ``my study`` with the query ``/optuna.db``)."""
+    escaped = str(path).replace("%", "%25").replace("?", "%3F").replace("#", "%23")
+    return f"sqlite:///{escaped}"
+
+
+def sqlite_path(url: str) -> Path:
+    """The file of an ``sqlite:///`` URL, absolute (a relative one from the current folder): sqlite_url's inverse."""
+    from urllib.parse import unquote
+
+    return Path(unquote(url.removeprefix("sqlite:///"))).resolve()
+
+
 def last_checkpoint(run: Path) -> Path:
     return Path(run) / CHECKPOINTS / "last.ckpt"
 
