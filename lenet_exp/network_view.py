@@ -441,6 +441,8 @@ def read_projector_config(path: Path) -> Any:
 
 def check_projector_configs(folder: Path) -> int:
     """Every projector config under ``folder`` read with ``read_projector_config``; returns how many there are."""
+    if not Path(folder).is_dir():  # a typo would otherwise read as a folder that passed
+        raise UserError(f"{folder} is not a folder; give the run, sweep or outputs folder TensorBoard is to show.")
     configs = sorted(Path(folder).rglob(PROJECTOR_CONFIG))
     for config in configs:
         read_projector_config(config)

@@ -146,6 +146,14 @@ def test_a_received_projector_config_cannot_name_files_outside_its_folder(sigmoi
     config.write_text("embeddings { not a field }")
     with pytest.raises(UserError, match="not a TensorBoard projector config"):
         read_projector_config(config)
+    # a folder that is not there, or a file, is no folder that passed the check
+    for typo in (tmp_path / "recieved", config):
+        with pytest.raises(SystemExit):
+            main([str(typo)])
+        assert (
+            capsys.readouterr().err.strip() == f"error: {typo} is not a folder; give the run, sweep or outputs "
+            "folder TensorBoard is to show."
+        )
 
 
 @pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
