@@ -147,6 +147,10 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
 def load(checkpoint: str | Path, trust: Sequence[str] | str = ()) -> TrainedModel:
     """The trained model in ``checkpoint`` (a .ckpt file, such as ``run.checkpoint``), read as data: only
     lenet_exp's classes and those named in ``trust`` are built, and its weights must fit the model."""
+    if not isinstance(checkpoint, str | os.PathLike):
+        raise UserError(f"load takes the path of a .ckpt file, such as run.checkpoint, not {checkpoint!r}.")
+    if not isinstance(trust, str | Sequence) or not all(isinstance(each, str) for each in trust):
+        raise UserError(f"trust={trust!r} must name classes, such as trust=['my_models.SmallCNN'].")
     return load_model(checkpoint, names(trust) if isinstance(trust, str) else list(trust))
 
 

@@ -195,6 +195,7 @@ class Predictions:
 
     def top(self, k: int = 3) -> list[list[dict[str, Any]]]:
         """Per image, the ``k`` likeliest classes: ``[{"class", "probability"}, ...]``, best first."""
+        check_value("top", k, "whole", 3, low=1)
         values, indices = self.probabilities.topk(min(k, self.probabilities.shape[1]), dim=1)
         return [
             [{"class": self.names[c], "probability": round(float(p), 4)} for p, c in zip(v, i, strict=True)]

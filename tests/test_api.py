@@ -222,6 +222,13 @@ def test_load_predicts_what_the_predict_command_prints_from_paths_pil_images_and
         model.predict(np.zeros((2, 3, 28, 28), dtype=np.uint8))
     with pytest.raises(UserError, match=r"missing.png cannot be read: no such file"):
         model.predict(tmp_path / "missing.png")
+    for k in (0, -1, "3", None):  # as top= of the command refuses them
+        with pytest.raises(UserError, match=r"^top=.* must be a positive whole number, such as 3\.$"):
+            predictions.top(k)
+    with pytest.raises(UserError, match=r"^load takes the path of a \.ckpt file, such as run.checkpoint, not None\.$"):
+        lenet_exp.load(None)
+    with pytest.raises(UserError, match=r"^trust=5 must name classes"):
+        lenet_exp.load(trained.checkpoint, trust=5)
 
 
 def test_load_refuses_a_checkpoint_that_names_a_class_it_may_not_build(tmp_path, trained):
