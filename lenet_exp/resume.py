@@ -22,6 +22,7 @@ from lenet_exp.errors import UserError, exit_on_user_error, fail
 from lenet_exp.runtime.cli import answer_help, names
 from lenet_exp.runtime.confine import confinable
 from lenet_exp.runtime.console import log_to_console
+from lenet_exp.runtime.lock import launched_rank
 from lenet_exp.runtime.run_folder import metrics_file, overrides_file
 
 if TYPE_CHECKING:
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     trust = [a.split("=", 1)[1] for a in pairs if a.startswith("trust=")]
     given = [a for a in pairs if a not in hydra and not a.startswith("trust=")]
     unknown = [a.split("=", 1)[0] for a in given if not confinable(a.split("=", 1)[0])]
+    if hydra and not launched_rank():  # the user's: a run resumes in its own folder, with its own settings
+        unknown = [a.split("=", 1)[0] for a in hydra] + unknown
     if unknown:
         fail(f"{unknown[0]} is not an argument of this command; {USAGE}")
     job_name = next((a.split("=", 1)[1] for a in hydra if a.startswith("hydra.job.name=")), None)

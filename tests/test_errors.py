@@ -361,6 +361,11 @@ CLI_CASES = {
         "the run's newest checkpoint, cannot be read (it is truncated or damaged), so the run cannot continue",
     ),
     "resume: unknown argument": ("lenet_exp.resume", lambda r, t: [str(r), "trusted=x"], "trusted is not an argument"),
+    "resume: a folder of Hydra's": (  # a run resumes in its own folder; only DDP ranks are handed these
+        "lenet_exp.resume",
+        lambda r, t: [str(r), f"hydra.run.dir={t / 'elsewhere'}"],
+        "hydra.run.dir is not an argument",
+    ),
     "report: no arguments": ("lenet_exp.report", lambda r, t: [], "usage: python -m lenet_exp.report"),
     "report: not a folder": ("lenet_exp.report", lambda r, t: [str(t / "nope")], "is not a folder"),
     "report: no jobs": ("lenet_exp.report", lambda r, t: [str(t)], "holds no job folders"),
