@@ -114,7 +114,8 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
     """Run a sweep, as ``python -m lenet_exp -m <overrides>`` would; return each job, in job order.
 
     A job that fails with a user error fails the sweep with its sentence once the other jobs have run
-    (Hydra's basic sweeper), except under sweepers that carry on (Optuna): there it is a Run with ``error``.
+    (Hydra's basic sweeper), except under sweepers that carry on (Optuna): there it is a Run with ``error``,
+    unless every trial of the study failed, which raises the list of them.
     """
     from hydra._internal.callbacks import Callbacks
     from hydra.core.plugins import Plugins
@@ -122,7 +123,7 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
     from omegaconf import OmegaConf
 
     from lenet_exp.__main__ import CONFIG_NAME, job
-    from lenet_exp.runtime.hydra_callbacks import check_no_earlier_sweep, check_sweep
+    from lenet_exp.runtime.hydra_callbacks import FailedJob, check_no_earlier_sweep, check_sweep
 
     with _hydra(config_dir) as app:  # the steps of Hydra.multirun, with a folder of the sweep's own
         cfg = _compose(app, overrides, RunMode.MULTIRUN)
@@ -136,6 +137,8 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
         try:
             with unwrap_user_errors(), _composed():  # a job's own composition: a swept key of a typo, say
                 sweeper.sweep(arguments=OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False))
+        except FailedJob as ended:  # the sweep's own end, the list of its failed jobs: every trial of a study failed
+            raise UserError(f"{str(ended).removeprefix('error: ')} (the sweep folder {folder})") from None
         except UserError as cause:
             failed = next((j for j in job_folders(folder) if error_file(j).is_file()), None)
             which = f"job {failed.name} of the sweep in {folder}" if failed else f"a job of the sweep in {folder}"

@@ -309,6 +309,13 @@ def test_settings_that_cannot_work_are_one_sentence_before_any_trial(tmp_path, d
         lenet_exp.sweep(*study_args(data_dir, sweep, f"hydra.sweeper.storage={stored}"))
     assert "was created to minimize val_acc, not to maximize val_acc" in str(refused.value)
     assert len(optuna.load_study(study_name="lenet", storage=stored).trials) == 0
+    # a setting every trial's job refuses: each trial fails, and the study ends with their list
+    failing = tmp_path / "failing"
+    with pytest.raises(
+        UserError, match=r"^1 of 1 jobs of the sweep failed \(each folder keeps its error.txt\): job 0 "
+    ):
+        lenet_exp.sweep(*study_args(data_dir, failing, "hydra.sweeper.n_trials=1", "data.batch_size=0"))
+    assert (failing / "0" / "error.txt").read_text().startswith("data.batch_size=0 must be a positive whole number")
     # a study whose trials tried other values of a parameter: Optuna would fail the next trial (and count it)
     tried = f"sqlite:///{tmp_path / 'tried.db'}"
     spaces = {
@@ -338,7 +345,8 @@ def test_settings_that_cannot_work_are_one_sentence_before_any_trial(tmp_path, d
 def test_a_sweep_checks_its_settings_and_opens_its_study_once(tmp_path, data_dir, monkeypatch):
     """lenet_exp.sweep, the SweepChecks callback and the sweeper all need the checked settings and the stored
     study: the settings are checked, the storage opened and the study loaded once for the whole sweep. (Its one
-    trial's job fails on its own setting before training: the study records it FAIL and the sweep goes on.)"""
+    trial's job fails on its own setting before training: the study records it FAIL, and with no other trial the
+    sweep ends with it.)"""
     from hydra_plugins.lenet_exp_optuna import _study
 
     stored = f"sqlite:///{tmp_path / 'stored.db'}"
@@ -359,7 +367,7 @@ def test_a_sweep_checks_its_settings_and_opens_its_study_once(tmp_path, data_dir
     monkeypatch.setattr(optuna, "create_study", counted("study created", optuna.create_study))
     same = "data.eval_batch_size=${data.batch_size}"  # an interpolation: the command line as typed is the same
     args = study_args(data_dir, tmp_path / "study", "hydra.sweeper.n_trials=1", "data.batch_size=0", same)
-    (job,) = lenet_exp.sweep(*args, f"hydra.sweeper.storage={stored}")
-    assert "data.batch_size=0 must be a positive whole number" in job.error
+    with pytest.raises(UserError, match=r"1 of 1 jobs .*: data.batch_size=0 must be a positive whole number"):
+        lenet_exp.sweep(*args, f"hydra.sweeper.storage={stored}")
     assert calls == {"checked": 1, "storage opened": 1, "study loaded": 1}, calls
     assert [t.state.name for t in optuna.load_study(study_name="lenet", storage=stored).trials] == ["FAIL"]

@@ -176,6 +176,13 @@ def _written(dist: Any) -> str:
     return f"tag(log, {written})" if dist.log else written
 
 
+def any_result(study: optuna.Study) -> bool:
+    """Whether any trial of the study has ended with values to compare (complete, or pruned with its last ones)."""
+    from optuna.trial import TrialState
+
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
 # --- its trials: queued, claimed, kept alive --------------------------------------------------------------------
 
 

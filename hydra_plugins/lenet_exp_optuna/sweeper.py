@@ -127,6 +127,10 @@ class OptunaSweeper(Sweeper):
                             self._fail(study, trial, f"its worker stopped ({type(err).__name__}: {err})")
                     raise
         self._write_results(study, plan, sweep_dir)
+        if returns and not _study.any_result(study):  # every trial failed: nothing was learnt, and the exit says so
+            from lenet_exp.runtime.hydra_callbacks import FailedJob
+
+            raise FailedJob("every trial of the study failed", str(sweep_dir))
         return returns
 
     def _overrides(self, trial: Any, trial_id: int, plan: Any) -> list[str]:
