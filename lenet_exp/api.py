@@ -60,10 +60,12 @@ class Run:
     error: str | None = None  # why a job of a sweep failed (its error.txt)
 
     @property
-    def checkpoint(self) -> Path:
-        """The weights the final test used: checkpoints/best.ckpt (chosen by validation) or last.ckpt."""
+    def checkpoint(self) -> Path | None:
+        """The weights the final test used: checkpoints/best.ckpt (chosen by validation) or last.ckpt; None for a
+        run that kept none (``debug=fast_dev_run``, ``~callbacks.checkpoint``)."""
         tested_best = self.metrics.get("tested") == "best"
-        return best_checkpoint(self.run_dir) if tested_best else last_checkpoint(self.run_dir)
+        path = best_checkpoint(self.run_dir) if tested_best else last_checkpoint(self.run_dir)
+        return path if path.is_file() else None
 
 
 def run(*overrides: str, config_dir: str | Path | None = None) -> Run:
@@ -150,6 +152,11 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
 def load(checkpoint: str | Path, trust: Sequence[str] | str = ()) -> TrainedModel:
     """The trained model in ``checkpoint`` (a .ckpt file, such as ``run.checkpoint``), read as data: only
     lenet_exp's classes and those named in ``trust`` are built, and its weights must fit the model."""
+    if checkpoint is None:  # run.checkpoint of a run that kept none
+        raise UserError(
+            "load takes the path of a .ckpt file, not None (the checkpoint of a run that kept none: "
+            "debug=fast_dev_run, ~callbacks.checkpoint); train with checkpoints to load the weights."
+        )
     if not isinstance(checkpoint, str | os.PathLike):
         raise UserError(f"load takes the path of a .ckpt file, such as run.checkpoint, not {checkpoint!r}.")
     if not isinstance(trust, str | Sequence) or not all(isinstance(each, str) for each in trust):

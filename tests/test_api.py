@@ -162,6 +162,13 @@ def test_user_errors_are_raised_with_their_sentence_never_exited(tmp_path, data_
 # lenet_exp.sweep returning each job: test_a_folder_named_by_the_clock_that_exists_already_is_not_shared.
 
 
+def test_a_run_that_kept_no_checkpoint_has_none(tmp_path, data_dir):
+    quick = tmp_path / "quick"
+    result = lenet_exp.run(*ONE_EPOCH, "debug=fast_dev_run", f"data.data_dir={data_dir}", f"hydra.run.dir={quick}")
+    assert result.metrics["test_acc"] >= 0 and not (quick / "checkpoints").exists()
+    assert result.checkpoint is None
+
+
 def test_config_dir_adds_the_users_configs_like_the_config_dir_option(tmp_path, data_dir):
     mine = tmp_path / "mine" / "experiment"
     mine.mkdir(parents=True)
@@ -225,8 +232,12 @@ def test_load_predicts_what_the_predict_command_prints_from_paths_pil_images_and
     for k in (0, -1, "3", None):  # as top= of the command refuses them
         with pytest.raises(UserError, match=r"^top=.* must be a positive whole number, such as 3\.$"):
             predictions.top(k)
-    with pytest.raises(UserError, match=r"^load takes the path of a \.ckpt file, such as run.checkpoint, not None\.$"):
+    with pytest.raises(
+        UserError, match=r"^load takes the path of a \.ckpt file, not None \(the checkpoint of a run that"
+    ):
         lenet_exp.load(None)
+    with pytest.raises(UserError, match=r"^load takes the path of a \.ckpt file, such as run.checkpoint, not 5\.$"):
+        lenet_exp.load(5)
     with pytest.raises(UserError, match=r"^trust=5 must name classes"):
         lenet_exp.load(trained.checkpoint, trust=5)
 
