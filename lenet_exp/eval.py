@@ -48,7 +48,13 @@ def evaluate(
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.test(module, datamodule=datamodule, verbose=False)
+    try:
+        trainer.test(module, datamodule=datamodule, verbose=False)
+    except SystemExit as stop:  # Lightning's answer to Ctrl-C or SIGTERM, after its own line
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        log.error(f"interrupted before the test ended; nothing was recorded in {evaluations_file(stored.run)}")
+        raise SystemExit(143 if isinstance(stop, SIGTERMException) else 130) from stop
     result = {
         "ckpt_path": str(path.resolve()),
         "epochs": stored.checkpoint["epoch"] + 1,  # saved at an epoch's end, Lightning stores that epoch's index

@@ -246,3 +246,27 @@ def test_sigkill_at_any_moment_leaves_a_folder_that_resumes_to_the_uninterrupted
         where = f"killed {moment:.2f} s into {phase}"
         assert same(json.loads((run / "metrics.json").read_text())) == expected, where
         assert_same_weights(run, full)
+
+
+@pytest.mark.slow  # an eval of a few seconds: make test runs it, make test-fast does not
+def test_ctrl_c_during_eval_exits_130_and_records_nothing(two_epochs_run, tmp_path, monkeypatch):
+    """Lightning answers Ctrl-C in the test loop with its own line and exit status 1; eval says what was kept and
+    exits 130, as training does. The interrupt is raised where Ctrl-C lands: inside the loop's test step."""
+    from lenet_exp.classifier import Classifier
+
+    run = tmp_path / "run"
+    shutil.copytree(two_epochs_run[0], run)
+
+    def interrupted(self, batch, batch_idx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Classifier, "test_step", interrupted)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        out = run_main("lenet_exp.eval", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "accelerator=cpu")
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores Ctrl-C once it has answered one
+    assert out.returncode == 130, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last == f"interrupted before the test ended; nothing was recorded in {run / 'evaluations.jsonl'}"
+    assert not (run / "evaluations.jsonl").exists()
