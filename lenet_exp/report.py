@@ -196,7 +196,8 @@ def summarize_job(job: Path) -> dict[str, Any]:
         saved = max_epochs - pruned_after if isinstance(max_epochs, int) else None
         row.update({key: metrics.get(key) for key in (*METRICS, "best_epoch", "tested")})
         row["status"] = f"pruned after epoch {pruned_after}" + (f" of {max_epochs}" if saved is not None else "")
-        row["trial"], row["epochs_saved"] = f"PRUNED ({pruned_after} epochs, {saved} saved)", saved
+        ran = f"{pruned_after} epoch{'s' * (pruned_after != 1)}"
+        row["trial"], row["epochs_saved"] = f"PRUNED ({ran}, {saved} saved)", saved
     elif metrics:
         row.update({key: metrics.get(key) for key in (*METRICS, "best_epoch", "tested")})
         row["seed"] = metrics.get("seed", seed)

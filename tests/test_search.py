@@ -122,6 +122,10 @@ def test_a_study_prunes_hopeless_trials_and_records_each_trial_in_its_folder(tmp
     report = run_main("lenet_exp.report", str(sweep))  # in this process (test_report.py runs it in its own)
     assert report.returncode == 0, report.stderr
     assert "PRUNED" in report.stdout and "COMPLETE" in report.stdout
+    for trial in trials.values():  # "PRUNED (1 epoch, 2 saved)": counted in words
+        if trial.state.name == "PRUNED":
+            ran = 3 - trial.user_attrs["epochs_saved"]
+            assert f"PRUNED ({ran} epoch{'s' * (ran != 1)}, {3 - ran} saved)" in report.stdout, report.stdout
 
 
 SHARED = {  # storage -> the second worker's launcher: every launcher runs trials that report to their study
@@ -311,10 +315,11 @@ def test_settings_that_cannot_work_are_one_sentence_before_any_trial(tmp_path, d
     assert len(optuna.load_study(study_name="lenet", storage=stored).trials) == 0
     # a setting every trial's job refuses: each trial fails, and the study ends with their list
     failing = tmp_path / "failing"
-    with pytest.raises(
-        UserError, match=r"^1 of 1 jobs of the sweep failed \(each folder keeps its error.txt\): job 0 "
-    ):
-        lenet_exp.sweep(*study_args(data_dir, failing, "hydra.sweeper.n_trials=1", "data.batch_size=0"))
+    with pytest.raises(UserError) as refused:
+        lenet_exp.sweep(*study_args(data_dir, failing, "hydra.sweeper.n_trials=2", "data.batch_size=0"))
+    listed = str(refused.value)
+    assert listed.startswith("2 of 2 jobs of the sweep failed (each folder keeps its error.txt): job 0 ("), listed
+    assert "such as 256; job 1 (" in listed and listed.endswith(f"such as 256. (the sweep folder {failing})"), listed
     assert (failing / "0" / "error.txt").read_text().startswith("data.batch_size=0 must be a positive whole number")
     # a study whose trials tried other values of a parameter: Optuna would fail the next trial (and count it)
     tried = f"sqlite:///{tmp_path / 'tried.db'}"

@@ -224,3 +224,11 @@ def test_a_sweep_folder_named_with_url_characters_keeps_its_study_inside(tmp_pat
     given = storage_url("sqlite:///q?1.db", str(tmp_path))  # a file the user names, from the current folder
     open_storage(given)
     assert (tmp_path / "q?1.db").is_file()
+
+
+def test_a_worker_stopped_by_an_interrupt_fails_its_trials_saying_so():
+    from hydra_plugins.lenet_exp_optuna.sweeper import _why
+
+    assert _why(KeyboardInterrupt()) == "interrupted: Ctrl-C" == _why(SystemExit(130))  # lenet_exp's run ends with 130
+    assert _why(SystemExit(143)) == "interrupted: SIGTERM"
+    assert _why(RuntimeError("the launcher broke")) == "RuntimeError: the launcher broke"

@@ -124,7 +124,7 @@ class OptunaSweeper(Sweeper):
                 except BaseException as err:  # Ctrl-C, a launcher that failed: no trial of this worker stays RUNNING
                     for trial, trial_id in claimed:
                         if trial_id in heartbeat.trials:
-                            self._fail(study, trial, f"its worker stopped ({type(err).__name__}: {err})")
+                            self._fail(study, trial, f"its worker stopped ({_why(err)})")
                     raise
         self._write_results(study, plan, sweep_dir)
         if returns and not _study.any_result(study):  # every trial failed: nothing was learnt, and the exit says so
@@ -207,3 +207,13 @@ class OptunaSweeper(Sweeper):
             log.info(f"Best value: {results['best_value']} (trial {results['best_trial']})")
         else:
             log.info(f"Pareto front: trials {[t['number'] for t in results['best_trials']]}")
+
+
+def _why(err: BaseException) -> str:
+    """Why a worker stopped, for its trials' FAIL reason: an interrupt in words, else the exception."""
+    code = err.code if isinstance(err, SystemExit) else None
+    if isinstance(err, KeyboardInterrupt) or code == 130:  # Ctrl-C, as Lightning and lenet_exp end a run on it
+        return "interrupted: Ctrl-C"
+    if code == 143:
+        return "interrupted: SIGTERM"
+    return f"{type(err).__name__}: {err}"

@@ -271,8 +271,8 @@ class FailedJob(UserError, CompactHydraException):
         if not failed:  # read before the sweep ended (FailedJobs, a log line): the job's own sentence
             return self.sentence
         jobs = len(job_folders(Path(self.sweep_dir)))
-        listed = "; ".join(failed)
-        return f"error: {len(failed)} of {jobs} jobs of the sweep failed (each folder keeps its error.txt): {listed}"
+        listed = "; ".join(each.rstrip(".") for each in failed)  # each reason a sentence of its own
+        return f"error: {len(failed)} of {jobs} jobs of the sweep failed (each folder keeps its error.txt): {listed}."
 
 
 def failures(sweep: Path) -> list[str]:
