@@ -70,6 +70,9 @@ def _resume(files: StoredRun, trust: list[str], job_name: str | None, given: lis
     stored = open_stored(files, trust, given=given, usage=USAGE)  # the gate: its config and last.ckpt, as data
     cfg = stored.config
     cfg.trusted_targets = list(trust)  # what the user allows now, not what the folder says
+    log_file = AppendLog(run / f"{job_name or files.job_name}.log")  # appends, as the run did; from here on, so
+    log_file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+    logging.getLogger().addHandler(log_file)  # that the log says where the run resumed, and with which code
     if stored.checkpoint is not None:
         then, now = stored.checkpoint.get(GIT_KEY, "unknown"), git_revision()
         if "unknown" not in (then, now) and then != now:
@@ -78,9 +81,6 @@ def _resume(files: StoredRun, trust: list[str], job_name: str | None, given: lis
         log.info(f"resuming {run} after epoch {stored.checkpoint['epoch'] + 1}")
     else:
         log.info(f"{run} has no completed epoch: running it again from the start")
-    log_file = AppendLog(run / f"{job_name or files.job_name}.log")  # appends, as the run did
-    log_file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
-    logging.getLogger().addHandler(log_file)
 
     from lenet_exp.train import train
 

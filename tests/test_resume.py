@@ -141,6 +141,8 @@ def test_resume_replays_the_runs_own_config_and_notes_a_changed_revision(tmp_pat
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "epoch 2, loss" in resumed.stdout and (run / "metrics.json").is_file()
     assert f"note: {run} was started by the code at 0123abc" in resumed.stdout + resumed.stderr
+    logged = (run / "lenet_exp.log").read_text()  # the run's log says where it resumed, and with which code
+    assert f"note: {run} was started by the code at 0123abc" in logged and f"resuming {run} after epoch 1" in logged
     for hint in ("exists and is not empty", "dirpath has changed", "`srun` command"):  # Lightning's, not for users
         assert hint not in resumed.stdout + resumed.stderr, resumed.stderr
     metrics = [json.loads((folder / "metrics.json").read_text()) for folder in (full, run)]
