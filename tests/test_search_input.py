@@ -207,6 +207,7 @@ def test_journals_of_optuna_still_open_and_one_with_another_programs_lines_is_re
         open_storage(f"journal://{journal}")
 
 
+@pytest.mark.slow  # three SQLite studies created, a second: make test runs it, make test-fast does not
 def test_a_sweep_folder_named_with_url_characters_keeps_its_study_inside(tmp_path, monkeypatch):
     """SQLAlchemy reads ``?`` in a URL as the start of its query and ``#`` as its fragment: the study of a sweep
     folder so named is still the optuna.db inside it, and one named in another such folder stays apart from it."""
