@@ -233,8 +233,12 @@ def summarize(sweep: Path) -> list[dict[str, Any]]:
             rows.append(summarize_job(job))
         except Damaged as err:
             status = f"damaged: {err}"
-            empty = {"overrides": "", "group_overrides": [], "group": "", "seed": None, "curve_tag": "", "curve": []}
-            rows.append({"job": job.name, **empty, "status": status})
+            try:  # its overrides still name its row where they can be read
+                shown = " ".join(str(o) for o in as_written(overrides_file(job)))
+            except Exception:
+                shown = ""
+            empty = {"group_overrides": [], "seed": None, "curve_tag": "", "curve": []}
+            rows.append({"job": job.name, "overrides": shown, "group": shown, **empty, "status": status})
     return rows
 
 

@@ -248,6 +248,8 @@ def test_a_damaged_job_is_one_row_and_the_others_are_still_reported(tmp_path, da
     groups = write_report(tmp_path).groups
     assert (groups[0]["overrides"], groups[0]["n"], groups[0]["val_acc_mean"]) == ("lr=1", 2, pytest.approx(0.75))
     assert groups[1]["status"].startswith("damaged: ")
+    if "overrides" not in reason:  # named by its overrides where they can be read, not "(defaults)"
+        assert groups[1]["overrides"] == "seed=1 lr=1", groups[1]
     assert (tmp_path / "summary.png").read_bytes().startswith(b"\x89PNG") and "damaged: " in (
         tmp_path / "summary.md"
     ).read_text()
