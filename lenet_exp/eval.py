@@ -51,10 +51,10 @@ def evaluate(
     try:
         trainer.test(module, datamodule=datamodule, verbose=False)
     except SystemExit as stop:  # Lightning's answer to Ctrl-C or SIGTERM, after its own line
-        from pytorch_lightning.utilities.exceptions import SIGTERMException
+        from lenet_exp.runtime.faults import interrupt_status
 
         log.error(f"interrupted before the test ended; nothing was recorded in {evaluations_file(stored.run)}")
-        raise SystemExit(143 if isinstance(stop, SIGTERMException) else 130) from stop
+        raise SystemExit(interrupt_status(stop)) from stop
     result = {
         "ckpt_path": str(path.resolve()),
         "epochs": stored.checkpoint["epoch"] + 1,  # saved at an epoch's end, Lightning stores that epoch's index

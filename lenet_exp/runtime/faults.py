@@ -26,7 +26,12 @@ def resumable(trainer: pl.Trainer, run_dir: Path) -> Iterator[None]:
         yield
     except SystemExit as stop:
         log.error(f"interrupted during epoch {trainer.current_epoch + 1}; {kept(run_dir, trainer.current_epoch)}")
-        raise SystemExit(143 if isinstance(stop, SIGTERMException) else 130) from stop
+        raise SystemExit(interrupt_status(stop)) from stop
+
+
+def interrupt_status(stop: SystemExit) -> int:
+    """The exit status of a command Lightning stopped with SystemExit: 143 for SIGTERM, else 130 (Ctrl-C)."""
+    return 143 if isinstance(stop, SIGTERMException) else 130
 
 
 WRITE_ERRORS = {
