@@ -45,6 +45,7 @@ from lenet_exp.runtime.run_folder import (
     CSV,
     CSV_HPARAMS,
     CSV_METRICS,
+    EVENT_FILES,
     FINAL,
     MLFLOW_ARTIFACTS,
     MLFLOW_SENT,
@@ -126,7 +127,7 @@ class RunTensorBoardLogger(TensorBoardLogger):
     """
 
     def __init__(self, save_dir: str, name: str = TENSORBOARD, version: str | None = None, **kwargs: Any) -> None:
-        if not version and not any((Path(save_dir) / name).glob("events.out.tfevents.*")):
+        if not version and not any((Path(save_dir) / name).glob(EVENT_FILES)):
             version = readable_name(save_dir)
         super().__init__(save_dir, name=name, version=folder_name(version or ""), **kwargs)
 

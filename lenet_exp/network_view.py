@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line, typed
 from lenet_exp.runtime.cli import answer_help
 from lenet_exp.runtime.run_folder import (
+    EVENT_FILES,
     PROJECTOR,
     PROJECTOR_CONFIG,
     PROJECTOR_FEATURES,
@@ -144,7 +145,9 @@ class NetworkView(Callback):
     # -- once per run: the chart layout and the graph ---------------------------------------------------------
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        writers = self._writers(trainer)
+        # A resumed run writes a new event file into the same TensorBoard run: what an earlier process of the run
+        # wrote there once is not written again (TensorBoard warns of a second graph and keeps one)
+        writers = [w for w in self._writers(trainer) if len(list(Path(w.log_dir).glob(EVENT_FILES))) < 2]
         if not writers:
             return
         layout = {"inside the network": {title: ["Multiline", [f"{tag}/.*"]] for tag, title in CHARTS.items()}}

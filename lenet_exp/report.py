@@ -34,6 +34,7 @@ from typing import Any
 from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line
 from lenet_exp.runtime.cli import answer_help
 from lenet_exp.runtime.run_folder import (
+    EVENT_FILES,
     MULTIRUN,
     OPTUNA_SWEEPER,
     REPORT_GROUPS,
@@ -79,7 +80,7 @@ def eval_curve(job: Path, epochs: int | None) -> tuple[str, list[float]]:
     """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    for folder in sorted({p.parent for p in (job / TENSORBOARD).rglob("events.out.tfevents.*")}):
+    for folder in sorted({p.parent for p in (job / TENSORBOARD).rglob(EVENT_FILES)}):
         events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
         events.Reload()
         try:

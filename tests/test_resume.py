@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ROOT, TIMING, TINY, run_cli, run_main, scalars, write_fake_fashion_mnist
+from conftest import ROOT, TIMING, TINY, event_dir, run_cli, run_main, scalars, write_fake_fashion_mnist
 
 import lenet_exp
 from lenet_exp.errors import UserError
 from lenet_exp.runtime.checkpoints import CONFIG_KEY, load_checkpoint
+from lenet_exp.runtime.run_folder import EVENT_FILES
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +94,24 @@ def test_sigterm_in_epoch_3_then_resume_equals_an_uninterrupted_run(tmp_path, ma
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit-identical on CPU
     # the same TensorBoard run: one point per epoch, continuing the steps, equal to the uninterrupted run
     assert scalars(killed, "train/loss") == scalars(full, "train/loss")
+    # the network's graph and chart layout, written once per run: a second graph would make TensorBoard warn
+    assert [written(killed, kind) for kind in ("graph_def", "custom_scalars")] == [1, 1]
+
+
+def written(run: Path, kind: str) -> int:
+    """How many events of ``kind`` (a graph, a chart layout) the run's TensorBoard event files hold, all files."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    files = sorted(event_dir(run).glob(EVENT_FILES))
+    assert len(files) == 2, files  # the interrupted process's and the resume's
+    count = 0
+    for file in files:
+        for event in EventFileLoader(str(file)).Load():
+            if kind == "graph_def":
+                count += event.HasField("graph_def")
+            else:
+                count += any(v.tag == "custom_scalars__config__" for v in event.summary.value)
+    return count
 
 
 @pytest.mark.slow

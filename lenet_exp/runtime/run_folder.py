@@ -29,6 +29,7 @@ from typing import Any
 CHECKPOINTS = "checkpoints"
 HYDRA = ".hydra"
 TENSORBOARD = "tensorboard"  # the TensorBoard logger's folder (its ``name``)
+EVENT_FILES = "events.out.tfevents.*"  # a TensorBoard run's event files (one per process that wrote into it)
 CSV = "csv"  # the CSV logger's folder (its ``name``)
 CSV_METRICS = "metrics.csv"  # in it
 CSV_HPARAMS = "hparams.yaml"  # beside it: the run's settings
