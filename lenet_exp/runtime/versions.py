@@ -34,10 +34,15 @@ def _parameters(target: str) -> dict[str, inspect.Parameter] | None:
             found = importlib.import_module(".".join(parts[:split]))
             for name in parts[split:]:
                 found = getattr(found, name)
-            return dict(inspect.signature(found).parameters)
+            break
         except Exception:
             continue
-    return None
+    else:
+        return None
+    try:
+        return dict(inspect.signature(found).parameters)
+    except (TypeError, ValueError):  # a C function without a signature
+        return None
 
 
 def check_required(config: dict[str, Any], source: str, revision: str | None, required: tuple[str, ...]) -> None:
