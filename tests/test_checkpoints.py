@@ -33,10 +33,12 @@ class Pickled:  # an arbitrary class: loading it would run code that is not a te
         (None, "does not exist"),
         (lambda p: p.write_text("not a checkpoint"), "is not a checkpoint that loads with weights_only=True"),
         (lambda p: torch.save({"state_dict": {}, "x": Pickled()}, p), "loads with weights_only=True"),
-        (other_architecture, "was saved from another architecture"),
+        (other_architecture, ("was saved from another architecture", "do not fit the model its own stored config")),
     ],
 )
 def test_bad_checkpoints_are_refused(tmp_path, fake_data, make, expected):
+    # training with ckpt_path= builds the user's model; eval builds the one the checkpoint's config describes
+    expected, evaluation = expected if isinstance(expected, tuple) else (expected, expected)
     path = tmp_path / "given.ckpt"
     if make:
         make(path)
@@ -47,7 +49,8 @@ def test_bad_checkpoints_are_refused(tmp_path, fake_data, make, expected):
     for bad in [path] if make else []:  # evaluation refuses the same files, as one sentence too
         # in this process: test_errors.py and test_trust.py run the eval command itself on bad checkpoints
         out = run_main("lenet_exp.eval", f"ckpt_path={bad}")
-        assert out.returncode == 1 and expected in out.stderr and "Traceback" not in out.stderr
+        assert out.returncode == 1 and evaluation in out.stderr and "Traceback" not in out.stderr
+        assert "use the model config" not in out.stderr  # eval takes no model config
 
 
 def test_checkpoints_load_without_unpickling_code_and_hold_the_config(two_epochs_run):

@@ -37,12 +37,18 @@ def load_checkpoint(path: str | Path, trusted: Collection[str] = (), hint: str =
     return open_stored(path, trusted, builds=(), hint=hint).checkpoint
 
 
-def check_architecture(checkpoint: dict[str, Any], module: nn.Module, path: str | Path) -> None:
-    """Refuse a checkpoint whose weights do not fit ``module`` (another architecture or variant)."""
+def check_architecture(checkpoint: dict[str, Any], module: nn.Module, path: str | Path, own: bool = False) -> None:
+    """Refuse a checkpoint whose weights do not fit ``module`` (another architecture or variant): the model of the
+    user's config (training with ``ckpt_path=``), or, ``own``, the model the checkpoint's stored config describes."""
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
     if expected != found:
         differ = sorted(set(expected) ^ set(found)) or [k for k in expected if expected[k] != found[k]]
+        if own:  # eval, predict and load build the model its config names: the file disagrees with itself
+            raise UserError(
+                f"ckpt_path={path} holds weights that do not fit the model its own stored config describes (they "
+                f"differ at {differ[0]}); it is damaged or was not written by lenet_exp: use a checkpoint a run wrote."
+            )
         raise UserError(
             f"ckpt_path={path} was saved from another architecture (its weights differ at {differ[0]}); "
             "use the model config it was trained with (see its run folder's .hydra/config.yaml)."
@@ -65,6 +71,6 @@ def rebuild(stored: Stored) -> pl.LightningModule:
     with open_dict(stored.config):
         stored.config.model.compile = False
     module = built(stored.config.model)  # a class the gate allowed that cannot be imported here: one sentence
-    check_architecture(stored.checkpoint, module, stored.checkpoint_path)
+    check_architecture(stored.checkpoint, module, stored.checkpoint_path, own=True)
     module.load_state_dict(stored.checkpoint["state_dict"])
     return module.eval()
