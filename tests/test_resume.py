@@ -126,6 +126,29 @@ def test_ctrl_c_keeps_the_last_completed_epoch_and_says_how_to_resume(tmp_path, 
 
 
 @pytest.mark.slow
+def test_a_run_stopped_in_its_first_epoch_says_resume_starts_it_over_and_it_does(tmp_path, fake_data):
+    """Nothing is checkpointed before the first epoch ends; the interrupt's sentence still names the resume,
+    which trains the run from the start (in this process: the commands' mains, as test_faults.py runs the
+    signals themselves)."""
+    mine, run = "test_trust.StopOnceAtEpoch", tmp_path / "run"
+    stop = [
+        f"+callbacks.stop._target_={mine}",
+        f"+callbacks.stop.marker={tmp_path / 'stopped'}",
+        "+callbacks.stop.epoch=0",
+    ]
+    args = [*TINY, "trainer.max_epochs=1", f"data.data_dir={fake_data}", *stop, f"hydra.run.dir={run}"]
+    stopped = run_main("lenet_exp", *args)
+    output = stopped.stdout + stopped.stderr
+    assert stopped.returncode == 130, output
+    said = "interrupted during epoch 1; no epoch was completed, so resuming starts it over: python -m lenet_exp.resume"
+    assert f"{said} {run}" in output
+    assert not (run / "checkpoints" / "last.ckpt").exists()
+    resumed = run_main("lenet_exp.resume", str(run), f"trust={mine}")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 1
+
+
+@pytest.mark.slow
 def test_resume_replays_the_runs_own_config_and_notes_a_changed_revision(tmp_path, fake_data):
     """The run's settings come from its folder, not from today's configs or its overrides file. A class of the
     user's own that the run names (a callback of test_trust.py) is refused by resume until it is named with

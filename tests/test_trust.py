@@ -147,14 +147,14 @@ def test_the_allowlist_comes_before_any_class_is_imported(tmp_path, monkeypatch)
 
 
 class StopOnceAtEpoch(Callback):
-    """Stops the run like Ctrl-C when the second epoch starts, once (``marker`` remembers it): a class of the user's
-    own, which resume builds only when it is trusted (test_resume.py)."""
+    """Stops the run like Ctrl-C when the second epoch (or ``epoch``, from 0) starts, once (``marker`` remembers it):
+    a class of the user's own, which resume builds only when it is trusted (test_resume.py)."""
 
-    def __init__(self, marker: str) -> None:
-        self.marker = Path(marker)
+    def __init__(self, marker: str, epoch: int = 1) -> None:
+        self.marker, self.epoch = Path(marker), epoch
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == 1 and not self.marker.exists():
+        if trainer.current_epoch == self.epoch and not self.marker.exists():
             self.marker.touch()
             raise KeyboardInterrupt
 

@@ -156,6 +156,6 @@ def kept(run: Path, epoch: int | None = None) -> str:
     """What an interrupted or failed run left to go on from, as part of a sentence."""
     last = last_checkpoint(run)
     if not last.is_file() or epoch == 0:
-        return "no epoch was completed, so there is nothing to resume"
+        return f"no epoch was completed, so resuming starts it over: python -m lenet_exp.resume {run}"
     holds = f"epoch {epoch}" if epoch is not None else "the last completed epoch"
     return f"{last} holds {holds}; {resume_hint(run)}"
