@@ -22,12 +22,21 @@ log = logging.getLogger("lenet_exp")
 
 class EpochTimer(Callback):
     """Wall time of every epoch (its training plus its evaluation) in ``seconds``, and the
-    wall-clock time of the first training step in ``first_step_at``, for ``metrics.json``."""
+    wall-clock time of this process's first training step in ``first_step_at``, for ``metrics.json``.
+    ``seconds`` is kept in the checkpoints, so a resumed run's list holds the epochs of every process that
+    trained it (``last.ckpt`` is saved after this callback's ``on_train_epoch_end``: Lightning runs the
+    checkpoint callbacks last)."""
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
         self.first_step_at: float | None = None
         self._start = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": list(self.seconds)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.seconds = [float(s) for s in state_dict.get("seconds", [])]
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()

@@ -223,7 +223,7 @@ def record(
         **final,
         "epochs": trainer.current_epoch,
         "seconds_per_epoch": sum(timer.seconds) / max(len(timer.seconds), 1),
-        "epoch_seconds": timer.seconds,  # the epochs this process ran (after a resume: the rest)
+        "epoch_seconds": timer.seconds,  # every epoch's, those before a resume too (kept in last.ckpt)
         "first_step_at": timer.first_step_at,
         "seed": cfg.seed,
         "threads": getattr(trainer.strategy.launcher, "threads", None) or torch.get_num_threads(),  # rank 0's

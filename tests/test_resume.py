@@ -90,6 +90,7 @@ def test_sigterm_in_epoch_3_then_resume_equals_an_uninterrupted_run(tmp_path, ma
     same = lambda m: {k: v for k, v in m.items() if k not in TIMING}  # noqa: E731
     metrics = [json.loads((run / "metrics.json").read_text()) for run in (full, killed)]
     assert same(metrics[0]) == same(metrics[1]) and metrics[1]["epochs"] == 4
+    assert len(metrics[1]["epoch_seconds"]) == 4  # the two epochs before the resume too
     a, b = weights(full), weights(killed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit-identical on CPU
     # the same TensorBoard run: one point per epoch, continuing the steps, equal to the uninterrupted run
@@ -243,6 +244,9 @@ def test_a_run_stopped_between_its_last_checkpoint_and_metrics_json_resumes_to_i
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "test_acc"} <= metrics.keys()
     drop = (*TIMING, "environment")
     assert {k: v for k, v in metrics.items() if k not in drop} == {k: v for k, v in expected.items() if k not in drop}
+    # the epochs' times too, from last.ckpt: this process trained none (seconds_per_epoch was 0 here)
+    assert metrics["epoch_seconds"] == expected["epoch_seconds"]
+    assert metrics["seconds_per_epoch"] == expected["seconds_per_epoch"] > 0
 
 
 @pytest.mark.slow
