@@ -269,6 +269,7 @@ def group(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std(values)
             row[f"{metric}_n"] = len(values)
         curves = [job["curve"] for job in same if job["curve"]]
+        row["curve_n"] = len(curves)  # the plot's n: a job run with logger=none has metrics but no curve
         row["curve_tag"] = next((job["curve_tag"] for job in same if job["curve"]), "")
         # Epoch by epoch over the seeds that reached it, so one shorter curve does not cut the others.
         points = [mean_std([c[i] for c in curves if i < len(c)]) for i in range(max(map(len, curves), default=0))]
@@ -403,7 +404,10 @@ def write_report(sweep: str | Path) -> Report:
     curves = [g for g in report.groups if g.get("curve_mean")]
     tags = sorted({g["curve_tag"] for g in curves})
     names, shared = legend([g["override_list"] for g in curves])
-    series = {f"{name} (n={g['n']})": (g["curve_mean"], g["curve_std"]) for name, g in zip(names, curves, strict=True)}
+    counted = lambda g: f"n={g['curve_n']}" + (f" of {g['n']} jobs" if g["curve_n"] < g["n"] else "")  # noqa: E731
+    series = {
+        f"{name} ({counted(g)})": (g["curve_mean"], g["curve_std"]) for name, g in zip(names, curves, strict=True)
+    }
     drawing.band_plot(
         series,
         sweep / REPORT_PLOT,

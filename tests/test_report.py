@@ -12,6 +12,7 @@ import yaml
 from conftest import ONE_EPOCH, compose_config, run_cli, run_main, write_fake_fashion_mnist
 
 import lenet_exp
+from lenet_exp import drawing
 from lenet_exp.errors import UserError
 from lenet_exp.report import main, write_report
 from lenet_exp.train import train
@@ -135,7 +136,8 @@ def test_seeds_run_with_other_threads_or_loggers_are_still_one_group(seed_sweep,
     assert [job["overrides"] for job in write_report(tmp_path).jobs][1] == "seed=2 lr=1 threads=1"  # kept per job
 
 
-def test_curves_come_from_the_csv_file_of_a_job_run_without_tensorboard(tmp_path, fake_data):
+def test_curves_come_from_the_csv_file_of_a_job_run_without_tensorboard(tmp_path, fake_data, monkeypatch, seed_sweep):
+    real_settings = (seed_sweep[0] / "0" / ".hydra" / "hydra.yaml").read_text()
     sweep = tmp_path / "sweep"
     fake_job(sweep, 0, ["logger=csv"])
     overrides = [*ONE_EPOCH, "trainer.max_epochs=2", "data.val_size=16", "logger=csv", f"data.data_dir={fake_data}"]
@@ -144,6 +146,14 @@ def test_curves_come_from_the_csv_file_of_a_job_run_without_tensorboard(tmp_path
         written = [float(row["val/acc"]) for row in csv.DictReader(f)]
     (job,) = write_report(sweep).jobs
     assert job["curve_tag"] == "val/acc" and job["curve"] == written and len(written) == 2
+    # a second seed of the same settings run without any logger: a row in the table, no curve in the plot
+    fake_job(sweep, 1, ["logger=none", "seed=2"], {"seed": 2, "val_acc": 0.5})
+    for number in (0, 1):  # Hydra's settings as a sweep writes them, which name the keys that set no group apart
+        (sweep / str(number) / ".hydra" / "hydra.yaml").write_text(real_settings)
+    drawn = {}
+    monkeypatch.setattr(drawing, "band_plot", lambda series, *args, **kwargs: drawn.update(series))
+    (row,) = write_report(sweep).groups
+    assert row["n"] == 2 and list(drawn) == ["(defaults) (n=1 of 2 jobs)"]  # the plot's mean is of one curve
 
 
 def test_jobs_from_different_machines_bring_one_warning(tmp_path, capsys):
@@ -201,8 +211,6 @@ def test_report_refuses_a_folder_that_is_not_a_sweep(tmp_path):
 
 @pytest.mark.parametrize("epochs", [1, 3, 20])
 def test_the_plot_marks_whole_epochs_only(tmp_path, epochs):
-    from lenet_exp import drawing
-
     figure = drawing.band_plot({"a": ([0.5] * epochs, [0.0] * epochs)}, tmp_path / "p.png", "t", "acc")
     low, high = figure.axes[0].get_xlim()
     ticks = [t for t in figure.axes[0].get_xticks() if low <= t <= high]
