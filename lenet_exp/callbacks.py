@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -116,13 +117,39 @@ class BestCheckpoint(ModelCheckpoint):
         self.active = True
         self.best_epoch: int | None = None  # from 1; kept in last.ckpt, so a resumed run knows it
         self._validated = False  # whether the current epoch was validated
+        self._own_run = True  # whether the checkpoint being restored is one of this folder's (a resume)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "best_epoch": self.best_epoch}
 
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        """Before ``load_state_dict``: a resume restores a checkpoint of this folder, ``ckpt_path=`` another run's."""
+        given = trainer.ckpt_path
+        self._own_run = given is not None and Path(given).resolve().parent == Path(self.dirpath).resolve()
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """The stored paths name the folder the checkpoint was written in. A resumed run folder that was moved or
+        copied since keeps its best checkpoints in its own folder: the paths are read there, never in the folder
+        it came from (which may be gone, or hold another run's weights by now). A checkpoint of another run
+        (``ckpt_path=``) starts this folder's choice afresh: its best epochs are that run's files."""
+        stored = state_dict.get("dirpath")
+        if stored and self.dirpath and stored != self.dirpath:
+            state_dict = self._moved(state_dict, stored) if self._own_run else self.state_dict()
         super().load_state_dict(state_dict)
         self.best_epoch = state_dict.get("best_epoch")
+
+    def _moved(self, state_dict: dict[str, Any], stored: str) -> dict[str, Any]:
+        """``state_dict`` with the paths under ``stored`` moved to this callback's folder (and none outside it)."""
+
+        def here(path: Any) -> str:
+            inside = isinstance(path, str) and path and Path(path).parent == Path(stored)
+            return str(Path(self.dirpath) / Path(path).name) if inside else ""
+
+        moved = {
+            key: here(state_dict.get(key)) for key in ("best_model_path", "kth_best_model_path", "last_model_path")
+        }
+        best_k = {here(path): score for path, score in state_dict.get("best_k_models", {}).items() if here(path)}
+        return {**state_dict, **moved, "best_k_models": best_k, "dirpath": self.dirpath}
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)

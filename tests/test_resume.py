@@ -18,6 +18,7 @@ from conftest import ROOT, TIMING, TINY, event_dir, run_cli, run_main, scalars, 
 import lenet_exp
 from lenet_exp.errors import UserError
 from lenet_exp.runtime.checkpoints import CONFIG_KEY, load_checkpoint
+from lenet_exp.runtime.lock import release
 from lenet_exp.runtime.run_folder import EVENT_FILES
 
 
@@ -247,6 +248,32 @@ def test_a_run_stopped_between_its_last_checkpoint_and_metrics_json_resumes_to_i
     # the epochs' times too, from last.ckpt: this process trained none (seconds_per_epoch was 0 here)
     assert metrics["epoch_seconds"] == expected["epoch_seconds"]
     assert metrics["seconds_per_epoch"] == expected["seconds_per_epoch"] > 0
+
+
+@pytest.mark.slow
+def test_a_moved_run_folder_resumes_with_its_own_best_checkpoint(tmp_path, fake_data):
+    """last.ckpt names the best checkpoint by the path it was written at. A run folder moved (or copied) before
+    it is resumed keeps choosing and testing its own best.ckpt: neither a second best-v1.ckpt beside a stale
+    best.ckpt, nor a read of the folder it came from (gone here; elsewhere it may hold other weights)."""
+    mine, first = "test_trust.StopOnceAtEpoch", tmp_path / "first"
+    stop = [f"+callbacks.stop._target_={mine}", f"+callbacks.stop.marker={tmp_path / 'stopped'}"]
+    settings = [*TINY, f"data.data_dir={fake_data}", "data.val_size=16", "trainer.max_epochs=3", *stop]
+    assert run_main("lenet_exp", *settings, f"hydra.run.dir={first}").returncode == 130  # stopped in epoch 2
+    release(first)  # as the stopped command's end would (it ran in this process)
+    second = first.rename(tmp_path / "second")
+    resumed = run_main("lenet_exp.resume", str(second), f"trust={mine}")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    metrics = json.loads((second / "metrics.json").read_text())
+    assert sorted(p.name for p in (second / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert load_checkpoint(second / "checkpoints" / "best.ckpt", [mine])["epoch"] + 1 == metrics["best_epoch"]
+
+    (second / "metrics.json").unlink()  # as if stopped in its final test, then moved again
+    third = second.rename(tmp_path / "third")
+    again = run_main("lenet_exp.resume", str(third), f"trust={mine}")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    drop = (*TIMING, "environment")
+    tested = json.loads((third / "metrics.json").read_text())
+    assert {k: v for k, v in tested.items() if k not in drop} == {k: v for k, v in metrics.items() if k not in drop}
 
 
 @pytest.mark.slow
