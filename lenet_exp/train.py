@@ -34,8 +34,8 @@ from lenet_exp.runtime.faults import file_system_faults, resumable
 from lenet_exp.runtime.lock import launched_rank, run_lock
 from lenet_exp.runtime.requeue import requeued_checkpoint
 from lenet_exp.runtime.results import environment, flat_metrics, git_revision, hyperparameters, write_json
-from lenet_exp.runtime.run_folder import config_file, last_checkpoint, metrics_file
-from lenet_exp.runtime.stored_config import Stored, open_stored
+from lenet_exp.runtime.run_folder import config_file, last_checkpoint, metrics_file, resume_needs
+from lenet_exp.runtime.stored_config import Stored, open_stored, resume_arguments
 from lenet_exp.runtime.threads import job_devices, skip_absent_nvml, torch_threads
 from lenet_exp.runtime.writes import atomic_write
 from lenet_exp.trial import PruneTrial, trial_callbacks
@@ -66,6 +66,7 @@ def train(
         cfg = OmegaConf.merge(cfg, {"ckpt_path": str(requeued)})
         finishing = True  # it may hold every epoch already and lack only its final test
 
+    resume_needs(run_dir, resume_arguments(OmegaConf.to_container(cfg, resolve=True), run_dir))
     with run_lock(run_dir):  # one writer per run folder (a no-op where Hydra or resume holds it)
         datamodule, module, trainer, timer, stored = build(cfg, run_dir, finishing, opened)
         with ddp_scope(), file_system_faults(run_dir):

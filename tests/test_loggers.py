@@ -10,11 +10,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from conftest import ONE_EPOCH, compose_config, event_dir, scalars, sweep
+from conftest import ONE_EPOCH, compose_config, event_dir, run_main, scalars, sweep
 from PIL import Image
 
 from lenet_exp.errors import UserError, user_error
 from lenet_exp.resume import resume
+from lenet_exp.runtime.lock import release
 from lenet_exp.runtime.results import hyperparameters
 from lenet_exp.train import train
 
@@ -178,12 +179,46 @@ def test_parallel_sweep_jobs_are_runs_of_one_mlflow_experiment_in_the_sweep_fold
     assert not (folder / "0" / "mlflow").exists()
 
     (folder / "0" / "metrics.json").unlink()  # resuming a job goes on in its run of the sweep's store
-    resumed = resume(folder / "0")
+    resumed = resume(folder / "0", given=[f"logger.mlflow.save_dir={folder / 'mlflow'}"])  # named: outside the job
+    assert not (folder / "0" / "mlflow").exists()  # not a store of its own
     client, runs = mlflow_runs(folder)
     assert len(runs) == 2
     (again,) = [run for run in runs if run.data.tags["run_dir"] == str(folder / "0")]
     assert again.info.run_id == by_folder[str(folder / "0")].info.run_id
     assert again.data.metrics["test_acc"] == resumed["test_acc"]
+
+
+@pytest.mark.slow
+def test_a_stopped_sweep_job_names_its_sweeps_mlflow_store_in_its_resume_line_and_resumes_as_a_job(tmp_path, fake_data):
+    """A job of a sweep keeps its MLflow run in the sweep's store, outside its own folder, which resume writes
+    into only when the user names it: the interrupt's resume line names it, and the job goes on as a job of its
+    sweep (its ${if_multirun:...} settings as when it ran: one MLflow run, no histograms)."""
+    pytest.importorskip("mlflow", reason="logger=mlflow needs pip install 'lenet_exp[mlflow]' (make setup does)")
+    mine = "test_trust.StopOnceAtEpoch"  # Ctrl-C as epoch 2 starts
+    stop = [f"+callbacks.stop._target_={mine}", f"+callbacks.stop.marker={tmp_path / 'stopped'}"]
+    args = ["logger=[tensorboard,mlflow]", "trainer.max_epochs=2", "seed=1", *stop]
+    out, folder = sweep(tmp_path, fake_data, *args, in_process=True)  # the basic launcher: jobs in this process
+    job, store = folder / "0", folder / "mlflow"
+    assert out.returncode == 130, out.stderr[-3000:]
+    line = f"resume with: python -m lenet_exp.resume {job} logger.mlflow.save_dir={store}"
+    assert line in out.stdout + out.stderr
+    release(job)  # as the stopped command's end would
+    refused = run_main("lenet_exp.resume", str(job), f"trust={mine}")
+    assert refused.returncode == 1 and f"names logger.mlflow.save_dir={store}, which writes into a folder outside" in (
+        refused.stderr
+    )
+    resumed = run_main("lenet_exp.resume", str(job), f"trust={mine}", f"logger.mlflow.save_dir={store}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not (job / "mlflow").exists()
+    client, (found,) = mlflow_runs(folder)
+    assert found.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(found.info.run_id, "train/loss")] == [0, 1]
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    files = sorted(event_dir(job).glob("events.out.tfevents.*"))
+    values = [v for f in files for event in EventFileLoader(str(f)).Load() for v in event.summary.value]
+    assert len(files) == 2 and any(v.tag == "train/loss" for v in values)  # the stopped process's and the resume's
+    assert not [v.tag for v in values if v.metadata.plugin_data.plugin_name == "histograms" or v.HasField("histo")]
 
 
 def test_a_run_without_naming_overrides_is_named_by_its_folders_date_and_time(tmp_path):

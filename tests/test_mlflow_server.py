@@ -15,6 +15,7 @@ from servers import answers_health, mlflow_server, running_mlflow_server  # noqa
 import lenet_exp
 from lenet_exp.loggers import UNSENT, send_unsent
 from lenet_exp.resume import resume
+from lenet_exp.runtime.run_folder import resume_hint
 
 pytestmark = pytest.mark.slow
 
@@ -77,6 +78,8 @@ def test_a_resumed_run_goes_on_in_its_run_on_the_server(tmp_path, fake_data, mlf
     experiment = client.get_experiment_by_name("resumed")
     (first,) = client.search_runs([experiment.experiment_id])
     (folder / "metrics.json").unlink()
+    # the resume line an interrupt would have printed names the server, which resume uses only when named
+    assert resume_hint(folder) == f"resume with: python -m lenet_exp.resume {folder} logger.mlflow.tracking_uri={uri}"
     resumed = resume(folder, given=[f"logger.mlflow.tracking_uri={uri}"])
     (again,) = client.search_runs([experiment.experiment_id])
     assert again.info.run_id == first.info.run_id and again.data.tags["run_dir"] == str(folder)

@@ -23,6 +23,8 @@ names of the metrics a run records, and the sentence that says how to finish an 
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +150,18 @@ def run_of(checkpoint: Path) -> Path:
     return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINTS else checkpoint.parent
 
 
+_RESUME_ARGUMENTS: dict[Path, tuple[str, ...]] = {}  # run folder -> what its resume must be given again
+
+
+def resume_needs(run: Path, pairs: Sequence[str]) -> None:
+    """Remember the ``key=value`` pairs (a server, a folder outside ``run``) that resuming ``run`` must be given
+    again, so that every resume line this process writes for it works as printed."""
+    _RESUME_ARGUMENTS[Path(run).resolve()] = tuple(pairs)
+
+
 def resume_hint(run: Path) -> str:
-    return f"resume with: python -m lenet_exp.resume {run}"
+    pairs = " ".join(shlex.quote(pair) for pair in _RESUME_ARGUMENTS.get(Path(run).resolve(), ()))
+    return f"resume with: python -m lenet_exp.resume {run}" + (f" {pairs}" if pairs else "")
 
 
 def kept(run: Path, epoch: int | None = None) -> str:

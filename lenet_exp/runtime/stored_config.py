@@ -151,7 +151,7 @@ def _file_name(name: str) -> bool:
 
 
 def _open_run(files: StoredRun, trusted: list[str], given: Sequence[str], builds: Any, usage: str) -> Stored:
-    _as_this_process(files)  # ${hydra:...} in its config means what it meant in the run
+    _as_this_process(files, as_it_ran=True)  # ${hydra:...} and ${if_multirun:...} mean what they meant in the run
     last = last_checkpoint(files.run)
     try:
         opened = open_stored(last, trusted, builds=()) if last.is_file() else None
@@ -164,11 +164,16 @@ def _open_run(files: StoredRun, trusted: list[str], given: Sequence[str], builds
     checkpoint = opened.checkpoint if opened else None
     where, revision = str(config_file(files.run)), (checkpoint or {}).get(GIT_KEY)
     config = _steps(files.config, RUN_FOLDER, where, files.run, trusted, "trust", given, builds, revision, usage)
+    _as_this_process(files)  # resolved: from here on, the run goes on alone, in its own folder
     return Stored(OmegaConf.create(config), where, files.run, checkpoint, last if opened else None, files.hydra)
 
 
-def _as_this_process(files: StoredRun) -> None:
-    """Make ``${hydra:...}`` in the run's config mean what it meant in the run, written into its folder."""
+def _as_this_process(files: StoredRun, as_it_ran: bool = False) -> None:
+    """Make ``${hydra:...}`` in the run's config mean what it meant in the run, written into its folder.
+
+    ``as_it_ran``: for resolving its config, a job of a sweep is one again (``${if_multirun:...}`` gives what the
+    job got: its sweep's MLflow store, no histograms), its sweep folder the one that holds it now; otherwise
+    the run goes on as a run of its own (the mode DDP's ranks are started in)."""
     from hydra.conf import HydraConf
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import setup_globals
@@ -180,10 +185,14 @@ def _as_this_process(files: StoredRun) -> None:
     run = str(files.run)
     try:
         hydra = OmegaConf.merge(schema, files.hydra)
-        hydra.runtime.output_dir, hydra.run.dir, hydra.mode = run, run, "RUN"  # a sweep job resumes alone
+        swept = as_it_ran and getattr(hydra.mode, "name", hydra.mode) == "MULTIRUN"
+        hydra.runtime.output_dir, hydra.run.dir, hydra.mode = run, run, "MULTIRUN" if swept else "RUN"
         full = OmegaConf.create(OmegaConf.to_container(files.config, resolve=False))
         with open_dict(full):
             full.hydra = hydra
+        if swept:  # <sweep>/<subdir>: the folders above the job's, as many as its subdir names
+            depth = min(len(Path(str(full.hydra.sweep.subdir)).parts), len(files.run.parents))
+            full.hydra.sweep.dir = str(files.run.parents[depth - 1]) if depth else run
     except Exception as err:  # values of the wrong type: the file was edited or damaged
         raise UserError(
             f"{hydra_settings_file(files.run)} cannot be used ({first_line(err)}); start the run again."
@@ -274,6 +283,19 @@ def _steps(
             if isinstance(value, dict) and isinstance(value.get("_target_"), str):
                 versions.check_node(node.key, value, source, revision)
     return config
+
+
+def resume_arguments(config: dict[str, Any], run: Path) -> list[str]:
+    """The ``key=value`` pairs that resuming ``run`` must be given again: of ``config`` (resolved, as the run got
+    it), the servers it names and the folders it writes into outside the run folder, which the gate's
+    confinement refuses unless the user names them (a sweep job's MLflow store is in the sweep folder)."""
+    pairs = []
+    for node in _walk(config):
+        try:
+            confine.check_value(node.key, node.value, node.holder, run, "")
+        except UserError:
+            pairs.append(f"{node.key}={node.value}")
+    return pairs
 
 
 def _resolved(config: Any, source: str) -> dict[str, Any]:
