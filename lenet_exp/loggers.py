@@ -274,18 +274,30 @@ class RunMLFlowLogger(MLFlowLogger):
 
     REACH_TIMEOUT_S = 5  # MLflow's own client retries an unreachable server for minutes
 
+    # what MLflow's client takes besides a server's address: Databricks, and a database as its store
+    OTHER_STORES = ("databricks", "sqlite", "postgresql", "mysql", "mssql")
+
     @classmethod
     def check_reachable(cls, tracking_uri: str) -> None:
-        """Raise one sentence unless the MLflow server at ``tracking_uri`` (http or https) answers ``/health``
-        within a few seconds. Other URIs (databricks, a database) are MLflow's to check."""
+        """Raise one sentence unless the MLflow server at ``tracking_uri`` (http or https) answers ``/health`` and
+        its API within a few seconds. Databricks and database URIs are MLflow's to check; anything else (no
+        scheme, a typo of one, ``file:``, which MLflow 3 no longer writes) is refused."""
         parts = urllib.parse.urlsplit(tracking_uri)
-        if parts.scheme not in ("http", "https"):
+        if parts.scheme.split("+")[0] in cls.OTHER_STORES:
             return
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            plain = "://" not in tracking_uri and not tracking_uri.startswith("file:")
+            hint = f", such as http://{tracking_uri}" if plain else ""
+            raise UserError(
+                f"logger.mlflow.tracking_uri={tracking_uri} is not an MLflow server's address; give one as "
+                f"http://HOST:PORT (or https://){hint}, or leave it null for a store in the run folder."
+            )
+        base = tracking_uri.rstrip("/")
         try:
-            with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=cls.REACH_TIMEOUT_S):
+            with urllib.request.urlopen(f"{base}/health", timeout=cls.REACH_TIMEOUT_S):
                 pass
         except urllib.error.HTTPError:
-            pass  # something answered: whether it is an MLflow server is for MLflow's client to say
+            pass  # something answered: whether it is an MLflow server, its API says below
         except (OSError, ValueError, http.client.HTTPException) as err:  # refused, timed out, a bad address
             reason = getattr(err, "reason", err)
             reason = getattr(reason, "strerror", None) or reason  # "Connection refused", not "[Errno 111] ..."
@@ -295,6 +307,21 @@ class RunMLFlowLogger(MLFlowLogger):
                 f"(mlflow server{f' --port {port}' if port.isdigit() else ''} --backend-store-uri ... "
                 "--artifacts-destination ...) or check the address."
             ) from None
+        try:  # an MLflow server answers its REST API here (a wrong path after HOST:PORT answers 404)
+            with urllib.request.urlopen(
+                f"{base}/api/2.0/mlflow/experiments/search?max_results=1", timeout=cls.REACH_TIMEOUT_S
+            ):
+                pass
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                raise UserError(
+                    f"logger.mlflow.tracking_uri={tracking_uri} answers, but not as an MLflow server (its API "
+                    f"{base}/api/2.0/mlflow/ is not found); check the address: an MLflow server's is "
+                    "http://HOST:PORT, with a path only where a proxy serves MLflow under one."
+                ) from None
+            # 401, 403, 5xx: the server is there, and MLflow's client says what it wants
+        except (OSError, http.client.HTTPException):
+            pass  # it answered /health a moment ago: a failure now is the run's to meet
 
     # Lightning's MLFlowLogger has no public way to reach its client, or to know whether its run exists, without
     # creating the run (``experiment`` and ``run_id`` do on first use), which a server that stopped answering must

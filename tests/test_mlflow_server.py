@@ -102,6 +102,30 @@ def test_a_runs_own_store_opens_in_the_full_packages_server(tmp_path, fake_data)
         assert found.data.metrics["test_acc"] == done.metrics["test_acc"]
 
 
+@pytest.mark.parametrize("wrong", ["no scheme", "a typo of one", "a path the server does not serve"])
+def test_an_address_that_is_no_servers_is_one_sentence_before_training(
+    tmp_path,
+    fake_data,
+    mlflow_server,  # noqa: F811
+    wrong,
+):
+    """Addresses typed wrong around a real server: each is refused as such before training (MLflow's client took
+    the first two for a file store, the third for a server that stopped answering, and the run went on)."""
+    host = mlflow_server.uri.partition("://")[2]
+    no_server = "is not an MLflow server's address; give one as http://HOST:PORT (or https://)"
+    uri, said = {
+        "no scheme": (host, f"{no_server}, such as http://{host},"),
+        "a typo of one": (f"htp://{host}", no_server),
+        "a path the server does not serve": (f"{mlflow_server.uri}/mlflow", "answers, but not as an MLflow server"),
+    }[wrong]
+    run, logger = tmp_path / "run", ["logger=mlflow", f"logger.mlflow.tracking_uri={uri}"]
+    out = run_main("lenet_exp", *ONE_EPOCH, f"data.data_dir={fake_data}", f"hydra.run.dir={run}", *logger)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    (line,) = [line for line in out.stderr.splitlines() if line.strip()]
+    assert line.startswith(f"error: logger.mlflow.tracking_uri={uri} {said}"), line
+    assert not (run / "checkpoints").exists() and not (run / "mlflow").exists()
+
+
 def test_an_unreachable_server_is_one_sentence_before_training(tmp_path, fake_data):
     uri = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     run = tmp_path / "run"
