@@ -108,6 +108,27 @@ def test_a_failing_slurm_job_leaves_its_error_and_the_sweep_exits_non_zero(tmp_p
     assert empty_queue(cluster)
 
 
+def test_a_sweep_sbatch_refuses_is_one_sentence_and_its_corrected_command_runs(tmp_path, fake_data, request):
+    """sbatch refuses a partition the cluster lacks at once: the sweep ends with its reason in one sentence (it was
+    submitit's traceback), and the same command with the partition corrected runs into the same folder."""
+    cluster = request.getfixturevalue("slurm")
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=slurm", "trainer=cpu", "trainer.max_epochs=1", "data.verify_md5=false"]
+    args += [f"data.data_dir={fake_data}", "data.batch_size=16", f"hydra.sweep.dir={sweep}"]
+    out = lenet_exp(*args, "hydra.launcher.partition=nope", env=cluster.env)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    said = [line for line in out.stderr.splitlines() if line.startswith("error: ")]  # below sbatch's own lines
+    assert said == [
+        "error: sbatch refused the sweep's jobs (sbatch: error: invalid partition specified: nope); nothing was "
+        "submitted. Change the hydra.launcher.* setting it names (sinfo lists the partitions and their limits), or "
+        "run where SLURM is set up, and start the sweep again."
+    ], out.stderr[-3000:]
+    again = lenet_exp(*args, "hydra.launcher.partition=debug", env=cluster.env)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert metrics(sweep / "0")["epochs"] == 1
+    assert empty_queue(cluster)
+
+
 # How SLURM stops a job that runs again: requeued (by an admin, or a preemption that requeues), or signalled
 # USR2 as it is signal_delay_s before its time limit (what `--signal=USR2@120` sends; submitit then requeues
 # the job itself).
