@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 
 from lenet_exp.callbacks import BestCheckpoint, EpochLine, EpochTimer
 from lenet_exp.errors import UserError, built, check_callable, traceback_codes
@@ -140,6 +140,8 @@ def build(
             check_epochs_left(opened.checkpoint, cfg.ckpt_path, cfg.trainer.max_epochs)
     timer, stored = EpochTimer(), ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True), git_revision())
     callbacks = [built(c) for c in cfg.get("callbacks", {}).values()]
+    if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a progress bar callback with it
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if cfg.trainer.get("enable_checkpointing") is False:  # Lightning refuses checkpoint callbacks with it
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         log.info("trainer.enable_checkpointing=false: no checkpoints are written, so this run cannot be resumed")

@@ -121,6 +121,20 @@ BAD_INPUTS = {
     ),
     "config: a negative gradient clip": (["trainer.gradient_clip_val=-1"], None, r"gradient_clip_val=-1 must be a"),
     "config: max_time a bare number": (["trainer.max_time=20"], None, r"trainer.max_time=20 is not a duration"),
+    # values Lightning takes and then runs into nothing: a traceback in the first step, an untrained "finished"
+    # run, a run without its final test (a KeyError after training)
+    "config: validate every 0 batches": (
+        ["trainer.val_check_interval=0"],
+        None,
+        r"trainer.val_check_interval=0 must be a positive whole number of training batches, or a fraction",
+    ),
+    "config: no time to train": (["trainer.max_time=00:00:00:00"], None, r"max_time=00:00:00:00 leaves no time"),
+    "config: negative time": (["trainer.max_time={minutes: -1}"], None, r"'minutes': -1} leaves no time to train"),
+    "config: no final test": (
+        ["trainer.limit_test_batches=0", "data.val_size=16"],
+        None,
+        r"trainer.limit_test_batches=0 would skip the final test, whose accuracy is the run's result",
+    ),
     "config: batch size negative": (["data.batch_size=-3"], None, r"data.batch_size=-3 must be a positive"),
     "config: batch size not an integer": (["data.batch_size=2.5"], None, r"data.batch_size=2.5 must be a positive"),
     "config: batch size a word": (["data.batch_size=many"], None, r"data.batch_size='many' must be a positive"),

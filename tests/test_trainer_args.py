@@ -112,6 +112,13 @@ def test_each_argument_is_set_without_a_plus(tmp_path, override):
     assert str(composed).lower() == value.lower()
 
 
+def test_lightnings_switch_for_the_progress_bar_turns_lenet_exps_off_and_keeps_the_epoch_lines(tmp_path, fake_data):
+    """trainer.enable_progress_bar=false, as Lightning's docs type it: Lightning refused it beside the progress bar
+    callback of conf/callbacks (a sentence that asked to change the override the user had just typed)."""
+    output, run, metrics = lenet_exp(tmp_path, fake_data, "trainer.enable_progress_bar=false", "trainer.max_epochs=1")
+    assert "epoch 1, loss" in output and metrics["epochs"] == 1
+
+
 def test_unbounded_max_epochs_alone_is_one_sentence(tmp_path):
     out = run_main("lenet_exp", *TINY, "trainer.max_epochs=-1", f"hydra.run.dir={tmp_path / 'run'}")
     assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr

@@ -210,12 +210,43 @@ def check_trainer_values(trainer: DictConfig) -> None:
                 f"trainer.{key}={typed(value)} must be a whole number of batches or a fraction of them from 0.0 to "
                 "1.0, such as 10 or 0.25."
             )
+    if trainer.get("limit_test_batches") == 0:  # 0 or 0.0
+        raise UserError(
+            f"trainer.limit_test_batches={typed(trainer.limit_test_batches)} would skip the final test, whose "
+            "accuracy is the run's result (test_acc in metrics.json); give a number of batches or a fraction above "
+            "0, such as 10 or 0.25."
+        )
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, int) and not isinstance(interval, bool) and interval <= 0:
+        raise UserError(
+            f"trainer.val_check_interval={interval} must be a positive whole number of training batches, or a "
+            "fraction of an epoch from 0.0 to 1.0, such as 100 or 0.5."
+        )
     max_time = trainer.get("max_time")
     if max_time is not None and not isinstance(max_time, str | DictConfig):
         raise UserError(
             f"trainer.max_time={typed(max_time)} is not a duration; give days:hours:minutes:seconds, such as "
             "trainer.max_time=00:00:20:00 for 20 minutes, or the keys of a timedelta: 'trainer.max_time={minutes: 20}'."
         )
+    if max_time is not None and (seconds := duration_seconds(max_time)) is not None and seconds <= 0:
+        raise UserError(
+            f"trainer.max_time={max_time if isinstance(max_time, str) else dict(max_time)} leaves no time to "
+            "train; give a positive duration, such as trainer.max_time=00:00:20:00 for 20 minutes."
+        )
+
+
+def duration_seconds(max_time: str | DictConfig) -> float | None:
+    """``trainer.max_time`` in seconds, where it reads as Lightning reads it (``DD:HH:MM:SS``, or a timedelta's
+    keys); None where it does not: Lightning's own refusal then says why."""
+    from datetime import timedelta
+
+    try:
+        if isinstance(max_time, str):
+            days, hours, minutes, seconds = (int(part) for part in max_time.split(":"))
+            return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds).total_seconds()
+        return timedelta(**dict(max_time)).total_seconds()
+    except (TypeError, ValueError):
+        return None
 
 
 def check_trainer(trainer: DictConfig, callbacks: DictConfig | None = None) -> None:
