@@ -20,7 +20,12 @@ from lenet_exp.callbacks import BestCheckpoint, EpochLine, EpochTimer
 from lenet_exp.errors import UserError, built, check_callable, traceback_codes
 from lenet_exp.loggers import close_loggers
 from lenet_exp.runtime.atomic import AtomicCheckpointIO
-from lenet_exp.runtime.checkpoints import ConfigInCheckpoint, check_architecture, check_epochs_left
+from lenet_exp.runtime.checkpoints import (
+    ConfigInCheckpoint,
+    check_architecture,
+    check_epochs_left,
+    check_no_step_limit,
+)
 from lenet_exp.runtime.checks import check_run
 from lenet_exp.runtime.console import quiet_lightning_hints
 from lenet_exp.runtime.distributed import (
@@ -136,6 +141,7 @@ def build(
             trusted = cfg.get("trusted_targets") or ()
             opened = open_stored(cfg.ckpt_path, trusted, builds=(), hint="trusted_targets")
         check_architecture(opened.checkpoint, module, cfg.ckpt_path)
+        check_no_step_limit(cfg.trainer.get("max_steps"), cfg.ckpt_path)
         if not finishing:
             check_epochs_left(opened.checkpoint, cfg.ckpt_path, cfg.trainer.max_epochs)
     timer, stored = EpochTimer(), ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True), git_revision())

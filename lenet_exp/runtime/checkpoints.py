@@ -55,6 +55,19 @@ def check_architecture(checkpoint: dict[str, Any], module: nn.Module, path: str 
         )
 
 
+def check_no_step_limit(max_steps: Any, path: str | Path) -> None:
+    """Refuse to go on from a checkpoint under ``trainer.max_steps``: Lightning restores such a run as one stopped
+    inside an epoch (its fit loop counts every step-limited run as restarting), while lenet_exp's checkpoints are
+    written at epochs' ends, so the epochs that follow repeat or skip batches and the results are wrong."""
+    if max_steps not in (None, -1):
+        raise UserError(
+            f"trainer.max_steps={max_steps} cannot go on from a checkpoint ({path}): Lightning would take it up as "
+            "if stopped inside an epoch and repeat or skip batches. Go on in a new run folder with an epoch count "
+            f"instead: python -m lenet_exp ckpt_path={path} trainer.max_steps=-1 trainer.max_epochs=<N> and the run's "
+            "other settings."
+        )
+
+
 def check_epochs_left(checkpoint: dict[str, Any], path: str | Path, max_epochs: int) -> None:
     """Refuse to continue from a checkpoint that already holds ``max_epochs`` epochs: there is nothing left to train.
     With ``max_epochs=-1`` (until early stopping, max_time or max_steps) there always is."""
