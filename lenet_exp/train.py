@@ -83,7 +83,8 @@ def train(
                 trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
             # the last epoch's train/* and val/* (or test/*); a fit with no epoch left has them from last.ckpt
             final = {**module.epoch_metrics, **trainer.callback_metrics}
-            chosen = test(trainer, module, datamodule, tested)
+            with resumable(trainer, run_dir, testing=True):
+                chosen = test(trainer, module, datamodule, tested)
             final.update(trainer.callback_metrics)  # test/* on the tested weights
             return record(cfg, trainer, {**flat_metrics(final), **chosen}, timer, stored.git_rev, run_dir)
 

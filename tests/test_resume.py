@@ -251,6 +251,24 @@ def test_a_run_stopped_between_its_last_checkpoint_and_metrics_json_resumes_to_i
 
 
 @pytest.mark.slow
+def test_ctrl_c_in_the_final_test_says_so_and_the_resume_finishes_the_run(tmp_path, fake_data):
+    """Every epoch is checkpointed when the final test starts: Ctrl-C there is the interrupt's sentence and 130
+    (it was exit status 1 after Lightning's own line), and resume runs the test and writes metrics.json."""
+    mine, run = "test_trust.StopOnceInTheTest", tmp_path / "run"
+    stop = [f"+callbacks.stop._target_={mine}", f"+callbacks.stop.marker={tmp_path / 'stopped'}"]
+    args = [*TINY, "trainer.max_epochs=2", f"data.data_dir={fake_data}", *stop, f"hydra.run.dir={run}"]
+    stopped = run_main("lenet_exp", *args)
+    output = stopped.stdout + stopped.stderr
+    assert stopped.returncode == 130, output[-3000:]
+    said = f"interrupted during the final test; {run}/checkpoints/last.ckpt holds epoch 2; resume with: python -m"
+    assert said in output and not (run / "metrics.json").exists()
+    release(run)  # as the stopped command's end would
+    resumed = run_main("lenet_exp.resume", str(run), f"trust={mine}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+
+
+@pytest.mark.slow
 def test_a_moved_run_folder_resumes_with_its_own_best_checkpoint(tmp_path, fake_data):
     """last.ckpt names the best checkpoint by the path it was written at. A run folder moved (or copied) before
     it is resumed keeps choosing and testing its own best.ckpt: neither a second best-v1.ckpt beside a stale

@@ -146,6 +146,18 @@ def test_the_allowlist_comes_before_any_class_is_imported(tmp_path, monkeypatch)
 # interrupts a run with it and checks both.
 
 
+class StopOnceInTheTest(Callback):
+    """Stops the run like Ctrl-C as its final test starts, once (``marker`` remembers it)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = Path(marker)
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        if not self.marker.exists():
+            self.marker.touch()
+            raise KeyboardInterrupt
+
+
 class StopOnceAtEpoch(Callback):
     """Stops the run like Ctrl-C when the second epoch (or ``epoch``, from 0) starts, once (``marker`` remembers it):
     a class of the user's own, which resume builds only when it is trusted (test_resume.py)."""

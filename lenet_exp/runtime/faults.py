@@ -20,12 +20,14 @@ log = logging.getLogger("lenet_exp")
 
 
 @contextmanager
-def resumable(trainer: pl.Trainer, run_dir: Path) -> Iterator[None]:
-    """Lightning answers Ctrl-C and SIGTERM with SystemExit, after its on_exception hooks."""
+def resumable(trainer: pl.Trainer, run_dir: Path, testing: bool = False) -> Iterator[None]:
+    """Lightning answers Ctrl-C and SIGTERM with SystemExit, after its on_exception hooks: in fitting, or
+    (``testing``) in the final test, after every epoch was checkpointed."""
     try:
         yield
     except SystemExit as stop:
-        log.error(f"interrupted during epoch {trainer.current_epoch + 1}; {kept(run_dir, trainer.current_epoch)}")
+        during = "the final test" if testing else f"epoch {trainer.current_epoch + 1}"
+        log.error(f"interrupted during {during}; {kept(run_dir, trainer.current_epoch)}")
         raise SystemExit(interrupt_status(stop)) from stop
 
 
