@@ -249,6 +249,14 @@ def test_a_run_stopped_between_its_last_checkpoint_and_metrics_json_resumes_to_i
     assert metrics["epoch_seconds"] == expected["epoch_seconds"]
     assert metrics["seconds_per_epoch"] == expected["seconds_per_epoch"] > 0
 
+    # the best epoch's checkpoint, which the final test loads, damaged since: one sentence (it was a traceback)
+    (run / "metrics.json").unlink()
+    best = run / "checkpoints" / "best.ckpt"
+    best.write_bytes(best.read_bytes()[:1000])
+    damaged = run_main("lenet_exp.resume", str(run))
+    assert damaged.returncode == 1 and "Traceback" not in damaged.stderr, damaged.stderr[-3000:]
+    assert f"error: {best} cannot be read (" in damaged.stderr and "missing, truncated or damaged" in damaged.stderr
+
 
 @pytest.mark.slow
 def test_ctrl_c_in_the_final_test_says_so_and_the_resume_finishes_the_run(tmp_path, fake_data):

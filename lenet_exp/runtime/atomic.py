@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from lenet_exp.errors import UserError, first_line
 from lenet_exp.runtime.writes import atomic_write
 
 
@@ -30,7 +31,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self._handed = (Path(path).resolve(), checkpoint)
 
     def load_checkpoint(self, path: str | Path, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """What the gate handed over for ``path``, else the file: for the final test, the best epoch's checkpoint,
+        which a run wrote itself (a file gone or damaged since is one sentence)."""
         handed, self._handed = getattr(self, "_handed", None), None
         if handed is not None and Path(path).resolve() == handed[0]:
             return handed[1]
-        return super().load_checkpoint(path, *args, **kwargs)
+        try:
+            return super().load_checkpoint(path, *args, **kwargs)
+        except Exception as err:  # FileNotFoundError, torch's RuntimeError of a truncated zip, an unpickling error
+            raise UserError(
+                f"{path} cannot be read ({first_line(err)}): it is missing, truncated or damaged, so the run cannot go "
+                "on from it; start the run again, or test another checkpoint of it with python -m lenet_exp.eval "
+                "ckpt_path=<file.ckpt>."
+            ) from None
