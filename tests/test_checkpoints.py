@@ -22,6 +22,22 @@ def other_architecture(path: Path) -> None:
     torch.save({"state_dict": {"net.features.0.weight": torch.zeros(3, 1, 5, 5)}, CONFIG_KEY: config}, path)
 
 
+def changed_byte(path: Path) -> None:
+    """A whole checkpoint with one byte inside its weights changed since it was written (a disk's or a copy's
+    fault): torch.load reads it as other weights, and only the archive's checksums tell."""
+    import zipfile
+
+    untrained_checkpoint(path)
+    with zipfile.ZipFile(path) as archive:  # the largest tensor's bytes: the first layer's weights, say
+        part = max(archive.infolist(), key=lambda info: info.file_size)
+    blob = bytearray(path.read_bytes())
+    local = part.header_offset  # its local header: 30 bytes, then its name and extra field, then its data
+    start = local + 30 + int.from_bytes(blob[local + 26 : local + 28], "little")
+    start += int.from_bytes(blob[local + 28 : local + 30], "little")
+    blob[start + part.compress_size // 2] ^= 0x40
+    path.write_bytes(bytes(blob))
+
+
 class Pickled:  # an arbitrary class: loading it would run code that is not a tensor
     pass
 
@@ -33,6 +49,7 @@ class Pickled:  # an arbitrary class: loading it would run code that is not a te
         (None, "does not exist"),
         (lambda p: p.write_text("not a checkpoint"), "is not a checkpoint that loads with weights_only=True"),
         (lambda p: torch.save({"state_dict": {}, "x": Pickled()}, p), "loads with weights_only=True"),
+        (changed_byte, "fails its checksum: bytes changed after it was written"),
         (other_architecture, ("was saved from another architecture", "do not fit the model its own stored config")),
     ],
 )

@@ -200,6 +200,18 @@ def _as_this_process(files: StoredRun, as_it_ran: bool = False) -> None:
     HydraConfig.instance().set_config(full)
 
 
+def _failed_checksum(path: Path) -> str | None:
+    """The part of the checkpoint's zip archive whose bytes no longer match its CRC, if any: torch.load does not
+    check them, so a changed byte inside the weights loads as other weights. Not a zip file: torch.load's to say."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return None  # not a zip archive, or one cut short: torch's load then fails, with its own sentence
+
+
 class Unreadable(UserError):
     """A checkpoint file whose bytes torch cannot load (truncated, damaged, or not a checkpoint)."""
 
@@ -208,6 +220,12 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint at ``path`` read with ``weights_only=True``: tensors and plain data, never code."""
     import torch
 
+    damaged = _failed_checksum(path)
+    if damaged:
+        raise Unreadable(
+            f"ckpt_path={path} is damaged ({damaged} fails its checksum: bytes changed after it was written, by a "
+            "disk or a copy); give an intact copy of it, or another checkpoint of the run."
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, BadZipFile, EOFError, IndexError...: whatever the bytes make torch do
