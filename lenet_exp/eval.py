@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lenet_exp.errors import exit_on_user_error
+from lenet_exp.errors import UserError, exit_on_user_error, first_line
 from lenet_exp.runtime.cli import answer_help, key_values, names, require
 from lenet_exp.runtime.console import log_to_console
 
@@ -64,11 +64,22 @@ def evaluate(
         "git_rev": git_revision(),
     }
     record = evaluations_file(stored.run)
-    append_jsonl(record, result)
-    log.info(
+    said = (
         f"test acc {result['test_acc']:.4f} on {result['images']} images: {path} "
-        f"(after {result['epochs']} epoch{'s' * (result['epochs'] != 1)}); recorded in {record}"
+        f"(after {result['epochs']} epoch{'s' * (result['epochs'] != 1)})"
     )
+    try:
+        append_jsonl(record, result)
+    except OSError as err:  # a read-only or full run folder: the result is said all the same, then the fault
+        from lenet_exp.runtime.faults import write_fault
+
+        log.info(said)
+        reason = write_fault(err) or first_line(err)
+        raise UserError(
+            f"the result above was not recorded in {record} ({reason}); make the folder writable or free some "
+            "space to keep it there."
+        ) from None
+    log.info(f"{said}; recorded in {record}")
     return result
 
 

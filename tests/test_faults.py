@@ -121,6 +121,52 @@ def test_a_really_full_disk_mid_run_is_one_sentence_and_the_run_resumes_elsewher
     assert_same_weights(moved, full)
 
 
+@pytest.fixture
+def read_only(tmp_path):
+    """``read_only(folder)``: ``folder`` seen read-only at a path of its own (a bind mount), as on a read-only share;
+    root can write anywhere else, permissions or not."""
+    mounts = []
+
+    def mount(folder: Path) -> Path:
+        if os.geteuid() != 0 or not shutil.which("mount"):
+            pytest.skip("a read-only bind mount needs root")
+        view = tmp_path / f"read-only-{len(mounts)}"
+        view.mkdir()
+        for command in (["mount", "--bind", str(folder), str(view)], ["mount", "-o", "remount,ro,bind", str(view)]):
+            out = subprocess.run(command, capture_output=True)
+            if out.returncode != 0:
+                subprocess.run(["umount", "-l", str(view)], capture_output=True)
+                pytest.skip(f"a read-only bind mount is not allowed here: {out.stderr.decode().strip()}")
+        mounts.append(view)
+        return view
+
+    yield mount
+    for view in mounts:
+        subprocess.run(["umount", "-l", str(view)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_read_only_run_folder_is_one_sentence_for_eval_and_resume_and_eval_still_says_its_result(
+    tmp_path, fake_data, read_only
+):
+    """eval ran the whole test, then lost its result to an OSError traceback when evaluations.jsonl could not be
+    written; resume failed on its lock file with a traceback."""
+    run = tmp_path / "run"
+    assert run_main("lenet_exp", *ONE_EPOCH, f"data.data_dir={fake_data}", f"hydra.run.dir={run}").returncode == 0
+    (run / "metrics.json").unlink()  # stopped before its end: there is something to resume
+    view = read_only(run)
+    evaluated = run_main("lenet_exp.eval", f"ckpt_path={view / 'checkpoints' / 'last.ckpt'}")
+    output = evaluated.stdout + evaluated.stderr
+    assert evaluated.returncode == 1 and "Traceback" not in output, output[-3000:]
+    assert (
+        "test acc 0." in output
+        and f"error: the result above was not recorded in {view}/evaluations.jsonl (the file" in output
+    )
+    resumed = run_main("lenet_exp.resume", str(view))
+    assert resumed.returncode == 1 and "Traceback" not in resumed.stderr, resumed.stderr[-3000:]
+    assert f"error: {view} cannot be written (the file system is read-only)" in resumed.stderr
+
+
 def children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]

@@ -4,7 +4,6 @@ metrics.json are replaced atomically."""
 
 from __future__ import annotations
 
-import errno
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lenet_exp.errors import UserError, chain, user_error
 from lenet_exp.runtime.run_folder import kept
+from lenet_exp.runtime.writes import WRITE_ERRORS
 
 log = logging.getLogger("lenet_exp")
 
@@ -36,14 +36,6 @@ def interrupt_status(stop: SystemExit) -> int:
     return 143 if isinstance(stop, SIGTERMException) else 130
 
 
-WRITE_ERRORS = {
-    errno.ENOSPC: "no space left on the device",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EROFS: "the file system is read-only",
-    errno.ENOENT: "the folder was removed",
-    errno.EACCES: "permission denied",
-    errno.EIO: "input/output error",
-}
 # torch.save reports a failed write as a RuntimeError from its zip writer, without an errno
 TORCH_WRITE_FAILED = ("file write failed", "PytorchStreamWriter failed", "unexpected pos")
 

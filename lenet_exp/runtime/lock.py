@@ -20,6 +20,7 @@ from pathlib import Path
 
 from lenet_exp.errors import UserError
 from lenet_exp.runtime.run_folder import lock_file
+from lenet_exp.runtime.writes import WRITE_ERRORS
 
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
 _held: dict[Path, int] = {}  # run folder -> the open lock file of this process
@@ -36,14 +37,21 @@ def acquire(run_dir: str | Path) -> bool:
     run = Path(run_dir).resolve()
     if run in _held or launched_rank():
         return False
-    run.mkdir(parents=True, exist_ok=True)
     path = lock_file(run)
     try:
+        run.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as err:
-        if err.errno != errno.ELOOP:
-            raise
-        raise UserError(f"{path} is a symbolic link, so this run folder cannot be locked; remove the link.") from err
+        if err.errno == errno.ELOOP:
+            raise UserError(
+                f"{path} is a symbolic link, so this run folder cannot be locked; remove the link."
+            ) from err
+        if err.errno in WRITE_ERRORS:
+            raise UserError(
+                f"{run} cannot be written ({WRITE_ERRORS[err.errno]}), and a run is written in its own folder; make "
+                "it writable, or copy the folder to a place that is and give the copy."
+            ) from None
+        raise
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -18,6 +18,16 @@ from typing import IO, Any
 
 from lenet_exp.errors import UserError
 
+# Why writing into a folder failed, by errno: said in the sentence of a run, an evaluation or a lock
+WRITE_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOENT: "the folder was removed",
+    errno.EACCES: "permission denied",
+    errno.EIO: "input/output error",
+}
+
 NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
