@@ -9,7 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lenet_exp.errors import UserError, fail, unwrap_user_errors
+from lenet_exp.errors import INTERRUPTED, UserError, fail, say, unwrap_user_errors
 
 # The configs, as an absolute path so that every command finds them from any folder: an installed
 # wheel carries conf/ as lenet_exp/conf/; a checkout (also installed editable) has no such folder and
@@ -27,12 +27,20 @@ def job(cfg: DictConfig) -> dict[str, Any]:
     from lenet_exp.runtime.checks import check_run
 
     logging.raiseExceptions = False  # a full disk under the log file: the run's own writes report it, once
-    with unwrap_user_errors():
-        cfg = from_the_launch_folder(cfg)
-        tested = check_run(cfg)  # a wrong setting is said at once, before torch and Lightning take seconds to load
-        from lenet_exp.train import train  # imported here so that --help and --cfg stay fast too
+    try:
+        with unwrap_user_errors():
+            cfg = from_the_launch_folder(cfg)
+            tested = check_run(cfg)  # a wrong setting is said at once, before torch and Lightning take seconds
+            from lenet_exp.train import train  # imported here so that --help and --cfg stay fast too
 
-        return train(cfg, tested=tested)
+            return train(cfg, tested=tested)
+    except KeyboardInterrupt:  # outside Lightning's loops (which say their own): the imports, building the run
+        from lenet_exp.runtime.run_folder import kept, metrics_file
+
+        run = Path(cfg.run_dir)
+        done = f"its result is complete in {metrics_file(run)}" if metrics_file(run).is_file() else kept(run)
+        say(f"interrupted (Ctrl-C); {done}")
+        raise SystemExit(INTERRUPTED) from None
 
 
 # The settings that name a file or folder to read: typed relative to the folder the command started in.

@@ -98,12 +98,19 @@ def fail(err: BaseException | str) -> NoReturn:
     Through the console handler of runtime/console.py where it is installed (it sends errors to stderr and
     keeps them above a progress bar); before that (Hydra's own set-up), straight to stderr.
     """
-    message = f"error: {err if isinstance(err, str) else first_line(err)}"
+    say(f"error: {err if isinstance(err, str) else first_line(err)}")
+    sys.exit(1)
+
+
+def say(message: str) -> None:
+    """``message`` on stderr (and in the run's log file), as ``fail`` and an interrupt say theirs."""
     if any(getattr(handler, "errors_to_stderr", False) for handler in logging.getLogger().handlers):
         logging.getLogger("lenet_exp").error(message)
     else:
         print(message, file=sys.stderr, flush=True)
-    sys.exit(1)
+
+
+INTERRUPTED = 130  # a command stopped by Ctrl-C (SIGINT), as a shell reports it
 
 
 @contextmanager
@@ -119,13 +126,17 @@ def unwrap_user_errors() -> Iterator[None]:
 
 
 def exit_on_user_error(function: Callable[[], T]) -> T:
-    """Run ``function``; a UserError behind what it raises ends the program through ``fail``.
-    Anything else is a bug and keeps its traceback."""
+    """Run ``function``; a UserError behind what it raises ends the program through ``fail``, and Ctrl-C outside
+    what handles it itself (a start-up's imports) in one line and status 130. Anything else is a bug and keeps
+    its traceback."""
     try:
         with unwrap_user_errors():
             return function()
     except UserError as err:
         fail(err)
+    except KeyboardInterrupt:
+        say("interrupted (Ctrl-C) before the command ended; what it had written is kept")
+        sys.exit(INTERRUPTED)
 
 
 def traceback_codes(err: BaseException) -> list[CodeType]:

@@ -258,6 +258,36 @@ def test_a_run_stopped_between_its_last_checkpoint_and_metrics_json_resumes_to_i
     assert f"error: {best} cannot be read (" in damaged.stderr and "missing, truncated or damaged" in damaged.stderr
 
 
+def unless_raw(command):
+    """``command()``, failing the test (not stopping pytest) where Ctrl-C comes out of it as KeyboardInterrupt."""
+    try:
+        return command()
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C came out of the command as Python's KeyboardInterrupt: a traceback, exit status 1")
+
+
+def test_ctrl_c_before_training_or_in_evals_start_is_one_line_and_130(tmp_path, fake_data, monkeypatch):
+    """Ctrl-C outside Lightning's loops (the imports, building the run) was Python's KeyboardInterrupt traceback."""
+    run = tmp_path / "run"
+    stop = "+callbacks.stop._target_=test_trust.CtrlCWhileBuilt"
+    stopped = unless_raw(
+        lambda: run_main("lenet_exp", *TINY, f"data.data_dir={fake_data}", stop, f"hydra.run.dir={run}")
+    )
+    assert stopped.returncode == 130 and "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+    said = f"interrupted (Ctrl-C); no epoch was completed, so resuming starts it over: python -m lenet_exp.resume {run}"
+    assert said in stopped.stderr
+    from lenet_exp.runtime import stored_config
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stored_config, "open_stored", interrupted)  # while eval reads the checkpoint
+    (tmp_path / "any.ckpt").write_bytes(b"")  # never read: the Ctrl-C comes first
+    evaluated = unless_raw(lambda: run_main("lenet_exp.eval", f"ckpt_path={tmp_path / 'any.ckpt'}"))
+    assert evaluated.returncode == 130 and "Traceback" not in evaluated.stderr, evaluated.stderr[-3000:]
+    assert "interrupted (Ctrl-C) before the command ended; what it had written is kept" in evaluated.stderr
+
+
 @pytest.mark.slow
 def test_ctrl_c_in_the_final_test_says_so_and_the_resume_finishes_the_run(tmp_path, fake_data):
     """Every epoch is checkpointed when the final test starts: Ctrl-C there is the interrupt's sentence and 130

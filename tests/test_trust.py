@@ -146,6 +146,13 @@ def test_the_allowlist_comes_before_any_class_is_imported(tmp_path, monkeypatch)
 # interrupts a run with it and checks both.
 
 
+class CtrlCWhileBuilt(Callback):
+    """Ctrl-C while the run is being built, before Lightning's loops (which handle their own) begin."""
+
+    def __init__(self) -> None:
+        raise KeyboardInterrupt
+
+
 class StopOnceInTheTest(Callback):
     """Stops the run like Ctrl-C as its final test starts, once (``marker`` remembers it)."""
 
