@@ -132,6 +132,24 @@ class RunTensorBoardLogger(TensorBoardLogger):
         super().__init__(save_dir, name=name, version=folder_name(version or ""), **kwargs)
 
     @rank_zero_only
+    def log_hyperparams(self, params: Any, metrics: dict[str, Any] | None = None, step: int | None = None) -> None:
+        """Lightning's, but the HParams experiment written with the run's settings names every summary metric of
+        a lenet_exp run (``hparams/<SUMMARY>``), also one this run lacks (``val_acc`` without a validation
+        split): TensorBoard takes one run's experiment for all the runs in its logdir, so a run of the book's
+        protocol read first hid the other runs' val_acc. ``params``: flat ``key: scalar`` settings."""
+        if not metrics:
+            return super().log_hyperparams(params, metrics, step)
+        from torch.utils.tensorboard.summary import hparams
+
+        self.hparams.update(params)  # hparams.yaml, as Lightning's does
+        self.log_metrics(metrics, step)
+        experiment, _, _ = hparams(params, {f"hparams/{key}": 0.0 for key in SUMMARY} | metrics)
+        _, start, end = hparams(params, metrics)
+        writer = self.experiment._get_file_writer()  # private in torch's SummaryWriter, as Lightning uses it
+        for summary in (experiment, start, end):
+            writer.add_summary(summary, step)
+
+    @rank_zero_only
     def finalize(self, status: str) -> None:
         if status != "success":
             super().finalize(status)
