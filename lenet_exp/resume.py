@@ -70,6 +70,7 @@ def _resume(files: StoredRun, trust: list[str], job_name: str | None, given: lis
     stored = open_stored(files, trust, given=given, usage=USAGE)  # the gate: its config and last.ckpt, as data
     cfg = stored.config
     cfg.trusted_targets = list(trust)  # what the user allows now, not what the folder says
+    logging.raiseExceptions = False  # a full disk under the log file: the run's own writes report it, once
     log_file = AppendLog(run / f"{job_name or files.job_name}.log")  # appends, as the run did; from here on, so
     log_file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
     logging.getLogger().addHandler(log_file)  # that the log says where the run resumed, and with which code

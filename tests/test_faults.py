@@ -99,6 +99,16 @@ def small_tmpfs(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
+def fill(path: Path) -> None:
+    """Write ``path`` until its file system has no room left."""
+    with open(path, "wb", buffering=0) as f:  # unbuffered: no write is left for the close
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as err:
+            assert err.errno == errno.ENOSPC, err
+
+
 @pytest.mark.slow
 def test_a_really_full_disk_mid_run_is_one_sentence_and_the_run_resumes_elsewhere(tmp_path, fake_data, small_tmpfs):
     args = [*TINY, "trainer.max_epochs=3", f"data.data_dir={fake_data}", "logger=none"]
@@ -109,6 +119,11 @@ def test_a_really_full_disk_mid_run_is_one_sentence_and_the_run_resumes_elsewher
     assert f"error: writing into {run} failed (" in output and "python -m lenet_exp.resume" in output, output
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] >= 0  # what was saved still loads
     assert not (run / "metrics.json").exists()
+    fill(small_tmpfs / "fill")  # resumed where there is no room at all: the sentence alone, no thread's traceback
+    again = run_main("lenet_exp.resume", str(run))  # (TensorBoard's writer thread, the log file's flush)
+    said = again.stdout + again.stderr
+    assert again.returncode == 1 and "Traceback" not in said and "Logging error" not in said, said[-3000:]
+    assert f"error: writing into {run} failed (no space left on the device)" in again.stderr
     moved = tmp_path / "moved"  # where there is room: copy the folder and finish it there
     shutil.copytree(run, moved, ignore=shutil.ignore_patterns("*.tmp"))
     resumed = run_main("lenet_exp.resume", str(moved))  # in this process, as the command runs

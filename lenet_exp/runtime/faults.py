@@ -5,6 +5,7 @@ metrics.json are replaced atomically."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,7 +53,17 @@ def write_fault(err: BaseException | None) -> str | None:
 
 @contextmanager
 def file_system_faults(run_dir: Path) -> Iterator[None]:
-    """A failed write into the run folder becomes one sentence that names the folder."""
+    """A failed write into the run folder becomes one sentence that names the folder. TensorBoard's event writer
+    writes in a thread of its own, whose failed write Python would print as a thread's traceback before that
+    sentence: the writer raises it again in the run's next write to it, which the sentence then names."""
+    previous = threading.excepthook
+
+    def quiet_writer(args: threading.ExceptHookArgs) -> None:
+        if type(args.thread).__name__ == "_AsyncWriterThread" and write_fault(args.exc_value) is not None:
+            return
+        previous(args)
+
+    threading.excepthook = quiet_writer
     try:
         yield
     except Exception as err:
@@ -62,3 +73,5 @@ def file_system_faults(run_dir: Path) -> Iterator[None]:
         raise UserError(
             f"writing into {run_dir} failed ({reason}); free some space or make the folder writable; {kept(run_dir)}"
         ) from err
+    finally:
+        threading.excepthook = previous
