@@ -257,9 +257,17 @@ class RunMLFlowLogger(MLFlowLogger):
         run_name = run_name or readable_name(self.run_dir)
         self.experiment_name, self.run_name = experiment_name, run_name
         self.artifact_location: str | None = None  # a server chooses where the artifacts go
+        # Creating a store's tables is MLflow's own business: its INFO lines about it are not for users.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         if tracking_uri:
             self.check_reachable(tracking_uri)
-            # No artifact_location: the server chooses (mlflow-artifacts:, stored under --artifacts-destination).
+            if urllib.parse.urlsplit(tracking_uri).scheme.split("+")[0] in self.OTHER_STORES[1:]:  # a database
+                # which keeps no files: a new experiment's artifacts go to save_dir, not MLflow's ./mlruns of
+                # whatever folder the command runs in
+                artifacts = Path(save_dir).expanduser().resolve() / MLFLOW_ARTIFACTS
+                artifacts.mkdir(parents=True, exist_ok=True)
+                self.artifact_location = artifacts.as_uri()
+            # Else no artifact_location: the server chooses (mlflow-artifacts:, stored under --artifacts-destination).
             super().__init__(
                 experiment_name=experiment_name,
                 run_name=run_name,
@@ -267,8 +275,6 @@ class RunMLFlowLogger(MLFlowLogger):
                 tags={"run_dir": self.run_dir},
             )
             return
-        # Creating the store's tables is MLflow's own business: its INFO lines about it are not for users.
-        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         store = Path(save_dir).expanduser().resolve()
         if odd := sorted(set("?#%") & set(str(store))):
             # MLflow makes the store's folder from its URL without decoding it, and SQLite's file from it decoded:
@@ -511,6 +517,8 @@ class RunMLFlowLogger(MLFlowLogger):
         GenAI), whatever the experiment's kind; None without a server, or when it stopped answering."""
         if self._server is None or self._gone is not None or not self._started:
             return None
+        if urllib.parse.urlsplit(self._server).scheme not in ("http", "https"):
+            return None  # a database or Databricks: no page at that address
         experiment = f"{self._server.rstrip('/')}/#/experiments/{self.experiment_id}"
         return f"{experiment}/runs/{self.run_id}?{WORKFLOW}"
 

@@ -152,6 +152,28 @@ def test_mlflow_run_of_a_continued_run_goes_on(tmp_path, fake_data, caplog):
     assert "MLflow keeps the first values of trainer.max_epochs" in caplog.text
 
 
+def test_mlflow_on_a_database_of_the_users_keeps_the_artifacts_in_the_run_folder(tmp_path, fake_data, monkeypatch):
+    """tracking_uri=sqlite:///...: MLflow put the images into ./mlruns of whatever folder the command ran in, and
+    the run's last line gave the database's URI as a web page."""
+    pytest.importorskip("mlflow", reason="logger=mlflow needs pip install 'lenet_exp[mlflow]' (make setup does)")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)  # the user's folder
+    uri, run = f"sqlite:///{tmp_path / 'team.db'}", tmp_path / "run"
+    args = [*ONE_EPOCH, f"data.data_dir={fake_data}", f"hydra.run.dir={run}", "logger=mlflow"]
+    out = run_main("lenet_exp", *args, f"logger.mlflow.tracking_uri={uri}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert not (tmp_path / "mlruns").exists() and "MLflow run:" not in out.stdout + out.stderr
+    assert "Creating initial MLflow database tables" not in out.stdout + out.stderr
+    client = MlflowClient(uri)
+    (found,) = client.search_runs([client.get_experiment_by_name("lenet_exp").experiment_id])
+    assert {f.path for f in client.list_artifacts(found.info.run_id, "test")} == {
+        "test/confusion_matrix.png",
+        "test/misclassified.png",
+    }
+    assert len(list((run / "mlflow" / "artifacts").rglob("*.png"))) == 2
+
+
 def test_mlflow_without_mlflow_installed_is_one_clear_sentence(tmp_path, fake_data, monkeypatch):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else find_spec(name, *a))
