@@ -261,9 +261,8 @@ class RunMLFlowLogger(MLFlowLogger):
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         if tracking_uri:
             self.check_reachable(tracking_uri)
-            if urllib.parse.urlsplit(tracking_uri).scheme.split("+")[0] in self.OTHER_STORES[1:]:  # a database
-                # which keeps no files: a new experiment's artifacts go to save_dir, not MLflow's ./mlruns of
-                # whatever folder the command runs in
+            if self._scheme(tracking_uri) in self.DATABASES:  # which keep no files: a new experiment's artifacts
+                # go to save_dir, not to MLflow's ./mlruns of whatever folder the command runs in
                 artifacts = Path(save_dir).expanduser().resolve() / MLFLOW_ARTIFACTS
                 artifacts.mkdir(parents=True, exist_ok=True)
                 self.artifact_location = artifacts.as_uri()
@@ -298,8 +297,14 @@ class RunMLFlowLogger(MLFlowLogger):
 
     REACH_TIMEOUT_S = 5  # MLflow's own client retries an unreachable server for minutes
 
-    # what MLflow's client takes besides a server's address: Databricks, and a database as its store
-    OTHER_STORES = ("databricks", "sqlite", "postgresql", "mysql", "mssql")
+    # what MLflow's client takes besides a server's address: a database as its store, and Databricks
+    DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
+    OTHER_STORES = (*DATABASES, "databricks")
+
+    @staticmethod
+    def _scheme(tracking_uri: str) -> str:
+        """``postgresql`` of ``postgresql+psycopg://...``, ``databricks`` of ``databricks`` or ``databricks://p``."""
+        return tracking_uri.split(":", 1)[0].split("+")[0].lower()
 
     @classmethod
     def check_reachable(cls, tracking_uri: str) -> None:
@@ -307,7 +312,7 @@ class RunMLFlowLogger(MLFlowLogger):
         its API within a few seconds. Databricks and database URIs are MLflow's to check; anything else (no
         scheme, a typo of one, ``file:``, which MLflow 3 no longer writes) is refused."""
         parts = urllib.parse.urlsplit(tracking_uri)
-        if parts.scheme.split("+")[0] in cls.OTHER_STORES:
+        if cls._scheme(tracking_uri) in cls.OTHER_STORES:
             return
         if parts.scheme not in ("http", "https") or not parts.netloc:
             plain = "://" not in tracking_uri and not tracking_uri.startswith("file:")

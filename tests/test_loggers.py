@@ -174,6 +174,17 @@ def test_mlflow_on_a_database_of_the_users_keeps_the_artifacts_in_the_run_folder
     assert len(list((run / "mlflow" / "artifacts").rglob("*.png"))) == 2
 
 
+def test_the_stores_mlflow_takes_without_a_server_pass_the_address_check_untouched():
+    """Databricks (``databricks``, with no ``://``) and database URIs are MLflow's own: not refused as addresses
+    of no server (test_mlflow_server.py refuses those against a real server)."""
+    from lenet_exp.loggers import RunMLFlowLogger
+
+    for uri in ("databricks", "databricks://profile", "sqlite:///team.db", "postgresql+psycopg://me@db/runs"):
+        RunMLFlowLogger.check_reachable(uri)  # nothing contacted, nothing raised
+    with pytest.raises(UserError, match=r"such as http://localhost:5000, or leave it null"):
+        RunMLFlowLogger.check_reachable("localhost:5000")
+
+
 def test_mlflow_without_mlflow_installed_is_one_clear_sentence(tmp_path, fake_data, monkeypatch):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else find_spec(name, *a))
