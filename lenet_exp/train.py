@@ -71,7 +71,6 @@ def train(
         cfg = OmegaConf.merge(cfg, {"ckpt_path": str(requeued)})
         finishing = True  # it may hold every epoch already and lack only its final test
 
-    resume_needs(run_dir, resume_arguments(OmegaConf.to_container(cfg, resolve=True), run_dir))
     with run_lock(run_dir):  # one writer per run folder (a no-op where Hydra or resume holds it)
         datamodule, module, trainer, timer, stored = build(cfg, run_dir, finishing, opened)
         with ddp_scope(), file_system_faults(run_dir):
@@ -145,7 +144,9 @@ def build(
         check_no_step_limit(cfg.trainer.get("max_steps"), cfg.ckpt_path)
         if not finishing:
             check_epochs_left(opened.checkpoint, cfg.ckpt_path, cfg.trainer.max_epochs)
-    timer, stored = EpochTimer(), ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True), git_revision())
+    resolved = OmegaConf.to_container(cfg, resolve=True)  # as every checkpoint stores it
+    resume_needs(run_dir, resume_arguments(resolved, run_dir))  # before any resume line this run may print
+    timer, stored = EpochTimer(), ConfigInCheckpoint(resolved, git_revision())
     callbacks = [built(c) for c in cfg.get("callbacks", {}).values()]
     if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a progress bar callback with it
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
@@ -206,7 +207,7 @@ def refused(err: BaseException) -> UserError:
     reason = " ".join(str(err).split())  # Lightning's message, on one line
     reason += "" if reason.endswith((".", "!", "?")) else "."
     return UserError(
-        f"Lightning's Trainer refuses these trainer.* settings: {reason} Change the trainer.* override it names."
+        f"Lightning's Trainer refuses these trainer.* settings: {reason} Change the trainer.* setting it names."
     )
 
 
