@@ -152,6 +152,7 @@ def test_mlflow_run_of_a_continued_run_goes_on(tmp_path, fake_data, caplog):
     assert "MLflow keeps the first values of trainer.max_epochs" in caplog.text
 
 
+@pytest.mark.slow  # MLflow's import and a database: about 4 s
 def test_mlflow_on_a_database_of_the_users_keeps_the_artifacts_in_the_run_folder(tmp_path, fake_data, monkeypatch):
     """tracking_uri=sqlite:///...: MLflow put the images into ./mlruns of whatever folder the command ran in, and
     the run's last line gave the database's URI as a web page."""
