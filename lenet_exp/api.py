@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lenet_exp.errors import UserError, first_line, unwrap_user_errors
+from lenet_exp.errors import INTERRUPTED, UserError, first_line, unwrap_user_errors
 from lenet_exp.predict import Predictions, TrainedModel, load_model
 from lenet_exp.processes import distributed, processes
 from lenet_exp.runtime.cli import names
@@ -202,7 +202,7 @@ def _hydra(config_dir: str | Path | None) -> Iterator[Any]:
         app = Hydra.create_main_hydra2(task_name="__main__", config_search_path=search_path)
         yield app
     except SystemExit as stop:
-        if stop.code != 130:  # SIGTERM (143): this process is asked to end
+        if stop.code != INTERRUPTED:  # SIGTERM (143): this process is asked to end
             raise
         # Lightning answers Ctrl-C (a notebook's "interrupt") with SystemExit, after the run said what it
         # kept (faults.resumable): interrupted it is, and the kernel lives on.
