@@ -130,7 +130,8 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
     with _hydra(config_dir) as app:  # the steps of Hydra.multirun, with a folder of the sweep's own
         cfg = _compose(app, overrides, RunMode.MULTIRUN)
         check_sweep(cfg)  # settings that would fail every job: a UserError here (SweepChecks would exit)
-        folder = _own_folder(cfg, "sweep")
+        # absolute, as run()'s folder is: the jobs returned stay valid when the caller changes folder later
+        folder = Path(os.path.abspath(_own_folder(cfg, "sweep")))
         check_no_earlier_sweep(cfg)  # a UserError here (EarlierRun would exit)
         callbacks = Callbacks(cfg)
         callbacks.on_multirun_start(config=cfg, config_name=CONFIG_NAME)

@@ -120,6 +120,16 @@ def test_a_folder_named_by_the_clock_that_exists_already_is_not_shared(tmp_path,
     assert all((job.run_dir / "metrics.json").is_file() for job in jobs) and (folder / "multirun.yaml").is_file()
 
 
+@pytest.mark.slow
+def test_a_sweep_into_a_relative_folder_returns_jobs_that_stay_valid_in_another_folder(tmp_path, data_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (job,) = lenet_exp.sweep(*ONE_EPOCH, f"data.data_dir={data_dir}", "threads=1", "seed=1", "hydra.sweep.dir=mine")
+    monkeypatch.chdir("/")  # a notebook's next cell, somewhere else
+    assert job.run_dir == tmp_path / "mine" / "0"
+    assert job.checkpoint == tmp_path / "mine" / "0" / "checkpoints" / "last.ckpt"
+    assert len(lenet_exp.load(job.checkpoint).predict(torch.zeros(1, 28, 28)).classes) == 1
+
+
 def test_user_errors_are_raised_with_their_sentence_never_exited(tmp_path, data_dir):
     before = process_state()
     sentence = r"^trainer.max_epochs=0 must be a positive whole number, such as 5 \(or -1: until something else .*\)\.$"
