@@ -9,7 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lenet_exp.errors import INTERRUPTED, UserError, fail, say, unwrap_user_errors
+from lenet_exp.errors import INTERRUPTED, UserError, check_resolves, fail, say, unwrap_user_errors
 
 # The configs, as an absolute path so that every command finds them from any folder: an installed
 # wheel carries conf/ as lenet_exp/conf/; a checkout (also installed editable) has no such folder and
@@ -29,6 +29,7 @@ def job(cfg: DictConfig) -> dict[str, Any]:
     logging.raiseExceptions = False  # a full disk under the log file: the run's own writes report it, once
     try:
         with unwrap_user_errors():
+            check_resolves(cfg)  # ${oc.env:NAME} of a variable not set, say: the key named, not a traceback later
             cfg = from_the_launch_folder(cfg)
             tested = check_run(cfg)  # a wrong setting is said at once, before torch and Lightning take seconds
             from lenet_exp.train import train  # imported here so that --help and --cfg stay fast too

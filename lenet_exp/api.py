@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lenet_exp.errors import INTERRUPTED, UserError, first_line, unwrap_user_errors
+from lenet_exp.errors import INTERRUPTED, UserError, first_line, resolving, unwrap_user_errors
 from lenet_exp.predict import Predictions, TrainedModel, load_model
 from lenet_exp.processes import distributed, processes
 from lenet_exp.runtime.cli import names
@@ -80,10 +80,12 @@ def run(*overrides: str, config_dir: str | Path | None = None) -> Run:
 
     with _hydra(config_dir) as app:  # the steps of Hydra.run, with a folder of the run's own
         cfg = _compose(app, overrides, RunMode.RUN)
-        folder = _own_folder(cfg, "run")
+        with resolving(cfg):
+            folder = _own_folder(cfg, "run")
         with run_lock(folder):  # a folder another process writes: a UserError here (RunLock would exit)
             # a folder that holds a run: a UserError here (EarlierRun would exit)
-            check_no_earlier_run(folder, cfg.get("ckpt_path"))
+            with resolving(cfg):
+                check_no_earlier_run(folder, cfg.get("ckpt_path"))
             callbacks = Callbacks(cfg)
             callbacks.on_run_start(config=cfg, config_name=CONFIG_NAME)
             ret = run_job(
@@ -129,10 +131,11 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
 
     with _hydra(config_dir) as app:  # the steps of Hydra.multirun, with a folder of the sweep's own
         cfg = _compose(app, overrides, RunMode.MULTIRUN)
-        check_sweep(cfg)  # settings that would fail every job: a UserError here (SweepChecks would exit)
-        # absolute, as run()'s folder is: the jobs returned stay valid when the caller changes folder later
-        folder = Path(os.path.abspath(_own_folder(cfg, "sweep")))
-        check_no_earlier_sweep(cfg)  # a UserError here (EarlierRun would exit)
+        with resolving(cfg):
+            check_sweep(cfg)  # settings that would fail every job: a UserError here (SweepChecks would exit)
+            # absolute, as run()'s folder is: the jobs returned stay valid when the caller changes folder later
+            folder = Path(os.path.abspath(_own_folder(cfg, "sweep")))
+            check_no_earlier_sweep(cfg)  # a UserError here (EarlierRun would exit)
         callbacks = Callbacks(cfg)
         callbacks.on_multirun_start(config=cfg, config_name=CONFIG_NAME)
         context = HydraContext(config_loader=app.config_loader, callbacks=callbacks)

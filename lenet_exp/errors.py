@@ -125,6 +125,62 @@ def unwrap_user_errors() -> Iterator[None]:
         raise cause from None
 
 
+@contextmanager
+def resolving(config: Any) -> Iterator[None]:
+    """An interpolation of ``config`` that the block cannot resolve (``${oc.env:NAME}`` of a variable not set, a
+    key that does not exist, a ``${`` left open) as one sentence naming the key as it was typed, not OmegaConf's
+    traceback."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import GrammarParseError, InterpolationResolutionError
+
+    try:
+        yield
+    except (InterpolationResolutionError, GrammarParseError) as err:
+        why = str(err).splitlines()[0].strip()
+        key = err.full_key or _unresolvable_key(config, why)  # DictConfig.get's error names no key
+        typed_value = OmegaConf.to_container(config, resolve=False)
+        for part in (key or "").split("."):
+            typed_value = typed_value.get(part) if isinstance(typed_value, dict) else None
+        why = re.sub(r"^\w+ raised while resolving interpolation: ", "", why).strip("\"'").rstrip(".")  # oc.env's
+        given = f"{key}={typed_value}" if isinstance(typed_value, str) else key or "a setting"
+        raise UserError(
+            f"{given} cannot be resolved ({why}); set what it refers to, or give {key or 'it'} a value of its own."
+        ) from None
+
+
+def _unresolvable_key(config: Any, why: str) -> str | None:
+    """The first key of ``config`` (a run's own settings first, then its folders) whose interpolation fails for the
+    reason ``why``."""
+    from omegaconf import OmegaConf
+
+    def leaves(node: Any, path: str) -> Iterator[str]:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield from leaves(value, f"{path}.{key}" if path else str(key))
+        else:
+            yield path
+
+    settings = OmegaConf.to_container(config, resolve=False)
+    hydra = settings.pop("hydra", None) if isinstance(settings, dict) else None
+    candidates = [*leaves(settings, ""), *(["hydra.run.dir", "hydra.sweep.dir"] if hydra else [])]
+    for key in candidates:
+        try:
+            OmegaConf.select(config, key, throw_on_resolution_failure=True)
+        except Exception as err:
+            if str(err).splitlines()[0].strip() == why:
+                return key
+    return None
+
+
+def check_resolves(config: Any) -> None:
+    """Every interpolation of ``config`` resolves (``resolving``'s sentence if not): a run's config, checked
+    before anything reads it, so that no key fails later with OmegaConf's traceback."""
+    from omegaconf import OmegaConf
+
+    with resolving(config):
+        OmegaConf.to_container(config, resolve=True)
+
+
 def exit_on_user_error(function: Callable[[], T]) -> T:
     """Run ``function``; a UserError behind what it raises ends the program through ``fail``, and Ctrl-C outside
     what handles it itself (a start-up's imports) in one line and status 130. Anything else is a bug and keeps

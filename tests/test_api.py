@@ -166,6 +166,12 @@ def test_user_errors_are_raised_with_their_sentence_never_exited(tmp_path, data_
     # a swept key Hydra cannot compose into a job's config: no job ran
     with pytest.raises(UserError, match=r"failed: Could not override 'data.batch_szie'\. To append to your config"):
         lenet_exp.sweep("data.batch_szie=1,2", f"hydra.sweep.dir={tmp_path / 'typo'}")
+    # a folder named by an environment variable that is not set
+    unset = r"\$\{oc.env:LENET_EXP_UNSET\}"
+    with pytest.raises(UserError, match=rf"^hydra.run.dir={unset}/x cannot be resolved \(Environment variable"):
+        lenet_exp.run("hydra.run.dir=${oc.env:LENET_EXP_UNSET}/x")
+    with pytest.raises(UserError, match=rf"^hydra.sweep.dir={unset} cannot be resolved \(Environment variable"):
+        lenet_exp.sweep("seed=1,2", "hydra.sweep.dir=${oc.env:LENET_EXP_UNSET}")
     assert process_state() == before
 
 

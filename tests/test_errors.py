@@ -195,6 +195,34 @@ def test_bad_input_is_one_clear_sentence_and_writes_no_result(case, tmp_path, fa
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+# An interpolation that cannot be resolved, typed or in a config file: (the arguments, the key as typed).
+UNRESOLVABLE = {
+    "a job's setting": (["data.data_dir=${oc.env:LENET_EXP_UNSET}"], "data.data_dir=${oc.env:LENET_EXP_UNSET}"),
+    "a key that is not there": (["model.optimizer.lr=${nope}"], "model.optimizer.lr=${nope}"),
+    "the checkpoint": (["ckpt_path=${oc.env:LENET_EXP_UNSET}/a.ckpt"], "ckpt_path=${oc.env:LENET_EXP_UNSET}/a.ckpt"),
+    "the run folder": (["hydra.run.dir=${oc.env:LENET_EXP_UNSET}/run"], "hydra.run.dir=${oc.env:LENET_EXP_UNSET}/run"),
+    "the sweep folder": (["-m", "seed=1,2", "hydra.sweep.dir=${oc.env:LENET_EXP_UNSET}"], "hydra.sweep.dir=${oc.env:"),
+    "a sweep's setting": (["-m", "seed=1,2", "data.val_size=${oc.env:LENET_EXP_UNSET}"], "data.val_size=${oc.env:"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNRESOLVABLE))
+def test_an_interpolation_that_cannot_be_resolved_is_one_sentence_naming_its_key(case, tmp_path, monkeypatch):
+    monkeypatch.delenv("LENET_EXP_UNSET", raising=False)
+    monkeypatch.chdir(tmp_path)
+    args, typed = UNRESOLVABLE[case]
+    run = tmp_path / "run"
+    folder = [] if "-m" in args or "hydra.run.dir" in args[0] else [f"hydra.run.dir={run}"]
+    out = run_main("lenet_exp", *args, *folder, *ONE_EPOCH)
+    assert out.returncode == 1 and "Traceback" not in out.stderr + out.stdout, out.stderr
+    sentence = out.stderr.strip().splitlines()[-1]
+    assert sentence.startswith(f"error: {typed}") and "cannot be resolved (" in sentence, out.stderr
+    assert "LENET_EXP_UNSET" in sentence or "'nope' not found" in sentence
+    if (run / "lenet_exp.log").is_file():  # a run refused once its log was open ends it with the sentence
+        assert (run / "lenet_exp.log").read_text().splitlines()[-1].endswith(sentence)
+    assert not list(tmp_path.rglob("metrics.json"))
+
+
 @pytest.mark.slow
 def test_an_unreadable_data_directory_is_named(tmp_path):
     folder = tmp_path / "locked"

@@ -15,7 +15,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from lenet_exp.errors import UserError, fail, user_error
+from lenet_exp.errors import UserError, fail, resolving, user_error
 from lenet_exp.runtime.run_folder import (
     as_written,
     error_file,
@@ -52,7 +52,8 @@ class TorchrunFolder(Callback):
         from lenet_exp.runtime.distributed import torchrun_run_dir
 
         try:
-            folder = torchrun_run_dir(config.hydra.run.dir)
+            with resolving(config):  # the first to read the folder under torchrun
+                folder = torchrun_run_dir(config.hydra.run.dir)
         except UserError as err:  # Hydra would print a traceback for an exception raised here
             fail(err)
         with read_write(config.hydra.run):
@@ -63,14 +64,16 @@ class OutputFolder(Callback):
     """Stops before anything runs when the run (or sweep) folder cannot be created and written."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config.hydra.run.dir, "hydra.run.dir")
+        self._check(config, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+        self._check(config, "hydra.sweep.dir")
 
     @staticmethod
-    def _check(folder: str, key: str) -> None:
+    def _check(config: DictConfig, key: str) -> None:
         try:
+            with resolving(config):  # hydra.run.dir=${oc.env:NAME}/... of a variable not set: one sentence
+                folder = OmegaConf.select(config, key)
             check_output_folder(folder, key)
         except UserError as err:  # Hydra would print a traceback for an exception raised here
             fail(err)
@@ -114,13 +117,15 @@ class EarlierRun(Callback):
         if launched_rank() or any(again):
             return
         try:
-            check_no_earlier_run(config.hydra.run.dir, config.get("ckpt_path"))
+            with resolving(config):
+                check_no_earlier_run(config.hydra.run.dir, config.get("ckpt_path"))
         except UserError as err:  # Hydra would print a traceback for an exception raised here
             fail(err)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            check_no_earlier_sweep(config)
+            with resolving(config):
+                check_no_earlier_sweep(config)
         except UserError as err:
             fail(f"{err} {NOTHING_RUN}")
 
@@ -194,7 +199,8 @@ class SweepChecks(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            check_sweep(config)
+            with resolving(config):  # the first to read the sweep's settings
+                check_sweep(config)
         except UserError as err:  # Hydra would print a traceback for an exception raised here
             fail(f"{err} {NOTHING_RUN}")
 
