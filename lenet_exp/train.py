@@ -39,7 +39,7 @@ from lenet_exp.runtime.faults import file_system_faults, resumable
 from lenet_exp.runtime.lock import launched_rank, run_lock
 from lenet_exp.runtime.requeue import requeued_checkpoint
 from lenet_exp.runtime.results import environment, flat_metrics, git_revision, hyperparameters, write_json
-from lenet_exp.runtime.run_folder import config_file, last_checkpoint, metrics_file, resume_needs
+from lenet_exp.runtime.run_folder import config_file, last_checkpoint, metrics_file, override, resume_needs
 from lenet_exp.runtime.stored_config import Stored, open_stored, resume_arguments
 from lenet_exp.runtime.threads import job_devices, skip_absent_nvml, torch_threads
 from lenet_exp.runtime.writes import atomic_write
@@ -156,7 +156,7 @@ def build(
     elif keeps_no_config() and not finishing:
         log.info(
             "hydra.output_subdir=null: this run keeps no .hydra folder, so lenet_exp.resume cannot continue it; "
-            f"python -m lenet_exp ckpt_path={last_checkpoint(run_dir)} with its settings can"
+            f"python -m lenet_exp {override('ckpt_path', last_checkpoint(run_dir))} with its settings can"
         )
     callbacks += [timer, EpochLine(timer), stored, RankWatch(str(run_dir))]
     callbacks += trial_callbacks(cfg.get("optimized_metric"))  # a trial of a study: report epochs, maybe prune

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -335,9 +336,10 @@ def test_a_moved_run_folder_resumes_with_its_own_best_checkpoint(tmp_path, fake_
 @pytest.mark.slow
 def test_a_run_without_its_hydra_folder_says_so_when_it_starts_and_continues_through_ckpt_path(tmp_path, fake_data):
     """hydra.output_subdir=null (Hydra's docs' way to keep no .hydra folder): the run says at its start that
-    resume will not be able to continue it, and resume names the way that can, which works."""
-    run, settings = tmp_path / "run", [*TINY, f"data.data_dir={fake_data}", "trainer.max_epochs=1"]
-    trained = run_main("lenet_exp", *settings, "hydra.output_subdir=null", f"hydra.run.dir={run}")
+    resume will not be able to continue it, and resume names the way that can, which works as printed, also for
+    a folder whose name Hydra's override grammar takes only in quotes (a letter such as é)."""
+    run, settings = tmp_path / "été run", [*TINY, f"data.data_dir={fake_data}", "trainer.max_epochs=1"]
+    trained = run_main("lenet_exp", *settings, "hydra.output_subdir=null", f"hydra.run.dir='{run}'")
     assert trained.returncode == 0 and not (run / ".hydra").exists(), trained.stderr[-3000:]
     assert "hydra.output_subdir=null: this run keeps no .hydra folder" in trained.stdout + trained.stderr
     (run / "metrics.json").unlink()  # as if it had been stopped
@@ -346,8 +348,9 @@ def test_a_run_without_its_hydra_folder_says_so_when_it_starts_and_continues_thr
     last = run / "checkpoints" / "last.ckpt"
     assert resumed.stderr.strip() == (
         f"error: {run} keeps no .hydra folder (it ran with hydra.output_subdir=null), so it cannot be resumed from "
-        f"its folder; continue it with python -m lenet_exp ckpt_path={last} and the settings it ran with."
+        f"its folder; continue it with python -m lenet_exp \"ckpt_path='{last}'\" and the settings it ran with."
     )
+    printed = shlex.split(resumed.stderr.split("continue it with python -m lenet_exp ")[1].split(" and the")[0])
     more = tmp_path / "more"
-    continued = run_main("lenet_exp", *settings, "trainer.max_epochs=2", f"ckpt_path={last}", f"hydra.run.dir={more}")
+    continued = run_main("lenet_exp", *settings, "trainer.max_epochs=2", *printed, f"hydra.run.dir={more}")
     assert continued.returncode == 0 and json.loads((more / "metrics.json").read_text())["epochs"] == 2

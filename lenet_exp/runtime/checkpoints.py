@@ -13,6 +13,7 @@ from torch import nn
 
 from lenet_exp.errors import UserError, built
 from lenet_exp.runtime.checks import UNBOUNDED
+from lenet_exp.runtime.run_folder import override
 from lenet_exp.runtime.stored_config import CONFIG_KEY, GIT_KEY, Stored, open_stored
 
 
@@ -63,8 +64,8 @@ def check_no_step_limit(max_steps: Any, path: str | Path) -> None:
         raise UserError(
             f"trainer.max_steps={max_steps} cannot go on from a checkpoint ({path}): Lightning would take it up as "
             "if stopped inside an epoch and repeat or skip batches. Go on in a new run folder with an epoch count "
-            f"instead: python -m lenet_exp ckpt_path={path} trainer.max_steps=-1 trainer.max_epochs=<N> and the run's "
-            "other settings."
+            f"instead: python -m lenet_exp {override('ckpt_path', path)} trainer.max_steps=-1 trainer.max_epochs=<N> "
+            "and the run's other settings."
         )
 
 

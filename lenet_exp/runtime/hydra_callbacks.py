@@ -24,6 +24,7 @@ from lenet_exp.runtime.run_folder import (
     last_checkpoint,
     metrics_file,
     overrides_file,
+    resume_command,
     value_at,
 )
 from lenet_exp.runtime.writes import atomic_write
@@ -149,7 +150,7 @@ def check_no_earlier_run(folder: str | Path, ckpt_path: str | None = None) -> No
     if last_checkpoint(run).is_file():
         raise UserError(
             f"{run} holds an unfinished run, whose checkpoints and settings this run would replace; continue it with "
-            f"python -m lenet_exp.resume {run}, or give this run another folder with hydra.run.dir=<folder>."
+            f"{resume_command(run)}, or give this run another folder with hydra.run.dir=<folder>."
         )
 
 

@@ -23,6 +23,7 @@ names of the metrics a run records, and the sentence that says how to finish an 
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -161,13 +162,35 @@ def resume_needs(run: Path, pairs: Sequence[str]) -> None:
 
 def resume_hint(run: Path) -> str:
     pairs = " ".join(shlex.quote(pair) for pair in _RESUME_ARGUMENTS.get(Path(run).resolve(), ()))
-    return f"resume with: python -m lenet_exp.resume {run}" + (f" {pairs}" if pairs else "")
+    return f"resume with: {resume_command(run)}" + (f" {pairs}" if pairs else "")
+
+
+def resume_command(run: Path) -> str:
+    """``python -m lenet_exp.resume <run>``, the folder quoted for the shell where it needs it (a space, ...)."""
+    return f"python -m lenet_exp.resume {shlex.quote(str(run))}"
+
+
+# What Hydra's override grammar takes as a value without quotes: ASCII letters and digits, these signs, and spaces
+# between them (not a letter such as é, nor ' ~ # ! & ...).
+_PLAIN_VALUE = re.compile(r"[\w/\\+.$%*@?|:-]+( +[\w/\\+.$%*@?|:-]+)*", re.ASCII)
+
+
+def override(key: str, value: Any) -> str:
+    """``key=value`` as ``python -m lenet_exp`` takes it from a shell: the value in quotes for Hydra where its
+    grammar needs them (a path with a letter such as é, or a quote), then the whole quoted for the shell where it
+    needs that (a space), so that a command printed for the user runs as printed."""
+    text = str(value)
+    if _PLAIN_VALUE.fullmatch(text):
+        return shlex.quote(f"{key}={text}")
+    pair = f"{key}='" + text.replace("'", "\\'") + "'"
+    # in double quotes for the shell where they keep it as it is: "ckpt_path='/data/été/last.ckpt'"
+    return f'"{pair}"' if not set(pair) & set('"$`\\!') else shlex.quote(pair)
 
 
 def kept(run: Path, epoch: int | None = None) -> str:
     """What an interrupted or failed run left to go on from, as part of a sentence."""
     last = last_checkpoint(run)
     if not last.is_file() or epoch == 0:
-        return f"no epoch was completed, so resuming starts it over: python -m lenet_exp.resume {run}"
+        return f"no epoch was completed, so resuming starts it over: {resume_command(run)}"
     holds = f"epoch {epoch}" if epoch is not None else "the last completed epoch"
     return f"{last} holds {holds}; {resume_hint(run)}"

@@ -31,6 +31,7 @@ from lenet_exp.runtime.run_folder import (
     config_file,
     hydra_settings_file,
     last_checkpoint,
+    override,
     overrides_file,
     run_of,
     value_at,
@@ -120,8 +121,8 @@ def read_run(run: Path) -> StoredRun:
     if not all(f.is_file() for f in files) and last_checkpoint(run).is_file() and not files[0].parent.exists():
         raise UserError(  # a run of hydra.output_subdir=null: its weights and epochs are in its checkpoint
             f"{run} keeps no .hydra folder (it ran with hydra.output_subdir=null), so it cannot be resumed from its "
-            f"folder; continue it with python -m lenet_exp ckpt_path={last_checkpoint(run)} and the settings it ran "
-            "with."
+            f"folder; continue it with python -m lenet_exp {override('ckpt_path', last_checkpoint(run))} and the "
+            "settings it ran with."
         )
     if not all(f.is_file() for f in files):
         raise UserError(
