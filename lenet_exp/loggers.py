@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import sys
 import time
 import urllib.error
@@ -456,8 +457,8 @@ class RunMLFlowLogger(MLFlowLogger):
         path = Path(self.run_dir) / UNSENT
         log.warning(
             f"MLflow server {self._server} stopped answering {when} ({self._gone}); training goes on, and what it "
-            f"was not sent is kept in {path} (to send it later: python -m lenet_exp.loggers {self.run_dir} "
-            f"{self._server})"
+            f"was not sent is kept in {path} (to send it later: python -m lenet_exp.loggers "
+            f"{shlex.quote(str(self.run_dir))} {shlex.quote(self._server)})"
         )
         self._keep(
             {
