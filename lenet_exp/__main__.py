@@ -1,6 +1,7 @@
 """``python -m lenet_exp [overrides]`` (or ``lenet-exp``): one training run (or a sweep with ``-m``) from conf/."""
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -86,5 +87,20 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
         fail(err)
 
 
-if __name__ == "__main__":
+# Hydra's options that only print (help, the config, what Hydra sees) and train nothing.
+_PRINTING = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion")
+
+
+def command() -> None:
+    """``python -m lenet_exp`` and the ``lenet-exp`` script. An option that only prints, read by a reader that
+    stops early (``--help | head``), ends the command quietly, as Unix tools end, not with Hydra's report of
+    Python's BrokenPipeError. (A run keeps training when its reader stops: its log file has every line.)"""
+    if any(arg.split("=")[0] in _PRINTING for arg in sys.argv[1:]):
+        import signal
+
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     main()
+
+
+if __name__ == "__main__":
+    command()

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lenet_exp.errors import UserError, check_value, exit_on_user_error, fail
-from lenet_exp.runtime.cli import answer_help, key_values, names, require, whole
+from lenet_exp.runtime.cli import answer_help, key_values, names, output_read_to_the_end, require, whole
 from lenet_exp.runtime.console import log_to_console
 
 if TYPE_CHECKING:
@@ -272,14 +272,15 @@ def main(argv: list[str] | None = None) -> None:
     top = exit_on_user_error(lambda: check_value("top", whole(args.get("top", 3)), "whole", 3, low=1))
     trust = names(args.get("trust"))
     results = exit_on_user_error(lambda: predict(args["ckpt_path"], str(args["images"]), top, trust))
-    for result in results:
-        if args.get("format", "text") == "json":
-            print(json.dumps(result), flush=True)
-        elif "error" in result:
-            print(f"error: {result['error']}", file=sys.stderr, flush=True)
-        else:
-            ranked = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
-            print(f"{result['image']}: {result['class']}  ({ranked})", flush=True)
+    with output_read_to_the_end():  # predict ... | head
+        for result in results:
+            if args.get("format", "text") == "json":
+                print(json.dumps(result), flush=True)
+            elif "error" in result:
+                print(f"error: {result['error']}", file=sys.stderr, flush=True)
+            else:
+                ranked = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
+                print(f"{result['image']}: {result['class']}  ({ranked})", flush=True)
     if any("error" in r for r in results):
         sys.exit(1)  # the other images were predicted; the exit status says that not all were
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line
-from lenet_exp.runtime.cli import answer_help
+from lenet_exp.runtime.cli import answer_help, output_read_to_the_end
 from lenet_exp.runtime.run_folder import (
     EVENT_FILES,
     MULTIRUN,
@@ -427,12 +427,13 @@ def main(argv: list[str] | None = None) -> None:
             "(such as outputs/multirun/<date>/<time>)"
         )
     report = exit_on_user_error(lambda: write_report(argv[0]))
-    print(groups_markdown(report.groups))
-    if line := study_line(report.jobs):
-        print(line)
-    if report.warning:
-        print(report.warning, file=sys.stderr)
-    print(f"wrote {FILES} in {argv[0]}")
+    with output_read_to_the_end():  # report ... | head: the files are written already
+        print(groups_markdown(report.groups))
+        if line := study_line(report.jobs):
+            print(line)
+        if report.warning:
+            print(report.warning, file=sys.stderr)
+        print(f"wrote {FILES} in {argv[0]}")
     damaged = [f"job {job['job']} ({job['status']})" for job in report.jobs if job["status"].startswith("damaged:")]
     if damaged:  # the others are in the tables; the exit status says not every job is
         fail(f"{len(damaged)} job folder(s) are damaged and left out of the groups: {'; '.join(damaged)}")

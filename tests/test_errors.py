@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from conftest import (
     write_idx,
 )
 from omegaconf import OmegaConf
+from PIL import Image
 
 import lenet_exp
 from lenet_exp.errors import user_error
@@ -221,6 +223,31 @@ def test_an_interpolation_that_cannot_be_resolved_is_one_sentence_naming_its_key
     if (run / "lenet_exp.log").is_file():  # a run refused once its log was open ends it with the sentence
         assert (run / "lenet_exp.log").read_text().splitlines()[-1].endswith(sentence)
     assert not list(tmp_path.rglob("metrics.json"))
+
+
+@pytest.mark.slow
+def test_a_reader_that_stops_early_ends_a_command_quietly(tmp_path, two_epochs_run):
+    """``... | head``: the command's output ends early, as a Unix tool's does (exit status 141, nothing on stderr),
+    not in Python's BrokenPipeError traceback."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.new("L", (28, 28), i).save(images / f"{i}.png")
+    run, _ = two_epochs_run
+    commands = [
+        ["-m", "lenet_exp", "--help"],
+        ["-m", "lenet_exp", "--cfg", "job"],
+        ["-m", "lenet_exp.report", "--help"],
+        ["-m", "lenet_exp.predict", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"images={images}"],
+    ]
+    for command in commands:
+        process = subprocess.Popen(
+            [sys.executable, *command], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        process.stdout.close()  # the reader is gone before the command prints (head -0; head -1 after a line)
+        stderr = process.stderr.read()
+        # 141 (128 + SIGPIPE), or ended by SIGPIPE itself, which a shell reports as 141 too
+        assert process.wait(timeout=120) in (141, -signal.SIGPIPE) and stderr == "", (command, stderr)
 
 
 @pytest.mark.slow

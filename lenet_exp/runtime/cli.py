@@ -3,16 +3,35 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from lenet_exp.errors import fail
+
+CLOSED_OUTPUT = 141  # the exit status of a command whose reader stopped early (`| head`): 128 + SIGPIPE, as Unix's
+
+
+@contextmanager
+def output_read_to_the_end() -> Iterator[None]:
+    """What the block prints goes to a reader that may stop early (``... | head -3``): the command then ends
+    quietly, as Unix tools do, not with Python's BrokenPipeError traceback."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # what is still buffered goes nowhere, so that Python's own flush at exit does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(CLOSED_OUTPUT)
 
 
 def answer_help(argv: list[str], doc: str | None) -> None:
     """``-h`` or ``--help``: print the command's docstring (its usage, then what it does) and exit 0."""
     if any(arg in ("-h", "--help") for arg in argv):
-        print((doc or "").strip().replace("``", ""))
+        with output_read_to_the_end():
+            print((doc or "").strip().replace("``", ""))
         sys.exit(0)
 
 
