@@ -99,7 +99,44 @@ def command() -> None:
         import signal
 
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    else:
+        check_own_primary_config(sys.argv[1:])
     main()
+
+
+# lenet_exp's Hydra callbacks (conf/hydra/default.yaml) that keep a run from writing over another's files.
+_GUARDS = ("output_folder", "run_lock", "earlier_run")
+
+
+def check_own_primary_config(argv: list[str]) -> None:
+    """A primary config of the user's own (``-cn mine``, Hydra's way) that leaves out lenet_exp's Hydra settings
+    would run without the callbacks that refuse a folder holding a run, and Hydra would write its .hydra/ files
+    over that run's before any lenet_exp code ran: refused here first, in one sentence. (Anything else about the
+    config is left to Hydra, which says it.)"""
+    from hydra._internal.utils import get_args_parser
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    if args.config_name in (None, CONFIG_NAME) or args.experimental_rerun:
+        return
+    try:
+        from hydra.types import RunMode
+
+        from lenet_exp.api import _hydra
+
+        config_dir = args.config_dir
+        if args.config_path is not None:  # a folder for Hydra's own search (relative: to this module's folder)
+            config_dir = Path(_PACKAGE, args.config_path)
+        with _hydra(config_dir) as app:
+            mode = RunMode.MULTIRUN if args.multirun else RunMode.RUN
+            hydra_settings = app.compose_config(args.config_name, args.overrides, run_mode=mode).hydra
+    except Exception:  # noqa: BLE001  (Hydra composes it again and says what is wrong)
+        return
+    if not all(guard in (hydra_settings.get("callbacks") or {}) for guard in _GUARDS):
+        fail(
+            f"the config {args.config_name} leaves out lenet_exp's Hydra settings (hydra/default.yaml), whose checks "
+            "keep a run from writing over another run's files; add - hydra: default to its defaults list, or build "
+            "it on lenet_exp's config (defaults: [config, _self_])."
+        )
 
 
 if __name__ == "__main__":

@@ -206,3 +206,46 @@ def test_a_new_study_into_the_folder_of_another_is_refused_and_the_same_study_go
     # the same study, to 2 trials in all (n_trials counts the study's): trial 1 is added beside trial 0
     assert [run.run_dir.name for run in lenet_exp.sweep(*study, "hydra.sweeper.n_trials=2")] == ["0", "1"]
     assert (sweep / "0" / ".hydra" / "overrides.yaml").read_bytes() == overrides
+
+
+# A primary config of the user's own that picks lenet_exp's groups, as Hydra's docs write one, but not its Hydra
+# settings (the callbacks that refuse a folder holding a run).
+OWN_PRIMARY = """defaults:
+  - data: fashion_mnist
+  - model: lenet
+  - trainer: auto
+  - logger: tensorboard
+  - callbacks: default
+  - _self_
+seed: 42
+run_dir: ${hydra:runtime.output_dir}
+ckpt_path: null
+test_on: null
+optimized_metric: null
+threads: null
+trusted_targets: []
+steps_per_call: auto
+"""
+
+
+def test_a_primary_config_of_ones_own_without_lenet_exps_hydra_settings_is_refused_before_hydra_writes(tmp_path):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "plain.yaml").write_text(OWN_PRIMARY)
+    run = tmp_path / "earlier"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("seed: 1\n")  # an earlier run's stored settings
+    own = ["-cd", str(tmp_path / "configs"), "-cn", "plain", *ONE_EPOCH, "trainer.limit_train_batches=1"]
+    out = run_cli(*own, f"hydra.run.dir={run}", cwd=tmp_path)
+    assert out.returncode == 1 and out.stderr.strip() == (
+        "error: the config plain leaves out lenet_exp's Hydra settings (hydra/default.yaml), whose checks keep a run "
+        "from writing over another run's files; add - hydra: default to its defaults list, or build it on "
+        "lenet_exp's config (defaults: [config, _self_])."
+    )
+    assert (run / ".hydra" / "config.yaml").read_text() == "seed: 1\n" and not (run / "lenet_exp.log").exists()
+    # with them, or built on lenet_exp's config, the check lets it through (and the callbacks do theirs)
+    from lenet_exp.__main__ import check_own_primary_config
+
+    (tmp_path / "configs" / "with.yaml").write_text(OWN_PRIMARY.replace("  - _self_", "  - hydra: default\n  - _self_"))
+    (tmp_path / "configs" / "built.yaml").write_text("defaults:\n  - config\n  - _self_\nseed: 3\n")
+    for name in ("with", "built"):
+        check_own_primary_config(["-cd", str(tmp_path / "configs"), "-cn", name, "-m", "seed=1,2"])
