@@ -118,19 +118,28 @@ def check_own_primary_config(argv: list[str]) -> None:
     args, _ = get_args_parser().parse_known_args(argv)
     if args.config_name in (None, CONFIG_NAME) or args.experimental_rerun:
         return
+    from hydra import version
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_automatic_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    # the search path Hydra's main builds from these options: -cp replaces lenet_exp's configs, -cd comes first
+    primary = CONF_DIR if args.config_path is None else str(Path(_PACKAGE, args.config_path))  # (absolute stays)
+    search_path = create_automatic_config_search_path(None, None, primary)
+    if args.config_dir is not None:
+        folder = f"file://{Path(args.config_dir).expanduser().resolve()}"
+        search_path.prepend(provider="command-line", path=folder, anchor=SearchPathQuery(provider="schema"))
+    version.setbase("1.3")  # as @hydra.main(version_base="1.3") sets it
+    mode = RunMode.MULTIRUN if args.multirun else RunMode.RUN
     try:
-        from hydra.types import RunMode
-
-        from lenet_exp.api import _hydra
-
-        config_dir = args.config_dir
-        if args.config_path is not None:  # a folder for Hydra's own search (relative: to this module's folder)
-            config_dir = Path(_PACKAGE, args.config_path)
-        with _hydra(config_dir) as app:
-            mode = RunMode.MULTIRUN if args.multirun else RunMode.RUN
-            hydra_settings = app.compose_config(args.config_name, args.overrides, run_mode=mode).hydra
+        app = Hydra.create_main_hydra2(task_name="__main__", config_search_path=search_path)
+        hydra_settings = app.compose_config(args.config_name, args.overrides, run_mode=mode).hydra
     except Exception:  # noqa: BLE001  (Hydra composes it again and says what is wrong)
         return
+    finally:
+        GlobalHydra.instance().clear()
     if not all(guard in (hydra_settings.get("callbacks") or {}) for guard in _GUARDS):
         fail(
             f"the config {args.config_name} leaves out lenet_exp's Hydra settings (hydra/default.yaml), whose checks "
