@@ -5,7 +5,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from lenet_exp.errors import check_value
+from lenet_exp.arguments import check_augment
 
 
 class BatchAugment(nn.Module):
@@ -20,7 +20,7 @@ class BatchAugment(nn.Module):
 
     def __init__(self, crop_padding: int = 2, flip: bool = True, erase: float = 0.0) -> None:
         super().__init__()
-        check_value("model.augment.erase", erase, "number", 0.25, low=0, high=1)
+        check_augment(crop_padding, flip, erase)
         self.crop_padding, self.flip, self.erase = crop_padding, flip, erase
 
     def forward(self, x: Tensor, step: int) -> Tensor:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lenet_exp import many_steps
-from lenet_exp.arguments import check_model
+from lenet_exp.arguments import AUGMENT_ADVICE, check_model
 from lenet_exp.errors import UserError
 from lenet_exp.metrics import Accuracy, WeightedMean
 
@@ -53,7 +53,9 @@ class Classifier(pl.LightningModule):
     ) -> None:
         super().__init__()
         lr = getattr(optimizer, "keywords", {}).get("lr")  # a partial optimizer's learning rate
-        check_model(lr, label_smoothing, ema_decay, compile)
+        check_model(lr, label_smoothing, ema_decay, compile, flip_average, cuda_graph)
+        if augment is not None and not callable(augment):
+            raise UserError(f"model.augment={augment!r} is not an augmentation; {AUGMENT_ADVICE}")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "augment", "steps_per_call"], logger=False)
         self.net = net
         # The average is a submodule, so checkpoints hold it and a resumed run continues it exactly.

@@ -132,6 +132,11 @@ def load_split(files: dict[str, Path], split: str, verify_md5: bool = True) -> t
     """Images (N,28,28) uint8 and labels (N,) int64 of ``split`` ("train" or "test")."""
     images_name, labels_name = FILES[split]
     images = read_idx(files[images_name], ndim=3, verify_md5=verify_md5)
+    if tuple(images.shape[1:]) != (28, 28):  # LeNet's layers fit 28 x 28 images only
+        raise UserError(
+            f"{files[images_name]} holds images of {images.shape[1]} x {images.shape[2]} pixels, and Fashion-MNIST's "
+            f"are 28 x 28; it is not a Fashion-MNIST image file."
+        )
     labels = read_idx(files[labels_name], ndim=1, verify_md5=verify_md5).long()
     if len(images) != len(labels):
         raise UserError(
@@ -205,7 +210,7 @@ class FashionMNIST(pl.LightningDataModule):
         steps_per_call: int | str = 1,
     ) -> None:
         super().__init__()
-        check_data(batch_size, eval_batch_size, val_size)
+        check_data(batch_size, eval_batch_size, val_size, download, verify_md5)
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.seed = val_size, seed

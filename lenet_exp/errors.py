@@ -31,11 +31,17 @@ def typed(value: Any) -> str:
 def check_value(key: str, value: Any, kind: str, example: Any = None, low: float = 0, high: float | None = None) -> Any:
     """Return ``value`` if it is what config key ``key`` needs, else raise one sentence that says so.
 
-    ``kind`` is ``"whole"`` (an int >= ``low``, never a bool) or ``"number"`` (an int or float
-    > ``low``, or in [``low``, ``high``) when ``high`` is given).
+    ``kind`` is ``"whole"`` (an int >= ``low``, never a bool; <= ``high`` when given), ``"number"`` (an int or
+    float > ``low``, or in [``low``, ``high``) when ``high`` is given), or ``"switch"`` (true or false, not a string
+    such as ``off``, which Python would take as true).
     """
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    if kind == "whole":
+    if kind == "switch":
+        ok, must = isinstance(value, bool), "true or false"
+    elif kind == "whole" and high is not None:
+        ok = numeric and isinstance(value, int) and low <= value <= high
+        must = f"a whole number from {low:g} to {high:g}"
+    elif kind == "whole":
         ok = numeric and isinstance(value, int) and value >= low
         must = "a positive whole number" if low == 1 else f"a whole number >= {low:g}"
     elif high is None:

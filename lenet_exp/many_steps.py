@@ -53,7 +53,23 @@ def resolve(value: object, trainer: pl.Trainer) -> int | None:
         for hook in STEP_HOOKS:
             if getattr(type(each), hook, None) is not getattr(base, hook):
                 refusals[f"{type(each).__name__}.{hook}"] = f"runs at every optimizer step, so it {AUTOMATIC}"
+    if (needs := _closure_optimizer(trainer.lightning_module)) is not None:
+        refusals[f"model.optimizer._target_={needs}"] = f"evaluates the loss again within a step, so it {AUTOMATIC}"
     return per_call(value, trainer.strategy.root_device.type, args, refusals)
+
+
+def _closure_optimizer(module: Any) -> str | None:
+    """The optimizer class of ``module`` (its ``optimizer`` as the config makes it) when its ``step`` must be given
+    a closure, as ``torch.optim.LBFGS``'s, which evaluates the loss several times per step: these steps give none."""
+    made = getattr(module, "optimizer", None)
+    kind = getattr(made, "func", made)  # a partial's class
+    closure = inspect.signature(kind.step).parameters.get("closure") if isinstance(kind, type) else None
+    if closure is None or closure.default is not inspect.Parameter.empty:
+        return None
+    module_name = kind.__module__
+    if module_name.startswith("torch.optim."):  # torch.optim.lbfgs.LBFGS as the configs name it: torch.optim.LBFGS
+        module_name = "torch.optim"
+    return f"{module_name}.{kind.__name__}"
 
 
 def served(trainer: pl.Trainer) -> int | None:

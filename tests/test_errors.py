@@ -172,6 +172,38 @@ BAD_INPUTS = {
     ),
     "config: an accelerator this machine lacks": (["trainer.accelerator=mps"], None, "mps is not available"),
     "config: an accelerator nobody has": (["trainer.accelerator=abacus"], None, "abacus is not an accelerator"),
+    # lenet_exp's own settings as a user may type them: a word where a switch belongs ran as true, an augmentation
+    # by name, a crop bigger than the image, fewer outputs than classes failed in the first training step
+    "config: a switch given a word": (["model.flip_average=off"], None, r"model.flip_average='off' must be true or"),
+    "config: a data switch given a word": (["data.download=no"], None, r"data.download='no' must be true or false"),
+    "config: a network switch given a word": (["+model.net.batch_norm=off"], None, r"batch_norm='off' must be true"),
+    "config: an augmentation by name": (["model.augment=cutout"], None, r"model.augment='cutout' is not an augment"),
+    "config: an augmentation without its class": (
+        ["+model.augment.crop_padding=1"],
+        None,
+        r"model.augment=\{'crop_padding': 1\} is not an augmentation; give one such as \{_target_: lenet_exp",
+    ),
+    "config: a crop bigger than the image": (
+        ["model=lenet_modern", "model.augment.crop_padding=40"],
+        None,
+        r"model.augment.crop_padding=40 must be a whole number from 0 to 27",
+    ),
+    "config: an augmentation's switch given a word": (
+        ["model=lenet_modern", "model.augment.flip=off"],
+        None,
+        r"model.augment.flip='off' must be true or false",
+    ),
+    "config: fewer outputs than classes": (["model.net.num_classes=5"], None, r"model.net.num_classes=5 must be a"),
+    "config: an optimizer that needs a closure, several steps per call": (
+        ["model.optimizer._target_=torch.optim.LBFGS", "steps_per_call=4"],
+        None,
+        r"model.optimizer._target_=torch.optim.LBFGS evaluates the loss again within a step, so it needs Lightning",
+    ),
+    "data: images that are not 28 x 28": (
+        [],
+        lambda d: write_idx(d / "t10k-images-idx3-ubyte", torch.zeros(32, 32, 32)),
+        r"holds images of 32 x 32 pixels",
+    ),
     "gz: damaged header": ([], damaged_gz("train-images-idx3-ubyte", "header"), "cannot be read"),
     "gz: damaged stream": ([], damaged_gz("train-images-idx3-ubyte", "stream"), "cannot be read"),
     "gz: damaged checksum": ([], damaged_gz("t10k-labels-idx1-ubyte", "crc"), "cannot be read"),

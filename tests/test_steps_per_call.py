@@ -193,6 +193,15 @@ def test_several_steps_per_call_with_ddp_are_refused_in_one_sentence(tmp_path, d
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_an_optimizer_that_needs_a_closure_trains_one_step_per_call_under_auto(tmp_path, data_200):
+    """torch.optim.LBFGS evaluates the loss again inside its step (a closure), which several steps per call do not
+    give: auto takes Lightning's own steps for it (an explicit N is refused: test_errors.py)."""
+    lbfgs = ["model.optimizer._target_=torch.optim.LBFGS", "model.optimizer.lr=0.1", "trainer.max_epochs=1"]
+    metrics = run(tmp_path, data_200, *lbfgs)  # steps_per_call=auto, on the CPU
+    steps = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt", [STOP])["global_step"]
+    assert metrics["epochs"] == 1 and steps == -(-200 // 16)  # one optimizer step per batch
+
+
 @pytest.mark.parametrize(("value", "shown"), [(0, "0"), (-1, "-1"), (2.5, "2.5"), ("fast", "'fast'"), (True, "true")])
 def test_the_python_api_refuses_a_wrong_steps_per_call_when_the_data_module_is_built(value, shown):
     from lenet_exp.data import FashionMNIST

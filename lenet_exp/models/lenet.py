@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from lenet_exp.errors import UserError, typed
+from lenet_exp.errors import UserError, check_value, typed
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}
 
@@ -28,6 +28,7 @@ class LeNet(nn.Module):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise UserError(f"model.net.activation={typed(activation)} is not known; use one of {sorted(ACTIVATIONS)}.")
+        check_value("model.net.batch_norm", batch_norm, "switch")
         if len(channels) != 2 or len(hidden) != 2 or min(*channels, *hidden) < 1:
             raise UserError(
                 f"model.net.channels={list(channels)} and model.net.hidden={list(hidden)} must be two positive "

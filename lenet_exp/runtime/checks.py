@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lenet_exp import arguments
 from lenet_exp.errors import UserError, check_value, typed
@@ -343,6 +343,16 @@ def check_arguments(cfg: DictConfig) -> None:
         optimizer = model.get("optimizer")
         partial = isinstance(optimizer, DictConfig) and optimizer.get("_partial_")
         arguments.check_model(optimizer.get("lr") if partial else None, **_given(model, arguments.check_model))
+        augment = model.get("augment")
+        if augment is not None and not (isinstance(augment, DictConfig) and "_target_" in augment):
+            shown = typed(OmegaConf.to_container(augment) if isinstance(augment, DictConfig) else augment)
+            raise UserError(f"model.augment={shown} is not an augmentation; {arguments.AUGMENT_ADVICE}")
+        if augment is not None and augment._target_ == arguments.AUGMENTATION:
+            arguments.check_augment(**_given(augment, arguments.check_augment))
+        if data.get("_target_") == DATA_MODULE:  # labels 0 to 9: fewer outputs fail at the first step
+            for key in ("net.num_classes", "num_classes"):
+                if (classes := OmegaConf.select(model, key)) is not None:
+                    arguments.check_classes(classes, f"model.{key}")
 
 
 def _given(node: DictConfig, check: Any) -> dict[str, Any]:
