@@ -48,8 +48,9 @@ def image_paths(spec: str) -> list[Path]:
     if spec.startswith("[") and spec.endswith("]") and not Path(spec).expanduser().exists():
         spec = spec[1:-1]
     paths: list[Path] = []
-    for part in spec.split(","):
-        path = Path(part.strip()).expanduser()
+    # an empty entry (images=, a trailing comma) is no file: Path("") would be the current folder, all of it
+    for part in (part.strip() for part in spec.split(",") if part.strip()):
+        path = Path(part).expanduser()
         if path.is_dir():
             paths += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         elif not path.exists() and any(c in str(path) for c in "*?["):  # a pattern, not a file
@@ -216,9 +217,15 @@ class TrainedModel:
         """The class of each image and the probability of every class; ``images`` as ``as_batch`` takes them."""
         import torch
 
-        batch = as_batch(images)
-        with torch.no_grad():
-            probabilities = torch.cat([self.module(part).softmax(dim=1) for part in batch.split(batch_size)])
+        weights = next(self.module.parameters())
+        batch = as_batch(images).to(weights.device, weights.dtype)  # where and as the user put the module
+        training, _ = self.module.training, self.module.eval()  # evaluation mode (batch norm, EMA), whatever it is in
+        try:
+            with torch.no_grad():
+                probabilities = torch.cat([self.module(part).softmax(dim=1) for part in batch.split(batch_size)])
+        finally:
+            self.module.train(training)
+        probabilities = probabilities.float().cpu()
         return Predictions([self.names[i] for i in probabilities.argmax(dim=1).tolist()], probabilities, self.names)
 
 

@@ -229,6 +229,17 @@ def test_load_predicts_what_the_predict_command_prints_from_paths_pil_images_and
     ]
     for each in same:
         assert torch.equal(model.predict(each).probabilities, predictions.probabilities)
+    # in evaluation mode (batch norm's running statistics, the EMA weights), whatever mode the module is in, which
+    # it keeps; in the precision the module was put in
+    modes = []
+    model.module.train()
+    hook = model.module.register_forward_pre_hook(lambda module, _: modes.append(module.training))
+    assert torch.equal(model.predict(paths).probabilities, predictions.probabilities)
+    hook.remove()
+    assert modes == [False] and model.module.training
+    model.module.eval().double()
+    assert model.predict(paths).classes == predictions.classes
+    model.module.float()
 
     with pytest.raises(UserError, match=r"floats must hold pixels in \[0, 1\]"):
         model.predict(images[:2].float())

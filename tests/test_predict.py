@@ -177,7 +177,7 @@ def test_bombs_truncated_undecodable_and_huge_images_are_errors_of_their_own(tmp
     assert errors["5-garbage.jpg"].endswith("cannot be read: not an image PIL can decode")
 
 
-def test_images_takes_a_pattern_and_hydras_list_as_well_as_a_comma_list(tmp_path, capsys):
+def test_images_takes_a_pattern_and_hydras_list_as_well_as_a_comma_list(tmp_path, capsys, monkeypatch):
     """``images=*.png`` reaches the command as it is typed (no file's name begins with ``images=``), and Hydra's
     users write a list as ``[a,b]``: both name the files a comma-separated list names."""
     folder = tmp_path / "pictures"
@@ -189,6 +189,11 @@ def test_images_takes_a_pattern_and_hydras_list_as_well_as_a_comma_list(tmp_path
     assert image_paths(f"{folder}/*.png") == listed  # sorted, as a folder's files are
     assert image_paths(f"[{folder / 'a.png'},{folder / 'b.png'}]") == listed
     assert image_paths(f"{folder}/*.png,{folder}/*.jpg") == [*listed, folder / "c.jpg"]
+    monkeypatch.chdir(folder)  # a folder of images, as a user's current folder may be
+    assert image_paths(f"{folder / 'a.png'},") == listed[:1]  # a trailing comma adds no entry, not the current folder
+    for empty in ("", " ", ","):
+        with pytest.raises(UserError, match=r"names no image files"):
+            image_paths(empty)
     with pytest.raises(UserError, match=r"names no image files; give a file, a comma-separated list, a folder or a"):
         image_paths(f"{folder}/*.gif")
     code, printed = predicted(capsys, f"ckpt_path={untrained_checkpoint(tmp_path)}", f"images={folder}/*.png")
