@@ -12,6 +12,7 @@ from conftest import CONF_DIR, compose_config, run_cli
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from lenet_exp.runtime.checks import RUN_KEYS
 from lenet_exp.runtime.trust import allowed
 
 GROUPS = sorted(d.name for d in CONF_DIR.iterdir() if d.is_dir() and d.name != "hydra")
@@ -63,10 +64,13 @@ def test_each_option_alone_composes_to_what_its_file_says(group, option):
     for key, value in expected.items():
         found = lookup(composed, key)
         assert found == value, f"{choice}: {'.'.join(key)} is {found!r}, its file says {value!r}"
+    # only keys the run knows at the top (a typo of one is refused: checks.check_top_level)
+    assert set(composed) - {"hydra"} <= set(RUN_KEYS), choice
 
 
 def test_the_default_run_is_the_books_and_d2l_lenet_changes_nothing(tmp_path):
     default = compose_config(tmp_path)
+    assert set(default) == set(RUN_KEYS)  # the keys checks.check_top_level knows are conf/config.yaml's
     assert default.model.net.activation == "sigmoid"
     assert default.model.optimizer._target_ == "torch.optim.Adam" and default.model.optimizer.lr == 0.001
     assert default.model.scheduler is None and default.model.augment is None

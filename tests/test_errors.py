@@ -193,6 +193,12 @@ BAD_INPUTS = {
         None,
         r"model.augment.flip='off' must be true or false",
     ),
+    # a top-level key a config file adds, a typo of one of lenet_exp's (a file may add keys; + adds one here)
+    "config: a typo of a top-level key": (
+        ["+sed=3"],
+        None,
+        r"^sed is not a setting of lenet_exp, .* did you mean seed\?",
+    ),
     "config: fewer outputs than classes": (["model.net.num_classes=5"], None, r"model.net.num_classes=5 must be a"),
     "config: an optimizer that needs a closure, several steps per call": (
         ["model.optimizer._target_=torch.optim.LBFGS", "steps_per_call=4"],

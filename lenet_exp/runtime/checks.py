@@ -390,9 +390,31 @@ def check_seed(seed: Any) -> None:
         )
 
 
+# The top-level keys of a run's config: conf/config.yaml's own and its groups' (tests/test_config.py keeps them so).
+RUN_KEYS = ("seed", "run_dir", "ckpt_path", "test_on", "optimized_metric", "threads", "trusted_targets")
+RUN_KEYS += ("steps_per_call", "data", "model", "trainer", "logger", "callbacks")
+
+
+def check_top_level(cfg: DictConfig) -> None:
+    """A top-level key of a config file that is a typo of one of lenet_exp's (``sed: 3``, ``trainers:``) would be
+    left unused, and the run would go on with the setting it meant to change: refused, naming the key it meant.
+    (Hydra refuses such a key on the command line; a file may add keys, and one unlike any is left alone: it may
+    be a value of the user's own for interpolations.)"""
+    import difflib
+
+    for key in cfg:
+        meant = difflib.get_close_matches(str(key), RUN_KEYS, n=1, cutoff=0.8) if key not in RUN_KEYS else []
+        if meant:
+            raise UserError(
+                f"{key} is not a setting of lenet_exp, so a config file's {key}: would change nothing; did you mean "
+                f"{meant[0]}? Correct the key in the file that sets it (--info defaults lists the files)."
+            )
+
+
 def check_run(cfg: DictConfig) -> str:
     """Everything about ``cfg`` that can be refused before any data or model is built; returns which
     weights the final test uses (``best`` or ``last``)."""
+    check_top_level(cfg)
     check_seed(cfg.get("seed"))
     check_trainer(cfg.trainer, cfg.get("callbacks"))
     check_run_folder(cfg)
