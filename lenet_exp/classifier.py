@@ -15,7 +15,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lenet_exp import many_steps
 from lenet_exp.arguments import AUGMENT_ADVICE, check_model
-from lenet_exp.errors import UserError
+from lenet_exp.errors import UserError, nan_loss
 from lenet_exp.metrics import Accuracy, WeightedMean
 
 ADAM_1E3 = partial(torch.optim.Adam, lr=1e-3)  # the book's optimizer
@@ -163,11 +163,7 @@ class Classifier(pl.LightningModule):
         if (bad_steps >= 0).any():
             step = int(bad_steps[bad_steps >= 0].min())
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            raise UserError(
-                f"the training loss became NaN or infinite in epoch {self.current_epoch + 1} at step {step + 1}, so "
-                f"training stopped before saving this epoch (the last checkpoint holds the last good one); lower the "
-                f"learning rate (it is {lr:g}) and run again."
-            )
+            raise nan_loss(self.current_epoch, step, lr, str(self.trainer.precision))
         self._log_epoch({"train/loss": self.train_loss, "train/acc": self.train_acc})
 
     def _evaluate(self, batch: tuple[Tensor, Tensor]) -> Tensor:

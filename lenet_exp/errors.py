@@ -54,6 +54,18 @@ def check_value(key: str, value: Any, kind: str, example: Any = None, low: float
     return value
 
 
+def nan_loss(epoch: int, step: int, lr: float, precision: str) -> UserError:
+    """The sentence of a training loss that became NaN or infinite at ``step`` of ``epoch`` (both from 0)."""
+    kept = "the last checkpoint holds the last good one" if epoch else "no epoch was completed"
+    fix = f"lower the learning rate (it is {lr:g})"
+    if precision == "16-true":  # float16 weights: Adam's eps=1e-8 is 0 there, whatever the rate
+        fix = "train with trainer.precision=16-mixed (float32 weights)"
+    return UserError(
+        f"the training loss became NaN or infinite in epoch {epoch + 1} at step {step + 1}, so training stopped "
+        f"before saving this epoch ({kept}); {fix} and run again."
+    )
+
+
 def check_callable(key: str, made: Any, example: str) -> Any:
     """Return ``made`` (what ``_partial_: true`` makes of a config: an optimizer, a scheduler) if it can be called
     with the arguments the config gave it, else one sentence, at the start: not a TypeError at the first step."""

@@ -54,6 +54,15 @@ def test_a_nan_loss_stops_the_run_naming_epoch_and_step_and_keeps_the_last_good_
     assert not (tmp_path / "metrics.json").exists()
 
 
+def test_a_nan_loss_of_float16_weights_says_to_keep_float32_weights_not_to_lower_the_rate(tmp_path, fake_data):
+    """trainer.precision=16-true with Adam: its eps (1e-8) is 0 in float16, so the first steps divide by zero
+    whatever the learning rate; and in the first epoch no checkpoint holds a good epoch yet."""
+    settings = [*ONE_EPOCH, f"data.data_dir={fake_data}", "trainer.precision=16-true", "model.optimizer.lr=0.00001"]
+    sentence = r"in epoch 1 at step \d+, .*\(no epoch was completed\); train with trainer.precision=16-mixed"
+    with pytest.raises(UserError, match=sentence):
+        train(compose_config(tmp_path, settings))
+
+
 def test_the_loss_mean_weights_each_batch_by_its_size_and_shows_a_nan():
     from lenet_exp.classifier import WeightedMean
 
