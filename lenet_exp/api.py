@@ -194,6 +194,8 @@ def _hydra(config_dir: str | Path | None) -> Iterator[Any]:
 
     search_path = create_automatic_config_search_path(None, None, CONF_DIR)
     if config_dir is not None:  # what _run_hydra does with --config-dir
+        if not isinstance(config_dir, str | os.PathLike):
+            raise UserError(f"config_dir={config_dir!r} must be the path of a folder, such as config_dir='my_configs'.")
         folder = Path(config_dir).expanduser().resolve()
         if not folder.is_dir():
             raise UserError(f"config_dir={config_dir} is not a folder; give the folder that holds your configs.")
@@ -235,7 +237,8 @@ def _compose(app: Any, overrides: Sequence[str], mode: Any) -> Any:
             config_name="config", overrides=[*overrides, *mode_override], run_mode=mode, with_log_configuration=True
         )
     except (HydraException, OmegaConfBaseException) as err:
-        raise UserError(_composition_sentence(err)) from None
+        sweep = "call lenet_exp.sweep" if mode == RunMode.RUN else "give it to lenet_exp.sweep"
+        raise UserError(_composition_sentence(err).replace("add --multirun to your command line", sweep)) from None
     strategy, devices = str(cfg.trainer.get("strategy", "auto")), cfg.trainer.get("devices", 1)
     if distributed(cfg.trainer) and processes(cfg.trainer) != 1:  # Lightning's auto strategy too, with devices=2
         nodes = cfg.trainer.get("num_nodes", 1)

@@ -255,6 +255,11 @@ def built(settings: Any) -> Any:
         code = raised_in(cause) if isinstance(cause, TypeError) else None
         if code is None or f"{os.sep}hydra{os.sep}" not in code.co_filename:
             raise  # not the call's arguments: a failure inside the constructor, with its traceback
+        if given := re.search(r"missing 1 required positional argument: '(optimizer|params)'", str(cause)):
+            raise UserError(  # an optimizer or schedule built whole, where lenet_exp gives it its parameters itself
+                f"{key} cannot be built: {cause}; lenet_exp gives it the {given[1].replace('params', 'parameters')} "
+                f"itself, so add {key}._partial_=true (_partial_: true in its file)."
+            ) from None
         raise UserError(
             f"{key} cannot be built: {cause}; remove that {key}.* key, or choose another _target_."
         ) from None

@@ -146,6 +146,10 @@ def test_user_errors_are_raised_with_their_sentence_never_exited(tmp_path, data_
         lenet_exp.run("model=nope")
     with pytest.raises(UserError, match=r"^config_dir=.*missing is not a folder"):
         lenet_exp.run(config_dir=tmp_path / "missing")
+    with pytest.raises(UserError, match=r"^config_dir=5 must be the path of a folder"):
+        lenet_exp.run(config_dir=5)
+    with pytest.raises(UserError, match=r"To sweep over it, call lenet_exp.sweep$"):  # not the command line's -m
+        lenet_exp.run("seed=1,2")
     with pytest.raises(UserError, match=r"^trainer.strategy=ddp with trainer.devices=2 starts its other processes"):
         lenet_exp.run("trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'ddp'}")  # Lightning would re-run sys.argv
     assert not (tmp_path / "ddp").exists()

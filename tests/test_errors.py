@@ -199,6 +199,17 @@ BAD_INPUTS = {
         None,
         r"^sed is not a setting of lenet_exp, .* did you mean seed\?",
     ),
+    "config: a schedule by a metric": (
+        ["model.scheduler={_target_: torch.optim.lr_scheduler.ReduceLROnPlateau, _partial_: true}"],
+        None,
+        r"model.scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau changes the rate when a metric stops improving",
+    ),
+    "config: a schedule built whole": (
+        ["model.scheduler={_target_: torch.optim.lr_scheduler.StepLR, step_size: 1}"],
+        None,
+        r"missing 1 required positional argument: 'optimizer'; lenet_exp gives it the optimizer itself, so add "
+        r"model.scheduler._partial_=true",
+    ),
     "config: fewer outputs than classes": (["model.net.num_classes=5"], None, r"model.net.num_classes=5 must be a"),
     "config: an optimizer that needs a closure, several steps per call": (
         ["model.optimizer._target_=torch.optim.LBFGS", "steps_per_call=4"],

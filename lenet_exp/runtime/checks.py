@@ -343,6 +343,13 @@ def check_arguments(cfg: DictConfig) -> None:
         optimizer = model.get("optimizer")
         partial = isinstance(optimizer, DictConfig) and optimizer.get("_partial_")
         arguments.check_model(optimizer.get("lr") if partial else None, **_given(model, arguments.check_model))
+        scheduler = model.get("scheduler")
+        if isinstance(scheduler, DictConfig) and str(scheduler.get("_target_")).endswith("ReduceLROnPlateau"):
+            raise UserError(
+                f"model.scheduler={scheduler._target_} changes the rate when a metric stops improving, and lenet_exp "
+                "steps a schedule after every optimizer step, with no metric; give a schedule of steps, such as "
+                "{_target_: torch.optim.lr_scheduler.CosineAnnealingLR, _partial_: true} (T_max: the run's steps)."
+            )
         augment = model.get("augment")
         if augment is not None and not (isinstance(augment, DictConfig) and "_target_" in augment):
             shown = typed(OmegaConf.to_container(augment) if isinstance(augment, DictConfig) else augment)
