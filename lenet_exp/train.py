@@ -181,7 +181,8 @@ def trainer_from(settings: DictConfig, **given: Any) -> pl.Trainer:
         # plain dicts and lists, as Lightning takes them: max_time={minutes: 20} is a timedelta's keys
         return instantiate(settings, _convert_="partial", **given)
     except InstantiationException as err:
-        if not isinstance(err.__cause__, ValueError | TypeError | MisconfigurationException):
+        # ModuleNotFoundError: a setting whose package is not installed (trainer.precision=transformer-engine)
+        if not isinstance(err.__cause__, ValueError | TypeError | MisconfigurationException | ModuleNotFoundError):
             raise
         raise refused(err.__cause__) from None
 

@@ -150,6 +150,11 @@ def test_unbounded_max_epochs_alone_is_one_sentence(tmp_path):
         # combinations only Lightning's Trainer knows it refuses: its reason, in one line, not Hydra's wrapper
         ("trainer.strategy=fsdp", "error: Lightning's Trainer refuses these trainer.* settings: The strategy `fsdp`"),
         ("trainer.precision=7", "error: Lightning's Trainer refuses these trainer.* settings: Precision 7 is invalid."),
+        # a precision Lightning documents whose package is not installed here
+        (
+            "trainer.precision=transformer-engine",
+            "error: Lightning's Trainer refuses these trainer.* settings: Requirement 'transformer_engine",
+        ),
         # Lightning's docs' "every 1000 batches" where an epoch has 4: refused once fit knows the batches
         (
             "trainer.val_check_interval=1000",
