@@ -25,12 +25,13 @@ def job(cfg: DictConfig) -> dict[str, Any]:
     return metrics.json's values (lenet_exp's Optuna sweeper tells the study its ``optimized_metric``, or
     that the job was pruned). A user error comes out as the UserError itself (Hydra's instantiate may have
     wrapped it), so that Hydra marks a sweep's job failed and runs the others (hydra_callbacks.FailedJobs)."""
-    from lenet_exp.runtime.checks import check_run
+    from lenet_exp.runtime.checks import check_run, check_top_level
 
     logging.raiseExceptions = False  # a full disk under the log file: the run's own writes report it, once
     try:
         with unwrap_user_errors():
             check_resolves(cfg)  # ${oc.env:NAME} of a variable not set, say: the key named, not a traceback later
+            check_top_level(cfg)  # a typo of a key in a config file (a new run's: a stored one is data)
             cfg = from_the_launch_folder(cfg)
             tested = check_run(cfg)  # a wrong setting is said at once, before torch and Lightning take seconds
             from lenet_exp.train import train  # imported here so that --help and --cfg stay fast too
@@ -116,7 +117,9 @@ def check_own_primary_config(argv: list[str]) -> None:
     from hydra._internal.utils import get_args_parser
 
     args, _ = get_args_parser().parse_known_args(argv)
-    if args.config_name in (None, CONFIG_NAME) or args.experimental_rerun:
+    # (-cp replaces lenet_exp's folder of configs, so its config.yaml too; -cd adds a folder after lenet_exp's)
+    own = args.config_name not in (None, CONFIG_NAME) or args.config_path is not None
+    if not own or args.experimental_rerun:
         return
     from hydra import version
     from hydra._internal.hydra import Hydra
@@ -126,7 +129,9 @@ def check_own_primary_config(argv: list[str]) -> None:
     from hydra.types import RunMode
 
     # the search path Hydra's main builds from these options: -cp replaces lenet_exp's configs, -cd comes first
-    primary = CONF_DIR if args.config_path is None else str(Path(_PACKAGE, args.config_path))  # (absolute stays)
+    primary = CONF_DIR if args.config_path is None else args.config_path
+    if "://" not in primary:  # pkg://... as it is; a folder relative to this module's, as Hydra reads it
+        primary = str(Path(_PACKAGE, primary))  # (an absolute one stays)
     search_path = create_automatic_config_search_path(None, None, primary)
     if args.config_dir is not None:
         folder = f"file://{Path(args.config_dir).expanduser().resolve()}"
@@ -135,16 +140,19 @@ def check_own_primary_config(argv: list[str]) -> None:
     mode = RunMode.MULTIRUN if args.multirun else RunMode.RUN
     try:
         app = Hydra.create_main_hydra2(task_name="__main__", config_search_path=search_path)
-        hydra_settings = app.compose_config(args.config_name, args.overrides, run_mode=mode).hydra
+        hydra_settings = app.compose_config(args.config_name or CONFIG_NAME, args.overrides, run_mode=mode).hydra
     except Exception:  # noqa: BLE001  (Hydra composes it again and says what is wrong)
         return
     finally:
         GlobalHydra.instance().clear()
     if not all(guard in (hydra_settings.get("callbacks") or {}) for guard in _GUARDS):
+        name = args.config_name or CONFIG_NAME
+        base = "build it on lenet_exp's config (defaults: [config, _self_])"
+        if args.config_path is not None:  # -cp: lenet_exp's configs are not on Hydra's search path at all
+            base = f"give its folder with -cd instead (beside lenet_exp's configs), and {base} under another name"
         fail(
-            f"the config {args.config_name} leaves out lenet_exp's Hydra settings (hydra/default.yaml), whose checks "
-            "keep a run from writing over another run's files; add - hydra: default to its defaults list, or build "
-            "it on lenet_exp's config (defaults: [config, _self_])."
+            f"the config {name} leaves out lenet_exp's Hydra settings (hydra/default.yaml), whose checks keep a run "
+            f"from writing over another run's files; add - hydra: default to its defaults list, or {base}."
         )
 
 

@@ -234,7 +234,11 @@ def _compose(app: Any, overrides: Sequence[str], mode: Any) -> Any:
             raise UserError("hydra.mode=MULTIRUN asks for a sweep; call lenet_exp.sweep instead of lenet_exp.run.")
         mode_override = [f"hydra.mode={mode.name}"] if chosen != mode else []  # as _run_app adds it
         cfg = app.compose_config(
-            config_name="config", overrides=[*overrides, *mode_override], run_mode=mode, with_log_configuration=True
+            config_name="config",
+            overrides=[*overrides, *mode_override],
+            run_mode=mode,
+            from_shell=False,  # Hydra's advice on quoting, then, is for Python strings, not for a shell
+            with_log_configuration=True,
         )
     except (HydraException, OmegaConfBaseException) as err:
         sweep = "call lenet_exp.sweep" if mode == RunMode.RUN else "give it to lenet_exp.sweep"

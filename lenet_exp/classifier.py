@@ -162,8 +162,9 @@ class Classifier(pl.LightningModule):
         bad_steps = self.all_gather(self.first_bad_step).view(-1)  # every rank stops together under DDP
         if (bad_steps >= 0).any():
             step = int(bad_steps[bad_steps >= 0].min())
-            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            raise nan_loss(self.current_epoch, step, lr, str(self.trainer.precision))
+            group, saved = self.trainer.optimizers[0].param_groups[0], self.trainer.checkpoint_callback is not None
+            saved = saved and bool(getattr(self.trainer.checkpoint_callback, "last_model_path", ""))
+            raise nan_loss(self.current_epoch, step, group["lr"], self.trainer.precision, saved, group.get("eps"))
         self._log_epoch({"train/loss": self.train_loss, "train/acc": self.train_acc})
 
     def _evaluate(self, batch: tuple[Tensor, Tensor]) -> Tensor:

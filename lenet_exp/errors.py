@@ -36,8 +36,8 @@ def check_value(key: str, value: Any, kind: str, example: Any = None, low: float
     such as ``off``, which Python would take as true).
     """
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    if kind == "switch":
-        ok, must = isinstance(value, bool), "true or false"
+    if kind == "switch":  # (0 and 1 mean what Python says they mean: a stored config may hold them)
+        ok, must = isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)), "true or false"
     elif kind == "whole" and high is not None:
         ok = numeric and isinstance(value, int) and low <= value <= high
         must = f"a whole number from {low:g} to {high:g}"
@@ -54,11 +54,12 @@ def check_value(key: str, value: Any, kind: str, example: Any = None, low: float
     return value
 
 
-def nan_loss(epoch: int, step: int, lr: float, precision: str) -> UserError:
-    """The sentence of a training loss that became NaN or infinite at ``step`` of ``epoch`` (both from 0)."""
-    kept = "the last checkpoint holds the last good one" if epoch else "no epoch was completed"
+def nan_loss(epoch: int, step: int, lr: float, precision: str, saved: bool, eps: float | None) -> UserError:
+    """The sentence of a training loss that became NaN or infinite at ``step`` of ``epoch`` (both from 0);
+    ``saved``: whether the run folder holds a checkpoint; ``eps``: the optimizer's (Adam's), if it has one."""
+    kept = "the last checkpoint holds the last good one" if saved else "no epoch of this run was saved yet"
     fix = f"lower the learning rate (it is {lr:g})"
-    if precision == "16-true":  # float16 weights: Adam's eps=1e-8 is 0 there, whatever the rate
+    if precision == "16-true" and eps is not None and eps < 6e-8:  # float16 weights: such an eps is 0 there
         fix = "train with trainer.precision=16-mixed (float32 weights)"
     return UserError(
         f"the training loss became NaN or infinite in epoch {epoch + 1} at step {step + 1}, so training stopped "
@@ -195,7 +196,18 @@ def check_resolves(config: Any) -> None:
     before anything reads it, so that no key fails later with OmegaConf's traceback."""
     from omegaconf import OmegaConf
 
+    def own(node: Any, path: str) -> Iterator[str]:  # keys whose value interpolates, not through Hydra's node
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield from own(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, str) and "${" in node and "${hydra:" not in node:
+            yield path
+
     with resolving(config):
+        # each of those first: a key that interpolates one of them (logger.version, through Hydra's
+        # job.override_dirname, holds every override) would otherwise be named in its place
+        for key in own(OmegaConf.to_container(config, resolve=False), ""):
+            OmegaConf.select(config, key, throw_on_resolution_failure=True)
         OmegaConf.to_container(config, resolve=True)
 
 
@@ -258,7 +270,7 @@ def built(settings: Any) -> Any:
         if given := re.search(r"missing 1 required positional argument: '(optimizer|params)'", str(cause)):
             raise UserError(  # an optimizer or schedule built whole, where lenet_exp gives it its parameters itself
                 f"{key} cannot be built: {cause}; lenet_exp gives it the {given[1].replace('params', 'parameters')} "
-                f"itself, so add {key}._partial_=true (_partial_: true in its file)."
+                f"itself, so add ++{key}._partial_=true (_partial_: true in its file)."
             ) from None
         raise UserError(
             f"{key} cannot be built: {cause}; remove that {key}.* key, or choose another _target_."

@@ -184,6 +184,12 @@ def trainer_from(settings: DictConfig, **given: Any) -> pl.Trainer:
         # ModuleNotFoundError: a setting whose package is not installed (trainer.precision=transformer-engine)
         if not isinstance(err.__cause__, ValueError | TypeError | MisconfigurationException | ModuleNotFoundError):
             raise
+        if isinstance(err.__cause__, ModuleNotFoundError):
+            reason = " ".join(str(err.__cause__).split())
+            raise UserError(
+                f"Lightning's Trainer needs a package that is not installed here for these trainer.* settings: "
+                f"{reason} Install it, or change the trainer.* setting that needs it."
+            ) from None
         raise refused(err.__cause__) from None
 
 

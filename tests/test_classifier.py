@@ -58,7 +58,9 @@ def test_a_nan_loss_of_float16_weights_says_to_keep_float32_weights_not_to_lower
     """trainer.precision=16-true with Adam: its eps (1e-8) is 0 in float16, so the first steps divide by zero
     whatever the learning rate; and in the first epoch no checkpoint holds a good epoch yet."""
     settings = [*ONE_EPOCH, f"data.data_dir={fake_data}", "trainer.precision=16-true", "model.optimizer.lr=0.00001"]
-    sentence = r"in epoch 1 at step \d+, .*\(no epoch was completed\); train with trainer.precision=16-mixed"
+    sentence = (
+        r"in epoch 1 at step \d+, .*\(no epoch of this run was saved yet\); train with trainer.precision=16-mixed"
+    )
     with pytest.raises(UserError, match=sentence):
         train(compose_config(tmp_path, settings))
 

@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 import lenet_exp
-from lenet_exp.errors import user_error
+from lenet_exp.errors import UserError, user_error
 from lenet_exp.train import train
 
 
@@ -193,23 +193,6 @@ BAD_INPUTS = {
         None,
         r"model.augment.flip='off' must be true or false",
     ),
-    # a top-level key a config file adds, a typo of one of lenet_exp's (a file may add keys; + adds one here)
-    "config: a typo of a top-level key": (
-        ["+sed=3"],
-        None,
-        r"^sed is not a setting of lenet_exp, .* did you mean seed\?",
-    ),
-    "config: a schedule by a metric": (
-        ["model.scheduler={_target_: torch.optim.lr_scheduler.ReduceLROnPlateau, _partial_: true}"],
-        None,
-        r"model.scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau changes the rate when a metric stops improving",
-    ),
-    "config: a schedule built whole": (
-        ["model.scheduler={_target_: torch.optim.lr_scheduler.StepLR, step_size: 1}"],
-        None,
-        r"missing 1 required positional argument: 'optimizer'; lenet_exp gives it the optimizer itself, so add "
-        r"model.scheduler._partial_=true",
-    ),
     "config: fewer outputs than classes": (["model.net.num_classes=5"], None, r"model.net.num_classes=5 must be a"),
     "config: an optimizer that needs a closure, several steps per call": (
         ["model.optimizer._target_=torch.optim.LBFGS", "steps_per_call=4"],
@@ -252,6 +235,12 @@ UNRESOLVABLE = {
     "a key that is not there": (["model.optimizer.lr=${nope}"], "model.optimizer.lr=${nope}"),
     "the checkpoint": (["ckpt_path=${oc.env:LENET_EXP_UNSET}/a.ckpt"], "ckpt_path=${oc.env:LENET_EXP_UNSET}/a.ckpt"),
     "the run folder": (["hydra.run.dir=${oc.env:LENET_EXP_UNSET}/run"], "hydra.run.dir=${oc.env:LENET_EXP_UNSET}/run"),
+    # keys after logger: logger.version interpolates Hydra's job.override_dirname, which holds every override
+    "a key of one's own": (["+mine=${oc.env:LENET_EXP_UNSET}"], "mine=${oc.env:LENET_EXP_UNSET}"),
+    "a callback's folder": (
+        ["callbacks.checkpoint.dirpath=${oc.env:LENET_EXP_UNSET}"],
+        "callbacks.checkpoint.dirpath=",
+    ),
     "the sweep folder": (["-m", "seed=1,2", "hydra.sweep.dir=${oc.env:LENET_EXP_UNSET}"], "hydra.sweep.dir=${oc.env:"),
     "a sweep's setting": (["-m", "seed=1,2", "data.val_size=${oc.env:LENET_EXP_UNSET}"], "data.val_size=${oc.env:"),
 }
@@ -272,6 +261,27 @@ def test_an_interpolation_that_cannot_be_resolved_is_one_sentence_naming_its_key
     if (run / "lenet_exp.log").is_file():  # a run refused once its log was open ends it with the sentence
         assert (run / "lenet_exp.log").read_text().splitlines()[-1].endswith(sentence)
     assert not list(tmp_path.rglob("metrics.json"))
+
+
+def test_a_top_level_key_of_ones_own_is_left_alone_and_a_switch_takes_0_and_1(tmp_path):
+    """check_top_level refuses a typo of one of lenet_exp's keys, not a value of the user's own: one that an
+    interpolation uses, or one of another kind than the key it resembles (a list is no seed)."""
+    from lenet_exp.errors import check_value
+    from lenet_exp.runtime.checks import check_top_level
+
+    check_top_level(OmegaConf.create({"seed": 1, "seeds": [1, 2, 3]}))
+    check_top_level(OmegaConf.create({"seed": "${seeds.0}", "seeds": 7}))
+    with pytest.raises(UserError, match=r"^sed is not a setting of lenet_exp, .* did you mean seed\?"):
+        check_top_level(OmegaConf.create({"seed": 1, "sed": 3}))
+    with pytest.raises(UserError, match=r"^trainers is not a setting of lenet_exp, .* did you mean trainer\?"):
+        check_top_level(OmegaConf.create({"trainer": {"max_epochs": 5}, "trainers": {"max_epochs": 1}}))
+    # the command checks it (a file may add a key; + adds one here), and only for a new run: a stored config is data
+    out = run_main("lenet_exp", "+sed=3", f"hydra.run.dir={tmp_path / 'run'}")
+    assert out.returncode == 1 and "error: sed is not a setting of lenet_exp" in out.stderr, out.stderr
+    assert [check_value("model.flip_average", v, "switch") for v in (True, False, 0, 1)] == [True, False, 0, 1]
+    for word in ("off", "yes", 2):
+        with pytest.raises(UserError, match=r"must be true or false"):
+            check_value("model.flip_average", word, "switch")
 
 
 @pytest.mark.slow

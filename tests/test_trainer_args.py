@@ -153,7 +153,8 @@ def test_unbounded_max_epochs_alone_is_one_sentence(tmp_path):
         # a precision Lightning documents whose package is not installed here
         (
             "trainer.precision=transformer-engine",
-            "error: Lightning's Trainer refuses these trainer.* settings: Requirement 'transformer_engine",
+            "error: Lightning's Trainer needs a package that is not installed here for these trainer.* settings: "
+            "Requirement 'transformer_engine",
         ),
         # Lightning's docs' "every 1000 batches" where an epoch has 4: refused once fit knows the batches
         (

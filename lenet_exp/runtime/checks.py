@@ -408,9 +408,16 @@ def check_top_level(cfg: DictConfig) -> None:
     (Hydra refuses such a key on the command line; a file may add keys, and one unlike any is left alone: it may
     be a value of the user's own for interpolations.)"""
     import difflib
+    import re
 
-    for key in cfg:
+    typed = OmegaConf.to_container(cfg, resolve=False)
+    texts = " ".join(str(value) for value in _leaves(typed))
+    for key, value in typed.items():
         meant = difflib.get_close_matches(str(key), RUN_KEYS, n=1, cutoff=0.8) if key not in RUN_KEYS else []
+        if not meant or re.search(rf"\$\{{\s*{re.escape(str(key))}\b", texts):  # a value of one's own, used
+            continue
+        if _kind(value) != _kind(typed.get(meant[0])):  # seeds: [1, 2, 3] is no seed
+            continue
         if meant:
             raise UserError(
                 f"{key} is not a setting of lenet_exp, so a config file's {key}: would change nothing; did you mean "
@@ -418,10 +425,21 @@ def check_top_level(cfg: DictConfig) -> None:
             )
 
 
+def _kind(value: Any) -> type:
+    return dict if isinstance(value, dict) else list if isinstance(value, list) else object
+
+
+def _leaves(node: Any) -> list[Any]:
+    if isinstance(node, dict):
+        return [leaf for value in node.values() for leaf in _leaves(value)]
+    if isinstance(node, list):
+        return [leaf for value in node for leaf in _leaves(value)]
+    return [node]
+
+
 def check_run(cfg: DictConfig) -> str:
     """Everything about ``cfg`` that can be refused before any data or model is built; returns which
     weights the final test uses (``best`` or ``last``)."""
-    check_top_level(cfg)
     check_seed(cfg.get("seed"))
     check_trainer(cfg.trainer, cfg.get("callbacks"))
     check_run_folder(cfg)
