@@ -231,3 +231,22 @@ def test_eval_downloads_into_no_folder_outside_the_run(run, tmp_path):
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert f"names data.data_dir={outside}, which downloads into a folder outside the run folder {sent}" in (out.stderr)
     assert not outside.exists() and not (sent / "evaluations.jsonl").exists()
+
+
+def test_the_resume_line_names_a_folder_given_relative_as_absolute_and_trusts_the_users_own_classes(
+    tmp_path, monkeypatch
+):
+    """What a run's resume line must give again, so that it runs as printed from any folder: the sweep's MLflow
+    store (given relative to the folder the sweep started in) as an absolute folder, and trust= of a class of
+    the user's own, which resume builds only when trusted (docs/own-model.md)."""
+    from lenet_exp.runtime.stored_config import resume_arguments
+
+    monkeypatch.chdir(tmp_path)
+    config = {
+        "model": {"_target_": "lenet_exp.classifier.Classifier", "net": {"_target_": "my_models.SmallCNN"}},
+        "logger": {"mlflow": {"_target_": "lenet_exp.loggers.RunMLFlowLogger", "save_dir": "sweep/mlflow"}},
+    }
+    assert resume_arguments(config, tmp_path / "sweep" / "0") == [
+        f"logger.mlflow.save_dir={tmp_path / 'sweep' / 'mlflow'}",
+        "trust=my_models.SmallCNN",
+    ]

@@ -342,6 +342,11 @@ def test_enable_checkpointing_false_runs_without_checkpoints_and_resume_says_so(
     resumed = run_main("lenet_exp.resume", str(run))  # in this process, as the command runs
     assert resumed.returncode == 1 and "Traceback" not in resumed.stderr
     assert "was run with trainer.enable_checkpointing=false, so it kept no checkpoint to resume from" in resumed.stderr
+    # what an interruption after its second epoch says: not "no epoch was completed", nor a resume that cannot work
+    from lenet_exp.runtime.run_folder import kept
+
+    assert kept(run, 2).startswith(f"{run} keeps no checkpoint (the run wrote none: trainer.enable_checkpointing")
+    assert "lenet_exp.resume" not in kept(run, 2) and "resuming starts it over" in kept(run, 0)
 
 
 def test_overfit_batches_and_log_every_n_steps(tmp_path, fake_data):

@@ -190,6 +190,11 @@ def override(key: str, value: Any) -> str:
 def kept(run: Path, epoch: int | None = None) -> str:
     """What an interrupted or failed run left to go on from, as part of a sentence."""
     last = last_checkpoint(run)
+    if not last.is_file() and epoch:  # epochs were completed, and no checkpoint kept them
+        return (
+            f"{run} keeps no checkpoint (the run wrote none: trainer.enable_checkpointing=false, or no checkpoint "
+            "callback), so it cannot be resumed; run it again with checkpoints to be able to"
+        )
     if not last.is_file() or epoch == 0:
         return f"no epoch was completed, so resuming starts it over: {resume_command(run)}"
     holds = f"epoch {epoch}" if epoch is not None else "the last completed epoch"

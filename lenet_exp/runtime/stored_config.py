@@ -16,6 +16,7 @@ walk, in this order:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ from lenet_exp.runtime.run_folder import (
     run_of,
     value_at,
 )
-from lenet_exp.runtime.trust import check_target
+from lenet_exp.runtime.trust import allowed, check_target
 
 CONFIG_KEY = "lenet_exp_config"  # where a checkpoint keeps the resolved run config (checkpoints.ConfigInCheckpoint)
 GIT_KEY = "lenet_exp_git_rev"  # and the revision of the code that wrote it
@@ -308,13 +309,18 @@ def resume_arguments(config: dict[str, Any], run: Path) -> list[str]:
     """The ``key=value`` pairs that resuming ``run`` must be given again: of ``config`` (resolved, as the run got
     it), the servers it names and the folders it writes into outside the run folder, which the gate's
     confinement refuses unless the user names them (a sweep job's MLflow store is in the sweep folder)."""
-    pairs = []
+    pairs, own = [], []
     for node in _walk(config):
+        if node.at == "_target_" and not allowed(node.value) and node.value not in own:
+            own.append(node.value)  # a class of the user's own (docs/own-model.md), which resume builds if trusted
         try:
             confine.check_value(node.key, node.value, node.holder, run, "")
         except UserError:
-            pairs.append(f"{node.key}={node.value}")
-    return pairs
+            value = node.value
+            if isinstance(value, str) and "://" not in value and node.at != "tracking_uri":
+                value = os.path.abspath(os.path.expanduser(value))  # a folder as this run reads it: from anywhere
+            pairs.append(f"{node.key}={value}")
+    return pairs + ([f"trust={','.join(own)}"] if own else [])
 
 
 def _resolved(config: Any, source: str) -> dict[str, Any]:
