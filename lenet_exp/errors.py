@@ -167,21 +167,24 @@ def resolving(config: Any) -> Iterator[None]:
         ) from None
 
 
+def leaves(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted key, value)`` of every value under the plain mapping ``node`` that is not itself a mapping (a list
+    is one value)."""
+    if not isinstance(node, dict):
+        yield path, node
+        return
+    for key, value in node.items():
+        yield from leaves(value, f"{path}.{key}" if path else str(key))
+
+
 def _unresolvable_key(config: Any, why: str) -> str | None:
     """The first key of ``config`` (a run's own settings first, then its folders) whose interpolation fails for the
     reason ``why``."""
     from omegaconf import OmegaConf
 
-    def leaves(node: Any, path: str) -> Iterator[str]:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                yield from leaves(value, f"{path}.{key}" if path else str(key))
-        else:
-            yield path
-
     settings = OmegaConf.to_container(config, resolve=False)
     hydra = settings.pop("hydra", None) if isinstance(settings, dict) else None
-    candidates = [*leaves(settings, ""), *(["hydra.run.dir", "hydra.sweep.dir"] if hydra else [])]
+    candidates = [*(key for key, _ in leaves(settings)), *(["hydra.run.dir", "hydra.sweep.dir"] if hydra else [])]
     for key in candidates:
         try:
             OmegaConf.select(config, key, throw_on_resolution_failure=True)
@@ -196,18 +199,12 @@ def check_resolves(config: Any) -> None:
     before anything reads it, so that no key fails later with OmegaConf's traceback."""
     from omegaconf import OmegaConf
 
-    def own(node: Any, path: str) -> Iterator[str]:  # keys whose value interpolates, not through Hydra's node
-        if isinstance(node, dict):
-            for key, value in node.items():
-                yield from own(value, f"{path}.{key}" if path else str(key))
-        elif isinstance(node, str) and "${" in node and "${hydra:" not in node:
-            yield path
-
     with resolving(config):
-        # each of those first: a key that interpolates one of them (logger.version, through Hydra's
-        # job.override_dirname, holds every override) would otherwise be named in its place
-        for key in own(OmegaConf.to_container(config, resolve=False), ""):
-            OmegaConf.select(config, key, throw_on_resolution_failure=True)
+        # first each key whose value interpolates, not through Hydra's node: a key that interpolates one of them
+        # (logger.version, through Hydra's job.override_dirname, holds every override) would be named in its place
+        for key, value in leaves(OmegaConf.to_container(config, resolve=False)):
+            if isinstance(value, str) and "${" in value and "${hydra:" not in value:
+                OmegaConf.select(config, key, throw_on_resolution_failure=True)
         OmegaConf.to_container(config, resolve=True)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from lenet_exp import arguments
-from lenet_exp.errors import UserError, check_value, typed
+from lenet_exp.errors import UserError, check_value, leaves, typed
 from lenet_exp.processes import nodes, processes
 from lenet_exp.runtime.run_folder import CHECKPOINTS, OBJECTIVES
 from lenet_exp.steps_per_call import check_config
@@ -410,15 +410,13 @@ def check_top_level(cfg: DictConfig) -> None:
     import difflib
     import re
 
-    typed = OmegaConf.to_container(cfg, resolve=False)
-    texts = " ".join(str(value) for value in _leaves(typed))
-    for key, value in typed.items():
+    given = OmegaConf.to_container(cfg, resolve=False)
+    texts = " ".join(str(value) for _, value in leaves(given))  # (a list's strings are in its str())
+    for key, value in given.items():
         meant = difflib.get_close_matches(str(key), RUN_KEYS, n=1, cutoff=0.8) if key not in RUN_KEYS else []
         if not meant or re.search(rf"\$\{{\s*{re.escape(str(key))}\b", texts):  # a value of one's own, used
             continue
-        if _kind(value) != _kind(typed.get(meant[0])):  # seeds: [1, 2, 3] is no seed
-            continue
-        if meant:
+        if _kind(value) == _kind(given.get(meant[0])):  # (seeds: [1, 2, 3] is no seed)
             raise UserError(
                 f"{key} is not a setting of lenet_exp, so a config file's {key}: would change nothing; did you mean "
                 f"{meant[0]}? Correct the key in the file that sets it (--info defaults lists the files)."
@@ -427,14 +425,6 @@ def check_top_level(cfg: DictConfig) -> None:
 
 def _kind(value: Any) -> type:
     return dict if isinstance(value, dict) else list if isinstance(value, list) else object
-
-
-def _leaves(node: Any) -> list[Any]:
-    if isinstance(node, dict):
-        return [leaf for value in node.values() for leaf in _leaves(value)]
-    if isinstance(node, list):
-        return [leaf for value in node for leaf in _leaves(value)]
-    return [node]
 
 
 def check_run(cfg: DictConfig) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,18 @@ def check_output_folder(folder: str, key: str) -> None:
         ) from err
 
 
+@contextmanager
+def refused_here(config: DictConfig, after: str = "") -> Iterator[None]:
+    """A callback's refusal, a UserError (an interpolation of ``config`` that cannot be resolved too), ends the
+    command in one sentence (``after`` appended): Hydra would turn an exception raised in a callback into a
+    warning, then fail on its own with a traceback."""
+    try:
+        with resolving(config):
+            yield
+    except UserError as err:
+        fail(f"{err} {after}" if after else err)
+
+
 class TorchrunFolder(Callback):
     """Under torchrun, every rank's run folder is rank 0's (runtime/distributed.torchrun_run_dir), whenever
     each rank started. Runs first: the other callbacks and Hydra itself then use that folder."""
@@ -52,11 +66,8 @@ class TorchrunFolder(Callback):
             return
         from lenet_exp.runtime.distributed import torchrun_run_dir
 
-        try:
-            with resolving(config):  # the first to read the folder under torchrun
-                folder = torchrun_run_dir(config.hydra.run.dir)
-        except UserError as err:  # Hydra would print a traceback for an exception raised here
-            fail(err)
+        with refused_here(config):  # the first to read the folder under torchrun
+            folder = torchrun_run_dir(config.hydra.run.dir)
         with read_write(config.hydra.run):
             config.hydra.run.dir = folder
 
@@ -72,12 +83,8 @@ class OutputFolder(Callback):
 
     @staticmethod
     def _check(config: DictConfig, key: str) -> None:
-        try:
-            with resolving(config):  # hydra.run.dir=${oc.env:NAME}/... of a variable not set: one sentence
-                folder = OmegaConf.select(config, key)
-            check_output_folder(folder, key)
-        except UserError as err:  # Hydra would print a traceback for an exception raised here
-            fail(err)
+        with refused_here(config):  # hydra.run.dir=${oc.env:NAME}/... of a variable not set: one sentence too
+            check_output_folder(OmegaConf.select(config, key), key)
 
 
 class RunLock(Callback):
@@ -91,10 +98,8 @@ class RunLock(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from lenet_exp.runtime.lock import acquire
 
-        try:
+        with refused_here(config):
             self.taken = config.hydra.run.dir if acquire(config.hydra.run.dir) else None
-        except UserError as err:  # Hydra would print a traceback for an exception raised here
-            fail(err)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         from lenet_exp.runtime.lock import release
@@ -117,18 +122,12 @@ class EarlierRun(Callback):
         )
         if launched_rank() or any(again):
             return
-        try:
-            with resolving(config):
-                check_no_earlier_run(config.hydra.run.dir, config.get("ckpt_path"))
-        except UserError as err:  # Hydra would print a traceback for an exception raised here
-            fail(err)
+        with refused_here(config):
+            check_no_earlier_run(config.hydra.run.dir, config.get("ckpt_path"))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            with resolving(config):
-                check_no_earlier_sweep(config)
-        except UserError as err:
-            fail(f"{err} {NOTHING_RUN}")
+        with refused_here(config, NOTHING_RUN):
+            check_no_earlier_sweep(config)
 
 
 def check_no_earlier_run(folder: str | Path, ckpt_path: str | None = None) -> None:
@@ -199,11 +198,8 @@ class SweepChecks(Callback):
     """Settings of a sweep that would fail every one of its jobs are refused before the first job starts."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            with resolving(config):  # the first to read the sweep's settings
-                check_sweep(config)
-        except UserError as err:  # Hydra would print a traceback for an exception raised here
-            fail(f"{err} {NOTHING_RUN}")
+        with refused_here(config, NOTHING_RUN):  # the first to read the sweep's settings
+            check_sweep(config)
 
 
 def check_sweep(config: DictConfig) -> None:
