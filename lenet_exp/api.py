@@ -227,7 +227,15 @@ def _compose(app: Any, overrides: Sequence[str], mode: Any) -> Any:
     from omegaconf.errors import OmegaConfBaseException
 
     # also a list of them, as Hydra's compose takes it: run(["trainer=cpu", "seed=1"])
-    overrides = [str(o) for each in overrides for o in (each if isinstance(each, list | tuple) else [each])]
+    overrides = [o for each in overrides for o in (each if isinstance(each, list | tuple) else [each])]
+    for each in overrides:
+        if isinstance(each, str) and each.startswith("-"):  # the command line's flags: -m, --cfg, -cn, ...
+            raise UserError(
+                f"{each} is a flag of the command line, not an override; lenet_exp.sweep runs a sweep (-m), and "
+                "config_dir= adds a folder of configs (--config-dir)."
+            )
+        if not isinstance(each, str):
+            raise UserError(f"overrides are strings such as 'seed=1' or 'trainer.max_epochs=2', not {each!r}.")
     try:
         chosen = app.get_mode(config_name="config", overrides=overrides)  # hydra.mode= in overrides or configs
         if chosen == RunMode.MULTIRUN and mode == RunMode.RUN:

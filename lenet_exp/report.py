@@ -421,11 +421,11 @@ def write_report(sweep: str | Path) -> Report:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     answer_help(argv, __doc__)
+    usage = "usage: python -m lenet_exp.report <sweep folder> (such as outputs/multirun/<date>/<time>)"
+    if wrong := next((arg for arg in argv if "=" in arg and not Path(arg).exists()), None):  # as the others say it
+        fail(f"{wrong.split('=')[0]} is not an argument of this command; {usage}")
     if len(argv) != 1 or argv[0].startswith("-"):
-        fail(
-            "give one sweep folder; usage: python -m lenet_exp.report <sweep folder> "
-            "(such as outputs/multirun/<date>/<time>)"
-        )
+        fail(f"give one sweep folder; {usage}")
     report = exit_on_user_error(lambda: write_report(argv[0]))
     with output_read_to_the_end():  # report ... | head: the files are written already
         print(groups_markdown(report.groups))

@@ -150,6 +150,12 @@ def test_user_errors_are_raised_with_their_sentence_never_exited(tmp_path, data_
         lenet_exp.run(config_dir=5)
     with pytest.raises(UserError, match=r"To sweep over it, call lenet_exp.sweep$"):  # not the command line's -m
         lenet_exp.run("seed=1,2")
+    with pytest.raises(UserError, match=r"^overrides are strings such as 'seed=1' or 'trainer.max_epochs=2', not 5\.$"):
+        lenet_exp.run(5)
+    with pytest.raises(UserError, match=r"^overrides are strings .*, not \{'seed': 1\}\.$"):
+        lenet_exp.sweep({"seed": 1})
+    with pytest.raises(UserError, match=r"^-m is a flag of the command line, not an override; lenet_exp.sweep runs"):
+        lenet_exp.run("-m", "seed=1,2")
     with pytest.raises(UserError, match=r"^trainer.strategy=ddp with trainer.devices=2 starts its other processes"):
         lenet_exp.run("trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'ddp'}")  # Lightning would re-run sys.argv
     assert not (tmp_path / "ddp").exists()

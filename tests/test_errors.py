@@ -498,6 +498,11 @@ CLI_CASES = {
     "report: not a folder": ("lenet_exp.report", lambda r, t: [str(t / "nope")], "is not a folder"),
     "report: no jobs": ("lenet_exp.report", lambda r, t: [str(t)], "holds no job folders"),
     "report: a run folder": ("lenet_exp.report", lambda r, t: [str(r)], "is the folder of one run; a report compares"),
+    "report: unknown argument": (
+        "lenet_exp.report",
+        lambda r, t: [str(t), "acelerator=cpu"],
+        "acelerator is not an argument of this command; usage: python -m lenet_exp.report",
+    ),
     "bench: unknown variant": ("benchmarks/bench.py", lambda r, t: ["--variants", "bare,fast"], "--variants takes"),
     "bench: no epochs": ("benchmarks/bench.py", lambda r, t: ["--epochs", "0"], "--epochs, --repeats and"),
 }
