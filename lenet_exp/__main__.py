@@ -105,6 +105,19 @@ def command() -> None:
     main()
 
 
+def search_path(config_dir: str | Path | None = None, primary: str = CONF_DIR) -> Any:
+    """Hydra's config search path as its main builds it: lenet_exp's configs (or ``primary``, -cp's folder, in
+    their place), then ``config_dir``, the folder of --config-dir."""
+    from hydra._internal.utils import create_automatic_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+
+    path = create_automatic_config_search_path(None, None, primary)
+    if config_dir is not None:
+        folder = f"file://{Path(config_dir).expanduser().resolve()}"
+        path.prepend(provider="command-line", path=folder, anchor=SearchPathQuery(provider="schema"))
+    return path
+
+
 # lenet_exp's Hydra callbacks (conf/hydra/default.yaml) that keep a run from writing over another's files.
 _GUARDS = ("output_folder", "run_lock", "earlier_run")
 
@@ -123,23 +136,16 @@ def check_own_primary_config(argv: list[str]) -> None:
         return
     from hydra import version
     from hydra._internal.hydra import Hydra
-    from hydra._internal.utils import create_automatic_config_search_path
-    from hydra.core.config_search_path import SearchPathQuery
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
 
-    # the search path Hydra's main builds from these options: -cp replaces lenet_exp's configs, -cd comes first
     primary = CONF_DIR if args.config_path is None else args.config_path
     if "://" not in primary:  # pkg://... as it is; a folder relative to this module's, as Hydra reads it
         primary = str(Path(_PACKAGE, primary))  # (an absolute one stays)
-    search_path = create_automatic_config_search_path(None, None, primary)
-    if args.config_dir is not None:
-        folder = f"file://{Path(args.config_dir).expanduser().resolve()}"
-        search_path.prepend(provider="command-line", path=folder, anchor=SearchPathQuery(provider="schema"))
     version.setbase("1.3")  # as @hydra.main(version_base="1.3") sets it
     mode = RunMode.MULTIRUN if args.multirun else RunMode.RUN
     try:
-        app = Hydra.create_main_hydra2(task_name="__main__", config_search_path=search_path)
+        app = Hydra.create_main_hydra2(task_name="__main__", config_search_path=search_path(args.config_dir, primary))
         hydra_settings = app.compose_config(args.config_name or CONFIG_NAME, args.overrides, run_mode=mode).hydra
     except Exception:  # noqa: BLE001  (Hydra composes it again and says what is wrong)
         return

@@ -186,26 +186,21 @@ def _hydra(config_dir: str | Path | None) -> Iterator[Any]:
     and everything a run changes in this process put back afterwards, also when it fails."""
     from hydra import version
     from hydra._internal.hydra import Hydra
-    from hydra._internal.utils import create_automatic_config_search_path
-    from hydra.core.config_search_path import SearchPathQuery
     from hydra.core.global_hydra import GlobalHydra
 
-    from lenet_exp.__main__ import CONF_DIR
+    from lenet_exp.__main__ import search_path
 
-    search_path = create_automatic_config_search_path(None, None, CONF_DIR)
     if config_dir is not None:  # what _run_hydra does with --config-dir
         if not isinstance(config_dir, str | os.PathLike):
             raise UserError(f"config_dir={config_dir!r} must be the path of a folder, such as config_dir='my_configs'.")
-        folder = Path(config_dir).expanduser().resolve()
-        if not folder.is_dir():
+        if not Path(config_dir).expanduser().resolve().is_dir():
             raise UserError(f"config_dir={config_dir} is not a folder; give the folder that holds your configs.")
-        search_path.prepend(provider="command-line", path=f"file://{folder}", anchor=SearchPathQuery(provider="schema"))
 
     saved, base, caller = _State(), version.getbase(), GlobalHydra.instance().hydra  # the caller's own compose()
     version.setbase("1.3")  # as @hydra.main(version_base="1.3")
     GlobalHydra.instance().clear()
     try:
-        app = Hydra.create_main_hydra2(task_name="__main__", config_search_path=search_path)
+        app = Hydra.create_main_hydra2(task_name="__main__", config_search_path=search_path(config_dir))
         yield app
     except SystemExit as stop:
         if stop.code != INTERRUPTED:  # SIGTERM (143): this process is asked to end
