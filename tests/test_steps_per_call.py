@@ -197,6 +197,7 @@ def test_an_optimizer_that_needs_a_closure_trains_one_step_per_call_under_auto(t
     """torch.optim.LBFGS evaluates the loss again inside its step (a closure), which several steps per call do not
     give: auto takes Lightning's own steps for it (an explicit N is refused: test_errors.py)."""
     lbfgs = ["model.optimizer._target_=torch.optim.LBFGS", "model.optimizer.lr=0.1", "trainer.max_epochs=1"]
+    lbfgs.append("+model.optimizer.max_iter=2")  # 2 evaluations of the closure per step, not LBFGS's 20
     metrics = run(tmp_path, data_200, *lbfgs)  # steps_per_call=auto, on the CPU
     steps = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt", [STOP])["global_step"]
     assert metrics["epochs"] == 1 and steps == -(-200 // 16)  # one optimizer step per batch
