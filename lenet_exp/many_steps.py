@@ -34,9 +34,11 @@ STEP_HOOKS = ("on_before_zero_grad", "on_before_backward", "on_after_backward", 
 
 def resolve(value: object, trainer: pl.Trainer) -> int | None:
     """The optimizer steps per call of this fit (None: a whole epoch), from ``trainer``'s device and settings:
-    ``auto`` is 1 under DDP, with a Trainer argument that counts or needs single steps, a loss scaler or a
-    callback with per-step hooks; else ``CPU_DEFAULT`` on a CPU and ``CUDA_DEFAULT`` on CUDA."""
+    ``auto`` is 1 under DDP, with a Trainer argument that counts or needs single steps, a loss scaler, a
+    callback with per-step hooks, Lightning's SWA or gradient accumulation schedule; else ``CPU_DEFAULT`` on a CPU
+    and ``CUDA_DEFAULT`` on CUDA."""
     from pytorch_lightning import Callback, LightningModule
+    from pytorch_lightning.callbacks import GradientAccumulationScheduler, StochasticWeightAveraging
     from pytorch_lightning.strategies import DDPStrategy
 
     args = {k: getattr(trainer, k) for k in (*COUNTING, *ONE_STEP_ONLY)}
@@ -53,6 +55,13 @@ def resolve(value: object, trainer: pl.Trainer) -> int | None:
         for hook in STEP_HOOKS:
             if getattr(type(each), hook, None) is not getattr(base, hook):
                 refusals[f"{type(each).__name__}.{hook}"] = f"runs at every optimizer step, so it {AUTOMATIC}"
+    # Lightning's callbacks that change its optimization loop: SWA swaps in a schedule stepped per epoch (these steps
+    # step the schedule per optimizer step), the accumulation schedule refuses manual optimization.
+    for each in trainer.callbacks:
+        if isinstance(each, StochasticWeightAveraging):
+            refusals[type(each).__name__] = f"steps its learning-rate schedule per epoch, so it {AUTOMATIC}"
+        elif isinstance(each, GradientAccumulationScheduler):
+            refusals[type(each).__name__] = f"accumulates gradients, so it {AUTOMATIC}"
     if (needs := _closure_optimizer(trainer.lightning_module)) is not None:
         refusals[f"model.optimizer._target_={needs}"] = f"evaluates the loss again within a step, so it {AUTOMATIC}"
     return per_call(value, trainer.strategy.root_device.type, args, refusals)

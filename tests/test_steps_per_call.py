@@ -203,6 +203,44 @@ def test_an_optimizer_that_needs_a_closure_trains_one_step_per_call_under_auto(t
     assert metrics["epochs"] == 1 and steps == -(-200 // 16)  # one optimizer step per batch
 
 
+SWA = ["+callbacks.swa._target_=pytorch_lightning.callbacks.StochasticWeightAveraging", "+callbacks.swa.swa_lrs=0.01"]
+ACCUMULATE = "+callbacks.gas={_target_: pytorch_lightning.callbacks.GradientAccumulationScheduler, scheduling: {0: 2}}"
+
+
+@pytest.mark.slow  # 2-3 s
+def test_lightnings_swa_trains_under_auto_as_with_one_step_per_call(tmp_path, data_200):
+    """StochasticWeightAveraging swaps in a schedule that Lightning steps once per epoch; several steps per call
+    stepped it at every optimizer step, which trained another run from the first epoch without a word."""
+    folders = [tmp_path / "auto", tmp_path / "1"]  # named by their steps_per_call
+    runs = [run(f, data_200, "trainer.max_epochs=2", f"steps_per_call={f.name}", *SWA) for f in folders]
+    first, second = (load_checkpoint(f / "checkpoints" / "last.ckpt", [SWA[0].split("=")[1]]) for f in folders)
+    assert first["global_step"] == second["global_step"] == 2 * STEPS
+    assert all(torch.equal(first["state_dict"][k], second["state_dict"][k]) for k in first["state_dict"])
+    assert runs[0]["train_loss"] == runs[1]["train_loss"]
+
+
+@pytest.mark.parametrize(
+    ("callback", "sentence"),
+    [
+        (SWA, "StochasticWeightAveraging steps its learning-rate schedule per epoch, so it needs Lightning's"),
+        ([ACCUMULATE], "GradientAccumulationScheduler accumulates gradients, so it needs Lightning's"),
+    ],
+    ids=["swa", "accumulation"],
+)
+def test_lightnings_callbacks_that_change_its_optimization_are_refused_with_several_steps(
+    tmp_path, data_200, callback, sentence
+):
+    with pytest.raises(UserError, match=rf"^{sentence} automatic optimization, which steps_per_call=4 replaces; use"):
+        run(tmp_path / "four", data_200, "steps_per_call=4", *callback)
+    assert not (tmp_path / "four" / "checkpoints").exists()
+
+
+@pytest.mark.slow  # 2-3 s
+def test_lightnings_accumulation_schedule_trains_under_auto(tmp_path, data_200):
+    metrics = run(tmp_path, data_200, "trainer.max_epochs=1", ACCUMULATE)  # was Lightning's RuntimeError
+    assert metrics["epochs"] == 1
+
+
 @pytest.mark.parametrize(("value", "shown"), [(0, "0"), (-1, "-1"), (2.5, "2.5"), ("fast", "'fast'"), (True, "true")])
 def test_the_python_api_refuses_a_wrong_steps_per_call_when_the_data_module_is_built(value, shown):
     from lenet_exp.data import FashionMNIST
