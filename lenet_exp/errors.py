@@ -251,6 +251,12 @@ def built(settings: Any) -> Any:
         key = match[1] if (match := re.search(r"full_key: (\S+)", said)) else "the config"
         if isinstance(cause, ImportError) and (target := re.search(r"Error locating target '([^']+)'", said)):
             module = cause.__cause__.name if isinstance(cause.__cause__, ModuleNotFoundError) else None
+            if module == "lightning" and target[1].startswith("lightning.pytorch."):  # Lightning's docs' spelling
+                ours = "pytorch_lightning." + target[1].removeprefix("lightning.pytorch.")
+                raise UserError(
+                    f"{key}._target_={target[1]} cannot be imported: the lightning package is not installed here; "
+                    f"lenet_exp runs on pytorch_lightning, so write {ours}."
+                ) from None
             if module and target[1].startswith(f"{module}."):  # the user's own module, not on Python's path here
                 raise UserError(
                     f"{key}._target_={target[1]} cannot be imported: Python finds no module {module} here; put the "
@@ -261,6 +267,8 @@ def built(settings: Any) -> Any:
                 f"{key}._target_={target[1]} cannot be imported; give a class with its module, spelled as Python "
                 "imports it."
             ) from None
+        if isinstance(cause, ModuleNotFoundError):  # a package the class needs: RichProgressBar's rich, ...
+            raise UserError(f"{key} cannot be built: {cause}") from None
         code = raised_in(cause) if isinstance(cause, TypeError) else None
         if code is None or f"{os.sep}hydra{os.sep}" not in code.co_filename:
             raise  # not the call's arguments: a failure inside the constructor, with its traceback
@@ -269,6 +277,8 @@ def built(settings: Any) -> Any:
                 f"{key} cannot be built: {cause}; lenet_exp gives it the {given[1].replace('params', 'parameters')} "
                 f"itself, so add ++{key}._partial_=true (_partial_: true in its file)."
             ) from None
+        if missing := re.search(r"missing \d+ required (?:positional|keyword-only) arguments?: '(\w+)'", str(cause)):
+            raise UserError(f"{key} cannot be built: {cause}; give it with +{key}.{missing[1]}=<value>.") from None
         raise UserError(
             f"{key} cannot be built: {cause}; remove that {key}.* key, or choose another _target_."
         ) from None

@@ -147,7 +147,8 @@ def build(
     resolved = OmegaConf.to_container(cfg, resolve=True)  # as every checkpoint stores it
     resume_needs(run_dir, resume_arguments(resolved, run_dir))  # before any resume line this run may print
     timer, stored = EpochTimer(), ConfigInCheckpoint(resolved, git_revision())
-    callbacks = [built(c) for c in cfg.get("callbacks", {}).values()]
+    # an entry set to null (callbacks.progress_bar=null, Hydra's way to drop one in a file) is left out, as ~ does
+    callbacks = [built(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a progress bar callback with it
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if cfg.trainer.get("enable_checkpointing") is False:  # Lightning refuses checkpoint callbacks with it

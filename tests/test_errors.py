@@ -392,6 +392,22 @@ CLI_CASES = {
         lambda r, t: ["model.optimizer._target_=torch.optim.Adamw"],
         "model.optimizer._target_=torch.optim.Adamw cannot be imported; give a class with its module",
     ),
+    "train: a callback's required argument left out": (
+        "lenet_exp",
+        lambda r, t: ["+callbacks.swa._target_=pytorch_lightning.callbacks.StochasticWeightAveraging"],
+        "missing 1 required positional argument: 'swa_lrs'; give it with +callbacks.swa.swa_lrs=<value>.",
+    ),
+    "train: Lightning's docs' package name": (
+        "lenet_exp",
+        lambda r, t: ["+callbacks.lr._target_=lightning.pytorch.callbacks.LearningRateMonitor"],
+        "the lightning package is not installed here; lenet_exp runs on pytorch_lightning, so write "
+        "pytorch_lightning.callbacks.LearningRateMonitor.",
+    ),
+    "train: a callback whose package is not installed": (  # rich: none of lenet_exp's requirements needs it
+        "lenet_exp",
+        lambda r, t: ["+callbacks.rich._target_=pytorch_lightning.callbacks.RichProgressBar"],
+        "callbacks.rich cannot be built: `RichProgressBar` requires `rich`",
+    ),
     "train: a keyword the optimizer does not take": (
         "lenet_exp",
         lambda r, t: ["+model.optimizer.momentum=0.9"],
