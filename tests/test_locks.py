@@ -203,9 +203,37 @@ def test_a_new_study_into_the_folder_of_another_is_refused_and_the_same_study_go
     with pytest.raises(UserError, match="holds the runs of an earlier sweep \\(1 job folder\\)"):
         lenet_exp.sweep(*study, "hydra.sweeper.study_name=another")
     assert (sweep / "0" / ".hydra" / "overrides.yaml").read_bytes() == overrides
+    # a study of the same name in another storage is another study (it wrote over the first one's trial folders)
+    with pytest.raises(UserError, match="holds the runs of an earlier sweep \\(1 job folder\\)"):
+        lenet_exp.sweep(*study, f"hydra.sweeper.storage=sqlite:///{tmp_path / 'other.db'}")
     # the same study, to 2 trials in all (n_trials counts the study's): trial 1 is added beside trial 0
     assert [run.run_dir.name for run in lenet_exp.sweep(*study, "hydra.sweeper.n_trials=2")] == ["0", "1"]
     assert (sweep / "0" / ".hydra" / "overrides.yaml").read_bytes() == overrides
+
+
+@pytest.mark.slow  # two studies of one trial, 3 s
+def test_a_relative_storage_means_the_folder_the_command_started_in_for_every_job(tmp_path, fake_data, monkeypatch):
+    """sqlite:///study.db typed in one folder is that folder's file, for the sweep's check of its folder and for
+    each job, also with hydra.job.chdir=true (the jobs then run in their own folders, where it opened empty
+    databases: no trial reached its study, so none was pruned)."""
+    import optuna
+
+    import lenet_exp
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    sweep = tmp_path / "study"
+    study = ["hparams_search=lenet_optuna", "hydra.sweeper.n_trials=1", *ONE_EPOCH, "data.val_size=16"]
+    study += [f"data.data_dir={fake_data}", f"hydra.sweep.dir={sweep}", "hydra.sweeper.storage=sqlite:///study.db"]
+    monkeypatch.chdir(tmp_path / "a")
+    lenet_exp.sweep(*study, "hydra.job.chdir=true")
+    assert not list(sweep.rglob("study.db"))
+    trials = optuna.load_study(study_name="lenet", storage=f"sqlite:///{tmp_path / 'a' / 'study.db'}").trials
+    assert trials[0].intermediate_values == {1: pytest.approx(trials[0].value)}  # the job reported its epoch
+    monkeypatch.chdir(tmp_path / "b")  # the same words from another folder: another file, another study
+    with pytest.raises(UserError, match="holds the runs of an earlier sweep \\(1 job folder\\)"):
+        lenet_exp.sweep(*study)
+    assert not (tmp_path / "b" / "study.db").exists()
 
 
 # A primary config of the user's own that picks lenet_exp's groups, as Hydra's docs write one, but not its Hydra

@@ -46,7 +46,7 @@ def open_job_trial(handoff: TrialHandoff) -> optuna.Trial:
 
     hydra = HydraConfig.get()
     sweeper = hydra.sweeper
-    url = storage_url(sweeper.get("storage"), str(Path(hydra.runtime.output_dir).parent))
+    url = storage_url(sweeper.get("storage"), str(Path(hydra.runtime.output_dir).parent), hydra.runtime.cwd)
     pruner = make_pruner(sweeper.get("pruner", "none"), sweeper.get("pruner_options"))
     # The job only reports; the sampler of the worker that asked chose its parameters.
     study = optuna.load_study(

@@ -23,10 +23,11 @@ STORAGE_HINT = (
 )
 
 
-def storage_url(storage: str | None, sweep_dir: str) -> str:
+def storage_url(storage: str | None, sweep_dir: str, started_in: str | Path = ".") -> str:
     """``hydra.sweeper.storage`` as an absolute URL: null is an SQLite file in the sweep folder; relative
-    paths (``sqlite:///study.db``, ``journal:study.log``) are taken from the current folder. A file the user
-    names must be a file in a folder that exists (SQLite and Optuna's journal create the file, not folders)."""
+    paths (``sqlite:///study.db``, ``journal:study.log``) are taken from ``started_in``, the folder the command
+    started in (a job's current folder is its own with ``hydra.job.chdir=true``). A file the user names must be a
+    file in a folder that exists (SQLite and Optuna's journal create the file, not folders)."""
     if not storage:
         return sqlite_url(Path(sweep_dir).resolve() / STUDY_STORAGE)
     if storage in ("sqlite://", "sqlite:///:memory:"):
@@ -36,10 +37,10 @@ def storage_url(storage: str | None, sweep_dir: str) -> str:
         )
     if storage.startswith("journal:"):
         given = storage.removeprefix("journal:")
-        path = Path(given[2:] if given.startswith("//") else given).resolve()
+        path = (Path(started_in) / (given[2:] if given.startswith("//") else given)).resolve()
         url = f"journal://{path}"
     elif storage.startswith("sqlite:///"):
-        path = sqlite_path(storage)
+        path = sqlite_path(storage, started_in)
         url = sqlite_url(path)
     else:
         return storage

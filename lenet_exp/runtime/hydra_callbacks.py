@@ -161,13 +161,13 @@ def check_no_earlier_sweep(config: DictConfig) -> None:
     study share its folder on purpose: each trial has a number of its own."""
     sweep = Path(config.hydra.sweep.dir)
     jobs = job_folders(sweep) if sweep.is_dir() else []
-    mine = _sweep_of(OmegaConf.to_container(config.hydra.sweeper, resolve=False))
+    mine = _sweep_of(OmegaConf.to_container(config.hydra.sweeper, resolve=False), sweep, config.hydra.runtime.cwd)
     grid = str(mine[0]).endswith(".BasicSweeper")
     earlier = [
         j
         for j in jobs
         if any(f.is_file() for f in (metrics_file(j), last_checkpoint(j), error_file(j)))
-        and (grid or _job_sweep(j) != mine)
+        and (grid or _job_sweep(j, sweep) != mine)
     ]
     if earlier:
         raise UserError(
@@ -177,18 +177,22 @@ def check_no_earlier_sweep(config: DictConfig) -> None:
         )
 
 
-def _sweep_of(sweeper: Any) -> tuple[Any, Any]:
-    """Which sweep made a job, as its sweeper settings say: the sweeper's class and its study's name (as written)."""
-    return value_at(sweeper, "_target_"), value_at(sweeper, "study_name")
+def _sweep_of(sweeper: Any, sweep: Path, started_in: Any) -> tuple[Any, Any, Any]:
+    """Which sweep made a job, as its sweeper settings (as written) say: the sweeper's class, its study's name, and
+    where the class says the study is stored (``study_of(settings, sweep_dir, started_in)``, which lenet_exp's
+    Optuna sweeper offers: two studies of one name in two storages are two studies)."""
+    target = value_at(sweeper, "_target_")
+    where = getattr(_class_named(target), "study_of", None)
+    return target, value_at(sweeper, "study_name"), where(sweeper, str(sweep), str(started_in)) if where else None
 
 
-def _job_sweep(job: Path) -> tuple[Any, Any]:
+def _job_sweep(job: Path, sweep: Path) -> tuple[Any, Any, Any]:
     """``_sweep_of`` the job folder's .hydra/hydra.yaml, read as written; a file that cannot be read is no sweep."""
     try:
         stored = as_written(hydra_settings_file(job))
     except Exception:  # damaged or missing: not a job of this study
-        return (None, None)
-    return _sweep_of(value_at(stored, "hydra", "sweeper"))
+        return (None, None, None)
+    return _sweep_of(value_at(stored, "hydra", "sweeper"), sweep, value_at(stored, "hydra", "runtime", "cwd"))
 
 
 NOTHING_RUN = "Nothing was run."  # ends the sentence of a sweep refused before its first job
@@ -239,10 +243,15 @@ def check_grid(config: DictConfig) -> None:
 
 def _sweeper_class(config: DictConfig) -> type | None:
     """The class ``hydra.sweeper._target_`` names; None when it cannot be imported (Hydra then says why)."""
+    return _class_named(config.hydra.sweeper.get("_target_"))
+
+
+def _class_named(target: Any) -> type | None:
+    """The class ``target`` names, or None where it cannot be imported."""
     from hydra.utils import get_class
 
     try:
-        return get_class(str(config.hydra.sweeper.get("_target_")))
+        return get_class(str(target))
     except Exception:  # a name that is not a class: Hydra's instantiate of the sweeper says so in its words
         return None
 

@@ -74,11 +74,12 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{escaped}"
 
 
-def sqlite_path(url: str) -> Path:
-    """The file of an ``sqlite:///`` URL, absolute (a relative one from the current folder): sqlite_url's inverse."""
+def sqlite_path(url: str, started_in: str | Path = ".") -> Path:
+    """The file of an ``sqlite:///`` URL, absolute (a relative one from ``started_in``, by default the current
+    folder): sqlite_url's inverse."""
     from urllib.parse import unquote
 
-    return Path(unquote(url.removeprefix("sqlite:///"))).resolve()
+    return (Path(started_in) / unquote(url.removeprefix("sqlite:///"))).resolve()
 
 
 def last_checkpoint(run: Path) -> Path:
