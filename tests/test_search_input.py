@@ -52,7 +52,17 @@ CASES = {
         'hydra.sweeper.params={model.optimizer.lr:"choice()"}',
         "hydra.sweeper.params: model.optimizer.lr=choice() cannot be read (ValueError while evaluating 'choice()': "
         "empty choice is not legal)",
-        "write choice(a, b), range(start, stop, step), interval(low, high) or tag(log, interval(low, high)).",
+        "interval(low, high), tag(log, interval(low, high)) or tag(int, interval(low, high)).",
+    ),
+    "a tag that means nothing": (  # was taken as no tag: the log scale lost without a word
+        "model.optimizer.lr=tag(lg,interval(0.0001,0.1))",
+        "model.optimizer.lr=tag(lg,interval(0.0001,0.1)): the tag lg means nothing here; the tags are log",
+        "as in tag(log, interval(0.0001, 0.1)) or tag(int, interval(16, 512)).",
+    ),
+    "whole numbers between bounds with decimals": (
+        "data.batch_size=tag(int,interval(32.5,64))",
+        "data.batch_size=tag(int,interval(32.5,64)): whole numbers need whole bounds",
+        "such as tag(int, interval(16, 512)).",
     ),
     "an SQLite file in a folder that does not exist": (
         "hydra.sweeper.storage=sqlite:////no/such/dir/x.db",
@@ -143,6 +153,22 @@ def test_the_python_api_raises_the_same_sentences(tmp_path, monkeypatch):
         sentence = str(refused.value)
         assert sentence.startswith(begins) and sentence.endswith(to_do), (case, sentence)
         assert not (tmp_path / "sweep").exists(), case
+
+
+def test_hydra_optuna_sweepers_int_tag_is_a_distribution_of_whole_numbers():
+    """tag(int, interval(32, 64)) (hydra-optuna-sweeper's words) searched numbers with decimals: every trial of a
+    batch size failed."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra_plugins.lenet_exp_optuna._plan import distribution
+
+    def parsed(override):
+        return distribution(OverridesParser.create().parse_override(override))
+
+    assert parsed("data.batch_size=tag(int, interval(32, 64))") == optuna.distributions.IntDistribution(32, 64)
+    assert parsed("data.batch_size=tag(int, log, interval(16, 512))") == optuna.distributions.IntDistribution(
+        16, 512, log=True
+    )
 
 
 def needs_scipy(sampler: str) -> str:

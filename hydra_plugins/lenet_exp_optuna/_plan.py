@@ -38,7 +38,10 @@ PRUNERS = {
     "none": "NopPruner",
 }
 # What a search space may be, for the sentences that refuse one.
-SPACES = "write choice(a, b), range(start, stop, step), interval(low, high) or tag(log, interval(low, high))"
+SPACES = (
+    "write choice(a, b), range(start, stop, step), interval(low, high), tag(log, interval(low, high)) or "
+    "tag(int, interval(low, high))"
+)
 
 
 @dataclass
@@ -210,10 +213,19 @@ def distribution(override: Any, where: str = "") -> Any:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     value, given = override.value(), where + override.input_line
-    log = "log" in getattr(value, "tags", ())
+    tags = set(getattr(value, "tags", ()))
+    if unknown := sorted(tags - {"log", "int"}):
+        raise UserError(
+            f"{given}: the tag {unknown[0]} means nothing here; the tags are log (a log scale) and int (whole "
+            "numbers), as in tag(log, interval(0.0001, 0.1)) or tag(int, interval(16, 512))."
+        )
+    log, whole_numbers = "log" in tags, "int" in tags
     if isinstance(value, ChoiceSweep):  # Hydra's grammar refuses an empty choice() itself
-        if log:
-            raise UserError(f"{given}: a choice has no scale; drop log, or use tag(log, interval(low, high)).")
+        if log or whole_numbers:
+            raise UserError(
+                f"{given}: a choice has no scale and takes its values as written; drop the tag, or use "
+                "tag(log, interval(low, high))."
+            )
         if any(isinstance(c, (dict, list)) for c in value.list):
             raise UserError(f"{given}: a choice's values must be plain values (numbers, words).")
         return CategoricalDistribution(list(value.list))
@@ -244,6 +256,13 @@ def distribution(override: Any, where: str = "") -> Any:
             raise UserError(
                 f"{given}: a log scale needs bounds above 0, not {low:g}; give a low bound such as 1e-05, or drop log."
             )
+        if whole_numbers:  # hydra-optuna-sweeper's tag(int, interval(low, high)): whole numbers, both bounds in
+            if not (low.is_integer() and high.is_integer()) or (log and low < 1):
+                raise UserError(
+                    f"{given}: whole numbers need whole bounds{', from 1 up on a log scale' * log}, such as "
+                    "tag(int, interval(16, 512))."
+                )
+            return IntDistribution(int(low), int(high), log=log)
         return FloatDistribution(low, high, log=log)
     raise UserError(f"{given} is not a search space; {SPACES}.")
 
