@@ -33,8 +33,14 @@ def trial_callbacks(optimized_metric: Any) -> list[pl.Callback]:
         return []
     from hydra.core.hydra_config import HydraConfig
 
-    metric = optimized_metric if isinstance(optimized_metric, str) else None  # several objectives: no pruning
-    return [PruneTrial(handoff, metric, str(HydraConfig.get().sweeper.get("study_name")))]
+    return [PruneTrial(handoff, reported(optimized_metric), str(HydraConfig.get().sweeper.get("study_name")))]
+
+
+def reported(optimized_metric: Any) -> str | None:
+    """The metric a trial reports after every epoch: the one objective, also written as a list of one
+    (``optimized_metric=[val_acc]``); None for several, which Optuna prunes none of."""
+    metrics = [optimized_metric] if isinstance(optimized_metric, str) else list(optimized_metric or ())
+    return str(metrics[0]) if len(metrics) == 1 else None
 
 
 class PruneTrial(pl.Callback):

@@ -87,8 +87,9 @@ HOPELESS_SECOND = [
 def test_a_study_prunes_hopeless_trials_and_records_each_trial_in_its_folder(tmp_path, data_dir):
     sweep = tmp_path / "study"
     # 2 trials: the seeded sampler proposes lr 0.01, then 1e-7, which trial 0's curve prunes (as in the DDP test)
-    # in this process: test_pruning_stops_every_ddp_rank_together runs the same study as a command
-    out = run_main("lenet_exp", *study_args(data_dir, sweep, *HOPELESS_SECOND))
+    # in this process: test_pruning_stops_every_ddp_rank_together runs the same study as a command. The metric as
+    # a list of one, as a list of objectives is written: it turned pruning off without a word
+    out = run_main("lenet_exp", *study_args(data_dir, sweep, *HOPELESS_SECOND, "optimized_metric=[val_acc]"))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     study = optuna.load_study(study_name="lenet", storage=f"sqlite:///{sweep / 'optuna.db'}")  # the default
     trials = {t.number: t for t in study.trials}
