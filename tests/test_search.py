@@ -120,6 +120,7 @@ def test_a_study_prunes_hopeless_trials_and_records_each_trial_in_its_folder(tmp
     assert results["states"] == {s: states.count(s) for s in set(states)}
     assert results["epochs_saved_by_pruning"] == sum(t.user_attrs.get("epochs_saved", 0) for t in trials.values()) > 0
     assert "pruned after epoch" in out.stdout and "Best parameters" in out.stdout + out.stderr
+    assert ": 2 trials, maximizing val_acc, tpe sampler, median pruner;" in out.stdout + out.stderr  # the start line
     report = run_main("lenet_exp.report", str(sweep))  # in this process (test_report.py runs it in its own)
     assert report.returncode == 0, report.stderr
     assert "PRUNED" in report.stdout and "COMPLETE" in report.stdout
@@ -296,11 +297,16 @@ def test_settings_that_cannot_work_are_one_sentence_before_any_trial(tmp_path, d
         "hydra.sweeper.storage=postgresql+psycopg://lenet@127.0.0.1:9/x": "postgresql+psycopg://lenet@127.0.0.1:9/x "
         "cannot be reached (connection failed",
         "hydra.sweeper.pruner=hyperband": "HyperbandPruner has no option n_startup_trials; it takes min_resource,",
-        "optimized_metric=train_loss": "pruning compares one validation metric after every epoch, not train_loss",
+        "optimized_metric=train_acc": "pruning compares one validation metric after every epoch, not train_acc",
         "+hydra.sweeper.max_failure_rate=0.5": "hydra.sweeper.max_failure_rate is not a setting of lenet_exp's Optuna",
         "hydra.sweeper.storage=sqlite:///:memory:": "is a database in memory, which each job would see empty",
         "hydra.sweeper.pruner_options=5": "hydra.sweeper.pruner_options=5 must be the options by name, such as",
         "hydra.sweeper.seed=abc": "hydra.sweeper.seed=abc must be a whole number, such as 42, or null.",
+        # hydra-optuna-sweeper's default direction is minimize; lightning-hydra-template's metric often val_loss
+        "optimized_metric=val_loss": "hydra.sweeper.direction=maximize with optimized_metric=val_loss would choose "
+        "the trial of the highest val_loss; use minimize for it.",
+        "hydra.sweeper.direction=minimize": "would choose the trial of the lowest val_acc; use maximize for it.",
+        "hydra.sweeper.direction=null": "hydra.sweeper.direction=null is not a direction; use maximize or minimize.",
     }
     for override, sentence in cases.items():
         with pytest.raises(UserError, match=None) as refused:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hydra_plugins.lenet_exp_optuna._storage import STORAGE_HINT, storage_url
-from lenet_exp.errors import UserError, check_value, first_line
+from lenet_exp.errors import UserError, check_value, first_line, typed
+from lenet_exp.runtime.run_folder import OBJECTIVES
 
 if TYPE_CHECKING:
     import optuna
@@ -133,7 +134,14 @@ def search_plan(sweeper: Any, config: DictConfig, arguments: list[str]) -> Searc
             f"{'/'.join(sweeper.directions)}; give one direction (maximize or minimize) per metric."
         )
     if bad := [d for d in sweeper.directions if d not in ("maximize", "minimize")]:
-        raise UserError(f"hydra.sweeper.direction={bad[0]} is not a direction; use maximize or minimize.")
+        raise UserError(f"hydra.sweeper.direction={typed(bad[0])} is not a direction; use maximize or minimize.")
+    for each, direction in zip(metrics, sweeper.directions, strict=True):  # hydra-optuna-sweeper's default: minimize
+        natural = "maximize" if str(each).endswith("_acc") else "minimize"  # losses and seconds_per_epoch
+        if str(each) in OBJECTIVES and direction != natural:
+            raise UserError(
+                f"hydra.sweeper.direction={direction} with optimized_metric={each} would choose the trial of the "
+                f"{'lowest' if natural == 'maximize' else 'highest'} {each}; use {natural} for it."
+            )
     if sweeper.pruner != "none" and (len(metrics) > 1 or not metrics[0].startswith("val_")):
         raise UserError(
             f"pruning compares one validation metric after every epoch, not {'/'.join(metrics)}; use "

@@ -25,7 +25,7 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 log = logging.getLogger("lenet_exp")
 
@@ -53,7 +53,7 @@ class OptunaSweeper(Sweeper):
         self.params, self.n_trials, self.n_jobs = params, n_trials, n_jobs
         self.sampler, self.sampler_options, self.seed = sampler, sampler_options, seed
         self.pruner, self.pruner_options = pruner, pruner_options
-        self.directions = [direction] if isinstance(direction, str) else list(direction)
+        self.directions = list(direction) if isinstance(direction, list | tuple | ListConfig) else [direction]
         self.storage, self.study_name = storage, study_name
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         self.config: DictConfig | None = None
@@ -113,8 +113,9 @@ class OptunaSweeper(Sweeper):
             study.sampler = make_sampler(self.sampler, self.sampler_options, own_seed)
         _study.fail_stale(study, storage, self.grace_period)
         total = _study.queue_trials(study, self.n_trials, created)
+        aims = ", ".join(f"{d.removesuffix('e')}ing {m}" for d, m in zip(self.directions, plan.metrics, strict=True))
         log.info(
-            f"Study {self.study_name} in {shown(plan.url)}: {total} trials, {self.sampler} sampler, "
+            f"Study {self.study_name} in {shown(plan.url)}: {total} trials, {aims}, {self.sampler} sampler, "
             f"{self.pruner} pruner; this worker ({_study.worker_name()}) runs up to {self.n_jobs} at a time"
         )
         returns: list[JobReturn] = []
