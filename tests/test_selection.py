@@ -88,6 +88,20 @@ def test_the_book_protocol_tests_the_last_weights_and_writes_no_best_ckpt(two_ep
         (["callbacks.best.monitor=test/acc", "data.val_size=16"], "would choose by the test set"),
         (["callbacks=with_early_stopping", "callbacks.early_stopping.monitor=test/loss"], "by the test set"),
         (["callbacks=with_early_stopping"], "monitors val/acc, which needs a validation split"),
+        # a name the module does not log: Lightning's traceback after the first epoch, with no checkpoint saved
+        (
+            ["callbacks=with_early_stopping", "data.val_size=16", "callbacks.early_stopping.monitor=val/accuracy"],
+            r"^callbacks.early_stopping.monitor=val/accuracy is not a metric the model logs, so Lightning would stop "
+            r"at the end of the first epoch; monitor val/acc \(the model logs val/acc, val/loss, train/acc",
+        ),
+        (["callbacks.best.monitor=val_loss", "data.val_size=16"], "monitor val/loss "),  # metrics.json's spelling
+        # best.ckpt held the first epoch kept, best-v1.ckpt the next: evaluating best.ckpt took the worst of 3
+        (
+            ["callbacks.best.save_top_k=3", "data.val_size=16"],
+            r"^callbacks.best.save_top_k=3 keeps several checkpoints under the one name best, which Lightning numbers "
+            r"best-v1, best-v2 in the order they are saved, so best.ckpt would not be the best; give each its epoch: "
+            r"\"callbacks.best.filename='best-\{epoch\}'\"\.$",
+        ),
     ],
 )
 def test_choosing_or_stopping_by_the_test_set_is_refused(tmp_path, overrides, says):

@@ -6,6 +6,7 @@ the entry points refuse a wrong value or path before spending seconds loading th
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import os
 from pathlib import Path
@@ -308,7 +309,22 @@ def check_selection(cfg: DictConfig) -> str:
                 f"callbacks.{name}.monitor={monitor} would choose by the test set; monitor val/acc or val/loss "
                 "with data.val_size > 0."
             )
+        ours = cfg.get("model", {}).get("_target_") == MODULE  # a module of the user's own logs what it logs
+        if ours and monitor not in LOGGED and not monitor.startswith("lr-"):  # lr-: LearningRateMonitor's
+            close = difflib.get_close_matches(monitor, LOGGED, n=1, cutoff=0.6)
+            raise UserError(
+                f"callbacks.{name}.monitor={monitor} is not a metric the model logs, so Lightning would stop at the "
+                f"end of the first epoch; monitor {close[0] if close else 'val/acc'} (the model logs "
+                f"{', '.join(LOGGED)})."
+            )
         checkpoint = str(callback.get("_target_", "")).endswith("BestCheckpoint")  # idle without a split
+        top_k, filename = callback.get("save_top_k", 1), str(callback.get("filename") or "")
+        if checkpoint and top_k not in (0, 1) and "{" not in filename:
+            raise UserError(
+                f"callbacks.{name}.save_top_k={typed(top_k)} keeps several checkpoints under the one name {filename}, "
+                f"which Lightning numbers {filename}-v1, {filename}-v2 in the order they are saved, so {filename}.ckpt "
+                f"would not be the best; give each its epoch: \"callbacks.{name}.filename='{filename}-{{epoch}}'\"."
+            )
         has_best = has_best or checkpoint
         if monitor.startswith("val/") and not val_size and not checkpoint:
             raise UserError(f"callbacks.{name} monitors {monitor}, which needs a validation split: data.val_size=5000.")
@@ -327,6 +343,9 @@ def check_selection(cfg: DictConfig) -> str:
         raise UserError("test_on=best needs the best-epoch checkpoint of callbacks=default; add it, or test_on=last.")
     return test_on
 
+
+# What lenet_exp's module logs each epoch that a callback may monitor (val/*: with data.val_size > 0).
+LOGGED = ("val/acc", "val/loss", "train/acc", "train/loss")
 
 # The classes whose arguments lenet_exp.arguments checks: a config naming another class (a user's own) is checked
 # by that class alone.
@@ -407,7 +426,6 @@ def check_top_level(cfg: DictConfig) -> None:
     left unused, and the run would go on with the setting it meant to change: refused, naming the key it meant.
     (Hydra refuses such a key on the command line; a file may add keys, and one unlike any is left alone: it may
     be a value of the user's own for interpolations.)"""
-    import difflib
     import re
 
     given = OmegaConf.to_container(cfg, resolve=False)
