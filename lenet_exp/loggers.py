@@ -169,7 +169,9 @@ class EpochCSVLogger(CSVLogger):
     ``train/acc`` and ``test/acc`` (or ``val/*``); the settings go to ``hparams.yaml`` beside it.
 
     Lightning logs an epoch's evaluation and then its training metrics in separate calls: both land in
-    the epoch's row, which is written once it has its training metrics. The final test after the last
+    the epoch's row, which is written once it has its training metrics. Another callback's values (such as
+    LearningRateMonitor's ``lr-Adam``, logged by optimizer steps) land in the row of the epoch they were logged
+    in, the last of them where there are several. The final test after the last
     epoch trains nothing and gets no row (it is in metrics.json). A resumed run keeps the earlier rows.
     """
 
@@ -195,7 +197,11 @@ class EpochCSVLogger(CSVLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        epoch = int(step)  # the module logs the epoch as the step
+        if all(key.partition("/")[0] in ("train", "val", "test") for key in metrics):
+            epoch = int(step)  # the module logs the epoch as the step
+        else:  # another callback's, by optimizer steps (LearningRateMonitor's lr-Adam): the epoch in progress's row
+            trained = [e for e, row in self._rows.items() if any(k.startswith("train/") for k in row)]
+            epoch = max(trained, default=-1) + 1
         row = self._rows.setdefault(epoch, {})
         row.update({key: float(value) for key, value in metrics.items()}, epoch=epoch)
         self.save()

@@ -59,6 +59,14 @@ def test_csv_alone_writes_one_row_per_epoch(tmp_path, fake_data):
     assert not (tmp_path / "tensorboard").exists()
 
 
+def test_csv_puts_lightnings_learning_rate_monitor_in_the_row_of_its_epoch(tmp_path, fake_data):
+    """LearningRateMonitor logs by optimizer steps, not epochs: its value of epoch 1 went to a row of its own
+    (the steps so far), which was never written, so only epoch 0's row had a learning rate."""
+    monitor = "+callbacks.lr._target_=pytorch_lightning.callbacks.LearningRateMonitor"
+    run(tmp_path, fake_data, "logger=csv", monitor, "steps_per_call=1")  # a step per batch: steps are not epochs
+    assert [(row["epoch"], row["lr-Adam"]) for row in csv_rows(tmp_path)] == [("0", "0.001"), ("1", "0.001")]
+
+
 def test_csv_of_a_continued_run_keeps_the_earlier_epochs(tmp_path, fake_data):
     run(tmp_path, fake_data, "logger=csv", "trainer.max_epochs=1")
     first = csv_rows(tmp_path)
