@@ -95,6 +95,9 @@ def test_the_book_protocol_tests_the_last_weights_and_writes_no_best_ckpt(two_ep
             r"at the end of the first epoch; monitor val/acc \(the model logs val/acc, val/loss, train/acc",
         ),
         (["callbacks.best.monitor=val_loss", "data.val_size=16"], "monitor val/loss "),  # metrics.json's spelling
+        # last.ckpt every 2 epochs: eval and resume took epoch 2's weights for epoch 3's, which the test had used
+        (["+callbacks.checkpoint.every_n_epochs=2"], r"^callbacks.checkpoint.every_n_epochs=2: checkpoints/last.ckpt"),
+        (["+callbacks.checkpoint.every_n_train_steps=100"], r"^callbacks.checkpoint.every_n_train_steps=100: "),
         # best.ckpt held the first epoch kept, best-v1.ckpt the next: evaluating best.ckpt took the worst of 3
         (
             ["callbacks.best.save_top_k=3", "data.val_size=16"],
@@ -107,6 +110,15 @@ def test_the_book_protocol_tests_the_last_weights_and_writes_no_best_ckpt(two_ep
 def test_choosing_or_stopping_by_the_test_set_is_refused(tmp_path, overrides, says):
     with pytest.raises(UserError, match=says):
         check_run(compose_config(tmp_path, [*ONE_EPOCH, *overrides]))
+
+
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
+def test_a_checkpoint_every_second_epoch_is_added_as_the_docs_write_it(tmp_path, fake_data):
+    own = next(line for line in DOC.splitlines() if line.startswith("`'+callbacks.every_2="))
+    cfg = compose_config(tmp_path, [*ONE_EPOCH, "trainer.max_epochs=3", f"data.data_dir={fake_data}", own[2:-2]])
+    train(cfg)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch=1.ckpt", "last.ckpt"]
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["epoch"] == 2  # the last of 3 epochs
 
 
 @pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not

@@ -344,6 +344,25 @@ def check_selection(cfg: DictConfig) -> str:
     return test_on
 
 
+def check_last_checkpoint(callbacks: DictConfig | None) -> None:
+    """``checkpoints/last.ckpt`` (callbacks.checkpoint) is the last epoch's state, which resume continues and eval
+    and ``test_on=last`` take as the final weights: written every n epochs or steps, it would lag behind them."""
+    for name, callback in (callbacks or {}).items():
+        if not isinstance(callback, DictConfig) or callback.get("filename") != "last":
+            continue
+        moved = {
+            "every_n_epochs": callback.get("every_n_epochs") not in (None, 1),
+            "every_n_train_steps": callback.get("every_n_train_steps") not in (None, 0),
+            "train_time_interval": callback.get("train_time_interval") is not None,
+        }
+        if given := [key for key, changed in moved.items() if changed]:
+            raise UserError(
+                f"callbacks.{name}.{given[0]}={typed(callback.get(given[0]))}: checkpoints/last.ckpt is the last "
+                "epoch's state, which resume, eval and test_on=last rely on, so it is written after every epoch; "
+                "to keep checkpoints every n epochs as well, add a ModelCheckpoint of your own (docs/configuration.md)."
+            )
+
+
 # What lenet_exp's module logs each epoch that a callback may monitor (val/*: with data.val_size > 0).
 LOGGED = ("val/acc", "val/loss", "train/acc", "train/loss")
 
@@ -456,6 +475,7 @@ def check_run(cfg: DictConfig) -> str:
     check_arguments(cfg)
     check_optimized_metric(cfg.get("optimized_metric"), cfg.data.get("val_size", 0))
     test_on = check_selection(cfg)
+    check_last_checkpoint(cfg.get("callbacks"))
     check_many_steps(cfg)
     # Then the accelerator and the processes (which load torch unless the accelerator is the CPU), and the split
     # against those processes.
