@@ -305,6 +305,14 @@ def test_no_validated_epoch_tests_the_last_weights_and_says_so(tmp_path, fake_da
     assert caplog.text.count("no epoch was validated") == 1
 
 
+def test_fast_dev_run_with_a_validation_split_says_why_the_test_takes_the_last_weights(tmp_path, fake_data, caplog):
+    caplog.set_level(logging.INFO, logger="lenet_exp")
+    overrides = [*TINY, f"data.data_dir={fake_data}", "data.val_size=16", "debug=fast_dev_run"]
+    metrics = train(compose_config(tmp_path, overrides))
+    assert metrics["tested"] == "last"  # it validated, but kept no checkpoint (it blamed limit_val_batches)
+    assert "trainer.fast_dev_run saves no checkpoint, so the final test uses the last weights" in caplog.text
+
+
 def test_seed_null_draws_one_seed_records_it_and_reruns_the_same(tmp_path, fake_data):
     """With a validation split and trainer.limit_val_batches=0: the last weights are tested, said once."""
     output, run, metrics = lenet_exp(
