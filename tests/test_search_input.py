@@ -64,6 +64,16 @@ CASES = {
         "data.batch_size=tag(int,interval(32.5,64)): whole numbers need whole bounds",
         "such as tag(int, interval(16, 512)).",
     ),
+    "hydra-optuna-sweeper's class": (  # lightning-hydra-template's hparams_search files name it
+        "hydra.sweeper._target_=hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper",
+        "hydra.sweeper._target_=hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper cannot be imported;",
+        "and Hydra's basic one (-m with key=a,b), chosen without a _target_.",
+    ),
+    "hydra-optuna-sweeper's sampler": (
+        "+hydra.sweeper.sampler={_target_:optuna.samplers.TPESampler,seed:7}",
+        "hydra.sweeper.sampler is a sampler's name here (tpe, random, gp, cmaes, qmc, nsga2), not hydra-optuna-",
+        "give its seed as hydra.sweeper.seed and its other arguments as hydra.sweeper.sampler_options.",
+    ),
     "an SQLite file in a folder that does not exist": (
         "hydra.sweeper.storage=sqlite:////no/such/dir/x.db",
         "hydra.sweeper.storage=sqlite:////no/such/dir/x.db: the folder /no/such/dir does not exist",
@@ -121,6 +131,7 @@ ON_THE_COMMAND_LINE = [
     "bounds backwards",
     "a log interval from 0",
     "a choice of nothing",
+    "hydra-optuna-sweeper's class",  # Hydra makes the sweeper after lenet_exp's callback checks its class
     "an SQLite file in a folder that does not exist",
     "a journal of random bytes",
 ]

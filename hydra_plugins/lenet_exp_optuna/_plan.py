@@ -62,6 +62,12 @@ def make_sampler(name: str, options: dict[str, Any] | None, seed: int | None) ->
     """The sampler ``name`` (tpe, random, gp, cmaes, qmc, nsga2) with ``options``; seeded with ``seed``."""
     import optuna
 
+    if isinstance(name, Mapping):  # hydra-optuna-sweeper's form: {_target_: optuna.samplers.TPESampler, seed: 7}
+        raise UserError(
+            f"hydra.sweeper.sampler is a sampler's name here ({', '.join(SAMPLERS)}), not hydra-optuna-sweeper's "
+            "mapping of a class and its arguments: give its seed as hydra.sweeper.seed and its other arguments as "
+            "hydra.sweeper.sampler_options."
+        )
     if not isinstance(name, str) or name not in SAMPLERS:
         raise UserError(f"hydra.sweeper.sampler={name} is not known; choose one of {', '.join(SAMPLERS)}.")
     if name in NEED_SCIPY and importlib.util.find_spec("scipy") is None:

@@ -215,7 +215,14 @@ def check_sweep(config: DictConfig) -> None:
 
     check_optimized_metric(config.get("optimized_metric"), config.data.get("val_size", 0))
     check_grid(config)
-    check = getattr(_sweeper_class(config), "check_before_sweep", None)
+    sweeper = _sweeper_class(config)
+    if sweeper is None:  # Hydra's traceback, and an empty sweep folder left
+        raise UserError(
+            f"hydra.sweeper._target_={config.hydra.sweeper.get('_target_')} cannot be imported; lenet_exp's "
+            "sweepers are its Optuna sweeper (hparams_search=lenet_optuna, or hydra/sweeper=optuna, with the "
+            "settings of docs/search.md) and Hydra's basic one (-m with key=a,b), chosen without a _target_."
+        )
+    check = getattr(sweeper, "check_before_sweep", None)
     if check is not None:
         check(config)
 
@@ -242,18 +249,21 @@ def check_grid(config: DictConfig) -> None:
 
 
 def _sweeper_class(config: DictConfig) -> type | None:
-    """The class ``hydra.sweeper._target_`` names; None when it cannot be imported (Hydra then says why)."""
+    """The class ``hydra.sweeper._target_`` names; None when it cannot be imported."""
     return _class_named(config.hydra.sweeper.get("_target_"))
 
 
 def _class_named(target: Any) -> type | None:
-    """The class ``target`` names, or None where it cannot be imported."""
-    from hydra.utils import get_class
+    """The class ``target`` (``module.Class``) names, or None where it cannot be imported (quietly: Hydra's
+    get_class logs an error of its own)."""
+    import importlib
 
+    module, _, name = str(target).rpartition(".")
     try:
-        return get_class(str(target))
-    except Exception:  # a name that is not a class: Hydra's instantiate of the sweeper says so in its words
+        found = getattr(importlib.import_module(module), name)
+    except Exception:  # no such module or name, or an empty one
         return None
+    return found if isinstance(found, type) else None
 
 
 class SweepRefused(UserError, CompactHydraException):
