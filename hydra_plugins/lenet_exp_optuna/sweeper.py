@@ -118,6 +118,13 @@ class OptunaSweeper(Sweeper):
             f"Study {self.study_name} in {shown(plan.url)}: {total} trials, {aims}, {self.sampler} sampler, "
             f"{self.pruner} pruner; this worker ({_study.worker_name()}) runs up to {self.n_jobs} at a time"
         )
+        waiting = [t for t in study.get_trials(deepcopy=False) if t.state.name == "WAITING"]
+        if not waiting:  # a study continued with an n_trials it holds already (hydra-optuna-sweeper's adds them)
+            log.info(
+                f"hydra.sweeper.n_trials={self.n_trials} is the study's total and its {total} trials have all been "
+                f"taken, so this worker runs none; give hydra.sweeper.n_trials={total + self.n_trials} for "
+                f"{self.n_trials} more"
+            )
         returns: list[JobReturn] = []
         with _study.Heartbeat(storage, self.heartbeat_interval) as heartbeat:
             while True:
