@@ -64,6 +64,11 @@ CASES = {
         "data.batch_size=tag(int,interval(32.5,64)): whole numbers need whole bounds",
         "such as tag(int, interval(16, 512)).",
     ),
+    "no search space": (  # n identical trials, each with the same seed
+        "hydra.sweeper.params=null",
+        "the search space is empty, so every trial would train the same run",
+        "or key=choice(a, b) on the command line.",
+    ),
     "hydra-optuna-sweeper's class": (  # lightning-hydra-template's hparams_search files name it
         "hydra.sweeper._target_=hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper",
         "hydra.sweeper._target_=hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper cannot be imported;",

@@ -167,6 +167,11 @@ def search_plan(sweeper: Any, config: DictConfig, arguments: list[str]) -> Searc
     sampler = make_sampler(sweeper.sampler, sweeper.sampler_options, sweeper.seed)
     pruner = make_pruner(sweeper.pruner, sweeper.pruner_options)
     space, fixed = search_space(config, sweeper.params, arguments)
+    if not space:  # every trial would train the same settings with the same seed
+        raise UserError(
+            "the search space is empty, so every trial would train the same run; give one with "
+            "hparams_search=lenet_optuna, hydra.sweeper.params, or key=choice(a, b) on the command line."
+        )
     if sweeper.storage is not None and not isinstance(sweeper.storage, str):
         raise UserError(f"hydra.sweeper.storage={sweeper.storage} is not a storage; {STORAGE_HINT}.")
     url = storage_url(sweeper.storage, str(config.hydra.sweep.dir))
