@@ -92,6 +92,17 @@ class PruneTrial(pl.Callback):
         self._trial = None
         return False
 
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """Ctrl-C or SIGTERM: the worker marks the trial failed, and lenet_exp.resume of the job's folder finishes
+        the run's files but not the trial (its metrics.json has no trial), which the resume line does not say."""
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        if trainer.is_global_zero and isinstance(exception, KeyboardInterrupt | SIGTERMException):
+            log.warning(
+                f"trial {self.handoff.number} of study {self.study} stays failed in the study: resuming this "
+                "folder finishes its run, outside the study; give the study's command again to go on with new trials"
+            )
+
     def record(self) -> dict[str, Any]:
         """metrics.json's ``trial``: the study, the trial's number, and whether (after which epoch) it was pruned."""
         return {"study": self.study, "number": self.handoff.number, "pruned_after": self.pruned_after}

@@ -275,3 +275,22 @@ def test_a_worker_stopped_by_an_interrupt_fails_its_trials_saying_so():
     assert _why(KeyboardInterrupt()) == "interrupted: Ctrl-C" == _why(SystemExit(130))  # lenet_exp's run ends with 130
     assert _why(SystemExit(143)) == "interrupted: SIGTERM"
     assert _why(RuntimeError("the launcher broke")) == "RuntimeError: the launcher broke"
+
+
+def test_an_interrupted_trial_says_that_a_resume_finishes_its_run_outside_the_study(caplog):
+    """The resume line alone let a user resume a trial's folder and expect the study to count it; the study
+    kept it failed (and its metrics.json had no trial)."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from hydra_plugins.lenet_exp_optuna._job import TrialHandoff
+    from lenet_exp.trial import PruneTrial
+
+    caplog.set_level("WARNING", logger="lenet_exp")
+    callback = PruneTrial(TrialHandoff(trial_id=8, number=7), "val_acc", "lenet")
+    for stop in (KeyboardInterrupt(), SIGTERMException()):
+        callback.on_exception(SimpleNamespace(is_global_zero=True), None, stop)
+    callback.on_exception(SimpleNamespace(is_global_zero=True), None, RuntimeError("a bug"))  # not an interrupt
+    said = "trial 7 of study lenet stays failed in the study: resuming this folder finishes its run, outside the study"
+    assert caplog.text.count(said) == 2
