@@ -64,6 +64,11 @@ CASES = {
         "data.batch_size=tag(int,interval(32.5,64)): whole numbers need whole bounds",
         "such as tag(int, interval(16, 512)).",
     ),
+    "a pruner's resource of 0": (  # Optuna took it, then divided by zero at each trial's first report: no pruning
+        "hydra.sweeper={pruner:hyperband,pruner_options:{min_resource:0}}",
+        "hydra.sweeper.pruner_options.min_resource=0 must be a positive whole number",
+        "such as 1.",
+    ),
     "no search space": (  # n identical trials, each with the same seed
         "hydra.sweeper.params=null",
         "the search space is empty, so every trial would train the same run",

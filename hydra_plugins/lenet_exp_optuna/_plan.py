@@ -90,7 +90,13 @@ def make_pruner(name: str, options: dict[str, Any] | None) -> optuna.pruners.Bas
     if not isinstance(name, str) or name not in PRUNERS:
         raise UserError(f"hydra.sweeper.pruner={name} is not known; choose one of {', '.join(PRUNERS)}.")
     key = "hydra.sweeper.pruner_options"
-    return _build(getattr(optuna.pruners, PRUNERS[name]), _options(options, key, "{n_warmup_steps: 2}"), key)
+    options = _options(options, key, "{n_warmup_steps: 2}")
+    pruner = _build(getattr(optuna.pruners, PRUNERS[name]), options, key)
+    # Values Optuna takes and then divides by zero with at a trial's first report: no trial would be pruned
+    for option, low, example in (("min_resource", 1, 1), ("max_resource", 1, 5), ("reduction_factor", 2, 3)):
+        if (value := options.get(option, "auto")) != "auto":  # Hyperband's and successive halving's
+            check_value(f"{key}.{option}", value, "whole", example, low)
+    return pruner
 
 
 def _options(options: Any, key: str, example: str) -> dict[str, Any]:
