@@ -60,7 +60,7 @@ def train(
     ``check_run(cfg)`` answered, when the caller checked ``cfg`` already (``__main__.job``); ``opened``:
     ``cfg.ckpt_path`` as the gate opened it already (resume opens it with its run folder).
     """
-    tested = tested or check_run(cfg)  # which weights the final test uses: "best" or "last"
+    tested = tested or check_run(cfg, new=not finishing)  # which weights the final test uses: "best" or "last"
     cfg = with_seed(cfg)
     threads = torch_threads(cfg.get("threads"))
     torch.set_num_threads(threads)

@@ -112,6 +112,30 @@ def test_choosing_or_stopping_by_the_test_set_is_refused(tmp_path, overrides, sa
         check_run(compose_config(tmp_path, [*ONE_EPOCH, *overrides]))
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        # the newest 3 by Lightning's own epoch count, a usual ModelCheckpoint of one's own
+        ["+callbacks.keep={_target_: pytorch_lightning.callbacks.ModelCheckpoint, monitor: epoch, mode: max}"],
+        ["callbacks=with_early_stopping", "data.val_size=16", "callbacks.early_stopping.monitor=val/f1"]
+        + ["+callbacks.early_stopping.strict=false"],  # Lightning only warns
+        ["callbacks.best.monitor=val/f1", "data.val_size=16", "+callbacks.f1._target_=my_metrics.F1"],  # logs it
+    ],
+    ids=["monitor epoch", "not strict", "a callback of ones own"],
+)
+def test_a_monitor_lightning_takes_is_not_refused(tmp_path, overrides):
+    check_run(compose_config(tmp_path, [*ONE_EPOCH, *overrides]))
+
+
+def test_a_stored_run_is_finished_as_it_ran(tmp_path):
+    """lenet_exp.resume of a run made before these checks: its settings cannot be changed by resume, so the
+    settings that a new run is refused for do not stop it."""
+    stored = compose_config(tmp_path, [*ONE_EPOCH, "+callbacks.checkpoint.every_n_epochs=2"])
+    check_run(stored, new=False)
+    with pytest.raises(UserError, match="every_n_epochs=2: checkpoints/last.ckpt is the last epoch's state"):
+        check_run(stored)
+
+
 @pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_a_checkpoint_every_second_epoch_is_added_as_the_docs_write_it(tmp_path, fake_data):
     own = next(line for line in DOC.splitlines() if line.startswith("`'+callbacks.every_2="))

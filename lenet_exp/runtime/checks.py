@@ -309,22 +309,7 @@ def check_selection(cfg: DictConfig) -> str:
                 f"callbacks.{name}.monitor={monitor} would choose by the test set; monitor val/acc or val/loss "
                 "with data.val_size > 0."
             )
-        ours = cfg.get("model", {}).get("_target_") == MODULE  # a module of the user's own logs what it logs
-        if ours and monitor not in LOGGED and not monitor.startswith("lr-"):  # lr-: LearningRateMonitor's
-            close = difflib.get_close_matches(monitor, LOGGED, n=1, cutoff=0.6)
-            raise UserError(
-                f"callbacks.{name}.monitor={monitor} is not a metric the model logs, so Lightning would stop at the "
-                f"end of the first epoch; monitor {close[0] if close else 'val/acc'} (the model logs "
-                f"{', '.join(LOGGED)})."
-            )
         checkpoint = str(callback.get("_target_", "")).endswith("BestCheckpoint")  # idle without a split
-        top_k, filename = callback.get("save_top_k", 1), str(callback.get("filename") or "")
-        if checkpoint and top_k not in (0, 1) and "{" not in filename:
-            raise UserError(
-                f"callbacks.{name}.save_top_k={typed(top_k)} keeps several checkpoints under the one name {filename}, "
-                f"which Lightning numbers {filename}-v1, {filename}-v2 in the order they are saved, so {filename}.ckpt "
-                f"would not be the best; give each its epoch: \"callbacks.{name}.filename='{filename}-{{epoch}}'\"."
-            )
         has_best = has_best or checkpoint
         if monitor.startswith("val/") and not val_size and not checkpoint:
             raise UserError(f"callbacks.{name} monitors {monitor}, which needs a validation split: data.val_size=5000.")
@@ -344,18 +329,39 @@ def check_selection(cfg: DictConfig) -> str:
     return test_on
 
 
-def check_last_checkpoint(callbacks: DictConfig | None) -> None:
-    """``checkpoints/last.ckpt`` (callbacks.checkpoint) is the last epoch's state, which resume continues and eval
-    and ``test_on=last`` take as the final weights: written every n epochs or steps, it would lag behind them."""
-    for name, callback in (callbacks or {}).items():
-        if not isinstance(callback, DictConfig) or callback.get("filename") != "last":
-            continue
+def check_callbacks(cfg: DictConfig) -> None:
+    """Callback settings a new run would regret, refused before it trains (a stored run's config is taken as it
+    ran: resume checks none of these): a metric the model does not log (Lightning's traceback after the first
+    epoch), several best checkpoints under one name (``best.ckpt`` would be the first kept, not the best), and
+    ``last.ckpt`` written every n epochs or steps (resume, eval and ``test_on=last`` take it for the last epoch)."""
+    callbacks = {k: c for k, c in (cfg.get("callbacks") or {}).items() if isinstance(c, DictConfig)}
+    # lenet_exp's module and Lightning's callbacks log only what LOGGED names; a class of the user's own may log more
+    known = all(str(c.get("_target_", "")).startswith(("lenet_exp.", "pytorch_lightning.")) for c in callbacks.values())
+    known = known and cfg.get("model", {}).get("_target_") == MODULE
+    for name, callback in callbacks.items():
+        monitor = callback.get("monitor")
+        lenient = callback.get("strict") is False  # EarlyStopping(strict=False) only warns
+        logged = isinstance(monitor, str) and (monitor in LOGGED or monitor.startswith("lr-"))  # LearningRateMonitor
+        if known and isinstance(monitor, str) and not logged and not lenient:
+            close = difflib.get_close_matches(monitor, LOGGED, n=1, cutoff=0.6)
+            raise UserError(
+                f"callbacks.{name}.monitor={monitor} is not a metric the model logs, so Lightning would stop at the "
+                f"end of the first epoch; monitor {close[0] if close else 'val/acc'} (the model logs "
+                f"{', '.join(LOGGED[:4])})."
+            )
+        top_k, filename = callback.get("save_top_k", 1), str(callback.get("filename") or "")
+        if str(callback.get("_target_", "")).endswith("BestCheckpoint") and top_k not in (0, 1) and "{" not in filename:
+            raise UserError(
+                f"callbacks.{name}.save_top_k={typed(top_k)} keeps several checkpoints under the one name {filename}, "
+                f"which Lightning numbers {filename}-v1, {filename}-v2 in the order they are saved, so {filename}.ckpt "
+                f"would not be the best; give each its epoch: \"callbacks.{name}.filename='{filename}-{{epoch}}'\"."
+            )
         moved = {
             "every_n_epochs": callback.get("every_n_epochs") not in (None, 1),
             "every_n_train_steps": callback.get("every_n_train_steps") not in (None, 0),
             "train_time_interval": callback.get("train_time_interval") is not None,
         }
-        if given := [key for key, changed in moved.items() if changed]:
+        if filename == "last" and (given := [key for key, changed in moved.items() if changed]):
             raise UserError(
                 f"callbacks.{name}.{given[0]}={typed(callback.get(given[0]))}: checkpoints/last.ckpt is the last "
                 "epoch's state, which resume, eval and test_on=last rely on, so it is written after every epoch; "
@@ -364,7 +370,8 @@ def check_last_checkpoint(callbacks: DictConfig | None) -> None:
 
 
 # What lenet_exp's module logs each epoch that a callback may monitor (val/*: with data.val_size > 0).
-LOGGED = ("val/acc", "val/loss", "train/acc", "train/loss")
+# epoch and step: Lightning offers them to a ModelCheckpoint's monitor (monitor: epoch keeps the newest k).
+LOGGED = ("val/acc", "val/loss", "train/acc", "train/loss", "epoch", "step")
 
 # The classes whose arguments lenet_exp.arguments checks: a config naming another class (a user's own) is checked
 # by that class alone.
@@ -464,9 +471,9 @@ def _kind(value: Any) -> type:
     return dict if isinstance(value, dict) else list if isinstance(value, list) else object
 
 
-def check_run(cfg: DictConfig) -> str:
+def check_run(cfg: DictConfig, new: bool = True) -> str:
     """Everything about ``cfg`` that can be refused before any data or model is built; returns which
-    weights the final test uses (``best`` or ``last``)."""
+    weights the final test uses (``best`` or ``last``). ``new``: a new run, not a stored one that resume finishes."""
     check_seed(cfg.get("seed"))
     check_trainer(cfg.trainer, cfg.get("callbacks"))
     check_run_folder(cfg)
@@ -475,7 +482,8 @@ def check_run(cfg: DictConfig) -> str:
     check_arguments(cfg)
     check_optimized_metric(cfg.get("optimized_metric"), cfg.data.get("val_size", 0))
     test_on = check_selection(cfg)
-    check_last_checkpoint(cfg.get("callbacks"))
+    if new:
+        check_callbacks(cfg)
     check_many_steps(cfg)
     # Then the accelerator and the processes (which load torch unless the accelerator is the CPU), and the split
     # against those processes.
