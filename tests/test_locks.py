@@ -215,6 +215,27 @@ def test_a_new_study_into_the_folder_of_another_is_refused_and_the_same_study_go
     assert not (sweep / "2").exists()
 
 
+def test_the_check_of_a_sweep_folder_imports_nothing_an_earlier_job_names(tmp_path, monkeypatch):
+    """A job folder is data: the sweeper class its .hydra/hydra.yaml names is compared as a name, never imported
+    (only this sweep's own class says where its study is stored)."""
+    from omegaconf import OmegaConf
+
+    from lenet_exp.runtime.hydra_callbacks import check_no_earlier_sweep
+
+    (tmp_path / "planted.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\nclass Sweeper: ...\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    job = tmp_path / "sweep" / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / "metrics.json").write_text("{}")
+    (job / ".hydra" / "hydra.yaml").write_text("hydra:\n  sweeper:\n    _target_: planted.Sweeper\n")
+    sweeper = {"_target_": "hydra_plugins.lenet_exp_optuna.sweeper.OptunaSweeper", "study_name": "lenet"}
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(job.parent)}, "sweeper": sweeper}})
+    config.hydra.runtime = {"cwd": str(tmp_path)}
+    with pytest.raises(UserError, match="holds the runs of an earlier sweep"):
+        check_no_earlier_sweep(config)
+    assert not (tmp_path / "ran").exists()
+
+
 @pytest.mark.slow  # two studies of one trial, 3 s
 def test_a_relative_storage_means_the_folder_the_command_started_in_for_every_job(tmp_path, fake_data, monkeypatch):
     """sqlite:///study.db typed in one folder is that folder's file, for the sweep's check of its folder and for

@@ -161,13 +161,23 @@ def check_no_earlier_sweep(config: DictConfig) -> None:
     study share its folder on purpose: each trial has a number of its own."""
     sweep = Path(config.hydra.sweep.dir)
     jobs = job_folders(sweep) if sweep.is_dir() else []
-    mine = _sweep_of(OmegaConf.to_container(config.hydra.sweeper, resolve=False), sweep, config.hydra.runtime.cwd)
-    grid = str(mine[0]).endswith(".BasicSweeper")
+    mine = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
+    grid = str(value_at(mine, "_target_")).endswith(".BasicSweeper")
+    # Where this sweep's class says a study is stored (study_of, which lenet_exp's Optuna sweeper offers: two
+    # studies of one name in two storages are two); the class is this sweep's own, never one a job folder names.
+    where = getattr(_sweeper_class(config), "study_of", lambda settings, sweep_dir, started_in: None)
+    here = where(mine, str(sweep), str(config.hydra.runtime.cwd))
+
+    def of_this_study(job: Path) -> bool:
+        sweeper, started_in = _job_sweeper(job)
+        same = _sweep_of(sweeper) == _sweep_of(mine)
+        return same and where(sweeper, str(sweep), str(started_in)) == here
+
     earlier = [
         j
         for j in jobs
         if any(f.is_file() for f in (metrics_file(j), last_checkpoint(j), error_file(j)))
-        and (grid or _job_sweep(j, sweep) != mine)
+        and (grid or not of_this_study(j))
     ]
     if earlier:
         raise UserError(
@@ -177,22 +187,19 @@ def check_no_earlier_sweep(config: DictConfig) -> None:
         )
 
 
-def _sweep_of(sweeper: Any, sweep: Path, started_in: Any) -> tuple[Any, Any, Any]:
-    """Which sweep made a job, as its sweeper settings (as written) say: the sweeper's class, its study's name, and
-    where the class says the study is stored (``study_of(settings, sweep_dir, started_in)``, which lenet_exp's
-    Optuna sweeper offers: two studies of one name in two storages are two studies)."""
-    target = value_at(sweeper, "_target_")
-    where = getattr(_class_named(target), "study_of", None)
-    return target, value_at(sweeper, "study_name"), where(sweeper, str(sweep), str(started_in)) if where else None
+def _sweep_of(sweeper: Any) -> tuple[Any, Any]:
+    """Which sweep made a job, as its sweeper settings say: the sweeper's class and its study's name (as written)."""
+    return value_at(sweeper, "_target_"), value_at(sweeper, "study_name")
 
 
-def _job_sweep(job: Path, sweep: Path) -> tuple[Any, Any, Any]:
-    """``_sweep_of`` the job folder's .hydra/hydra.yaml, read as written; a file that cannot be read is no sweep."""
+def _job_sweeper(job: Path) -> tuple[Any, Any]:
+    """The job folder's sweeper settings and the folder its command started in, from its .hydra/hydra.yaml read
+    as written (data: nothing named there is imported); (None, None) for a file that cannot be read."""
     try:
         stored = as_written(hydra_settings_file(job))
     except Exception:  # damaged or missing: not a job of this study
-        return (None, None, None)
-    return _sweep_of(value_at(stored, "hydra", "sweeper"), sweep, value_at(stored, "hydra", "runtime", "cwd"))
+        return None, None
+    return value_at(stored, "hydra", "sweeper"), value_at(stored, "hydra", "runtime", "cwd")
 
 
 NOTHING_RUN = "Nothing was run."  # ends the sentence of a sweep refused before its first job
@@ -249,20 +256,11 @@ def check_grid(config: DictConfig) -> None:
 
 
 def _sweeper_class(config: DictConfig) -> type | None:
-    """The class ``hydra.sweeper._target_`` names; None when it cannot be imported."""
-    return _class_named(config.hydra.sweeper.get("_target_"))
+    """The class ``hydra.sweeper._target_`` names (this command's config, which Hydra imports as well); None when
+    it cannot be imported."""
+    from lenet_exp.runtime.versions import located
 
-
-def _class_named(target: Any) -> type | None:
-    """The class ``target`` (``module.Class``) names, or None where it cannot be imported (quietly: Hydra's
-    get_class logs an error of its own)."""
-    import importlib
-
-    module, _, name = str(target).rpartition(".")
-    try:
-        found = getattr(importlib.import_module(module), name)
-    except Exception:  # no such module or name, or an empty one
-        return None
+    found = located(config.hydra.sweeper.get("_target_"))
     return found if isinstance(found, type) else None
 
 

@@ -22,22 +22,29 @@ def _wrote(revision: str | None) -> str:
     return f" (it was written by the code at {revision})" if revision and revision != "unknown" else ""
 
 
-def _parameters(target: str) -> dict[str, inspect.Parameter] | None:
-    """The constructor's parameters of ``target`` (a class or function, allowed by the gate already), None when
-    they cannot be known: a C function without a signature, or nothing importable there, which building it says
-    in one sentence (errors.built). Not Hydra's get_object, which would log its own error first."""
+def located(target: str) -> Any:
+    """What the dotted name ``target`` names (a class, a function), imported; None where nothing importable is
+    there. Not Hydra's get_object, which would log its own error first."""
     import importlib
 
-    parts = target.split(".")
+    parts = str(target).split(".")
     for split in range(len(parts) - 1, 0, -1):  # the longest importable module, then its attributes
         try:
             found = importlib.import_module(".".join(parts[:split]))
             for name in parts[split:]:
                 found = getattr(found, name)
-            break
+            return found
         except Exception:
             continue
-    else:
+    return None
+
+
+def _parameters(target: str) -> dict[str, inspect.Parameter] | None:
+    """The constructor's parameters of ``target`` (a class or function, allowed by the gate already), None when
+    they cannot be known: a C function without a signature, or nothing importable there, which building it says
+    in one sentence (errors.built)."""
+    found = located(target)
+    if found is None:
         return None
     try:
         return dict(inspect.signature(found).parameters)
