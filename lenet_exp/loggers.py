@@ -171,7 +171,7 @@ class EpochCSVLogger(CSVLogger):
     Lightning logs an epoch's evaluation and then its training metrics in separate calls: both land in
     the epoch's row, which is written once it has its training metrics. Another callback's values (such as
     LearningRateMonitor's ``lr-Adam``, logged by optimizer steps) land in the row of the epoch they were logged
-    in, the last of them where there are several. The final test after the last
+    in (the last of them where there are several). The final test after the last
     epoch trains nothing and gets no row (it is in metrics.json). A resumed run keeps the earlier rows.
     """
 
@@ -183,6 +183,7 @@ class EpochCSVLogger(CSVLogger):
             with open(self.path, newline="") as f:
                 self._rows = {int(row["epoch"]): {k: v for k, v in row.items() if v != ""} for row in csv.DictReader(f)}
         self._hparams: dict[str, Any] = {}
+        self._pending: dict[str, float] = {}  # other callbacks' values of the epoch in progress
 
     @property
     def experiment(self) -> EpochCSVLogger:
@@ -197,13 +198,16 @@ class EpochCSVLogger(CSVLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        if all(key.partition("/")[0] in ("train", "val", "test") for key in metrics):
-            epoch = int(step)  # the module logs the epoch as the step
-        else:  # another callback's, by optimizer steps (LearningRateMonitor's lr-Adam): the epoch in progress's row
-            trained = [e for e, row in self._rows.items() if any(k.startswith("train/") for k in row)]
-            epoch = max(trained, default=-1) + 1
+        values = {key: float(value) for key, value in metrics.items()}
+        if not all(key.partition("/")[0] in ("train", "val", "test") for key in metrics):
+            # another callback's, by optimizer steps (LearningRateMonitor's lr-Adam): kept for the row of the epoch
+            # the module logs next, the epoch they were logged in (a later value of one key replaces an earlier)
+            self._pending.update(values)
+            return
+        epoch = int(step)  # the module logs the epoch as the step
         row = self._rows.setdefault(epoch, {})
-        row.update({key: float(value) for key, value in metrics.items()}, epoch=epoch)
+        row.update({**self._pending, **values}, epoch=epoch)
+        self._pending = {}
         self.save()
 
     @rank_zero_only

@@ -98,9 +98,10 @@ class PruneTrial(pl.Callback):
         from pytorch_lightning.utilities.exceptions import SIGTERMException
 
         if trainer.is_global_zero and isinstance(exception, KeyboardInterrupt | SIGTERMException):
-            log.warning(
-                f"trial {self.handoff.number} of study {self.study} stays failed in the study: resuming this "
-                "folder finishes its run, outside the study; give the study's command again to go on with new trials"
+            log.warning(  # a SLURM requeue runs the job again in its folder, and the trial goes on: "unless"
+                f"trial {self.handoff.number} of study {self.study} is marked failed when its worker stops, unless "
+                "SLURM requeues its job: resuming this folder then finishes its run outside the study; give the "
+                "study's command again to go on with new trials"
             )
 
     def record(self) -> dict[str, Any]:

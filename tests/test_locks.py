@@ -210,8 +210,9 @@ def test_a_new_study_into_the_folder_of_another_is_refused_and_the_same_study_go
     assert [run.run_dir.name for run in lenet_exp.sweep(*study, "hydra.sweeper.n_trials=2")] == ["0", "1"]
     assert (sweep / "0" / ".hydra" / "overrides.yaml").read_bytes() == overrides
     out = run_main("lenet_exp", *study, "hydra.sweeper.n_trials=2")  # the same again: hydra-optuna-sweeper adds 2
-    said = "n_trials=2 is the study's total and its 2 trials have all been taken, so this worker runs none; give "
-    assert out.returncode == 0 and said + "hydra.sweeper.n_trials=4 for 2 more" in out.stdout + out.stderr, out
+    said = "the study's 2 trials have all been taken, so this worker runs none; hydra.sweeper.n_trials is the "
+    said += "study's total: give hydra.sweeper.n_trials=4 for 2 more"
+    assert out.returncode == 0 and said in out.stdout + out.stderr, out
     assert not (sweep / "2").exists()
 
 

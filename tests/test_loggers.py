@@ -65,6 +65,17 @@ def test_csv_puts_lightnings_learning_rate_monitor_in_the_row_of_its_epoch(tmp_p
     monitor = "+callbacks.lr._target_=pytorch_lightning.callbacks.LearningRateMonitor"
     run(tmp_path, fake_data, "logger=csv", monitor, "steps_per_call=1")  # a step per batch: steps are not epochs
     assert [(row["epoch"], row["lr-Adam"]) for row in csv_rows(tmp_path)] == [("0", "0.001"), ("1", "0.001")]
+    # continued into a folder of its own (ckpt_path=): its first row is epoch 2's, with its learning rate
+    more = tmp_path / "more"
+    run(
+        more,
+        fake_data,
+        "logger=csv",
+        monitor,
+        f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}",
+        "trainer.max_epochs=3",
+    )
+    assert [(row["epoch"], row["lr-Adam"]) for row in csv_rows(more)] == [("2", "0.001")]
 
 
 def test_csv_of_a_continued_run_keeps_the_earlier_epochs(tmp_path, fake_data):

@@ -297,5 +297,5 @@ def test_an_interrupted_trial_says_that_a_resume_finishes_its_run_outside_the_st
     for stop in (KeyboardInterrupt(), SIGTERMException()):
         callback.on_exception(SimpleNamespace(is_global_zero=True), None, stop)
     callback.on_exception(SimpleNamespace(is_global_zero=True), None, RuntimeError("a bug"))  # not an interrupt
-    said = "trial 7 of study lenet stays failed in the study: resuming this folder finishes its run, outside the study"
+    said = "trial 7 of study lenet is marked failed when its worker stops, unless SLURM requeues its job: resuming"
     assert caplog.text.count(said) == 2

@@ -173,7 +173,7 @@ def search_plan(sweeper: Any, config: DictConfig, arguments: list[str]) -> Searc
     sampler = make_sampler(sweeper.sampler, sweeper.sampler_options, sweeper.seed)
     pruner = make_pruner(sweeper.pruner, sweeper.pruner_options)
     space, fixed = search_space(config, sweeper.params, arguments)
-    if not space:  # every trial would train the same settings with the same seed
+    if not space and config.get("seed") is not None:  # every trial would train the same run (seed=null: its own)
         raise UserError(
             "the search space is empty, so every trial would train the same run; give one with "
             "hparams_search=lenet_optuna, hydra.sweeper.params, or key=choice(a, b) on the command line."

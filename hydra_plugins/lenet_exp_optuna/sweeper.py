@@ -121,9 +121,8 @@ class OptunaSweeper(Sweeper):
         waiting = [t for t in study.get_trials(deepcopy=False) if t.state.name == "WAITING"]
         if not waiting:  # a study continued with an n_trials it holds already (hydra-optuna-sweeper's adds them)
             log.info(
-                f"hydra.sweeper.n_trials={self.n_trials} is the study's total and its {total} trials have all been "
-                f"taken, so this worker runs none; give hydra.sweeper.n_trials={total + self.n_trials} for "
-                f"{self.n_trials} more"
+                f"the study's {total} trials have all been taken, so this worker runs none; hydra.sweeper.n_trials "
+                f"is the study's total: give hydra.sweeper.n_trials={total + self.n_trials} for {self.n_trials} more"
             )
         returns: list[JobReturn] = []
         with _study.Heartbeat(storage, self.heartbeat_interval) as heartbeat:
