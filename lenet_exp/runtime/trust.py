@@ -41,6 +41,10 @@ ALLOWED = frozenset(
         "pytorch_lightning.callbacks.EarlyStopping",
         "pytorch_lightning.callbacks.LearningRateMonitor",
         "pytorch_lightning.callbacks.ModelSummary",
+        # Lightning's callbacks docs/configuration.md shows (+callbacks.swa, a schedule of accumulation, a time limit)
+        "pytorch_lightning.callbacks.StochasticWeightAveraging",
+        "pytorch_lightning.callbacks.GradientAccumulationScheduler",
+        "pytorch_lightning.callbacks.Timer",
     }
 )
 
