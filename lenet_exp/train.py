@@ -39,7 +39,14 @@ from lenet_exp.runtime.faults import file_system_faults, resumable
 from lenet_exp.runtime.lock import launched_rank, run_lock
 from lenet_exp.runtime.requeue import requeued_checkpoint
 from lenet_exp.runtime.results import environment, flat_metrics, git_revision, hyperparameters, write_json
-from lenet_exp.runtime.run_folder import config_file, last_checkpoint, metrics_file, override, resume_needs
+from lenet_exp.runtime.run_folder import (
+    CHECKPOINTS,
+    config_file,
+    last_checkpoint,
+    metrics_file,
+    override,
+    resume_needs,
+)
 from lenet_exp.runtime.stored_config import Stored, open_stored, resume_arguments
 from lenet_exp.runtime.threads import job_devices, skip_absent_nvml, torch_threads
 from lenet_exp.runtime.writes import atomic_write
@@ -149,6 +156,9 @@ def build(
     timer, stored = EpochTimer(), ConfigInCheckpoint(resolved, git_revision())
     # an entry set to null (callbacks.progress_bar=null, Hydra's way to drop one in a file) is left out, as ~ does
     callbacks = [built(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+    for each in callbacks:  # a ModelCheckpoint of the user's own without dirpath: the run's checkpoints/ folder
+        if isinstance(each, ModelCheckpoint) and each.dirpath is None:  # (Lightning's: inside the logger's folder)
+            each.dirpath = str((run_dir / CHECKPOINTS).resolve())
     if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a progress bar callback with it
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if cfg.trainer.get("enable_checkpointing") is False:  # Lightning refuses checkpoint callbacks with it
