@@ -341,13 +341,13 @@ def check_callbacks(cfg: DictConfig) -> None:
     for name, callback in callbacks.items():
         monitor = callback.get("monitor")
         lenient = callback.get("strict") is False  # EarlyStopping(strict=False) only warns
-        logged = isinstance(monitor, str) and (monitor in LOGGED or monitor.startswith("lr-"))  # LearningRateMonitor
-        if known and isinstance(monitor, str) and not logged and not lenient:
+        # lr-*: LearningRateMonitor's
+        if known and isinstance(monitor, str) and not lenient and not (monitor in LOGGED or monitor.startswith("lr-")):
             close = difflib.get_close_matches(monitor, LOGGED, n=1, cutoff=0.6)
             raise UserError(
                 f"callbacks.{name}.monitor={monitor} is not a metric the model logs, so Lightning would stop at the "
                 f"end of the first epoch; monitor {close[0] if close else 'val/acc'} (the model logs "
-                f"{', '.join(LOGGED[:4])})."
+                f"{', '.join(MODULE_METRICS)})."
             )
         top_k, filename = callback.get("save_top_k", 1), str(callback.get("filename") or "")
         if str(callback.get("_target_", "")).endswith("BestCheckpoint") and top_k not in (0, 1) and "{" not in filename:
@@ -369,9 +369,10 @@ def check_callbacks(cfg: DictConfig) -> None:
             )
 
 
-# What lenet_exp's module logs each epoch that a callback may monitor (val/*: with data.val_size > 0).
-# epoch and step: Lightning offers them to a ModelCheckpoint's monitor (monitor: epoch keeps the newest k).
-LOGGED = ("val/acc", "val/loss", "train/acc", "train/loss", "epoch", "step")
+# What lenet_exp's module logs each epoch that a callback may monitor (val/*: with data.val_size > 0), and with
+# epoch and step, which Lightning offers to a ModelCheckpoint's monitor (monitor: epoch keeps the newest k).
+MODULE_METRICS = ("val/acc", "val/loss", "train/acc", "train/loss")
+LOGGED = (*MODULE_METRICS, "epoch", "step")
 
 # The classes whose arguments lenet_exp.arguments checks: a config naming another class (a user's own) is checked
 # by that class alone.
