@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lenet_exp.errors import UserError, exit_on_user_error, fail
+from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line
 from lenet_exp.runtime.cli import answer_help, names
 from lenet_exp.runtime.confine import confinable
 from lenet_exp.runtime.console import log_to_console
@@ -45,8 +45,17 @@ def resume(
         raise UserError(f"{run} is not a folder; give a run folder, such as outputs/<date>/<time>.")
     files = read_run(run)
     if metrics_file(run).is_file():
+        try:
+            metrics = json.loads(metrics_file(run).read_bytes())
+        except (OSError, ValueError) as err:
+            metrics = f"{type(err).__name__}: {first_line(err)}"
+        if not isinstance(metrics, dict):
+            raise UserError(
+                f"{metrics_file(run)} cannot be read ({metrics if isinstance(metrics, str) else 'no mapping'}), so "
+                "the run's record is damaged; remove it and resume again to test the last checkpoint and write it anew."
+            )
         log.info(f"{run} is finished (it has metrics.json); nothing to resume.")
-        return json.loads(metrics_file(run).read_text())
+        return metrics
     if (files.config.get("trainer") or {}).get("enable_checkpointing") is False:
         raise UserError(
             f"{run} was run with trainer.enable_checkpointing=false, so it kept no checkpoint to resume from; "

@@ -129,6 +129,9 @@ def edit_config(folder: Path, edit) -> None:
     (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
 
 
+OUT = "writes outside"  # a name joined onto a folder that leaves it
+
+
 def stored_in(run: Path, config: dict) -> Path:
     """A checkpoint in ``run`` that stores ``config`` (beside the model part every checkpoint has; no weights)."""
     path = run / "checkpoints" / "sent.ckpt"
@@ -146,9 +149,23 @@ def stored_in(run: Path, config: dict) -> Path:
         ({"data": {"data_dir": "/tmp/d", "download": True}}, "data.data_dir", "downloads into"),
         ({"logger": {"m": {"tracking_uri": "databricks"}}}, "logger.m.tracking_uri", "a server"),
         ({"logger": {"tb": {"save_dir": "s3://bucket/runs"}}}, "logger.tb.save_dir", "a server"),
+        ({"callbacks": {"checkpoint": {"dirpath": None, "filename": "/tmp/x"}}}, "callbacks.checkpoint.filename", OUT),
+        (
+            {"callbacks": {"best": {"dirpath": "{run}/checkpoints", "filename": "../../x"}}},
+            "callbacks.best.filename",
+            OUT,
+        ),
+        ({"logger": {"tb": {"save_dir": "{run}", "name": "../x"}}}, "logger.tb.name", OUT),
+        ({"logger": {"tb": {"save_dir": "{run}", "name": "tb", "version": "/tmp/x"}}}, "logger.tb.version", OUT),
+        (
+            {"logger": {"csv": {"save_dir": "{run}", "version": "a/../b", "sub_dir": "../../c"}}},
+            "logger.csv.sub_dir",
+            OUT,
+        ),
     ],
 )
 def test_a_stored_path_outside_the_run_or_a_server_is_one_sentence_naming_the_key(config, key, says, tmp_path):
+    config = json.loads(json.dumps(config).replace("{run}", str(tmp_path / "run")))
     path = stored_in(tmp_path / "run", config)
     with pytest.raises(UserError, match=rf"^ckpt_path={path} names {key}=.*{says}.*{key}=") as err:
         open_stored(path)  # a command that builds all of it
@@ -160,8 +177,9 @@ def test_a_stored_path_outside_the_run_or_a_server_is_one_sentence_naming_the_ke
 def test_paths_inside_the_run_and_a_data_folder_only_read_are_accepted(tmp_path):
     run = tmp_path / "run"
     inside = {
-        "callbacks": {"checkpoint": {"dirpath": f"{run}/checkpoints"}},
-        "logger": {"csv": {"save_dir": str(run)}},
+        "callbacks": {"checkpoint": {"dirpath": f"{run}/checkpoints", "filename": "best-{epoch}-{val/acc:.2f}"}},
+        "logger": {"csv": {"save_dir": str(run), "name": "csv", "version": "a/../b", "sub_dir": None}},
+        "model": {"name": "/not/a/file"},  # a name that is joined onto no folder
         "data": {"data_dir": "/usr/share/datasets/fashion-mnist", "download": False},
     }
     open_stored(stored_in(run, inside))
@@ -184,6 +202,22 @@ def test_the_users_key_is_given_again_before_confinement_and_only_that_key(tmp_p
     assert opened.checkpoint["epoch"] == 1  # its last.ckpt, opened with it
     with pytest.raises(UserError, match="^trainer.max_epochs is not an argument of this command: of .*config.yaml"):
         open_stored(read_run(folder), given=["trainer.max_epochs=3"])
+
+
+def test_a_file_name_or_logger_folder_name_that_leaves_the_run_folder_is_refused_unless_i_give_it(tmp_path):
+    """Lightning joins a checkpoint's filename and a logger's name and version onto their folders: an absolute
+    value or one with '..' parts wrote there from a sent folder's config, past the confined folders."""
+    folder = tmp_path / "run"
+    shutil.copytree(STORED, folder)
+    edit_config(folder, lambda c: c["callbacks"]["checkpoint"].__setitem__("filename", str(tmp_path / "x")))
+    edit_config(folder, lambda c: c["logger"]["tensorboard"].__setitem__("name", "../../tb"))
+    key = "callbacks.checkpoint.filename"
+    with pytest.raises(UserError, match=f"names {key}={tmp_path / 'x'}, which writes outside the folder .*{key}="):
+        open_stored(read_run(folder))
+    with pytest.raises(UserError, match="names logger.tensorboard.name=../../tb, which writes outside"):
+        open_stored(read_run(folder), given=[f"{key}=last"])
+    opened = open_stored(read_run(folder), given=[f"{key}=last", "logger.tensorboard.name=../../tb"])
+    assert opened.config.logger.tensorboard.name == "../../tb"  # the user named it: their choice
 
 
 @pytest.mark.slow

@@ -213,6 +213,7 @@ def refused_run(tmp_path_factory) -> Path:
     [
         (lambda c: c["model"].__setitem__("dropout", 0.5), "names model.dropout, which this version's"),
         (lambda c: c.pop("trainer"), "has no trainer, which this version of lenet_exp needs"),
+        (lambda c: c.__setitem__("callbacks", 5), "holds callbacks=5, where lenet_exp writes a mapping of settings"),
     ],
 )
 def test_resume_of_a_folder_of_another_version_is_one_sentence_naming_the_key(tmp_path, refused_run, edit, says):
@@ -226,7 +227,8 @@ def test_resume_of_a_folder_of_another_version_is_one_sentence_naming_the_key(tm
     out = run_main("lenet_exp.resume", str(folder))  # a traceback would raise here
     stderr = out.stderr
     assert out.returncode == 1, stderr
-    assert f"{folder}/.hydra/config.yaml {says}" in stderr and "another version of lenet_exp" in stderr
+    assert f"{folder}/.hydra/config.yaml {says}" in stderr
+    assert "another version of lenet_exp" in stderr or "was not written by lenet_exp" in stderr
     assert not (folder / "checkpoints").exists()
 
 
@@ -239,6 +241,11 @@ def test_a_run_stopped_between_its_last_checkpoint_and_metrics_json_resumes_to_i
     trained = run_main("lenet_exp", *settings, f"hydra.run.dir={run}")
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
     expected = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text("{garbage")  # damaged since: one sentence (it said finished, then a traceback)
+    damaged = run_main("lenet_exp.resume", str(run))
+    assert damaged.returncode == 1 and "Traceback" not in damaged.stderr and "finished" not in damaged.stderr
+    assert f"error: {run / 'metrics.json'} cannot be read (JSONDecodeError: " in damaged.stderr, damaged.stderr
+    assert "remove it and resume again" in damaged.stderr
     (run / "metrics.json").unlink()  # as if killed just before writing it
     resumed = run_main("lenet_exp.resume", str(run))
     assert resumed.returncode == 0 and "resuming" in resumed.stdout + resumed.stderr, resumed.stderr[-3000:]

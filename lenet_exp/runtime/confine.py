@@ -3,7 +3,9 @@
 A run folder or a checkpoint someone sent is data (see trust.py for the classes it may name). When a
 command rebuilds objects from its stored config, every path that config names for writing (a
 checkpoint ``dirpath``, a logger's ``save_dir``, ``default_root_dir``, a ``data_dir`` that is
-downloaded into) must lie inside the run folder, and no server address in it (a URL, an MLflow
+downloaded into) must lie inside the run folder, every name joined onto such a folder (a checkpoint's
+``filename``, a logger's ``name``, ``version`` and ``sub_dir``) must keep inside it or the run folder,
+and no server address in it (a URL, an MLflow
 ``tracking_uri``) is used at all, unless the user gives that key again on the command line: their
 command line is theirs to trust. This is the confinement step of the gate (runtime/stored_config.py),
 which calls ``check_value`` for every value it meets in its walk of the parts a command builds.
@@ -17,6 +19,9 @@ from typing import Any
 from lenet_exp.errors import UserError
 
 WRITE_KEYS = frozenset({"dirpath", "save_dir", "default_root_dir", "log_dir", "run_dir"})  # folders written into
+# names joined onto a folder written into (by the keys of the same mapping before them), as Lightning joins them
+JOINED_KEYS = {"filename": ("dirpath",), "name": ("save_dir",), "version": ("save_dir", "name")}
+JOINED_KEYS["sub_dir"] = (*JOINED_KEYS["version"], "version")
 SERVER_KEYS = frozenset({"tracking_uri", "registry_uri", "artifact_location", "uri", "url", "host"})
 
 
@@ -28,7 +33,23 @@ def _inside(value: Any, run: Path) -> bool:
 def confinable(key: str) -> bool:
     """Whether ``key`` (dotted) can name a folder to write into or a server, whatever config it is in:
     the keys of a run folder's config that the user may give again."""
-    return key.rpartition(".")[2].split("[")[0] in WRITE_KEYS | SERVER_KEYS | {"data_dir"}
+    own = key.rpartition(".")[2].split("[")[0]
+    joined = own in JOINED_KEYS and key.split(".")[0] in ("callbacks", "logger")
+    return own in WRITE_KEYS | SERVER_KEYS | {"data_dir"} or joined
+
+
+def _joined_base(name: str, holder: dict, run: Path) -> Path | None:
+    """The folder a ``JOINED_KEYS`` name of ``holder`` (a checkpoint callback's or a logger's mapping) is joined
+    onto: its ``dirpath`` (the run's own folder when none), or ``save_dir/name/version``; None when ``holder`` is
+    no such mapping (a ``name`` elsewhere names no file)."""
+    first, *rest = JOINED_KEYS[name]
+    if first not in holder:
+        return None
+    base = Path(str(holder[first] or run)).expanduser()
+    for key in rest:
+        if isinstance(holder.get(key), str) and holder[key]:
+            base = base / holder[key]
+    return base
 
 
 def check_value(key: str, value: Any, holder: dict | list, run: Path, source: str) -> None:
@@ -41,6 +62,16 @@ def check_value(key: str, value: Any, holder: dict | list, run: Path, source: st
         raise UserError(
             f"{source} names {key}={value}, a server lenet_exp contacts only when you name it yourself; "
             f"nothing was sent. Add {key}={value} to the command if you mean to use it."
+        )
+    base = _joined_base(name, holder, run) if name in JOINED_KEYS and isinstance(holder, dict) else None
+    if (
+        base is not None
+        and isinstance(value, str)
+        and not any((base / value).resolve().is_relative_to(folder.resolve()) for folder in (base, run))
+    ):
+        raise UserError(
+            f"{source} names {key}={value}, which writes outside the folder {base} it names a file in; nothing was "
+            f"written. Give {key}=<name> on the command line to choose another."
         )
     downloaded = name == "data_dir" and isinstance(holder, dict) and holder.get("download") is True
     if (name in WRITE_KEYS or downloaded) and not _inside(value, run):

@@ -317,7 +317,7 @@ def resume_arguments(config: dict[str, Any], run: Path) -> list[str]:
             confine.check_value(node.key, node.value, node.holder, run, "")
         except UserError:
             value = node.value
-            if isinstance(value, str) and "://" not in value and node.at != "tracking_uri":
+            if isinstance(value, str) and "://" not in value and node.at not in ("tracking_uri", *confine.JOINED_KEYS):
                 value = os.path.abspath(os.path.expanduser(value))  # a folder as this run reads it: from anywhere
             pairs.append(f"{node.key}={value}")
     return pairs + ([f"trust={','.join(own)}"] if own else [])

@@ -15,6 +15,7 @@ from typing import Any
 from lenet_exp.errors import UserError
 
 REQUIRED_TOP = ("seed", "run_dir", "data", "model", "trainer")  # what a run reads without a default
+MAPPINGS = ("data", "model", "trainer", "callbacks", "logger")  # top-level keys that hold settings, never one value
 ADVICE = "it comes from another version of lenet_exp; use that version's code, or start the run again"
 
 
@@ -53,11 +54,18 @@ def _parameters(target: str) -> dict[str, inspect.Parameter] | None:
 
 
 def check_required(config: dict[str, Any], source: str, revision: str | None, required: tuple[str, ...]) -> None:
-    """Refuse ``config`` (resolved, from ``source``) if it lacks one of the ``required`` top-level keys."""
+    """Refuse ``config`` (resolved, from ``source``) if it lacks one of the ``required`` top-level keys, or holds a
+    plain value where lenet_exp writes a mapping of settings."""
     for key in required:
         if key not in config:
             raise UserError(
                 f"{source} has no {key}, which this version of lenet_exp needs{_wrote(revision)}; {ADVICE}."
+            )
+    for key in MAPPINGS:
+        if config.get(key) is not None and not isinstance(config[key], dict):
+            raise UserError(
+                f"{source} holds {key}={config[key]!r}, where lenet_exp writes a mapping of settings; the file is "
+                "damaged or was not written by lenet_exp."
             )
 
 
