@@ -161,6 +161,22 @@ def over_the_run(scheduler: Any, optimizer: torch.optim.Optimizer, trainer: pl.T
     return scheduler(optimizer, **{k: total for k in missing})
 
 
+def check_restored_schedule(trainer: pl.Trainer, path: str) -> None:
+    """Refuse to go on from ``path`` (``ckpt_path=``) past the end of its schedule. Lightning restores the schedule
+    with the weights, and a schedule over the run (OneCycleLR) with the length of the run that wrote it: a longer
+    run failed at its first step past it, with PyTorch's "Tried to step 41 times". Called once it is restored."""
+    needed = optimizer_steps(trainer)
+    for config in trainer.lr_scheduler_configs:
+        total = getattr(config.scheduler, "total_steps", None)
+        if isinstance(total, int) and needed > total:
+            takes = f"{needed:.0f}" if math.isfinite(needed) else "more, with trainer.max_epochs=-1"
+            raise UserError(
+                f"ckpt_path={path} holds a {type(config.scheduler).__name__} schedule over the {total} optimizer "
+                f"steps of the run that wrote it, which goes on with its weights and ends there; this run would take "
+                f"{takes}. Go on with that run's trainer.max_epochs and data.batch_size, or start a new run."
+            )
+
+
 class ManySteps:
     """The training of ``module`` (a lenet_exp Classifier) in calls of K batches (K,B,...): K optimizer steps
     each, in order, each as one step per call takes it (augmentation seeded by the step, the schedule stepped

@@ -7,6 +7,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,9 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
+from pytorch_lightning.callbacks import LambdaCallback, ModelCheckpoint, ProgressBar
 
+from lenet_exp import many_steps
 from lenet_exp.callbacks import BestCheckpoint, EpochLine, EpochTimer
 from lenet_exp.errors import UserError, built, check_callable, traceback_codes
 from lenet_exp.loggers import close_loggers
@@ -170,6 +172,9 @@ def build(
             f"python -m lenet_exp {override('ckpt_path', last_checkpoint(run_dir))} with its settings can"
         )
     callbacks += [timer, EpochLine(timer), stored, RankWatch(str(run_dir))]
+    if cfg.get("ckpt_path"):  # the schedule comes back with the weights: it must reach to this run's end
+        check = partial(many_steps.check_restored_schedule, path=cfg.ckpt_path)
+        callbacks.append(LambdaCallback(on_train_start=lambda trainer, _: check(trainer)))
     callbacks += trial_callbacks(cfg.get("optimized_metric"))  # a trial of a study: report epochs, maybe prune
     chosen = {} if cfg.trainer.get("logger") is False else cfg.get("logger") or {}  # false: Lightning's logger=none
     loggers = [built(each) for each in chosen.values()]  # logger=[tensorboard,csv]

@@ -185,6 +185,20 @@ def test_a_run_continued_with_another_steps_per_call_goes_on_counting_its_steps(
         assert torch.allclose(value.double(), other["state_dict"][key].double(), atol=1e-6, rtol=0), key
 
 
+@pytest.mark.parametrize("steps", ["auto", "1"])
+def test_a_one_cycle_run_continued_past_its_schedules_end_is_one_sentence(tmp_path, data_200, steps):
+    """Lightning restores the schedule with the weights, OneCycleLR with its first run's length: trainer.max_epochs
+    raised over ckpt_path= (as docs/resume-and-evaluate.md does for the book's model) ended in PyTorch's ValueError
+    inside Hydra's traceback at the first step past it."""
+    common = ["model=lenet_modern", f"steps_per_call={steps}"]
+    run(tmp_path / "first", data_200, *common, "trainer.max_epochs=1")
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    says = rf"^ckpt_path={last} holds a OneCycleLR schedule over the {STEPS} optimizer steps of the run that wrote it"
+    with pytest.raises(UserError, match=rf"{says}, .* this run would take {2 * STEPS}\. Go on with that run's"):
+        run(tmp_path / "longer", data_200, *common, "trainer.max_epochs=2", f"ckpt_path={last}")
+    assert not (tmp_path / "longer" / "checkpoints").exists()
+
+
 def test_several_steps_per_call_with_ddp_are_refused_in_one_sentence(tmp_path, data_200):
     with pytest.raises(UserError, match=r"^steps_per_call=4 does not work with several training processes \(DDP\)"):
         run(tmp_path, data_200, "trainer=ddp_cpu", "steps_per_call=4")
