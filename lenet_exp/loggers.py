@@ -142,7 +142,10 @@ class RunTensorBoardLogger(TensorBoardLogger):
             return super().log_hyperparams(params, metrics, step)
         from torch.utils.tensorboard.summary import hparams
 
-        self.hparams.update(params)  # hparams.yaml, as Lightning's does
+        self.hparams.update(params)
+        # hparams.yaml: Lightning's save() writes it only where it is not yet, and its first, at the end of fitting,
+        # held no settings yet
+        save_hparams_to_yaml(Path(self.log_dir) / self.NAME_HPARAMS_FILE, self.hparams)
         self.log_metrics(metrics, step)
         experiment, _, _ = hparams(params, {f"hparams/{key}": 0.0 for key in SUMMARY} | metrics)
         _, start, end = hparams(params, metrics)
@@ -678,7 +681,7 @@ def close_loggers(loggers: list[Logger], settings: dict[str, Any], metrics: dict
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):  # the HParams tab: the settings beside the final metrics
             summary = {f"hparams/{key}": metrics[key] for key in SUMMARY if key in metrics}
-            logger.log_hyperparams(settings, summary)
+            logger.log_hyperparams(settings, summary, step=metrics["epochs"])  # the final test's step
         else:
             logger.log_hyperparams(settings)
         if isinstance(logger, MLFlowLogger):

@@ -48,6 +48,17 @@ def test_the_logger_group_composes_any_set_of_loggers(tmp_path, choice, loggers)
         assert cfg.logger.mlflow.experiment_name == "lenet_exp" and cfg.logger.mlflow.run_dir == str(tmp_path)
 
 
+def test_tensorboard_keeps_the_settings_in_hparams_yaml_and_the_summary_at_the_final_tests_step(two_epochs_run):
+    """Lightning writes hparams.yaml once, at the end of fitting, before the run's settings are given: it held {}.
+    The HParams summary metrics are the final test's, at its step (2 epochs: 2), not one point at step 0."""
+    run, metrics = two_epochs_run
+    settings = (event_dir(run) / "hparams.yaml").read_text()
+    assert "model.optimizer.lr: 0.001" in settings and "data.batch_size: 16" in settings
+    assert scalars(run, "test/acc")[-1] == (2, pytest.approx(metrics["test_acc"]))  # the final test
+    assert scalars(run, "hparams/test_acc") == [(2, pytest.approx(metrics["test_acc"]))]
+    assert [step for step, _ in scalars(run, "hparams/train_loss")] == [2]
+
+
 def test_csv_alone_writes_one_row_per_epoch(tmp_path, fake_data):
     metrics = run(tmp_path, fake_data, "logger=csv", "data.val_size=16")  # TestImages has no logger to draw for
     rows = csv_rows(tmp_path)
