@@ -62,6 +62,10 @@ CHARTS = {
 }
 
 
+def _has(net: nn.Module, kinds: tuple[type, ...]) -> bool:
+    return any(isinstance(module, kinds) for module in net.modules())
+
+
 def layer_names(net: nn.Module) -> dict[nn.Module, str]:
     """Readable names in depth order: conv1, conv2, linear1, ... for convolutions and linear layers, bn1, ... for
     batch norms, and each activation named after the convolution or linear layer it follows."""
@@ -150,10 +154,15 @@ class NetworkView(Callback):
         writers = [w for w in self._writers(trainer) if len(list(Path(w.log_dir).glob(EVENT_FILES))) < 2]
         if not writers:
             return
-        layout = {"inside the network": {title: ["Multiline", [f"{tag}/.*"]] for tag, title in CHARTS.items()}}
         net = _plain_net(pl_module)
+        # the charts this run fills: none without probes, saturation with sigmoids, dead units with ReLUs
+        probed = bool(self.every_n_epochs and self.probe_images)
+        filled = {"grad_mean_abs": True, "saturated": _has(net, BOUNDED), "dead": _has(net, RECTIFIED)}
+        charts = {title: ["Multiline", [f"{tag}/.*"]] for tag, title in CHARTS.items() if probed and filled[tag]}
+        layout = {"inside the network": charts} if charts else {}
         for writer in writers:
-            writer.add_custom_scalars(layout)
+            if layout:
+                writer.add_custom_scalars(layout)
             if self.graph:
                 # A copy on the CPU, in eval mode: tracing runs the net once, which must not move batch-norm
                 # statistics; the plain net, never a compiled or graph-captured one.

@@ -12,10 +12,12 @@ from conftest import TINY, apply, compose_config, event_dir, real_data, write_fa
 from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
 
 from lenet_exp.errors import UserError
 from lenet_exp.models import LeNet
 from lenet_exp.network_view import (
+    CHARTS,
     _probe,
     check_projector_configs,
     histogram,
@@ -109,7 +111,10 @@ def test_a_default_run_fills_histograms_per_layer_curves_graph_and_pr_curves(sig
     assert counts.shape[1] == 127
     assert counts[0, 0] + counts[1, 0] == 32  # every test image counted once, at threshold 0
     assert counts[0, 0] == 3  # 32 images, classes i % 10: three bags
-    assert "custom_scalars__config__" in ev.Tags()["tensors"]
+    (config,) = ev.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(config.tensor_proto.string_val[0])
+    charts = [chart.title for category in layout.category for chart in category.chart]
+    assert charts == [CHARTS["grad_mean_abs"], CHARTS["saturated"]]  # no empty chart of dead ReLU units
 
 
 def test_the_projector_files_load_from_any_folder_the_run_is_copied_to(sigmoid_run, tmp_path):
