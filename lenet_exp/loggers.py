@@ -132,6 +132,13 @@ class RunTensorBoardLogger(TensorBoardLogger):
             version = readable_name(save_dir)
         super().__init__(save_dir, name=name, version=folder_name(version or ""), **kwargs)
 
+    def starts_at(self, epoch: int) -> None:
+        """The first epoch this process logs (0, or the epochs its checkpoint holds). Its event file opens with
+        TensorBoard's restart mark at that step (SummaryWriter's ``purge_step``): a resumed run's earlier process,
+        killed after logging an epoch but before saving its checkpoint, left that epoch's points, which TensorBoard
+        then drops instead of showing them twice. (The mark of a run's first process only opens its session.)"""
+        self._kwargs["purge_step"] = epoch
+
     @rank_zero_only
     def log_hyperparams(self, params: Any, metrics: dict[str, Any] | None = None, step: int | None = None) -> None:
         """Lightning's, but the HParams experiment written with the run's settings names every summary metric of

@@ -20,7 +20,7 @@ from pytorch_lightning.callbacks import LambdaCallback, ModelCheckpoint, Progres
 from lenet_exp import many_steps
 from lenet_exp.callbacks import BestCheckpoint, EpochLine, EpochTimer
 from lenet_exp.errors import UserError, built, check_callable, traceback_codes
-from lenet_exp.loggers import close_loggers
+from lenet_exp.loggers import RunTensorBoardLogger, close_loggers
 from lenet_exp.runtime.atomic import AtomicCheckpointIO
 from lenet_exp.runtime.checkpoints import (
     ConfigInCheckpoint,
@@ -178,6 +178,10 @@ def build(
     callbacks += trial_callbacks(cfg.get("optimized_metric"))  # a trial of a study: report epochs, maybe prune
     chosen = {} if cfg.trainer.get("logger") is False else cfg.get("logger") or {}  # false: Lightning's logger=none
     loggers = [built(each) for each in chosen.values()]  # logger=[tensorboard,csv]
+    first_epoch = opened.checkpoint.get("epoch", -1) + 1 if cfg.get("ckpt_path") else 0
+    for each in loggers:
+        if isinstance(each, RunTensorBoardLogger):
+            each.starts_at(first_epoch)
     devices = job_devices(cfg.trainer.accelerator, cfg.trainer.get("devices"))  # a GPU per parallel sweep job
     trainer = trainer_from(cfg.trainer, devices=devices, callbacks=callbacks, logger=loggers or False)
     if cfg.get("ckpt_path") and isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):

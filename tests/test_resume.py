@@ -361,3 +361,23 @@ def test_a_run_without_its_hydra_folder_says_so_when_it_starts_and_continues_thr
     more = tmp_path / "more"
     continued = run_main("lenet_exp", *settings, "trainer.max_epochs=2", *printed, f"hydra.run.dir={more}")
     assert continued.returncode == 0 and json.loads((more / "metrics.json").read_text())["epochs"] == 2
+
+
+@pytest.mark.slow  # three short runs, about 4 s
+def test_a_run_killed_between_logging_an_epoch_and_its_checkpoint_resumes_without_points_twice(tmp_path, fake_data):
+    """Lightning saves last.ckpt after an epoch's curves are written: a SIGKILL between the two left that epoch's
+    points (and, after the last epoch, the final test's) in the event file, and the resume wrote them again."""
+    run, first = tmp_path / "run", tmp_path / "first"
+    settings = [*TINY, f"data.data_dir={fake_data}", "seed=3"]
+    lenet_exp.run(*settings, "trainer.max_epochs=2", f"hydra.run.dir={run}")
+    lenet_exp.run(*settings, "trainer.max_epochs=1", f"hydra.run.dir={first}")  # the same first epoch
+    expected = {tag: scalars(run, tag) for tag in ("train/loss", "test/acc", "grad_mean_abs/conv1")}
+    # as if killed after the final test, before metrics.json, with last.ckpt still at epoch 0
+    (run / "metrics.json").unlink()
+    shutil.copy(first / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt")
+    resumed = run_main("lenet_exp.resume", str(run))  # in this process
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert len(list(event_dir(run).glob(EVENT_FILES))) == 2
+    for tag, points in expected.items():
+        assert [step for step, _ in scalars(run, tag)] == [step for step, _ in points], tag  # once each
+        assert scalars(run, tag) == pytest.approx(points), tag
