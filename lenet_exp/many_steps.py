@@ -35,10 +35,16 @@ STEP_HOOKS = ("on_before_zero_grad", "on_before_backward", "on_after_backward", 
 def resolve(value: object, trainer: pl.Trainer) -> int | None:
     """The optimizer steps per call of this fit (None: a whole epoch), from ``trainer``'s device and settings:
     ``auto`` is 1 under DDP, with a Trainer argument that counts or needs single steps, a loss scaler, a
-    callback with per-step hooks, Lightning's SWA or gradient accumulation schedule; else ``CPU_DEFAULT`` on a CPU
+    callback with per-step hooks, Lightning's SWA or gradient accumulation schedule, a checkpoint every N steps, a
+    learning rate logged per step; else ``CPU_DEFAULT`` on a CPU
     and ``CUDA_DEFAULT`` on CUDA."""
     from pytorch_lightning import Callback, LightningModule
-    from pytorch_lightning.callbacks import GradientAccumulationScheduler, StochasticWeightAveraging
+    from pytorch_lightning.callbacks import (
+        GradientAccumulationScheduler,
+        LearningRateMonitor,
+        ModelCheckpoint,
+        StochasticWeightAveraging,
+    )
     from pytorch_lightning.strategies import DDPStrategy
 
     args = {k: getattr(trainer, k) for k in (*COUNTING, *ONE_STEP_ONLY)}
@@ -62,6 +68,18 @@ def resolve(value: object, trainer: pl.Trainer) -> int | None:
             refusals[type(each).__name__] = f"steps its learning-rate schedule per epoch, so it {AUTOMATIC}"
         elif isinstance(each, GradientAccumulationScheduler):
             refusals[type(each).__name__] = f"accumulates gradients, so it {AUTOMATIC}"
+        # Callbacks that count optimizer steps in Lightning's global_step, which moves by a call's steps at once: a
+        # checkpoint every N steps is kept only where a call ends on a multiple of N (16, 32, 39, 40 for N=10: one),
+        # and a per-step learning rate is logged per log_every_n_steps calls. (ModelCheckpoint's count is private.)
+        elif isinstance(each, ModelCheckpoint) and getattr(each, "_every_n_train_steps", 0):
+            every = each._every_n_train_steps
+            refusals[f"{type(each).__name__}(every_n_train_steps={every})"] = (
+                f"counts optimizer steps, so it {AUTOMATIC}"
+            )
+        elif isinstance(each, LearningRateMonitor) and each.logging_interval != "epoch":
+            refusals[f"{type(each).__name__}(logging_interval={each.logging_interval})"] = (
+                f"logs at optimizer steps, so it {AUTOMATIC}"
+            )
     if (needs := _closure_optimizer(trainer.lightning_module)) is not None:
         refusals[f"model.optimizer._target_={needs}"] = f"evaluates the loss again within a step, so it {AUTOMATIC}"
     return per_call(value, trainer.strategy.root_device.type, args, refusals)

@@ -12,13 +12,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from conftest import TIMING, TINY, compose_config, scalars, write_fake_fashion_mnist
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lenet_exp.errors import UserError
 from lenet_exp.many_steps import BatchGroups, resolve
 from lenet_exp.runtime.checkpoints import load_checkpoint
-from lenet_exp.steps_per_call import per_call
+from lenet_exp.steps_per_call import CPU_DEFAULT, per_call
 from lenet_exp.train import train
 
 # 200 training images in batches of 16: 12 full batches and a short one of 8, 13 optimizer steps an epoch
@@ -215,6 +215,36 @@ def test_an_optimizer_that_needs_a_closure_trains_one_step_per_call_under_auto(t
     metrics = run(tmp_path, data_200, *lbfgs)  # steps_per_call=auto, on the CPU
     steps = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt", [STOP])["global_step"]
     assert metrics["epochs"] == 1 and steps == -(-200 // 16)  # one optimizer step per batch
+
+
+def counting_callbacks():
+    return [
+        ModelCheckpoint(every_n_train_steps=10),
+        LearningRateMonitor(logging_interval="step"),
+        LearningRateMonitor(),
+    ]
+
+
+@pytest.mark.parametrize("callback", counting_callbacks(), ids=["checkpoint_every_10", "lr_per_step", "lr_default"])
+def test_a_callback_that_counts_optimizer_steps_makes_auto_one_step_per_call(callback):
+    """Lightning's global_step moves by a call's steps at once: a checkpoint every 10 steps was kept only where a call
+    ended on a multiple of 10, a learning rate per step was logged per 50 calls (one point in 939 steps)."""
+    quiet = {"accelerator": "cpu", "logger": False, "enable_progress_bar": False, "enable_model_summary": False}
+    assert resolve("auto", pl.Trainer(callbacks=[callback], **quiet)) == 1
+    with pytest.raises(
+        UserError, match=r"(counts|logs at) optimizer steps, so it needs .* which steps_per_call=4 replaces"
+    ):
+        resolve(4, pl.Trainer(callbacks=[callback], **quiet))
+    by_epoch = [ModelCheckpoint(), LearningRateMonitor(logging_interval="epoch")]
+    assert resolve("auto", pl.Trainer(callbacks=by_epoch, **quiet)) == CPU_DEFAULT
+
+
+def test_a_checkpoint_every_n_steps_is_kept_at_every_nth_step_under_auto(tmp_path, data_200):
+    every = "+callbacks.every={_target_: pytorch_lightning.callbacks.ModelCheckpoint, every_n_train_steps: 4, "
+    every += "save_top_k: -1, filename: '{step}'}"
+    run(tmp_path, data_200, "trainer.max_epochs=1", every)  # 13 steps
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("step=*.ckpt"))
+    assert kept == ["step=12.ckpt", "step=4.ckpt", "step=8.ckpt"]
 
 
 SWA = ["+callbacks.swa._target_=pytorch_lightning.callbacks.StochasticWeightAveraging", "+callbacks.swa.swa_lrs=0.01"]
