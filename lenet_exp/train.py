@@ -242,11 +242,12 @@ def test(trainer: pl.Trainer, module: pl.LightningModule, datamodule: Any, teste
     """The final test, on the best epoch's weights (``tested="best"``) or the last's; returns which epoch was best."""
     best = next((c for c in trainer.checkpoint_callbacks if isinstance(c, BestCheckpoint) and c.active), None)
     if tested == "best" and best is not None and not best.best_model_path:
-        why = (
-            "trainer.fast_dev_run saves no checkpoint"  # Lightning's checkpoint callbacks do nothing in it
-            if trainer.fast_dev_run
-            else "no epoch was validated (trainer.limit_val_batches=0, or validation due after the last epoch)"
-        )
+        if trainer.fast_dev_run:  # Lightning's checkpoint callbacks do nothing in it
+            why = "trainer.fast_dev_run saves no checkpoint"
+        elif trainer.global_step == 0:
+            why = "no step was trained (trainer.max_steps=0 or trainer.limit_train_batches=0)"
+        else:
+            why = "no epoch was validated (trainer.limit_val_batches=0, or validation due after the last epoch)"
         log.info(f"{why}, so the final test uses the last weights")
         tested = "last"
     chosen = {"best_epoch": best.best_epoch if best else None, "tested": tested}  # test reloads callback states

@@ -305,6 +305,15 @@ def test_no_validated_epoch_tests_the_last_weights_and_says_so(tmp_path, fake_da
     assert caplog.text.count("no epoch was validated") == 1
 
 
+def test_a_run_that_trains_no_step_says_so_not_that_nothing_was_validated(tmp_path, fake_data, caplog):
+    overrides = [*TINY, f"data.data_dir={fake_data}", "data.val_size=16", "trainer.max_epochs=1", "logger=none"]
+    caplog.set_level(logging.INFO, logger="lenet_exp")
+    metrics = train(compose_config(tmp_path, [*overrides, "trainer.limit_train_batches=0"]))
+    assert metrics["tested"] == "last"
+    assert "no step was trained (trainer.max_steps=0 or trainer.limit_train_batches=0)" in caplog.text
+    assert "no epoch was validated" not in caplog.text
+
+
 def test_fast_dev_run_with_a_validation_split_says_why_the_test_takes_the_last_weights(tmp_path, fake_data, caplog):
     caplog.set_level(logging.INFO, logger="lenet_exp")
     overrides = [*TINY, f"data.data_dir={fake_data}", "data.val_size=16", "debug=fast_dev_run"]
