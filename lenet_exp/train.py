@@ -16,6 +16,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LambdaCallback, ModelCheckpoint, ProgressBar
+from pytorch_lightning.plugins import TorchCheckpointIO
 
 from lenet_exp import many_steps
 from lenet_exp.callbacks import BestCheckpoint, EpochLine, EpochTimer
@@ -184,6 +185,8 @@ def build(
             each.starts_at(first_epoch)
     devices = job_devices(cfg.trainer.accelerator, cfg.trainer.get("devices"))  # a GPU per parallel sweep job
     trainer = trainer_from(cfg.trainer, devices=devices, callbacks=callbacks, logger=loggers or False)
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # trainer.plugins replaced, without a writer
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # of its own: checkpoints are still written whole
     if cfg.get("ckpt_path") and isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):
         trainer.strategy.checkpoint_io.hand_over(cfg.ckpt_path, opened.checkpoint)  # fit reads no file again
     RankZeroResults.install(trainer)  # ddp_spawn, ddp_fork: what record() reads comes back from rank 0

@@ -36,9 +36,10 @@ from conftest import (
 )
 from omegaconf import OmegaConf
 
+from lenet_exp.runtime.atomic import AtomicCheckpointIO
 from lenet_exp.runtime.checks import LAUNCHED
 from lenet_exp.runtime.run_folder import best_checkpoint, config_file, last_checkpoint, metrics_file
-from lenet_exp.train import train
+from lenet_exp.train import build, train
 
 # Most tests here run the command line (a second or so in this process, more as processes of their own): make
 # test runs them, make test-fast leaves them out.
@@ -303,6 +304,15 @@ def test_no_validated_epoch_tests_the_last_weights_and_says_so(tmp_path, fake_da
     assert metrics["tested"] == "last" and metrics["best_epoch"] is None and "val_acc" not in metrics
     assert not best_checkpoint(tmp_path).exists()
     assert caplog.text.count("no epoch was validated") == 1
+
+
+@pytest.mark.parametrize("plugins", ["null", "[{_target_: lightning_fabric.plugins.environments.SLURMEnvironment}]"])
+def test_plugins_of_ones_own_keep_checkpoints_written_whole(tmp_path, plugins):
+    """trainer.plugins replaced (a cluster environment of one's own) took lenet_exp's atomic checkpoint writer with
+    it: a kill could then leave half a last.ckpt."""
+    cfg = compose_config(tmp_path, [*TINY, f"trainer.plugins={plugins}"])
+    trainer = build(cfg, tmp_path)[2]
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
 def test_a_run_that_trains_no_step_says_so_not_that_nothing_was_validated(tmp_path, fake_data, caplog):
