@@ -154,8 +154,11 @@ class RunTensorBoardLogger(TensorBoardLogger):
         # held no settings yet
         save_hparams_to_yaml(Path(self.log_dir) / self.NAME_HPARAMS_FILE, self.hparams)
         self.log_metrics(metrics, step)
-        experiment, _, _ = hparams(params, {f"hparams/{key}": 0.0 for key in SUMMARY} | metrics)
-        _, start, end = hparams(params, metrics)
+        # A setting left empty is the text None: torch leaves out a None, and TensorBoard takes the columns from one
+        # run's experiment, so a sweep's job read first with model.ema_decay=null hid that column for every job.
+        shown = {key: "None" if value is None else value for key, value in params.items()}
+        experiment, _, _ = hparams(shown, {f"hparams/{key}": 0.0 for key in SUMMARY} | metrics)
+        _, start, end = hparams(shown, metrics)
         writer = self.experiment._get_file_writer()  # private in torch's SummaryWriter, as Lightning uses it
         for summary in (experiment, start, end):
             writer.add_summary(summary, step)

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from conftest import ONE_EPOCH, compose_config, event_dir, run_main, scalars, sweep
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from lenet_exp.errors import UserError, user_error
 from lenet_exp.resume import resume
@@ -57,6 +59,15 @@ def test_tensorboard_keeps_the_settings_in_hparams_yaml_and_the_summary_at_the_f
     assert scalars(run, "test/acc")[-1] == (2, pytest.approx(metrics["test_acc"]))  # the final test
     assert scalars(run, "hparams/test_acc") == [(2, pytest.approx(metrics["test_acc"]))]
     assert [step for step, _ in scalars(run, "hparams/train_loss")] == [2]
+    # every setting is a column of the HParams tab, one left empty too: TensorBoard takes the columns from one run
+    events = EventAccumulator(str(event_dir(run)))
+    events.Reload()
+    content = events.SummaryMetadata("_hparams_/experiment").plugin_data.content
+    columns = {info.name: info for info in hparams_metadata.parse_experiment_plugin_data(content).hparam_infos}
+    assert {"model.ema_decay", "test_on", "steps_per_call", "seed", "model.optimizer.lr"} <= columns.keys()
+    content = events.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+    values = hparams_metadata.parse_session_start_info_plugin_data(content).hparams
+    assert values["model.ema_decay"].string_value == "None" and values["steps_per_call"].string_value == "auto"
 
 
 def test_csv_alone_writes_one_row_per_epoch(tmp_path, fake_data):

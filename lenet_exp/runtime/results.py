@@ -80,13 +80,14 @@ def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
-    """The run's data, model and trainer settings as flat ``key: scalar``, for TensorBoard's HParams.
+    """The run's data, model and trainer settings as flat ``key: scalar`` (None for one left empty, such as
+    ``model.ema_decay``), for TensorBoard's HParams, with the top-level ``seed``, ``test_on`` and ``steps_per_call``.
 
     A nested part is named by its class's short name (``model.optimizer: Adam``), beside its settings
     (``model.optimizer.lr``); no ``_target_`` keys.
     """
     skip = {"data_dir", "download", "verify_md5", "default_root_dir", "_partial_", "plugins", "_target_"}
-    flat: dict[str, Any] = {"seed": cfg.seed}
+    flat: dict[str, Any] = {key: cfg.get(key) for key in ("seed", "test_on", "steps_per_call")}
 
     def walk(node: Any, prefix: str) -> None:
         for key, value in node.items():
@@ -96,7 +97,7 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
                 if prefix and isinstance(value.get("_target_"), str):
                     flat[f"{prefix}{key}"] = value["_target_"].rpartition(".")[2]
                 walk(value, f"{prefix}{key}.")
-            elif isinstance(value, bool | int | float | str):
+            elif value is None or isinstance(value, bool | int | float | str):
                 flat[f"{prefix}{key}"] = value
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
