@@ -132,12 +132,18 @@ class RunTensorBoardLogger(TensorBoardLogger):
             version = readable_name(save_dir)
         super().__init__(save_dir, name=name, version=folder_name(version or ""), **kwargs)
 
+    @rank_zero_only
     def starts_at(self, epoch: int) -> None:
-        """The first epoch this process logs (0, or the epochs its checkpoint holds). Its event file opens with
-        TensorBoard's restart mark at that step (SummaryWriter's ``purge_step``): a resumed run's earlier process,
+        """Mark, before the fit, the first epoch this run's process logs (0, or the epochs its checkpoint holds) with
+        TensorBoard's restart mark (what SummaryWriter's ``purge_step`` writes): a resumed run's earlier process,
         killed after logging an epoch but before saving its checkpoint, left that epoch's points, which TensorBoard
-        then drops instead of showing them twice. (The mark of a run's first process only opens its session.)"""
-        self._kwargs["purge_step"] = epoch
+        then drops instead of showing them twice. (The mark of a run's first process only opens its session.) Once,
+        here: the processes ddp_spawn starts open writers of their own, whose marks would drop this run's epochs."""
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+        writer = self.experiment._get_file_writer()  # private in torch's SummaryWriter, as Lightning uses it
+        writer.add_event(Event(step=epoch, session_log=SessionLog(status=SessionLog.START)))
+        writer.flush()
 
     @rank_zero_only
     def log_hyperparams(self, params: Any, metrics: dict[str, Any] | None = None, step: int | None = None) -> None:

@@ -7,7 +7,6 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LambdaCallback, ModelCheckpoint, ProgressBar
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, ProgressBar
 from pytorch_lightning.plugins import TorchCheckpointIO
 
 from lenet_exp import many_steps
@@ -174,8 +173,7 @@ def build(
         )
     callbacks += [timer, EpochLine(timer), stored, RankWatch(str(run_dir))]
     if cfg.get("ckpt_path"):  # the schedule comes back with the weights: it must reach to this run's end
-        check = partial(many_steps.check_restored_schedule, path=cfg.ckpt_path)
-        callbacks.append(LambdaCallback(on_train_start=lambda trainer, _: check(trainer)))
+        callbacks.append(RestoredSchedule(cfg.ckpt_path))
     callbacks += trial_callbacks(cfg.get("optimized_metric"))  # a trial of a study: report epochs, maybe prune
     chosen = {} if cfg.trainer.get("logger") is False else cfg.get("logger") or {}  # false: Lightning's logger=none
     loggers = [built(each) for each in chosen.values()]  # logger=[tensorboard,csv]
@@ -191,6 +189,17 @@ def build(
         trainer.strategy.checkpoint_io.hand_over(cfg.ckpt_path, opened.checkpoint)  # fit reads no file again
     RankZeroResults.install(trainer)  # ddp_spawn, ddp_fork: what record() reads comes back from rank 0
     return datamodule, module, trainer, timer, stored
+
+
+class RestoredSchedule(Callback):
+    """``ckpt_path=``'s schedule, once Lightning has restored it, must reach to this run's end (a class, not a
+    lambda: ddp_spawn pickles the callbacks into its processes)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        many_steps.check_restored_schedule(trainer, self.path)
 
 
 def trainer_from(settings: DictConfig, **given: Any) -> pl.Trainer:
