@@ -177,10 +177,6 @@ def build(
     callbacks += trial_callbacks(cfg.get("optimized_metric"))  # a trial of a study: report epochs, maybe prune
     chosen = {} if cfg.trainer.get("logger") is False else cfg.get("logger") or {}  # false: Lightning's logger=none
     loggers = [built(each) for each in chosen.values()]  # logger=[tensorboard,csv]
-    first_epoch = opened.checkpoint.get("epoch", -1) + 1 if cfg.get("ckpt_path") else 0
-    for each in loggers:
-        if isinstance(each, RunTensorBoardLogger):
-            each.starts_at(first_epoch)
     devices = job_devices(cfg.trainer.accelerator, cfg.trainer.get("devices"))  # a GPU per parallel sweep job
     trainer = trainer_from(cfg.trainer, devices=devices, callbacks=callbacks, logger=loggers or False)
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # trainer.plugins replaced, without a writer
@@ -188,6 +184,10 @@ def build(
     if cfg.get("ckpt_path") and isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):
         trainer.strategy.checkpoint_io.hand_over(cfg.ckpt_path, opened.checkpoint)  # fit reads no file again
     RankZeroResults.install(trainer)  # ddp_spawn, ddp_fork: what record() reads comes back from rank 0
+    first_epoch = opened.checkpoint.get("epoch", -1) + 1 if cfg.get("ckpt_path") else 0
+    for each in loggers:  # once the Trainer is made: a setting it refuses leaves no event file
+        if isinstance(each, RunTensorBoardLogger):
+            each.starts_at(first_epoch)
     return datamodule, module, trainer, timer, stored
 
 
