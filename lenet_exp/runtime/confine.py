@@ -20,8 +20,12 @@ from lenet_exp.errors import UserError
 
 WRITE_KEYS = frozenset({"dirpath", "save_dir", "default_root_dir", "log_dir", "run_dir"})  # folders written into
 # names joined onto a folder written into (by the keys of the same mapping before them), as Lightning joins them
-JOINED_KEYS = {"filename": ("dirpath",), "name": ("save_dir",), "version": ("save_dir", "name")}
-JOINED_KEYS["sub_dir"] = (*JOINED_KEYS["version"], "version")
+JOINED_KEYS = {
+    "filename": ("dirpath",),
+    "name": ("save_dir",),
+    "version": ("save_dir", "name"),
+    "sub_dir": ("save_dir", "name", "version"),
+}
 SERVER_KEYS = frozenset({"tracking_uri", "registry_uri", "artifact_location", "uri", "url", "host"})
 
 
