@@ -92,9 +92,17 @@ def _resume(files: StoredRun, trust: list[str], job_name: str | None, given: lis
     else:
         log.info(f"{run} has no completed epoch: running it again from the start")
 
+    from lenet_exp.runtime.checks import check_run
     from lenet_exp.train import train
 
-    return train(cfg, finishing=True, opened=stored)  # the checkpoint the gate read, not read again
+    try:  # checked as a new run's settings are; resume takes no key=value for them, so the file is what to correct
+        tested = check_run(cfg, new=False)
+    except UserError as err:
+        raise UserError(
+            f"{stored.source} holds a setting that cannot run here: {str(err).rstrip('.')}; correct it in that "
+            "file and resume again."
+        ) from None
+    return train(cfg, finishing=True, tested=tested, opened=stored)  # the checkpoint the gate read, not read again
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -232,6 +232,31 @@ def test_resume_of_a_folder_of_another_version_is_one_sentence_naming_the_key(tm
     assert not (folder / "checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("batch_size", "lots", "data.batch_size='lots' must be a positive whole number, such as 256"),
+        ("val_size", -3, "data.val_size=-3 must be"),
+    ],
+)
+def test_resume_of_a_folder_holding_a_bad_value_names_the_file_to_correct(tmp_path, refused_run, key, value, says):
+    """resume takes no key=value for a run's settings: a bad one (edited by hand, or refused by this code) is
+    corrected in the folder's config file, which the sentence names (it said what to type, as to a new run)."""
+    folder = tmp_path / "run"
+    shutil.copytree(refused_run, folder)
+    config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
+    config["data"]["batch_size"] = 16
+    config["data"][key] = value
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    out = run_main("lenet_exp.resume", str(folder))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    sentence = out.stderr.strip().splitlines()[-1]
+    assert sentence.startswith(f"error: {folder}/.hydra/config.yaml holds a setting that cannot run here: {says}")
+    assert sentence.endswith("; correct it in that file and resume again."), sentence
+    assert not (folder / "checkpoints").exists()
+    assert (folder / "lenet_exp.log").read_text().splitlines()[-1].endswith(sentence)
+
+
 def test_a_run_stopped_between_its_last_checkpoint_and_metrics_json_resumes_to_its_own_metrics(tmp_path, fake_data):
     """A run killed after its last epoch's checkpoint, in its final test or before metrics.json: resume trains
     nothing and must still write what the uninterrupted run wrote, the last epoch's train and val metrics too
