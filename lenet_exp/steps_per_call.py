@@ -68,8 +68,8 @@ def per_call(value: object, device_type: str, args: Mapping[str, Any], refusals:
     for setting, why in cannot.items():
         if setting == "ddp":
             raise UserError(
-                f"steps_per_call={value} does not work with several training processes (DDP); "
-                "use steps_per_call=1 or steps_per_call=auto there."
+                f"steps_per_call={value} does not work under DDP (a ddp strategy, even of one process, or several "
+                "processes or nodes); use steps_per_call=1 or steps_per_call=auto there."
             )
         if setting == "trainer.max_steps":
             raise UserError(

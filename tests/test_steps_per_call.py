@@ -200,8 +200,11 @@ def test_a_one_cycle_run_continued_past_its_schedules_end_is_one_sentence(tmp_pa
 
 
 def test_several_steps_per_call_with_ddp_are_refused_in_one_sentence(tmp_path, data_200):
-    with pytest.raises(UserError, match=r"^steps_per_call=4 does not work with several training processes \(DDP\)"):
+    says = r"^steps_per_call=4 does not work under DDP \(a ddp strategy, even of one process, or several processes"
+    with pytest.raises(UserError, match=says):
         run(tmp_path, data_200, "trainer=ddp_cpu", "steps_per_call=4")
+    with pytest.raises(UserError, match=says):  # one process of Lightning's DDP (it said "several processes")
+        run(tmp_path, data_200, "trainer.strategy=ddp_spawn", "steps_per_call=4")
     with pytest.raises(UserError, match=r"^steps_per_call=0 is not a whole number >= 1, epoch or auto"):
         run(tmp_path, data_200, "steps_per_call=0")
     assert not (tmp_path / "checkpoints").exists()
