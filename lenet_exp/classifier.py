@@ -140,7 +140,9 @@ class Classifier(pl.LightningModule):
             self.ema.update_parameters(self.net)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[EPOCH_METRICS] = dict(self.epoch_metrics)
+        logged = self.trainer.callback_metrics.items()  # with other callbacks' (lr-Adam), which metrics.json holds
+        others = {k: float(v) for k, v in logged if k != "step" and isinstance(v, Tensor) and v.numel() == 1}
+        checkpoint[EPOCH_METRICS] = others | self.epoch_metrics
         if self.many_steps is not None:
             self.many_steps.on_save_checkpoint(checkpoint)
 

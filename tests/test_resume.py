@@ -263,9 +263,11 @@ def test_a_run_stopped_between_its_last_checkpoint_and_metrics_json_resumes_to_i
     (they come from last.ckpt, as no epoch is trained to log them again)."""
     run = tmp_path / "run"
     settings = [*TINY, f"data.data_dir={fake_data}", "data.val_size=16", "trainer.max_epochs=2"]
+    settings.append("+callbacks.lr={_target_: pytorch_lightning.callbacks.LearningRateMonitor}")  # another's metric
     trained = run_main("lenet_exp", *settings, f"hydra.run.dir={run}")
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
     expected = json.loads((run / "metrics.json").read_text())
+    assert expected["lr-Adam"] == pytest.approx(0.001)
     (run / "metrics.json").write_text("{garbage")  # damaged since: one sentence (it said finished, then a traceback)
     damaged = run_main("lenet_exp.resume", str(run))
     assert damaged.returncode == 1 and "Traceback" not in damaged.stderr and "finished" not in damaged.stderr
