@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lenet_exp.errors import INTERRUPTED, UserError, check_resolves, fail, say, unwrap_user_errors
+from lenet_exp.errors import UserError, check_resolves, fail, interruption, say, sigterm_interrupts, unwrap_user_errors
 
 # The configs, as an absolute path so that every command finds them from any folder: an installed
 # wheel carries conf/ as lenet_exp/conf/; a checkout (also installed editable) has no such folder and
@@ -37,13 +37,14 @@ def job(cfg: DictConfig) -> dict[str, Any]:
             from lenet_exp.train import train  # imported here so that --help and --cfg stay fast too
 
             return train(cfg, tested=tested)
-    except KeyboardInterrupt:  # outside Lightning's loops (which say their own): the imports, building the run
+    except KeyboardInterrupt as err:  # outside Lightning's loops (which say their own): the imports, building the run
         from lenet_exp.runtime.run_folder import kept, metrics_file
 
         run = Path(cfg.run_dir)
         done = f"its result is complete in {metrics_file(run)}" if metrics_file(run).is_file() else kept(run)
-        say(f"interrupted (Ctrl-C); {done}")
-        raise SystemExit(INTERRUPTED) from None
+        what, status = interruption(err)
+        say(f"interrupted ({what}); {done}")
+        raise SystemExit(status) from None
 
 
 # The settings that name a file or folder to read: typed relative to the folder the command started in.
@@ -77,7 +78,8 @@ sweep_job = job
 def main(cfg: DictConfig) -> dict[str, Any] | None:
     """Train once (a run, or a job of a sweep); a user error in a run ends it with ``error: <sentence>``."""
     try:
-        return job(cfg)
+        with sigterm_interrupts():  # as Ctrl-C: the command's sentence (lenet_exp.run leaves the signal alone)
+            return job(cfg)
     except UserError as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             from lenet_exp.runtime.hydra_callbacks import FailedJob

@@ -5,7 +5,9 @@ command ends on bad input: ``error: <sentence>`` on stderr (and in the run's log
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import CodeType
@@ -130,6 +132,38 @@ def say(message: str) -> None:
 
 
 INTERRUPTED = 130  # a command stopped by Ctrl-C (SIGINT), as a shell reports it
+TERMINATED = 143  # a command stopped by SIGTERM (kill, a scheduler), as a shell reports it
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside Lightning's loops, raised where the command is, as Ctrl-C raises KeyboardInterrupt."""
+
+
+def interruption(err: KeyboardInterrupt) -> tuple[str, int]:
+    """What stopped a command (``Ctrl-C`` or ``SIGTERM``) and its exit status."""
+    return ("SIGTERM", TERMINATED) if isinstance(err, Terminated) else ("Ctrl-C", INTERRUPTED)
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    # Lightning's loops install a handler of their own that calls the one they found (this) after theirs, and
+    # stop at the next step's end: only while this is the process's handler is the signal this one's to answer
+    if signal.getsignal(signal.SIGTERM) is _raise_terminated:
+        raise Terminated
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM stops a command as Ctrl-C does, so that it ends with the sentence of what was
+    kept, not silently. Only where nothing else answers SIGTERM (a scheduler's wrapper, such as submitit, may),
+    and in the main thread (the only one Python lets set it)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextmanager
@@ -213,13 +247,14 @@ def exit_on_user_error(function: Callable[[], T]) -> T:
     what handles it itself (a start-up's imports) in one line and status 130. Anything else is a bug and keeps
     its traceback."""
     try:
-        with unwrap_user_errors():
+        with unwrap_user_errors(), sigterm_interrupts():
             return function()
     except UserError as err:
         fail(err)
-    except KeyboardInterrupt:
-        say("interrupted (Ctrl-C) before the command ended; what it had written is kept")
-        sys.exit(INTERRUPTED)
+    except KeyboardInterrupt as err:
+        what, status = interruption(err)
+        say(f"interrupted ({what}) before the command ended; what it had written is kept")
+        sys.exit(status)
 
 
 def traceback_codes(err: BaseException) -> list[CodeType]:

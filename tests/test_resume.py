@@ -323,6 +323,30 @@ def test_ctrl_c_before_training_or_in_evals_start_is_one_line_and_130(tmp_path, 
     assert "interrupted (Ctrl-C) before the command ended; what it had written is kept" in evaluated.stderr
 
 
+def test_sigterm_before_training_is_the_interrupts_sentence_and_143(tmp_path, fake_data, capsys):
+    """SIGTERM outside Lightning's loops (the imports, building the run: a scheduler stopping a job that has just
+    started) ended the command without a word; Lightning's loops answer it themselves (the tests above)."""
+    run, env = tmp_path / "run", {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    stop = "+callbacks.stop._target_=test_trust.SigtermWhileBuilt"
+    out = run_cli(*TINY, f"data.data_dir={fake_data}", stop, f"hydra.run.dir={run}", env=env)
+    assert out.returncode == 143 and "Traceback" not in out.stderr, (out.returncode, out.stderr[-3000:])
+    said = (
+        f"interrupted (SIGTERM); no epoch was completed, so resuming starts it over: python -m lenet_exp.resume {run}"
+    )
+    assert said in out.stderr
+    assert (run / "lenet_exp.log").read_text().splitlines()[-1].endswith(said)
+    # the other commands (eval, predict, resume, report) end through exit_on_user_error, which answers it alike
+    from lenet_exp.errors import Terminated, exit_on_user_error
+
+    def stopped():
+        raise Terminated
+
+    with pytest.raises(SystemExit) as end:
+        exit_on_user_error(stopped)
+    assert end.value.code == 143
+    assert "interrupted (SIGTERM) before the command ended; what it had written is kept" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_ctrl_c_in_the_final_test_says_so_and_the_resume_finishes_the_run(tmp_path, fake_data):
     """Every epoch is checkpointed when the final test starts: Ctrl-C there is the interrupt's sentence and 130

@@ -3,8 +3,11 @@ allowlist, at any depth, is refused by eval, predict, ckpt_path= and resume, and
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -151,6 +154,14 @@ class CtrlCWhileBuilt(Callback):
 
     def __init__(self) -> None:
         raise KeyboardInterrupt
+
+
+class SigtermWhileBuilt(Callback):
+    """SIGTERM (a kill, a scheduler stopping a job that just started) while the run is being built."""
+
+    def __init__(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)  # the signal is answered at once: ended without a word, or the command's sentence
 
 
 class StopOnceInTheTest(Callback):
