@@ -323,6 +323,7 @@ def test_ctrl_c_before_training_or_in_evals_start_is_one_line_and_130(tmp_path, 
     assert "interrupted (Ctrl-C) before the command ended; what it had written is kept" in evaluated.stderr
 
 
+@pytest.mark.slow  # a command of its own (a signal in this process would end pytest's)
 def test_sigterm_before_training_is_the_interrupts_sentence_and_143(tmp_path, fake_data, capsys):
     """SIGTERM outside Lightning's loops (the imports, building the run: a scheduler stopping a job that has just
     started) ended the command without a word; Lightning's loops answer it themselves (the tests above)."""
