@@ -41,15 +41,17 @@ MAX_PIXELS = 40_000_000
 
 
 def image_paths(spec: str) -> list[Path]:
-    """A file, a comma-separated list of files (also as Hydra writes a list, ``[a.png,b.png]``), a folder (its
-    image files, sorted), or a pattern such as ``shoes/*.png`` (its files, sorted): quoted, ``'images=*.png'``, or
-    as bash passes ``images=*.png`` on when no file's name begins with ``images=``."""
+    """A file (its name may hold a comma), a comma-separated list of files (also as Hydra writes a list,
+    ``[a.png,b.png]``), a folder (its image files, sorted), or a pattern such as ``shoes/*.png`` (its files,
+    sorted): quoted, ``'images=*.png'``, or as bash passes ``images=*.png`` on when no file's name begins with
+    ``images=``."""
     spec = str(spec)
     if spec.startswith("[") and spec.endswith("]") and not Path(spec).expanduser().exists():
         spec = spec[1:-1]
     paths: list[Path] = []
+    parts = [spec] if "," in spec and Path(spec).expanduser().exists() else spec.split(",")  # a name with a comma
     # an empty entry (images=, a trailing comma) is no file: Path("") would be the current folder, all of it
-    for part in (part.strip() for part in spec.split(",") if part.strip()):
+    for part in (part.strip() for part in parts if part.strip()):
         path = Path(part).expanduser()
         if path.is_dir():
             paths += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)

@@ -189,6 +189,8 @@ def test_images_takes_a_pattern_and_hydras_list_as_well_as_a_comma_list(tmp_path
     assert image_paths(f"{folder}/*.png") == listed  # sorted, as a folder's files are
     assert image_paths(f"[{folder / 'a.png'},{folder / 'b.png'}]") == listed
     assert image_paths(f"{folder}/*.png,{folder}/*.jpg") == [*listed, folder / "c.jpg"]
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(tmp_path / "shoe, left.png")
+    assert image_paths(str(tmp_path / "shoe, left.png")) == [tmp_path / "shoe, left.png"]  # a name with a comma
     monkeypatch.chdir(folder)  # a folder of images, as a user's current folder may be
     assert image_paths(f"{folder / 'a.png'},") == listed[:1]  # a trailing comma adds no entry, not the current folder
     for empty in ("", " ", ","):
