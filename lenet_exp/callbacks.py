@@ -242,7 +242,7 @@ class TerminalProgressBar(TQDMProgressBar):
 
     def __init__(self, refresh_rate: int = 20) -> None:
         super().__init__(refresh_rate=refresh_rate)
-        if not sys.stderr.isatty():
+        if sys.stderr is None or not sys.stderr.isatty():  # None: started with stderr closed (2>&-)
             self.disable()
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, int | str | float]:

@@ -331,3 +331,22 @@ def test_ctrl_c_during_eval_exits_130_and_records_nothing(two_epochs_run, tmp_pa
     last = out.stderr.strip().splitlines()[-1]
     assert last == f"interrupted before the test ended; nothing was recorded in {run / 'evaluations.jsonl'}"
     assert not (run / "evaluations.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_a_command_started_with_stderr_closed_runs_and_resumes(tmp_path, fake_data):
+    """``2>&-`` (a service or cron line that closes stderr): Python's sys.stderr is None, and the progress bar's
+    check of it ended the run and resume in a traceback that nobody saw (Hydra's report failed in turn)."""
+
+    def closed_stderr(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", *args]
+        return subprocess.run(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(2))
+
+    run = tmp_path / "run"
+    trained = closed_stderr("lenet_exp", *ONE_EPOCH, f"data.data_dir={fake_data}", f"hydra.run.dir={run}")
+    assert trained.returncode == 0 and "Traceback" not in trained.stdout, trained.stdout[-3000:]
+    assert "epoch 1, loss" in trained.stdout and (run / "metrics.json").is_file()
+    (run / "metrics.json").unlink()  # as if stopped before its final test's record
+    resumed = closed_stderr("lenet_exp.resume", str(run))
+    assert resumed.returncode == 0 and "Traceback" not in resumed.stdout, resumed.stdout[-3000:]
+    assert (run / "metrics.json").is_file()
