@@ -1,6 +1,7 @@
 """``python -m lenet_exp [overrides]`` (or ``lenet-exp``): one training run (or a sweep with ``-m``) from conf/."""
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,6 @@ def from_the_launch_folder(cfg: DictConfig) -> DictConfig:
     the folder the command started in (``data.data_dir=data``, ``ckpt_path=...``) keeps meaning that folder
     (Hydra's ``to_absolute_path``), instead of ``<run>/data``, which would not exist, and the data search would go
     on to another copy."""
-    import os
-
     from hydra.utils import to_absolute_path
     from omegaconf import OmegaConf
 
@@ -115,7 +114,7 @@ def search_path(config_dir: str | Path | None = None, primary: str = CONF_DIR) -
 
     path = create_automatic_config_search_path(None, None, primary)
     if config_dir is not None:
-        folder = f"file://{Path(config_dir).expanduser().resolve()}"
+        folder = f"file://{Path(os.path.expanduser(config_dir)).resolve()}"
         path.prepend(provider="command-line", path=folder, anchor=SearchPathQuery(provider="schema"))
     return path
 

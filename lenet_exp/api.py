@@ -193,7 +193,7 @@ def _hydra(config_dir: str | Path | None) -> Iterator[Any]:
     if config_dir is not None:  # what _run_hydra does with --config-dir
         if not isinstance(config_dir, str | os.PathLike):
             raise UserError(f"config_dir={config_dir!r} must be the path of a folder, such as config_dir='my_configs'.")
-        if not Path(config_dir).expanduser().resolve().is_dir():
+        if not Path(os.path.expanduser(config_dir)).resolve().is_dir():
             raise UserError(f"config_dir={config_dir} is not a folder; give the folder that holds your configs.")
 
     saved, base, caller = _State(), version.getbase(), GlobalHydra.instance().hydra  # the caller's own compose()

@@ -78,6 +78,11 @@ def find_files(data_dir: Path, download: bool = False) -> dict[str, Path]:
         if all(found.values()):
             return found  # type: ignore[return-value]
     searched = ", ".join(str(d) for d in candidate_dirs(data_dir))
+    if download and str(data_dir).startswith("~"):  # no home folder to expand it to (HOME unset, a bare user ID)
+        raise UserError(
+            f"data.data_dir={data_dir} is in the home folder, and this process has none (HOME is not set); give "
+            "data.data_dir=<folder> to download into."
+        )
     if download:
         from torchvision.datasets import FashionMNIST as TorchvisionFashionMNIST
 
@@ -211,7 +216,7 @@ class FashionMNIST(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         check_data(batch_size, eval_batch_size, val_size, download, verify_md5)
-        self.data_dir = Path(data_dir).expanduser()
+        self.data_dir = Path(os.path.expanduser(data_dir))
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.seed = val_size, seed
         self.download, self.verify_md5 = download, verify_md5

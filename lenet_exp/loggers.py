@@ -293,7 +293,7 @@ class RunMLFlowLogger(MLFlowLogger):
             self.check_reachable(tracking_uri)
             if self._scheme(tracking_uri) in self.DATABASES:  # which keep no files: a new experiment's artifacts
                 # go to save_dir, not to MLflow's ./mlruns of whatever folder the command runs in
-                artifacts = Path(save_dir).expanduser().resolve() / MLFLOW_ARTIFACTS
+                artifacts = Path(os.path.expanduser(save_dir)).resolve() / MLFLOW_ARTIFACTS
                 artifacts.mkdir(parents=True, exist_ok=True)
                 self.artifact_location = artifacts.as_uri()
             # Else no artifact_location: the server chooses (mlflow-artifacts:, stored under --artifacts-destination).
@@ -304,7 +304,7 @@ class RunMLFlowLogger(MLFlowLogger):
                 tags={"run_dir": self.run_dir},
             )
             return
-        store = Path(save_dir).expanduser().resolve()
+        store = Path(os.path.expanduser(save_dir)).resolve()
         if odd := sorted(set("?#%") & set(str(store))):
             # MLflow makes the store's folder from its URL without decoding it, and SQLite's file from it decoded:
             # either way one of them would land outside the run folder

@@ -46,13 +46,15 @@ def image_paths(spec: str) -> list[Path]:
     sorted): quoted, ``'images=*.png'``, or as bash passes ``images=*.png`` on when no file's name begins with
     ``images=``."""
     spec = str(spec)
-    if spec.startswith("[") and spec.endswith("]") and not Path(spec).expanduser().exists():
+    if spec.startswith("[") and spec.endswith("]") and not Path(os.path.expanduser(spec)).exists():
         spec = spec[1:-1]
     paths: list[Path] = []
-    parts = [spec] if "," in spec and Path(spec).expanduser().exists() else spec.split(",")  # a name with a comma
+    parts = (
+        [spec] if "," in spec and Path(os.path.expanduser(spec)).exists() else spec.split(",")
+    )  # a name with a comma
     # an empty entry (images=, a trailing comma) is no file: Path("") would be the current folder, all of it
     for part in (part.strip() for part in parts if part.strip()):
-        path = Path(part).expanduser()
+        path = Path(os.path.expanduser(part))
         if path.is_dir():
             paths += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         elif not path.exists() and any(c in str(path) for c in "*?["):  # a pattern, not a file

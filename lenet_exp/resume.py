@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,7 @@ def resume(
     the user's ``key=value`` for folders to write into or servers the stored config names."""
     from lenet_exp.runtime.stored_config import read_run
 
-    run = Path(run_dir).expanduser().resolve()
+    run = Path(os.path.expanduser(run_dir)).resolve()
     if not run.is_dir():
         raise UserError(f"{run} is not a folder; give a run folder, such as outputs/<date>/<time>.")
     files = read_run(run)

@@ -1,6 +1,7 @@
 """The Fashion-MNIST files and the DataModule, on tiny synthetic IDX files."""
 
 import gzip
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -179,3 +180,31 @@ def test_a_validation_split_smaller_than_the_processes_is_refused_once_they_are_
     dm.trainer = SimpleNamespace(world_size=3, global_rank=0, strategy=SimpleNamespace(root_device=torch.device("cpu")))
     dm.setup("validate")  # one image each
     assert len(dm.val_dataloader().dataset) == 3
+
+
+def test_without_a_home_folder_the_default_folder_is_passed_over_and_a_download_is_one_sentence(
+    tmp_path, fake_data, monkeypatch
+):
+    """A container started as a bare user ID (``docker run -u 12345``: HOME unset, no passwd entry) has no home
+    folder for the default data.data_dir, ~/.cache/lenet_exp: training ended in pathlib's RuntimeError inside
+    Hydra's report. The search goes on to Debian's copy; a download into the home folder is one sentence."""
+    import pwd
+
+    from conftest import ONE_EPOCH, compose_config
+
+    from lenet_exp.train import train
+
+    def no_entry(uid):
+        raise KeyError(uid)
+
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    with pytest.raises(RuntimeError, match="Could not determine home directory"):
+        Path("~").expanduser()  # the machine this test stands for
+    monkeypatch.setattr(data, "DEBIAN_DIR", fake_data)
+    metrics = train(compose_config(tmp_path / "run", ONE_EPOCH))  # data.data_dir left as it is
+    assert metrics["epochs"] == 1 and (tmp_path / "run" / "metrics.json").is_file()
+    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian")  # nothing found: a download is asked for
+    with pytest.raises(UserError, match=r"^data.data_dir=~/.cache/lenet_exp is in the home folder, and this process"):
+        FashionMNIST(download=True, verify_md5=False).prepare_data()
+    assert not list(Path.cwd().glob("~"))  # no folder named ~ made where the command ran

@@ -79,7 +79,7 @@ def check_cpu_processes(devices: object) -> None:
 
 def checkpoint_file(path: str | Path, key: str = "ckpt_path") -> Path:
     """``path`` as a Path, if it is a file; else one sentence saying what to give instead."""
-    path = Path(path).expanduser()
+    path = Path(os.path.expanduser(path))
     if path.is_dir():  # a run folder, or its checkpoints/ folder
         if found := sorted({*path.glob("*.ckpt"), *path.glob(f"{CHECKPOINTS}/*.ckpt")}):
             raise UserError(f"{key}={path} is a folder; give one of its .ckpt files: {', '.join(map(str, found))}.")

@@ -13,6 +13,7 @@ which calls ``check_value`` for every value it meets in its walk of the parts a 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ SERVER_KEYS = frozenset({"tracking_uri", "registry_uri", "artifact_location", "u
 
 
 def _inside(value: Any, run: Path) -> bool:
-    path = Path(str(value)).expanduser()
+    path = Path(os.path.expanduser(str(value)))
     return path.is_absolute() and path.resolve().is_relative_to(run.resolve())
 
 
@@ -49,7 +50,7 @@ def _joined_base(name: str, holder: dict, run: Path) -> Path | None:
     first, *rest = JOINED_KEYS[name]
     if first not in holder:
         return None
-    base = Path(str(holder[first] or run)).expanduser()
+    base = Path(os.path.expanduser(str(holder[first] or run)))
     for key in rest:
         if isinstance(holder.get(key), str) and holder[key]:
             base = base / holder[key]
