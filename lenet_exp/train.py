@@ -37,7 +37,7 @@ from lenet_exp.runtime.distributed import (
     dead_ranks_named,
     point_ddp_ranks_at_this_job,
 )
-from lenet_exp.runtime.faults import file_system_faults, resumable
+from lenet_exp.runtime.faults import machine_faults, resumable
 from lenet_exp.runtime.lock import launched_rank, run_lock
 from lenet_exp.runtime.requeue import requeued_checkpoint
 from lenet_exp.runtime.results import environment, flat_metrics, git_revision, hyperparameters, write_json
@@ -82,7 +82,7 @@ def train(
 
     with run_lock(run_dir):  # one writer per run folder (a no-op where Hydra or resume holds it)
         datamodule, module, trainer, timer, stored = build(cfg, run_dir, finishing, opened)
-        with ddp_scope(), file_system_faults(run_dir):
+        with ddp_scope(), machine_faults(run_dir):
             if cfg.get("threads") is not None:  # Lightning's DDP sets its own count unless this is set
                 os.environ["OMP_NUM_THREADS"] = str(threads)  # (ddp_scope puts it back after the run)
             point_ddp_ranks_at_this_job()

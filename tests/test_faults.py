@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ONE_EPOCH, ROOT, TIMING, TINY, compose_config, run_cli, run_main, write_fake_fashion_mnist
+from pytorch_lightning.callbacks import Callback
 
 from lenet_exp.errors import UserError
 from lenet_exp.resume import resume
@@ -83,6 +84,30 @@ def test_a_failed_metrics_write_is_one_sentence(tmp_path, fake_data, monkeypatch
     monkeypatch.setattr(train_module, "write_json", read_only)
     with pytest.raises(UserError, match=r"writing into .* failed \(the file system is read-only\)"):
         train(compose_config(tmp_path, [*ONE_EPOCH, f"data.data_dir={fake_data}"]))
+
+
+class AllocatesTooMuch(Callback):
+    """Asks torch's CPU allocator for an exabyte as epoch 2 starts: the allocator's own failure, as a batch size
+    too large for the machine (or a lower ``ulimit -v``) meets it."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 1:
+            torch.empty(1 << 60, dtype=torch.uint8)
+
+
+def test_memory_running_out_is_one_sentence_naming_what_to_lower_and_what_is_kept(tmp_path, fake_data):
+    """It was torch's RuntimeError (``DefaultCPUAllocator: can't allocate memory``) and a hundred lines of
+    traceback inside Hydra's report."""
+    run = tmp_path / "run"
+    overrides = [*TINY, "trainer.max_epochs=2", f"data.data_dir={fake_data}"]
+    with pytest.raises(UserError) as err:
+        train(compose_config(run, [*overrides, "+callbacks.oom._target_=test_faults.AllocatesTooMuch"]))
+    assert str(err.value) == (
+        "the run ran out of memory (it asked for 1152921504606846976 bytes more); lower data.batch_size or "
+        f"data.eval_batch_size, or free the memory other processes hold; {run}/checkpoints/last.ckpt holds the last "
+        f"completed epoch; resume with: python -m lenet_exp.resume {run} trust=test_faults.AllocatesTooMuch"
+    )
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt", ["test_faults.AllocatesTooMuch"])["epoch"] == 0
 
 
 @pytest.fixture

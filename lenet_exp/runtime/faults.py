@@ -1,10 +1,11 @@
-"""Faults during a run (Ctrl-C, SIGTERM, a full disk, a folder gone or read-only): one sentence
+"""Faults during a run (Ctrl-C, SIGTERM, a full disk, a folder gone or read-only, memory run out): one sentence
 that says what was kept and how to go on. What is on disk stays loadable: checkpoints and
 metrics.json are replaced atomically."""
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,11 +52,26 @@ def write_fault(err: BaseException | None) -> str | None:
     return None
 
 
+def memory_fault(err: BaseException | None) -> str | None:
+    """What ran out, when ``err`` (or what caused it) is a failed allocation: torch's allocators' RuntimeError
+    (``torch.OutOfMemoryError`` on CUDA is one) or Python's MemoryError."""
+    for cause in chain(err):
+        text = str(cause)
+        if isinstance(cause, MemoryError) or (
+            isinstance(cause, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+        ):
+            size = re.search(r"allocate (\d+ bytes|[\d.]+ [KMGT]iB)", text)
+            where = "GPU memory" if "CUDA" in text else "memory"
+            return where + (f" (it asked for {size[1]} more)" if size else "")
+    return None
+
+
 @contextmanager
-def file_system_faults(run_dir: Path) -> Iterator[None]:
-    """A failed write into the run folder becomes one sentence that names the folder. TensorBoard's event writer
-    writes in a thread of its own, whose failed write Python would print as a thread's traceback before that
-    sentence: the writer raises it again in the run's next write to it, which the sentence then names."""
+def machine_faults(run_dir: Path) -> Iterator[None]:
+    """A failed write into the run folder, or memory running out, becomes one sentence that names the folder and
+    what it keeps. TensorBoard's event writer writes in a thread of its own, whose failed write Python would print
+    as a thread's traceback before that sentence: the writer raises it again in the run's next write to it, which
+    the sentence then names."""
     previous = threading.excepthook
 
     def quiet_writer(args: threading.ExceptHookArgs) -> None:
@@ -67,11 +83,18 @@ def file_system_faults(run_dir: Path) -> Iterator[None]:
     try:
         yield
     except Exception as err:
-        reason = write_fault(err)
-        if reason is None or user_error(err) is not None:
+        if user_error(err) is not None:
             raise
-        raise UserError(
-            f"writing into {run_dir} failed ({reason}); free some space or make the folder writable; {kept(run_dir)}"
-        ) from err
+        if (reason := write_fault(err)) is not None:
+            raise UserError(
+                f"writing into {run_dir} failed ({reason}); free some space or make the folder writable; "
+                f"{kept(run_dir)}"
+            ) from err
+        if (memory := memory_fault(err)) is not None:
+            raise UserError(
+                f"the run ran out of {memory}; lower data.batch_size or data.eval_batch_size, or free the memory "
+                f"other processes hold; {kept(run_dir)}"
+            ) from err
+        raise
     finally:
         threading.excepthook = previous
