@@ -110,11 +110,12 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     answer_help(argv, __doc__)
     log_to_console()
-    folders = [a for a in argv if "=" not in a]
+    # a folder's name may hold "=" (a sweep's job folders named by hydra.job.override_dirname: data.batch_size=64)
+    folders = [a for a in argv if "=" not in a or Path(os.path.expanduser(a)).is_dir()]
     if len(folders) != 1 or folders[0].startswith("-"):
         fail(f"give one run folder; {USAGE}")
     # Lightning starts DDP ranks 1.. as this command plus hydra.run.dir, hydra.job.name, hydra.output_subdir
-    pairs = [a for a in argv if "=" in a]
+    pairs = [a for a in argv if a not in folders]
     hydra = [a for a in pairs if a.startswith("hydra.")]
     trust = [a.split("=", 1)[1] for a in pairs if a.startswith("trust=")]
     given = [a for a in pairs if a not in hydra and not a.startswith("trust=")]

@@ -257,6 +257,18 @@ def test_resume_of_a_folder_holding_a_bad_value_names_the_file_to_correct(tmp_pa
     assert (folder / "lenet_exp.log").read_text().splitlines()[-1].endswith(sentence)
 
 
+def test_a_run_folder_whose_name_holds_an_equals_sign_is_resumed(tmp_path, refused_run, monkeypatch):
+    """A sweep's job folders may be named by their overrides (hydra.sweep.subdir=${hydra.job.override_dirname}):
+    such a folder was taken for a key=value argument, and resume said to give one run folder."""
+    folder = tmp_path / "data.batch_size=0"
+    shutil.copytree(refused_run, folder)
+    monkeypatch.chdir(tmp_path)
+    for typed in (str(folder), "data.batch_size=0"):  # absolute, and relative to the current folder
+        out = run_main("lenet_exp.resume", typed)
+        said = f"error: {folder}/.hydra/config.yaml holds a setting that cannot run here: data.batch_size=0 must be"
+        assert out.returncode == 1 and said in out.stderr, out.stderr  # the folder was read: its own refusal
+
+
 def test_a_run_stopped_between_its_last_checkpoint_and_metrics_json_resumes_to_its_own_metrics(tmp_path, fake_data):
     """A run killed after its last epoch's checkpoint, in its final test or before metrics.json: resume trains
     nothing and must still write what the uninterrupted run wrote, the last epoch's train and val metrics too
