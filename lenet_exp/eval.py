@@ -1,8 +1,9 @@
-"""``python -m lenet_exp.eval ckpt_path=<ckpt> [accelerator=auto] [data.key=value ...]``
+"""``python -m lenet_exp.eval ckpt_path=<ckpt> [accelerator=auto] [data.key=value ...] [trust=your.Class,...]``
 
 Evaluates a checkpoint on the 10,000 test images in one process, prints the accuracy and
 appends it to ``evaluations.jsonl`` in the checkpoint's run folder. The model and data
 settings come from the config stored in the checkpoint; ``data.*`` overrides change them.
+A class of your own that the checkpoint names is built only when you name it with ``trust=``.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def evaluate(
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    answer_help(argv, __doc__)
+    answer_help(argv, __doc__, __file__)
     log_to_console()
     usage = (
         "usage: python -m lenet_exp.eval ckpt_path=<file.ckpt> [accelerator=auto|cpu|gpu] [data.key=value] "

@@ -712,7 +712,7 @@ def close_loggers(loggers: list[Logger], settings: dict[str, Any], metrics: dict
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    answer_help(argv, __doc__)
+    answer_help(argv, __doc__, __file__)
     if len(argv) != 2 or any(arg.startswith("-") for arg in argv):
         fail("give a run folder and the server; usage: python -m lenet_exp.loggers <run folder> <tracking uri>")
     sent = exit_on_user_error(lambda: send_unsent(argv[0], argv[1]))

@@ -463,7 +463,7 @@ def check_projector_configs(folder: Path) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    answer_help(argv, __doc__)
+    answer_help(argv, __doc__, __file__)
     if len(argv) != 1 or argv[0].startswith("-"):
         fail("give one folder; usage: python -m lenet_exp.network_view <folder>")
     found = exit_on_user_error(lambda: check_projector_configs(Path(argv[0])))

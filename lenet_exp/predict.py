@@ -1,4 +1,5 @@
-"""``python -m lenet_exp.predict ckpt_path=<ckpt> images=<file, a,b,c list, folder or pattern> [format=json] [top=3]``
+"""``python -m lenet_exp.predict ckpt_path=<ckpt> images=<file, a,b,c list, folder or pattern> [format=json] [top=3]
+[trust=your.Class,...]``
 
 Prints, for each image, the predicted class and the top probabilities. Any image is first made
 the way Fashion-MNIST's were: grayscale; inverted when its background (the border pixels) is
@@ -270,7 +271,7 @@ def predict(ckpt_path: str | Path, images: str, top: int = 3, trust: Sequence[st
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    answer_help(argv, __doc__)
+    answer_help(argv, __doc__, __file__)
     log_to_console()
     usage = (
         "usage: python -m lenet_exp.predict ckpt_path=<file.ckpt> images=<file|a,b|folder|*.png> [format=json] [top=3] "

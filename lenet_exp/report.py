@@ -420,7 +420,7 @@ def write_report(sweep: str | Path) -> Report:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    answer_help(argv, __doc__)
+    answer_help(argv, __doc__, __file__)
     usage = "usage: python -m lenet_exp.report <sweep folder> (such as outputs/multirun/<date>/<time>)"
     if wrong := next((arg for arg in argv if "=" in arg and not Path(arg).exists()), None):  # as the others say it
         fail(f"{wrong.split('=')[0]} is not an argument of this command; {usage}")

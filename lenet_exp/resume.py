@@ -108,7 +108,7 @@ def _resume(files: StoredRun, trust: list[str], job_name: str | None, given: lis
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    answer_help(argv, __doc__)
+    answer_help(argv, __doc__, __file__)
     log_to_console()
     # a folder's name may hold "=" (a sweep's job folders named by hydra.job.override_dirname: data.batch_size=64)
     folders = [a for a in argv if "=" not in a or Path(os.path.expanduser(a)).is_dir()]

@@ -598,6 +598,16 @@ def test_help_prints_the_usage_and_succeeds(module, run):
     out = run("--help", module=module) if run is run_cli else run(module, "--help")
     assert out.returncode == 0 and out.stderr == "", out.stderr
     assert out.stdout.startswith(f"python -m {module} "), out.stdout
+    if module != "lenet_exp.report":  # the commands that build from a stored config take trust= (safe-loading.md)
+        assert "[trust=your.Class,...]" in out.stdout.split("\n\n")[0], out.stdout
+
+
+def test_help_under_python_OO_still_prints_the_usage():
+    """``python -OO`` drops docstrings, which are the commands' help: it printed an empty line."""
+    out = subprocess.run(
+        [sys.executable, "-OO", "-m", "lenet_exp.resume", "--help"], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0 and out.stdout.startswith("python -m lenet_exp.resume <run folder>"), out
 
 
 def write(folder: Path, name: str, text: str) -> Path:

@@ -27,9 +27,15 @@ def output_read_to_the_end() -> Iterator[None]:
         sys.exit(CLOSED_OUTPUT)
 
 
-def answer_help(argv: list[str], doc: str | None) -> None:
-    """``-h`` or ``--help``: print the command's docstring (its usage, then what it does) and exit 0."""
+def answer_help(argv: list[str], doc: str | None, source: str) -> None:
+    """``-h`` or ``--help``: print the command's docstring (its usage, then what it does) and exit 0. Under
+    ``python -OO``, which drops docstrings, it is read from the command's ``source`` file."""
     if any(arg in ("-h", "--help") for arg in argv):
+        if doc is None:
+            import ast
+            from pathlib import Path
+
+            doc = ast.get_docstring(ast.parse(Path(source).read_text(encoding="utf-8")), clean=False)
         with output_read_to_the_end():
             print((doc or "").strip().replace("``", ""))
         sys.exit(0)
