@@ -86,6 +86,38 @@ def test_a_second_writer_of_a_running_folder_is_refused_naming_the_pid(waiting_r
     assert (run / "metrics.json").is_file()
 
 
+def test_two_runs_started_in_the_same_second_into_hydras_default_folder_are_told_to_give_their_own(tmp_path, capsys):
+    """Without hydra.run.dir, Hydra names the folder by the second the run started: the second of two runs
+    started together was told to wait for the first, as if it had chosen that folder itself."""
+    from omegaconf import OmegaConf
+
+    from lenet_exp.runtime.hydra_callbacks import RunLock
+
+    run = tmp_path / "outputs" / "2026-12-07" / "13-53-00"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True, env=TESTS_ON_PATH
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        default = "that started in the same second, as Hydra names a run's folder by the second; give each run its "
+        default += "own hydra.run.dir=<folder>, or start them as one sweep (-m seed=1,2)."
+        chosen = "and a run folder has one writer at a time; wait for it"
+        for given, says in (([], default), ([f"hydra.run.dir={run}"], chosen)):
+            config = OmegaConf.create({"hydra": {"run": {"dir": str(run)}, "overrides": {"hydra": given}}})
+            with pytest.raises(SystemExit):
+                RunLock().on_run_start(config)
+            said = capsys.readouterr().err
+            assert f"error: {run} is in use by another lenet_exp process (PID {holder.pid})" in said
+            assert says in said, said
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
+HOLD = "import sys, time; from lenet_exp.runtime.lock import acquire; acquire(sys.argv[1]); print('held', flush=True); "
+HOLD += "time.sleep(60)"
+
+
 @pytest.mark.slow
 def test_a_killed_holder_leaves_no_stale_lock(waiting_run):
     run, go, proc = waiting_run

@@ -96,10 +96,19 @@ class RunLock(Callback):
         self.taken: str | None = None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from lenet_exp.runtime.lock import acquire
+        from lenet_exp.runtime.lock import FolderInUse, acquire
 
         with refused_here(config):
-            self.taken = config.hydra.run.dir if acquire(config.hydra.run.dir) else None
+            try:
+                self.taken = config.hydra.run.dir if acquire(config.hydra.run.dir) else None
+            except FolderInUse as busy:
+                if any(given.startswith("hydra.run.dir=") for given in config.hydra.overrides.hydra):
+                    raise
+                raise UserError(  # the user chose no folder: Hydra's default, named by the second the run started
+                    f"{busy.run} is in use by another lenet_exp process (PID {busy.holder}) that started in the same "
+                    "second, as Hydra names a run's folder by the second; give each run its own "
+                    "hydra.run.dir=<folder>, or start them as one sweep (-m seed=1,2)."
+                ) from None
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         from lenet_exp.runtime.lock import release

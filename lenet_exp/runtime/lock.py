@@ -31,6 +31,17 @@ def launched_rank() -> bool:
     return any(os.environ.get(name, "0") not in ("", "0") for name in RANK_VARIABLES)
 
 
+class FolderInUse(UserError):
+    """The run folder's lock is held by another process (its PID: ``holder``)."""
+
+    def __init__(self, run: Path, holder: str) -> None:
+        self.run, self.holder = run, holder
+        super().__init__(
+            f"{run} is in use by another lenet_exp process (PID {holder}), and a run folder has one writer at a "
+            "time; wait for it to end (or stop it), then try again."
+        )
+
+
 def acquire(run_dir: str | Path) -> bool:
     """Hold ``run_dir``'s lock until :func:`release` or the end of this process; True if it was taken
     now (False: this process already holds it, or is a DDP rank of the run that does)."""
@@ -57,10 +68,7 @@ def acquire(run_dir: str | Path) -> bool:
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise UserError(
-            f"{run} is in use by another lenet_exp process (PID {holder}), and a run folder has one writer at a "
-            "time; wait for it to end (or stop it), then try again."
-        ) from None
+        raise FolderInUse(run, holder) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _held[run] = fd
