@@ -89,6 +89,9 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
         fail(err)
 
 
+# Hydra's modes, of which a command takes one: its options, by the short name said in refusals.
+_MODES = {"-r": "-r", "--run": "-r", "-m": "-m", "--multirun": "-m", "-c": "-c", "--cfg": "-c", "-i": "-i"}
+_MODES |= {"--info": "-i", "-sc": "-sc", "--shell-completion": "-sc"}
 # Hydra's options that only print (help, the config, what Hydra sees) and train nothing.
 _PRINTING = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion")
 
@@ -97,6 +100,13 @@ def command() -> None:
     """``python -m lenet_exp`` and the ``lenet-exp`` script. An option that only prints, read by a reader that
     stops early (``--help | head``), ends the command quietly, as Unix tools end, not with Hydra's report of
     Python's BrokenPipeError. (A run keeps training when its reader stops: its log file has every line.)"""
+    modes = list(dict.fromkeys(_MODES[a.split("=")[0]] for a in sys.argv[1:] if a.split("=")[0] in _MODES))
+    if len(modes) > 1:  # Hydra's ValueError, in a traceback
+        extra = "; to see a sweep's config, show one job's: leave out -m and give each key one value" * ("-m" in modes)
+        fail(
+            f"{' and '.join(modes)} cannot be given together: Hydra does one of running (-r), a sweep (-m), "
+            f"showing the config (-c), showing its sources (-i) and shell completion (-sc){extra}."
+        )
     if any(arg.split("=")[0] in _PRINTING for arg in sys.argv[1:]):
         import signal
 

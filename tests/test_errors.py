@@ -602,6 +602,17 @@ def test_help_prints_the_usage_and_succeeds(module, run):
         assert "[trust=your.Class,...]" in out.stdout.split("\n\n")[0], out.stdout
 
 
+def test_a_sweep_with_cfg_is_one_sentence_saying_to_show_one_jobs_config():
+    """``-m ... --cfg job`` (to see what a sweep would run) ended in Hydra's ValueError traceback."""
+    out = run_cli("-m", "data.batch_size=64,128", "--cfg", "job")
+    assert out.returncode == 1 and "Traceback" not in out.stderr + out.stdout, out.stderr
+    assert out.stderr.strip() == (
+        "error: -m and -c cannot be given together: Hydra does one of running (-r), a sweep (-m), showing the "
+        "config (-c), showing its sources (-i) and shell completion (-sc); to see a sweep's config, show one job's: "
+        "leave out -m and give each key one value."
+    )
+
+
 def test_help_under_python_OO_still_prints_the_usage():
     """``python -OO`` drops docstrings, which are the commands' help: it printed an empty line."""
     out = subprocess.run(
