@@ -269,6 +269,27 @@ def test_the_check_of_a_sweep_folder_imports_nothing_an_earlier_job_names(tmp_pa
     assert not (tmp_path / "ran").exists()
 
 
+def test_a_grid_sweep_into_a_folder_whose_job_started_and_wrote_nothing_else_is_refused(tmp_path):
+    """A job still running in its first epoch, or interrupted there (Ctrl-C), holds only Hydra's files of its
+    settings: a second sweep into the folder went on, rewrote them (the running job's metrics.json then said
+    seed 1 beside a config of seed 3) and replaced multirun.yaml, whose overrides are how the rest is rerun."""
+    from omegaconf import OmegaConf
+
+    from lenet_exp.runtime.hydra_callbacks import check_no_earlier_sweep
+
+    sweep = tmp_path / "sweep"
+    (sweep / "0" / ".hydra").mkdir(parents=True)
+    (sweep / "0" / ".hydra" / "hydra.yaml").write_text(
+        "hydra:\n  sweeper:\n    _target_: hydra._internal.core_plugins.basic_sweeper.BasicSweeper\n"
+    )
+    (sweep / "0" / "lenet_exp.log").write_text("")
+    grid = {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"}
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}, "sweeper": grid}})
+    config.hydra.runtime = {"cwd": str(tmp_path)}
+    with pytest.raises(UserError, match=r"holds the runs of an earlier sweep \(1 job folder\)"):
+        check_no_earlier_sweep(config)
+
+
 @pytest.mark.slow  # two studies of one trial, 3 s
 def test_a_relative_storage_means_the_folder_the_command_started_in_for_every_job(tmp_path, fake_data, monkeypatch):
     """sqlite:///study.db typed in one folder is that folder's file, for the sweep's check of its folder and for

@@ -182,12 +182,10 @@ def check_no_earlier_sweep(config: DictConfig) -> None:
         same = _sweep_of(sweeper) == _sweep_of(mine)
         return same and where(sweeper, str(sweep), str(started_in)) == here
 
-    earlier = [
-        j
-        for j in jobs
-        if any(f.is_file() for f in (metrics_file(j), last_checkpoint(j), error_file(j)))
-        and (grid or not of_this_study(j))
-    ]
+    # a job that has started holds Hydra's files of its settings, also while it runs or once it was interrupted
+    # before its first checkpoint: a new sweep would rewrite them (and the running job's result say another's)
+    started = (metrics_file, last_checkpoint, error_file, hydra_settings_file)
+    earlier = [j for j in jobs if any(f(j).is_file() for f in started) and (grid or not of_this_study(j))]
     if earlier:
         raise UserError(
             f"{sweep} holds the runs of an earlier sweep ({len(earlier)} job folder{'s' * (len(earlier) != 1)}), "
