@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import statistics
 import sys
 import textwrap
@@ -53,7 +54,7 @@ from lenet_exp.runtime.run_folder import (
     overrides_file,
     value_at,
 )
-from lenet_exp.runtime.writes import atomic_write
+from lenet_exp.runtime.writes import WRITE_ERRORS, atomic_write
 
 METRICS = list(SUMMARY)
 # New columns go at the end, so that scripts reading the older summary.csv by position still work.
@@ -69,6 +70,7 @@ class Report:
     jobs: list[dict[str, Any]]  # one per job folder, in job order
     groups: list[dict[str, Any]]  # one per group of finished jobs, sorted; then each failed or unfinished job
     warning: str | None  # set when the finished jobs ran on different machines
+    unwritten: str | None = None  # why the summary files could not be written (a read-only or full folder)
 
 
 def eval_curve(job: Path, epochs: int | None) -> tuple[str, list[float]]:
@@ -144,7 +146,8 @@ def read(path: Path, parse: Any) -> Any:
 
 
 def number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite number (JSON's NaN and Infinity, which Python reads, are in no finished run's metrics.json)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def whole_or_none(value: Any) -> bool:
@@ -378,9 +381,8 @@ def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Non
 
 
 def write_report(sweep: str | Path) -> Report:
-    """Summarize the sweep folder ``sweep`` into its summary.* files; return what they hold."""
-    from lenet_exp import drawing
-
+    """Summarize the sweep folder ``sweep`` into its summary.* files; return what they hold (with why they could not
+    be written, for a folder that is read-only or full)."""
     sweep = Path(sweep)
     if not sweep.is_dir():
         raise UserError(f"{sweep} is not a folder; give a sweep folder such as outputs/multirun/<date>/<time>.")
@@ -393,6 +395,19 @@ def write_report(sweep: str | Path) -> Report:
     if not jobs:
         raise UserError(f"{sweep} holds no job folders (none has a .hydra/ folder); give a sweep folder.")
     report = Report(jobs, group(jobs), machines_warning(jobs))
+    try:
+        write_files(sweep, report)
+    except OSError as err:  # the tables are still printed: reading the sweep needs no write
+        if err.errno not in WRITE_ERRORS:
+            raise
+        report.unwritten = WRITE_ERRORS[err.errno]
+    return report
+
+
+def write_files(sweep: Path, report: Report) -> None:
+    """The report's tables and plot, each written whole, into the sweep folder."""
+    from lenet_exp import drawing
+
     write_csv(sweep / REPORT_JOBS, JOB_COLUMNS, report.jobs)
     write_csv(sweep / REPORT_GROUPS, GROUP_COLUMNS, report.groups)
     note = f"{report.warning}\n\n" if report.warning else ""
@@ -415,7 +430,6 @@ def write_report(sweep: str | Path) -> Report:
         ylabel=" or ".join(tags) or "accuracy",
         legend_title=textwrap.fill(f"all: {shared}", 60) if shared else "",
     )
-    return report
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -433,7 +447,13 @@ def main(argv: list[str] | None = None) -> None:
             print(line)
         if report.warning:
             print(report.warning, file=sys.stderr)
-        print(f"wrote {FILES} in {argv[0]}")
+        if report.unwritten is None:
+            print(f"wrote {FILES} in {argv[0]}")
+    if report.unwritten is not None:
+        fail(
+            f"{FILES} could not be written in {argv[0]} ({report.unwritten}): the table above is the report; copy "
+            "the folder to a writable place and report the copy for its files."
+        )
     damaged = [f"job {job['job']} ({job['status']})" for job in report.jobs if job["status"].startswith("damaged:")]
     if damaged:  # the others are in the tables; the exit status says not every job is
         fail(f"{len(damaged)} job folder(s) are damaged and left out of the groups: {'; '.join(damaged)}")

@@ -226,6 +226,12 @@ def test_the_plot_marks_whole_epochs_only(tmp_path, epochs):
             "metrics.json has test_acc='0.9', which should be a number",
         ),
         (lambda job: (job / "metrics.json").write_text(json.dumps({"val_acc": 0.9})), "metrics.json has no test_acc"),
+        (
+            lambda job: (job / "metrics.json").write_text(
+                '{"test_acc": 0.9, "train_loss": NaN, "seconds_per_epoch": 1}'
+            ),
+            "metrics.json has train_loss=nan, which should be a number",
+        ),
         (lambda job: (job / ".hydra" / "overrides.yaml").write_text("a: [b"), ".hydra/overrides.yaml cannot be read"),
         (
             lambda job: (
@@ -239,7 +245,7 @@ def test_the_plot_marks_whole_epochs_only(tmp_path, epochs):
             "its evaluation curve cannot be read (could not convert string to float",
         ),
     ],
-    ids=["bad json", "wrong type", "missing key", "bad overrides", "damaged events", "damaged csv"],
+    ids=["bad json", "wrong type", "missing key", "nan", "bad overrides", "damaged events", "damaged csv"],
 )
 def test_a_damaged_job_is_one_row_and_the_others_are_still_reported(tmp_path, damage, reason):
     for number, seed in enumerate([1, 2, 3]):
@@ -261,3 +267,33 @@ def test_a_damaged_job_is_one_row_and_the_others_are_still_reported(tmp_path, da
     assert (tmp_path / "summary.png").read_bytes().startswith(b"\x89PNG") and "damaged: " in (
         tmp_path / "summary.md"
     ).read_text()
+
+
+def test_a_read_only_sweep_folder_still_prints_its_table_then_says_why_no_file_was_written(tmp_path):
+    """A sweep folder on a read-only mount (a received copy, an archive): the report ended in a double traceback
+    from its first file, and printed nothing."""
+    import os
+    import shutil
+    import subprocess
+
+    sweep, mount = tmp_path / "sweep", tmp_path / "read-only"
+    for number, seed in enumerate([1, 2]):
+        fake_job(sweep, number, [f"seed={seed}", "lr=1"], {"seed": seed, "val_acc": 0.5 + seed / 10})
+    mount.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("a read-only bind mount needs root")
+    bound = subprocess.run(["mount", "--bind", "-o", "ro", str(sweep), str(mount)], capture_output=True, text=True)
+    if bound.returncode != 0:
+        pytest.skip(f"a read-only bind mount is not allowed here: {bound.stderr.strip()}")
+    try:
+        out = run_main("lenet_exp.report", str(mount))
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "| lr=1 | 1 2 | 0 1 |" in out.stdout and "wrote " not in out.stdout, out.stdout
+    assert out.stderr.strip() == (
+        f"error: summary.csv, summary_groups.csv, summary.md and summary.png could not be written in {mount} (the file "
+        "system is read-only): the table above is the report; copy the folder to a writable place and report the "
+        "copy for its files."
+    )
+    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1"]
