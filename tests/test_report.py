@@ -297,3 +297,24 @@ def test_a_read_only_sweep_folder_still_prints_its_table_then_says_why_no_file_w
         "copy for its files."
     )
     assert sorted(p.name for p in sweep.iterdir()) == ["0", "1"]
+
+
+def test_a_reader_that_stops_early_still_leaves_the_damaged_jobs_sentence(tmp_path):
+    """``report <sweep> | head -1``: the reader gone, the command ended with 141 before it said that a job folder
+    is damaged, as a sweep with every job intact would end."""
+    import subprocess
+    import sys
+
+    for number, seed in enumerate([1, 2]):
+        fake_job(tmp_path, number, [f"seed={seed}", "lr=1"], {"seed": seed, "val_acc": 0.5 + seed / 10})
+    (tmp_path / "1" / "metrics.json").write_text("{not json")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lenet_exp.report", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    process.stdout.close()  # the reader is gone before the table is printed
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 1 and "Traceback" not in stderr, stderr
+    assert stderr.startswith("error: 1 job folder(s) are damaged and left out of the groups: job 1 (damaged: ")
