@@ -158,7 +158,7 @@ def _array_tensor(array: np.ndarray) -> torch.Tensor:
     import torch
 
     try:
-        return torch.as_tensor(array)
+        return torch.as_tensor(np.ascontiguousarray(array))  # a flipped or rotated view has negative strides
     except TypeError:
         raise UserError(f"an image array of {array.dtype} is not pixels; {PIXELS}.") from None
 

@@ -239,6 +239,10 @@ def test_load_predicts_what_the_predict_command_prints_from_paths_pil_images_and
     ]
     for each in same:
         assert torch.equal(model.predict(each).probabilities, predictions.probabilities)
+    # views with negative strides (np.flipud, np.rot90, [::-1]) of the same pixels
+    flipped = [np.flipud(images[i].numpy()[::-1].copy()) for i in range(6)]
+    assert all(a.strides[0] < 0 for a in flipped)
+    assert torch.equal(model.predict(flipped).probabilities, predictions.probabilities)
     # in evaluation mode (batch norm's running statistics, the EMA weights), whatever mode the module is in, which
     # it keeps; in the precision the module was put in
     modes = []
