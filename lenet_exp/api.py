@@ -62,10 +62,11 @@ class Run:
     @property
     def checkpoint(self) -> Path | None:
         """The weights the final test used: checkpoints/best.ckpt (chosen by validation) or last.ckpt; None for a
-        run that kept none (``debug=fast_dev_run``, ``~callbacks.checkpoint``)."""
+        run that kept none (``debug=fast_dev_run``, ``~callbacks.checkpoint``). The path still, once the run folder
+        was moved or deleted: loading it then says so."""
         tested_best = self.metrics.get("tested") == "best"
         path = best_checkpoint(self.run_dir) if tested_best else last_checkpoint(self.run_dir)
-        return path if path.is_file() else None
+        return path if path.is_file() or not self.run_dir.is_dir() else None
 
 
 def run(*overrides: str, config_dir: str | Path | None = None) -> Run:
@@ -153,9 +154,11 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
     return [_finished(job) for job in job_folders(folder)]
 
 
-def load(checkpoint: str | Path, trust: Sequence[str] | str = ()) -> TrainedModel:
-    """The trained model in ``checkpoint`` (a .ckpt file, such as ``run.checkpoint``), read as data: only
-    lenet_exp's classes and those named in ``trust`` are built, and its weights must fit the model."""
+def load(checkpoint: str | Path | Run, trust: Sequence[str] | str = ()) -> TrainedModel:
+    """The trained model in ``checkpoint`` (a .ckpt file, such as ``run.checkpoint``, or the Run itself), read as
+    data: only lenet_exp's classes and those named in ``trust`` are built, and its weights must fit the model."""
+    if isinstance(checkpoint, Run):  # load(run) for load(run.checkpoint)
+        checkpoint = checkpoint.checkpoint
     if checkpoint is None:  # run.checkpoint of a run that kept none
         raise UserError(
             "load takes the path of a .ckpt file, not None (the checkpoint of a run that kept none: "

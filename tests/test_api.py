@@ -283,6 +283,20 @@ def test_load_predicts_what_the_predict_command_prints_from_paths_pil_images_and
         lenet_exp.load(trained.checkpoint, trust=5)
 
 
+def test_load_takes_the_run_itself_and_a_moved_run_is_said_to_be_gone(tmp_path, trained):
+    """``load(run)`` for ``load(run.checkpoint)`` (it was a sentence holding the whole Run's repr); a run whose folder
+    was moved since had ``checkpoint`` None, and load said the run kept no checkpoint."""
+    pixels = torch.zeros(28, 28)
+    assert torch.equal(
+        lenet_exp.load(trained).predict(pixels).probabilities,
+        lenet_exp.load(trained.checkpoint).predict(pixels).probabilities,
+    )
+    gone = lenet_exp.api.Run(tmp_path / "moved-away", trained.metrics)
+    assert gone.checkpoint == tmp_path / "moved-away" / "checkpoints" / "last.ckpt"
+    with pytest.raises(UserError, match=r"^ckpt_path=.*moved-away/checkpoints/last.ckpt does not exist"):
+        lenet_exp.load(gone)
+
+
 def test_load_refuses_a_checkpoint_that_names_a_class_it_may_not_build(tmp_path, trained):
     checkpoint = torch.load(trained.checkpoint, weights_only=True)
     checkpoint["lenet_exp_config"]["model"]["_target_"] = "os.system"
