@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -247,6 +248,12 @@ def _compose(app: Any, overrides: Sequence[str], mode: Any) -> Any:
             with_log_configuration=True,
         )
     except (HydraException, OmegaConfBaseException) as err:
+        for each in overrides:  # a command line pasted whole, which Hydra's grammar cannot read
+            if len(pairs := each.split()) > 1 and all(re.match(r"[+~]{0,2}[A-Za-z_][\w.@/-]*=", p) for p in pairs):
+                raise UserError(
+                    f"{each!r} holds {len(pairs)} overrides in one string; give each as a string of its own: "
+                    f"({', '.join(map(repr, pairs))})."
+                ) from None
         sweep = "call lenet_exp.sweep" if mode == RunMode.RUN else "give it to lenet_exp.sweep"
         raise UserError(_composition_sentence(err).replace("add --multirun to your command line", sweep)) from None
     strategy, devices = str(cfg.trainer.get("strategy", "auto")), cfg.trainer.get("devices", 1)

@@ -156,6 +156,9 @@ def test_user_errors_are_raised_with_their_sentence_never_exited(tmp_path, data_
         lenet_exp.sweep({"seed": 1})
     with pytest.raises(UserError, match=r"^-m is a flag of the command line, not an override; lenet_exp.sweep runs"):
         lenet_exp.run("-m", "seed=1,2")
+    pasted = r"^'debug=limit seed=3' holds 2 overrides in one string; give each as a string of its own: \('debug=limit'"
+    with pytest.raises(UserError, match=pasted):  # a command line pasted whole: Hydra's grammar error, it was
+        lenet_exp.run("debug=limit seed=3")
     with pytest.raises(UserError, match=r"^trainer.strategy=ddp with trainer.devices=2 starts its other processes"):
         lenet_exp.run("trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'ddp'}")  # Lightning would re-run sys.argv
     assert not (tmp_path / "ddp").exists()
