@@ -200,7 +200,13 @@ def _hydra(config_dir: str | Path | None) -> Iterator[Any]:
         if not Path(os.path.expanduser(config_dir)).resolve().is_dir():
             raise UserError(f"config_dir={config_dir} is not a folder; give the folder that holds your configs.")
 
+    # Lightning gives its loggers a console handler of their own, for good, when it is first imported under a root
+    # logger without handlers (a notebook's): imported here, it decides from the caller's logging, not the run's
+    import pytorch_lightning  # noqa: F401
+
     saved, base, caller = _State(), version.getbase(), GlobalHydra.instance().hydra  # the caller's own compose()
+    for library in (logging.getLogger("pytorch_lightning"), logging.getLogger("lightning_fabric")):
+        library.handlers, library.propagate = [], True  # during the run, into its log file and console (put back)
     version.setbase("1.3")  # as @hydra.main(version_base="1.3")
     GlobalHydra.instance().clear()
     try:

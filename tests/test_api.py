@@ -342,3 +342,36 @@ print("next", lenet_exp.run(*args, "trainer.max_epochs=1", "hydra.run.dir={tmp_p
     assert proc.returncode == 0, output
     assert f"resume with: python -m lenet_exp.resume {tmp_path / 'stopped'}" in output
     assert "KeyboardInterrupt True" in output and "next 1" in output and "SystemExit" not in output
+
+
+# A notebook's cells, each script a kernel of its own: Lightning imported before the first run (by the user, or by
+# lenet_exp.load), and Lightning used after a run, in a process whose root logger has no handlers.
+LIGHTNING_FIRST = """
+import sys, pytorch_lightning, lenet_exp
+run = lenet_exp.run(*sys.argv[2:], f"hydra.run.dir={sys.argv[1]}")
+print("GPU available" in (run.run_dir / "lenet_exp.log").read_text())
+"""
+LIGHTNING_AFTER = """
+import sys, lenet_exp
+lenet_exp.run(*sys.argv[2:], f"hydra.run.dir={sys.argv[1]}")
+import pytorch_lightning as pl
+print("a later cell", file=sys.stderr)
+pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
+"""
+
+
+@pytest.mark.slow  # two Python processes of their own
+def test_lightnings_lines_go_to_the_runs_log_whatever_was_imported_first_and_print_in_later_cells(tmp_path, data_dir):
+    """Lightning's loggers print through a handler of their own, made at its import when the root logger has none:
+    imported before a run, its lines (the devices, the model summary) missed the run's log file; imported first by
+    a run, under the run's handlers, a later cell's Trainer printed nothing at all."""
+    settings = [*ONE_EPOCH, f"data.data_dir={data_dir}"]
+    first = subprocess.run(
+        [sys.executable, "-c", LIGHTNING_FIRST, str(tmp_path / "first"), *settings], capture_output=True, text=True
+    )
+    assert first.returncode == 0 and first.stdout.splitlines()[-1] == "True", first.stderr[-3000:]
+    after = subprocess.run(
+        [sys.executable, "-c", LIGHTNING_AFTER, str(tmp_path / "after"), *settings], capture_output=True, text=True
+    )
+    assert after.returncode == 0, after.stderr[-3000:]
+    assert "GPU available: False" in after.stderr.split("a later cell")[1], after.stderr[-3000:]
