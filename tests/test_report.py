@@ -318,3 +318,17 @@ def test_a_reader_that_stops_early_still_leaves_the_damaged_jobs_sentence(tmp_pa
     stderr = process.stderr.read()
     assert process.wait(timeout=120) == 1 and "Traceback" not in stderr, stderr
     assert stderr.startswith("error: 1 job folder(s) are damaged and left out of the groups: job 1 (damaged: ")
+
+
+def test_job_folders_named_by_their_overrides_keep_the_sweeps_job_order(tmp_path):
+    """hydra.sweep.subdir=${hydra.job.override_dirname} names job folders by their overrides: their order was the
+    names' (epoch before step), not the jobs' (as in the book's protocol the rows keep it)."""
+    for number, interval in enumerate(["step", "epoch"]):
+        job = tmp_path / f"logging_interval={interval}"
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"logging_interval={interval}"]))
+        (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"job": {"num": number}}}))
+        (job / "metrics.json").write_text(json.dumps({"seconds_per_epoch": 2.0, "test_acc": 0.7}))
+    report = write_report(tmp_path)
+    assert [row["overrides"] for row in report.groups] == ["logging_interval=step", "logging_interval=epoch"]
+    assert [job["job"] for job in report.jobs] == ["logging_interval=step", "logging_interval=epoch"]

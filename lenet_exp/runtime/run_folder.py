@@ -143,7 +143,20 @@ def csv_metrics_file(run: Path) -> Path:
 def job_folders(sweep: Path) -> list[Path]:
     """The sweep's job folders (those with a .hydra/ folder), in job-number order (then other names)."""
     jobs = [d for d in Path(sweep).iterdir() if d.is_dir() and (d / HYDRA).is_dir()]
-    return sorted(jobs, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
+    numbers = {job: job_number(job) for job in jobs}
+    return sorted(jobs, key=lambda d: (numbers[d] is None, numbers[d] or 0, d.name))
+
+
+def job_number(job: Path) -> int | None:
+    """A job's number in its sweep: its folder's name (Hydra's default), else, for a folder named otherwise
+    (``hydra.sweep.subdir=${hydra.job.override_dirname}``), its hydra.job.num as written; None if neither says."""
+    if job.name.isdigit():
+        return int(job.name)
+    try:
+        number = value_at(as_written(hydra_settings_file(job)), "hydra", "job", "num")
+    except Exception:  # noqa: BLE001  (a damaged file: the job is listed after the numbered ones)
+        return None
+    return number if isinstance(number, int) and not isinstance(number, bool) else None
 
 
 def run_of(checkpoint: Path) -> Path:
