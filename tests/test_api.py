@@ -68,6 +68,27 @@ def test_import_lenet_exp_loads_neither_torch_nor_lightning_until_a_call():
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
+def test_a_home_that_cannot_be_written_brings_no_matplotlib_warning_and_a_foreign_folder_is_not_used(tmp_path):
+    """HOME=/ (a container started as a bare user ID) or a read-only home: matplotlib, which Lightning imports,
+    printed three lines of warning in every command and built its font cache anew. lenet_exp gives it a folder of
+    the user's alone in the temporary folder, and never one that another user made there."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME")}
+    env |= {"HOME": "/proc", "TMPDIR": str(tmp_path)}  # /proc/.config cannot be made, even by root
+    code = "import os, lenet_exp, matplotlib.font_manager; print(os.environ.get('MPLCONFIGDIR'))"
+
+    def imported() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+
+    out = imported()
+    folder = tmp_path / f"lenet_exp-matplotlib-{os.getuid()}"
+    assert out.returncode == 0 and out.stdout.strip() == str(folder) and "Matplotlib" not in out.stderr, out.stderr
+    assert (folder.stat().st_mode & 0o777) == 0o700 and list(folder.glob("fontlist-*.json"))  # kept for the next
+    if os.geteuid() == 0:  # the same folder made by someone else: matplotlib's own choice, with its warning
+        os.chown(folder, 65534, 65534)
+        out = imported()
+        assert out.stdout.strip() != str(folder) and "Matplotlib created a temporary" in out.stderr, out.stderr
+
+
 def test_two_runs_in_one_process_land_in_two_folders_with_their_own_metrics_and_logs(
     tmp_path, data_dir, monkeypatch, capsys
 ):
