@@ -44,6 +44,8 @@ class BareEpochs(Callback):
     interleaved with it or before it; its seconds, those of it inside the run's epoch, and its test accuracy go
     to the JSON file ``out``."""
 
+    batch_hooks_per_call = True  # its batch hooks take a call's K batches (lenet_exp.many_steps.BATCH_HOOKS)
+
     def __init__(
         self, out: str, device: str = "cpu", seed: int = 42, train_batches: int = 0, interleave: bool = True
     ) -> None:

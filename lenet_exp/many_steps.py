@@ -30,20 +30,25 @@ if TYPE_CHECKING:
 
 # Hooks Lightning calls around every optimizer step; these steps call none of them.
 STEP_HOOKS = ("on_before_zero_grad", "on_before_backward", "on_after_backward", "on_before_optimizer_step")
+# Hooks Lightning calls around every training batch, which is a call here: one stacked group of up to N batches
+# (K, B, 1, 28, 28). lenet_exp's callbacks, those below and a callback whose class sets batch_hooks_per_call = True
+# take them per call; another callback of one's own may not.
+BATCH_HOOKS = ("on_train_batch_start", "on_train_batch_end")
 
 
 def resolve(value: object, trainer: pl.Trainer) -> int | None:
     """The optimizer steps per call of this fit (None: a whole epoch), from ``trainer``'s device and settings:
     ``auto`` is 1 under DDP, with a Trainer argument that counts or needs single steps, a loss scaler, a
-    callback with per-step hooks, Lightning's SWA or gradient accumulation schedule, a checkpoint every N steps, a
-    learning rate logged per step; else ``CPU_DEFAULT`` on a CPU
-    and ``CUDA_DEFAULT`` on CUDA."""
+    callback with per-step or per-batch hooks, Lightning's SWA or gradient accumulation schedule, a checkpoint
+    every N steps, a learning rate logged per step; else ``CPU_DEFAULT`` on a CPU and ``CUDA_DEFAULT`` on CUDA."""
     from pytorch_lightning import Callback, LightningModule
     from pytorch_lightning.callbacks import (
         GradientAccumulationScheduler,
         LearningRateMonitor,
         ModelCheckpoint,
+        ProgressBar,
         StochasticWeightAveraging,
+        Timer,
     )
     from pytorch_lightning.strategies import DDPStrategy
 
@@ -61,6 +66,15 @@ def resolve(value: object, trainer: pl.Trainer) -> int | None:
         for hook in STEP_HOOKS:
             if getattr(type(each), hook, None) is not getattr(base, hook):
                 refusals[f"{type(each).__name__}.{hook}"] = f"runs at every optimizer step, so it {AUTOMATIC}"
+    per_call_alike = (ProgressBar, Timer, ModelCheckpoint, LearningRateMonitor)  # the last two: below
+    for each in trainer.callbacks:
+        if type(each).__module__.startswith("lenet_exp.") or isinstance(each, per_call_alike):
+            continue
+        if getattr(each, "batch_hooks_per_call", False) is True:  # it knows a batch is a call's group
+            continue
+        for hook in BATCH_HOOKS:
+            if getattr(type(each), hook, None) is not getattr(Callback, hook):
+                refusals[f"{type(each).__name__}.{hook}"] = f"runs at every batch, so it {AUTOMATIC}"
     # Lightning's callbacks that change its optimization loop: SWA swaps in a schedule stepped per epoch (these steps
     # step the schedule per optimizer step), the accumulation schedule refuses manual optimization.
     for each in trainer.callbacks:

@@ -81,6 +81,21 @@ def test_the_paired_bare_epochs_leave_the_run_as_it_was(tmp_path, fake_data, mon
             assert record["steps"][0] == record["steps"][1] and sum(record["steps"]) == run_steps > 4
 
 
+def test_the_paired_callback_leaves_steps_per_call_auto_at_the_cpu_default(tmp_path, monkeypatch):
+    """Its batch hooks take a call's batches: a callback of one's own with such hooks makes auto 1, which would
+    have measured the one-step path in the default's place (with the same weights, so no result shows it)."""
+    import pytorch_lightning as pl
+
+    from lenet_exp.many_steps import resolve
+    from lenet_exp.steps_per_call import CPU_DEFAULT
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from paired import BareEpochs
+
+    trainer = pl.Trainer(accelerator="cpu", logger=False, callbacks=[BareEpochs(str(tmp_path / "out.json"))])
+    assert resolve("auto", trainer) == CPU_DEFAULT
+
+
 def test_a_paired_runs_epochs_are_its_seconds_less_the_bare_pieces_inside_them(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import bench

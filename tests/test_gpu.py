@@ -38,6 +38,8 @@ class NoHostSyncsInCalls(NoHostSyncs):
     """With many steps per call: the sync debug mode "error" inside every call of the second epoch (the
     first warms up and captures the graph), the replayed steps and the short last batch's eager one."""
 
+    batch_hooks_per_call = True  # a batch here is a call (lenet_exp.many_steps.BATCH_HOOKS)
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.current_epoch == 1:
             torch.cuda.set_sync_debug_mode("error")

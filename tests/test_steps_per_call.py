@@ -140,6 +140,7 @@ class SigtermOnce(Callback):
 
     sent = False
     steps_when_stopped: list[int] = []
+    batch_hooks_per_call = True  # its batch_idx counts calls, as it means to
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.current_epoch == 1 and batch_idx == 1 and not SigtermOnce.sent:
@@ -280,6 +281,28 @@ def test_lightnings_callbacks_that_change_its_optimization_are_refused_with_seve
     with pytest.raises(UserError, match=rf"^{sentence} automatic optimization, which steps_per_call=4 replaces; use"):
         run(tmp_path / "four", data_200, "steps_per_call=4", *callback)
     assert not (tmp_path / "four" / "checkpoints").exists()
+
+
+class CountsBatches(Callback):
+    """A callback of one's own that records the shape of each training batch it is given (in ``SEEN``)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        SEEN.append(tuple(batch[0].shape))
+
+
+SEEN: list[tuple[int, ...]] = []
+COUNTS = "+callbacks.counts._target_=test_steps_per_call.CountsBatches"
+
+
+def test_a_callback_of_ones_own_with_batch_hooks_sees_every_batch_under_auto(tmp_path, data_200):
+    """Under auto it was called once per call of up to 16 steps, with the batches stacked (K, B, 1, 28, 28); an
+    explicit number of steps per call is refused."""
+    SEEN.clear()
+    run(tmp_path / "auto", data_200, "trainer.max_epochs=1", COUNTS)
+    assert len(SEEN) == STEPS and all(len(shape) == 4 for shape in SEEN), SEEN
+    says = r"^CountsBatches.on_train_batch_end runs at every batch, so it needs Lightning's automatic optimization"
+    with pytest.raises(UserError, match=says):
+        run(tmp_path / "four", data_200, "trainer.max_epochs=1", "steps_per_call=4", COUNTS)
 
 
 @pytest.mark.slow  # 2-3 s
