@@ -72,3 +72,14 @@ def check_augment(crop_padding: Any = 2, flip: Any = True, erase: Any = 0.0) -> 
 def check_classes(num_classes: Any, key: str = "model.num_classes") -> None:
     """The classifier's outputs for Fashion-MNIST, whose labels are 0 to 9: at least 10."""
     check_value(key, num_classes, "whole", "10 (Fashion-MNIST's classes)", low=10)
+
+
+def check_logits(shape: tuple[int, ...], images: int, num_classes: int) -> None:
+    """``model.net``'s output for a batch of ``images`` images: one score per class for each, (images, num_classes).
+    Another shape ended in cross-entropy's own error inside a traceback (a forgotten flatten, a last layer of 7)."""
+    if tuple(shape) != (images, num_classes):
+        raise UserError(
+            f"model.net gives logits of shape {tuple(shape)} for a batch of {images} images; it must give "
+            f"({images}, {num_classes}), one score per class for each image (flatten before the last layer, and "
+            f"give that layer {num_classes} outputs)."
+        )

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lenet_exp import many_steps
-from lenet_exp.arguments import AUGMENT_ADVICE, check_model
+from lenet_exp.arguments import AUGMENT_ADVICE, check_logits, check_model
 from lenet_exp.errors import UserError, nan_loss
 from lenet_exp.metrics import Accuracy, WeightedMean
 
@@ -105,6 +105,7 @@ class Classifier(pl.LightningModule):
         """The mean cross-entropy of a batch (B,1,28,28) with labels (B,), and its logits (B, classes): the one
         loss of training (with ``label_smoothing``), evaluation and lenet_exp.many_steps."""
         logits = self(x)
+        check_logits(logits.shape, len(x), self.hparams.num_classes)
         return F.cross_entropy(logits, y, label_smoothing=label_smoothing), logits
 
     def note_bad(self, bad: Tensor, step: int | Tensor) -> None:

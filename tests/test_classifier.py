@@ -160,3 +160,27 @@ def test_a_schedule_over_the_run_with_no_set_length_is_one_sentence(tmp_path, fa
     with pytest.raises(UserError, match=r"^model.scheduler.total_steps is the run's length, which trainer.max_epochs"):
         train(compose_config(tmp_path, [*overrides, "trainer.max_time=00:00:01:00"]))
     assert train(compose_config(tmp_path / "steps", [*overrides, "trainer.max_steps=6"]))["epochs"] == 2
+
+
+class WrongLogits(torch.nn.Module):
+    """A network of one's own whose output is not (N, 10): ``shape`` is what follows N."""
+
+    def __init__(self, shape: list[int], **lenets_settings) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        self.linear = torch.nn.Linear(784, int(torch.tensor(self.shape).prod()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1)).view(len(x), *self.shape)
+
+
+@pytest.mark.parametrize("shape", [[7], [10, 1, 1]], ids=["7 classes", "no flatten"])
+def test_a_network_whose_logits_are_not_one_score_per_class_is_one_sentence(tmp_path, fake_data, shape):
+    """The commonest mistake of a network of one's own ended in cross-entropy's IndexError or RuntimeError
+    ("Target 9 is out of bounds", "only batches of spatial targets supported") inside a traceback."""
+    net = ["model.net._target_=test_classifier.WrongLogits", f"+model.net.shape={shape}"]
+    cfg = compose_config(tmp_path, [*ONE_EPOCH, f"data.data_dir={fake_data}", *net])
+    shown = ", ".join(map(str, [16, *shape]))
+    with pytest.raises(UserError, match=rf"^model.net gives logits of shape \({shown}\) for a batch of 16 images; it "):
+        train(cfg)
+    assert not (tmp_path / "metrics.json").exists()
