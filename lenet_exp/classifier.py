@@ -197,8 +197,9 @@ class Classifier(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
         try:
             optimizer = self.optimizer(self.net.parameters())
-        except ValueError as err:  # torch's own checks: "Invalid learning rate: -0.1", ...
-            raise UserError(f"model.optimizer is refused by torch ({err}); use e.g. model.optimizer.lr=0.001.") from err
+        except ValueError as err:  # torch's own checks: "Invalid learning rate: -0.1", an empty parameter list
+            fix = "use e.g. model.optimizer.lr=0.001" if list(self.net.parameters()) else "model.net has no weights"
+            raise UserError(f"model.optimizer is refused by torch ({err}); {fix}.") from err
         if self.scheduler is None:
             return optimizer
         scheduler = many_steps.over_the_run(self.scheduler, optimizer, self.trainer)

@@ -63,6 +63,8 @@ def nan_loss(epoch: int, step: int, lr: float, precision: str, saved: bool, eps:
     fix = f"lower the learning rate (it is {lr:g})"
     if precision == "16-true" and eps is not None and eps < 6e-8:  # float16 weights: such an eps is 0 there
         fix = "train with trainer.precision=16-mixed (float32 weights)"
+    elif epoch == step == 0:  # before any update: the net (or the data) gives it, whatever the learning rate
+        fix = "at the first step, before any weight changed, it comes from model.net's output: check its forward"
     return UserError(
         f"the training loss became NaN or infinite in epoch {epoch + 1} at step {step + 1}, so training stopped "
         f"before saving this epoch ({kept}); {fix} and run again."

@@ -184,3 +184,40 @@ def test_a_network_whose_logits_are_not_one_score_per_class_is_one_sentence(tmp_
     with pytest.raises(UserError, match=rf"^model.net gives logits of shape \({shown}\) for a batch of 16 images; it "):
         train(cfg)
     assert not (tmp_path / "metrics.json").exists()
+
+
+class NoWeights(torch.nn.Module):
+    """A network of one's own with nothing to train."""
+
+    def __init__(self, **lenets_settings) -> None:
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :10]
+
+
+def test_a_network_without_weights_is_said_so_not_to_lower_the_rate(tmp_path, fake_data):
+    cfg = compose_config(
+        tmp_path, [*ONE_EPOCH, f"data.data_dir={fake_data}", "model.net._target_=test_classifier.NoWeights"]
+    )
+    with pytest.raises(
+        UserError, match=r"^model.optimizer is refused by torch \(.*empty parameter list\); model.net has"
+    ):
+        train(cfg)
+
+
+class NaNOut(torch.nn.Module):
+    """A network of one's own whose output is NaN from the start (a division by zero in its forward, say)."""
+
+    def __init__(self, **lenets_settings) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(784, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1)) * float("nan")
+
+
+def test_a_nan_loss_at_the_first_step_points_at_the_network_not_the_learning_rate(tmp_path, fake_data):
+    net = "model.net._target_=test_classifier.NaNOut"
+    with pytest.raises(UserError, match=r"in epoch 1 at step 1, .*; at the first step, before any weight changed, it"):
+        train(compose_config(tmp_path, [*ONE_EPOCH, f"data.data_dir={fake_data}", net]))
