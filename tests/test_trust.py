@@ -131,6 +131,10 @@ def test_what_is_allowed_and_how_the_user_adds_a_class(tmp_path):
     mine = {"model": {"net": {"_target_": "my_models.SmallCNN"}}}
     trusted = open_stored(stored(tmp_path / "mine.ckpt", mine), ["my_models.SmallCNN"], builds=())
     assert trusted.checkpoint[CONFIG_KEY] == mine
+    # a second class of one's own: the argument to give names both, as trust= replaces what was given
+    two = {"model": {"net": {"_target_": "my_models.SmallCNN"}}, "callbacks": {"c": {"_target_": "my_models.Counter"}}}
+    with pytest.raises(UserError, match=r"allow it with trust=my_models.SmallCNN,my_models.Counter\.$"):
+        open_stored(stored(tmp_path / "two.ckpt", two), ["my_models.SmallCNN"], builds=())
 
 
 def test_the_allowlist_comes_before_any_class_is_imported(tmp_path, monkeypatch):

@@ -75,7 +75,8 @@ def check_target(key: str, target: Any, source: str, trusted: Collection[str] = 
     resume, ``lenet_exp.load``) or ``trusted_targets`` (training with ``ckpt_path=``, whose config is Hydra's)."""
     if allowed(target, trusted):
         return
-    allow = f"trust={target}" if hint == "trust" else f"'trusted_targets=[{target}]'"
+    every = ",".join(dict.fromkeys([*trusted, target]))  # with those already given: the argument replaces them
+    allow = f"trust={every}" if hint == "trust" else f"'trusted_targets=[{every}]'"
     raise UserError(
         f"{source} names {key}={target}, which is not a class lenet_exp builds from a file it was "
         f"given (its own classes, torch optimizers and schedulers); nothing was loaded. If you trust "
