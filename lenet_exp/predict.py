@@ -50,9 +50,8 @@ def image_paths(spec: str) -> list[Path]:
     if spec.startswith("[") and spec.endswith("]") and not Path(os.path.expanduser(spec)).exists():
         spec = spec[1:-1]
     paths: list[Path] = []
-    parts = (
-        [spec] if "," in spec and Path(os.path.expanduser(spec)).exists() else spec.split(",")
-    )  # a name with a comma
+    whole = "," in spec and Path(os.path.expanduser(spec)).exists()  # a file or folder whose name holds a comma
+    parts = [spec] if whole else spec.split(",")
     # an empty entry (images=, a trailing comma) is no file: Path("") would be the current folder, all of it
     for part in (part.strip() for part in parts if part.strip()):
         path = Path(os.path.expanduser(part))

@@ -441,6 +441,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(argv) != 1 or argv[0].startswith("-"):
         fail(f"give one sweep folder; {usage}")
     report = exit_on_user_error(lambda: write_report(argv[0]))
+    stopped = None
     try:
         with output_read_to_the_end():  # report ... | head: the files are written already
             print(groups_markdown(report.groups))
@@ -448,17 +449,20 @@ def main(argv: list[str] | None = None) -> None:
                 print(line)
             if report.unwritten is None:
                 print(f"wrote {FILES} in {argv[0]}")
-    finally:  # on stderr, also when the reader stopped early (its exit status then gives way to the sentence's)
-        if report.warning:
-            print(report.warning, file=sys.stderr)
-        if report.unwritten is not None:
-            fail(
-                f"{FILES} could not be written in {argv[0]} ({report.unwritten}): the table above is the report; "
-                "copy the folder to a writable place and report the copy for its files."
-            )
-        damaged = [f"job {j['job']} ({j['status']})" for j in report.jobs if j["status"].startswith("damaged:")]
-        if damaged:  # the others are in the tables; the exit status says not every job is
-            fail(f"{len(damaged)} job folder(s) are damaged and left out of the groups: {'; '.join(damaged)}")
+    except SystemExit as early:  # the reader stopped early: what follows is said on stderr all the same
+        stopped = early
+    if report.warning:
+        print(report.warning, file=sys.stderr)
+    if report.unwritten is not None:
+        fail(
+            f"{FILES} could not be written in {argv[0]} ({report.unwritten}): the table above is the report; copy "
+            "the folder to a writable place and report the copy for its files."
+        )
+    damaged = [f"job {job['job']} ({job['status']})" for job in report.jobs if job["status"].startswith("damaged:")]
+    if damaged:  # the others are in the tables; the exit status says not every job is
+        fail(f"{len(damaged)} job folder(s) are damaged and left out of the groups: {'; '.join(damaged)}")
+    if stopped is not None:
+        raise stopped
 
 
 if __name__ == "__main__":
