@@ -232,9 +232,11 @@ class OptunaSweeper(Sweeper):
 
 def _why(err: BaseException) -> str:
     """Why a worker stopped, for its trials' FAIL reason: an interrupt in words, else the exception."""
-    code = err.code if isinstance(err, SystemExit) else None
-    if isinstance(err, KeyboardInterrupt) or code == 130:  # Ctrl-C, as Lightning and lenet_exp end a run on it
-        return "interrupted: Ctrl-C"
-    if code == 143:
-        return "interrupted: SIGTERM"
+    from lenet_exp.errors import INTERRUPTED, TERMINATED, interruption
+
+    if isinstance(err, KeyboardInterrupt):  # Ctrl-C, or lenet_exp's SIGTERM while a command starts
+        return f"interrupted: {interruption(err)[0]}"
+    code = err.code if isinstance(err, SystemExit) else None  # as Lightning and lenet_exp end a run on them
+    if code in (INTERRUPTED, TERMINATED):
+        return f"interrupted: {'Ctrl-C' if code == INTERRUPTED else 'SIGTERM'}"
     return f"{type(err).__name__}: {err}"

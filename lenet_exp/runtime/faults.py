@@ -14,7 +14,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lenet_exp.errors import INTERRUPTED, UserError, chain, user_error
+from lenet_exp.errors import INTERRUPTED, TERMINATED, UserError, chain, user_error
 from lenet_exp.runtime.run_folder import kept
 from lenet_exp.runtime.writes import WRITE_ERRORS
 
@@ -35,7 +35,7 @@ def resumable(trainer: pl.Trainer, run_dir: Path, testing: bool = False) -> Iter
 
 def interrupt_status(stop: SystemExit) -> int:
     """The exit status of a command Lightning stopped with SystemExit: 143 for SIGTERM, else 130 (Ctrl-C)."""
-    return 143 if isinstance(stop, SIGTERMException) else INTERRUPTED
+    return TERMINATED if isinstance(stop, SIGTERMException) else INTERRUPTED
 
 
 # torch.save reports a failed write as a RuntimeError from its zip writer, without an errno
