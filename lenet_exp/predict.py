@@ -2,11 +2,12 @@
 [trust=your.Class,...]``
 
 Prints, for each image, the predicted class and the top probabilities. Any image is first made
-the way Fashion-MNIST's were: grayscale; inverted when its background (the border pixels) is
-light, so the object is light on dark; scaled so its longer side is 28 pixels, keeping its
-aspect ratio; centred on a black 28x28 canvas; pixels / 255. A file that cannot be read (missing,
-not an image, truncated, or above ``MAX_PIXELS``, 40 megapixels) is an error of its own: the others are
-still predicted, and the exit status is 1.
+the way Fashion-MNIST's were: grayscale; inverted when the object is darker than its background (the
+corners' shade), so the object is light; the background's shade made black and its margins trimmed; scaled so its
+longer side is 28 pixels, keeping its aspect ratio; centred on a black 28x28 canvas; pixels / 255. A
+picture of 28x28 pixels already has Fashion-MNIST's size and is not trimmed or scaled. A file that
+cannot be read (missing, not an image, truncated, or above ``MAX_PIXELS``, 40 megapixels) is an error
+of its own: the others are still predicted, and the exit status is 1.
 
 ``lenet_exp.load(ckpt).predict(images)`` (TrainedModel here) is the same code path from Python; it also
 takes PIL images, and tensors already in Fashion-MNIST's form, which it gives to the network as they are.
@@ -14,6 +15,7 @@ takes PIL images, and tensors already in Fashion-MNIST's form, which it gives to
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import logging
@@ -39,6 +41,23 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 # The largest picture predict decodes, in pixels (8000 x 5000): a phone photo is far below it, and an
 # image claiming more (a few kilobytes of PNG can claim gigapixels) is refused from its header, unread.
 MAX_PIXELS = 40_000_000
+# Fashion-MNIST's conversion trimmed the edges within 5 % of full intensity of the background's colour
+TRIM = 0.05 * 255
+# why a file cannot be opened, by errno (a damaged image's OSError has none)
+OPEN_ERRORS = {
+    errno.ENOENT: "no such file",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ELOOP: "a loop of symbolic links",
+    errno.EISDIR: "it is a folder",
+}
+
+
+BLANK = "shows nothing but its background, so its class says nothing about it"
+
+
+class Unreadable(UserError):
+    """Why a picture cannot be made into Fashion-MNIST's form, said after the picture's name."""
 
 
 def image_paths(spec: str) -> list[Path]:
@@ -54,13 +73,7 @@ def image_paths(spec: str) -> list[Path]:
     parts = [spec] if whole else spec.split(",")
     # an empty entry (images=, a trailing comma) is no file: Path("") would be the current folder, all of it
     for part in (part.strip() for part in parts if part.strip()):
-        path = Path(os.path.expanduser(part))
-        if path.is_dir():
-            paths += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif not path.exists() and any(c in str(path) for c in "*?["):  # a pattern, not a file
-            paths += sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
-        else:
-            paths.append(path)
+        paths += _files(Path(os.path.expanduser(part)))
     if not paths:
         raise UserError(
             f"images={spec} names no image files; give a file, a comma-separated list, a folder or a pattern "
@@ -69,13 +82,43 @@ def image_paths(spec: str) -> list[Path]:
     return paths
 
 
+def _files(path: Path) -> list[Path]:
+    """A folder's image files (sorted; hidden ones, such as macOS's ``._shoe.png``, left out, as a pattern
+    leaves them), a pattern's files (sorted), or the file itself."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if not path.exists() and any(c in str(path) for c in "*?["):  # a pattern, not a file
+        return sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
+    return [path]
+
+
 def to_fashion_mnist(image: Image.Image) -> np.ndarray:
-    """Any picture -> a 28x28 float32 array in [0, 1], light object on a dark background."""
-    gray = _eight_bit(ImageOps.exif_transpose(image)).convert("L")
+    """Any picture -> a 28x28 float32 array in [0, 1], light object on a black background (all black, or
+    nearly, when it shows nothing but its background: :func:`blank`)."""
+    if image.width * image.height == 0:
+        raise Unreadable(f"it has no pixels ({image.width} x {image.height})")
+    try:
+        gray = _eight_bit(ImageOps.exif_transpose(image)).convert("L")
+    except ValueError as err:  # a mode PIL cannot convert (LAB, say); else (a closed image) as it is
+        if "conversion" not in str(err):
+            raise
+        raise Unreadable(
+            f"its colour mode {image.mode} cannot be made grayscale; save it as RGB or grayscale"
+        ) from None
     pixels = np.asarray(gray, dtype=np.float32)
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    if border.mean() > 127.5:  # a light background, like a photo on white: make it dark
-        gray = ImageOps.invert(gray)
+    corners = np.array([pixels[0, 0], pixels[0, -1], pixels[-1, 0], pixels[-1, -1]])
+    shade = float(np.median(corners))  # the background's (an object may reach into a corner, rarely into two)
+    if np.clip(shade - pixels, 0, None).sum() > np.clip(pixels - shade, 0, None).sum():
+        pixels = 255.0 - pixels  # the object is darker than its background, like a photo on white: inverted
+    # the background's own shade, from its darkest corner (an object may fill the rest of the border), made black
+    background = float(min(pixels[0, 0], pixels[0, -1], pixels[-1, 0], pixels[-1, -1]))
+    pixels = (pixels - background) * (255.0 / (255.0 - background)) if background < 255 else pixels * 0
+    pixels = np.clip(np.rint(pixels), 0, 255)
+    shown = pixels > TRIM
+    if shown.any() and pixels.shape != (28, 28):  # the background's margins trimmed, as Fashion-MNIST's conversion did
+        rows, columns = np.flatnonzero(shown.any(axis=1)), np.flatnonzero(shown.any(axis=0))
+        pixels = pixels[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+    gray = Image.fromarray(pixels.astype(np.uint8), "L")
     scale = 28 / max(gray.size)
     size = (max(1, round(gray.width * scale)), max(1, round(gray.height * scale)))
     canvas = Image.new("L", (28, 28), 0)
@@ -84,42 +127,71 @@ def to_fashion_mnist(image: Image.Image) -> np.ndarray:
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
-    """``image`` with 8-bit values and no transparency. A cut-out (an alpha channel, a transparent colour) is put on
-    white, as a photo on white: its hidden colours would otherwise show, a black shoe on transparent black
-    being black on black. PIL's own conversion to "L" clips the grayscale modes with wider values:
-    a 16-bit scan would be all white, and a float image in [0, 1] all black. A 16-bit image (``I;16``) is
-    scaled from its full range; 32-bit integers and floats, whose full range is not known, from their own."""
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:  # a cut-out: on white, as photographed
-        return Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA")).convert("RGB")
-    if image.mode.startswith("I;16"):
-        values = np.asarray(image, dtype=np.float32) / 257.0
-    elif image.mode in ("I", "F"):
+    """``image`` with 8-bit values and no transparency.
+
+    PIL's own conversion to "L" clips the grayscale modes with wider values: a 16-bit scan would be all white,
+    and a float image in [0, 1] all black. A 16-bit image (``I;16``) is scaled from its full range; 32-bit
+    integers and floats, whose full range is not known, from their own; a transparent value among them is kept
+    as transparency. A cut-out (an alpha channel, a transparent colour) is put on a backdrop the object stands
+    out from, as it would be photographed: white for a dark object, black for a light one. Its hidden colours
+    would otherwise show, a black shoe on transparent black being black on black."""
+    transparent = image.info.get("transparency")
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
         values = np.asarray(image, dtype=np.float32)
-        low, high = float(values.min()), float(values.max())
-        values = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
-    else:
-        return image
-    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+        if not np.isfinite(values).all():
+            raise Unreadable("it holds values that are not numbers (NaN) or infinite")
+        hidden = values == transparent if isinstance(transparent, int | float) else None
+        if image.mode.startswith("I;16"):
+            values = values / 257.0
+        else:
+            low, high = float(values.min()), float(values.max())
+            values = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+        if hidden is None:
+            return image
+        image.putalpha(Image.fromarray(np.where(hidden, 0, 255).astype(np.uint8), "L"))
+    if image.mode in ("RGBA", "LA", "PA") or transparent is not None:  # a cut-out
+        cut_out = image.convert("RGBA")
+        alpha = np.asarray(cut_out.getchannel("A"), dtype=np.float32)
+        light = np.asarray(cut_out.convert("RGB").convert("L"), dtype=np.float32)
+        dark = alpha.sum() == 0 or float((light * alpha).sum() / alpha.sum()) <= 127.5  # the object's own shade
+        backdrop = Image.new("RGBA", image.size, "white" if dark else "black")
+        return Image.alpha_composite(backdrop, cut_out).convert("RGB")
+    return image
+
+
+def blank(pixels: np.ndarray) -> bool:
+    """Whether a picture made like Fashion-MNIST's shows nothing but its background (an empty or all-white
+    picture, a cut-out that is all transparent)."""
+    return float(pixels.max()) <= TRIM / 255
 
 
 def read_image(file: Path) -> np.ndarray:
     """The picture in ``file``, made like Fashion-MNIST's; else one sentence naming the file."""
-    if not file.exists():
-        raise UserError(f"{file} cannot be read: no such file")
     try:
         with Image.open(file) as image:
             width, height = image.size  # from the header: nothing is decoded yet
             if width * height > MAX_PIXELS:
-                raise UserError(
-                    f"{file} cannot be read: it is {width} x {height} pixels, above predict's limit of "
-                    f"{MAX_PIXELS:,} pixels; make it smaller"
+                raise Unreadable(
+                    f"it is {width} x {height} pixels, above predict's limit of {MAX_PIXELS:,} pixels; make it smaller"
                 )
             return to_fashion_mnist(image)
+    except Unreadable as err:
+        raise UserError(f"{file} cannot be read: {err}") from None
     except Image.DecompressionBombError as err:  # PIL's own limit, hit while opening
         raise UserError(f"{file} cannot be read: it claims more pixels than PIL decodes ({err})") from err
     except UnidentifiedImageError as err:
+        if file.suffix.lower() in (".npy", ".npz"):
+            raise UserError(
+                f"{file} cannot be read: it is a NumPy file, not a picture; give its array to "
+                "lenet_exp.load(<checkpoint>).predict(numpy.load(file)) in Python"
+            ) from err
         raise UserError(f"{file} cannot be read: not an image PIL can decode") from err
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as err:  # truncated or broken data
+    except OSError as err:
+        if err.errno in OPEN_ERRORS:  # the file, not its data
+            raise UserError(f"{file} cannot be read: {OPEN_ERRORS[err.errno]}") from None
+        raise UserError(f"{file} cannot be read: a damaged image ({type(err).__name__}: {err})") from err
+    except (ValueError, SyntaxError, EOFError, MemoryError) as err:  # truncated or broken data
         raise UserError(f"{file} cannot be read: a damaged image ({type(err).__name__}: {err})") from err
 
 
@@ -135,11 +207,19 @@ def as_batch(images: Any) -> torch.Tensor:
 
     pixels = []  # one (28, 28) float tensor per image
     for item in images if isinstance(images, list | tuple) else [images]:
-        if isinstance(item, str | os.PathLike):
-            files = image_paths(item) if isinstance(item, str) else [Path(item)]
-            pixels += [torch.from_numpy(read_image(file)) for file in files]
+        if isinstance(item, str | os.PathLike):  # a Path is one name, a folder or a pattern, never a comma list
+            files = image_paths(item) if isinstance(item, str) else _files(Path(os.path.expanduser(item)))
+            for file in files:
+                pixels.append(torch.from_numpy(read_image(file)))
+                if blank(pixels[-1].numpy()):
+                    log.warning(f"{file} {BLANK}")
         elif isinstance(item, Image.Image):
-            pixels.append(torch.from_numpy(to_fashion_mnist(item)))
+            try:
+                pixels.append(torch.from_numpy(to_fashion_mnist(item)))
+                if blank(pixels[-1].numpy()):
+                    log.warning(f"a PIL image {BLANK}")
+            except (Unreadable, ValueError, OSError) as err:  # Unreadable: ours; the others: a closed image, say
+                raise UserError(f"a PIL image cannot be read: {err}") from None
         elif isinstance(item, torch.Tensor | np.ndarray):
             pixels += list(_image_tensor(item if isinstance(item, torch.Tensor) else _array_tensor(item)))
         else:
@@ -156,6 +236,8 @@ def _array_tensor(array: np.ndarray) -> torch.Tensor:
     """A NumPy array of pixels as a tensor; an array of what are not numbers (objects, strings) in one sentence."""
     import torch
 
+    if not array.flags.writeable:  # a read-only memory map (np.load(..., mmap_mode="r")): torch warns of those
+        array = np.array(array)
     try:
         return torch.as_tensor(np.ascontiguousarray(array))  # a flipped or rotated view has negative strides
     except TypeError:
@@ -221,6 +303,7 @@ class TrainedModel:
         """The class of each image and the probability of every class; ``images`` as ``as_batch`` takes them."""
         import torch
 
+        check_value("batch_size", batch_size, "whole", 1024, low=1)
         weights = next(self.module.parameters())
         batch = as_batch(images).to(weights.device, weights.dtype)  # where and as the user put the module
         training, _ = self.module.training, self.module.eval()  # evaluation mode (batch norm, EMA), whatever it is in
@@ -250,8 +333,9 @@ def load_model(ckpt_path: str | Path, trust: Sequence[str] = ()) -> TrainedModel
 
 
 def predict(ckpt_path: str | Path, images: str, top: int = 3, trust: Sequence[str] = ()) -> list[dict]:
-    """One result per image: ``{"image", "class", "top": [{"class", "probability"}, ...]}``,
-    or ``{"image", "error"}`` for a file that cannot be read as an image."""
+    """One result per image: ``{"image", "class", "top": [{"class", "probability"}, ...]}`` (and ``"warning"``
+    for a picture that shows nothing but its background), or ``{"image", "error"}`` for a file that cannot be
+    read as an image."""
     model = load_model(ckpt_path, trust)
     results: list[dict] = []
     arrays, readable = [], []
@@ -260,6 +344,8 @@ def predict(ckpt_path: str | Path, images: str, top: int = 3, trust: Sequence[st
         try:
             arrays.append(read_image(file))
             readable.append(len(results) - 1)
+            if blank(arrays[-1]):
+                results[-1]["warning"] = f"{file} {BLANK}"
         except UserError as err:  # said for this file; the others are still predicted
             results[-1]["error"] = str(err)
     if arrays:
@@ -290,6 +376,8 @@ def main(argv: list[str] | None = None) -> None:
             elif "error" in result:
                 print(f"error: {result['error']}", file=sys.stderr, flush=True)
             else:
+                if "warning" in result:
+                    print(f"warning: {result['warning']}", file=sys.stderr, flush=True)
                 ranked = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
                 print(f"{result['image']}: {result['class']}  ({ranked})", flush=True)
     if any("error" in r for r in results):

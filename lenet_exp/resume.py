@@ -91,7 +91,9 @@ def _resume(files: StoredRun, trust: list[str], job_name: str | None, given: lis
         cfg.ckpt_path = str(stored.checkpoint_path)
         log.info(f"resuming {run} after epoch {stored.checkpoint['epoch'] + 1}")
     else:
-        log.info(f"{run} has no completed epoch: running it again from the start")
+        log.info(  # a run stopped in its first epoch, or one whose checkpoints were removed or never kept
+            f"{run} holds no checkpoints/last.ckpt to continue from: running it again from the start"
+        )
 
     from lenet_exp.runtime.checks import check_run
     from lenet_exp.train import train

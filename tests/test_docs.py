@@ -68,7 +68,9 @@ def test_the_readme_commands_run_as_written(tmp_path, fake_data):
     run = tmp_path / "outputs/2026-11-29/12-00-00"
     lenet_exp.run(*quick, f"hydra.run.dir={run}")
     lenet_exp.sweep(*quick, "seed=1,2", f"hydra.sweep.dir={tmp_path / 'outputs/multirun/2026-11-29/12-00-00'}")
-    Image.new("L", (40, 60), 255).save(tmp_path / "shoe.jpg")
+    shoe = Image.new("L", (40, 60), 255)  # a dark object photographed on white
+    shoe.paste(30, (10, 15, 30, 45))
+    shoe.save(tmp_path / "shoe.jpg")
     for command in readers:
         out = shell(command, tmp_path)
         assert out.returncode == 0 and "error" not in out.stderr, f"{command}\n{out.stdout}\n{out.stderr}"

@@ -290,8 +290,10 @@ def test_a_reader_that_stops_early_ends_a_command_quietly(tmp_path, two_epochs_r
     not in Python's BrokenPipeError traceback."""
     images = tmp_path / "images"
     images.mkdir()
-    for i in range(3):
-        Image.new("L", (28, 28), i).save(images / f"{i}.png")
+    for i in range(3):  # a light object on black each, not a blank picture (about which predict warns)
+        picture = Image.new("L", (28, 28), 0)
+        picture.paste(100 + 50 * i, (8, 4, 20, 24))
+        picture.save(images / f"{i}.png")
     run, _ = two_epochs_run
     commands = [
         ["-m", "lenet_exp", "--help"],

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -15,29 +17,45 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
+from lenet_exp import load
 from lenet_exp.data import CLASSES, find_files, load_split
 from lenet_exp.errors import UserError
-from lenet_exp.predict import MAX_PIXELS, image_paths, main, to_fashion_mnist
+from lenet_exp.predict import MAX_PIXELS, as_batch, blank, image_paths, main, read_image, to_fashion_mnist
 from lenet_exp.runtime.checkpoints import CONFIG_KEY
 from lenet_exp.train import train
 
 
 def test_pictures_are_made_like_fashion_mnist_images():
     original = np.zeros((28, 28), dtype=np.uint8)
-    original[6:22, 10:18] = 200  # a light object on black
-    big_on_white = Image.fromarray(255 - original).resize((112, 112), Image.NEAREST)  # dark object on white
-    made = to_fashion_mnist(big_on_white)
+    original[2:26, 8:20] = 200  # a light object on black, its longer side 24 pixels
+    assert np.abs(to_fashion_mnist(Image.fromarray(original)) * 255 - original).max() < 1e-3  # 28x28: as it is
+    framed = np.full((160, 200), 255, dtype=np.uint8)  # a dark object photographed on white, with wide margins
+    framed[20:116, 50:98] = 255 - 200
+    made = to_fashion_mnist(Image.fromarray(framed))
+    filled = np.zeros((28, 28), dtype=np.uint8)
+    filled[:, 7:21] = 200  # trimmed to the object, its longer side scaled to 28 pixels, centred
     assert made.shape == (28, 28) and made.dtype == np.float32
-    assert np.abs(made - original / 255.0).mean() < 0.02
+    assert np.abs(made - filled / 255.0).mean() < 0.02
     bar = np.zeros((10, 40), dtype=np.uint8)
-    bar[2:8, 2:38] = 255  # a light bar, 4 times wider than high, on black
+    bar[2:8, 2:38] = 255  # a light bar on black, 6 times wider than high
     wide = to_fashion_mnist(Image.fromarray(bar).convert("RGB"))
     assert wide.shape == (28, 28)
     assert wide[:10].max() == 0.0 and wide[-10:].max() == 0.0  # aspect kept: black above and below, not stretched
-    assert wide[12:15, 3:25].min() > 0.9  # the bar, scaled to 28 pixels wide, in the middle rows
-    assert (
-        to_fashion_mnist(Image.fromarray(np.full((10, 40), 255, dtype=np.uint8))).max() == 0.0
-    )  # all white: background
+    assert wide[12:16, 1:27].min() > 0.9  # the bar, scaled to 28 pixels wide, in the middle rows
+    white = to_fashion_mnist(Image.fromarray(np.full((10, 40), 255, dtype=np.uint8)))
+    assert white.max() == 0.0 and blank(white)  # all white: background, said to be blank
+
+
+@pytest.mark.parametrize("shade", [230, 200, 150, 110])
+def test_a_background_of_any_shade_becomes_black_and_a_darker_object_light(shade):
+    """A photo on grey, not white: its background is black in Fashion-MNIST's form, the object as light as on
+    white, also where the grey is darker than mid-grey (the object is still darker than it)."""
+    original = np.zeros((28, 28), dtype=np.uint8)
+    original[:, 10:18], original[8:16, 2:26] = 255, 255  # a light cross on black, 28 pixels high
+    on_grey = np.rint(shade * (1 - original / 255.0)).astype(np.uint8)  # the object black, the background grey
+    made = to_fashion_mnist(Image.fromarray(on_grey).resize((84, 84), Image.NEAREST))
+    assert np.abs(made - original / 255.0).mean() < 0.02, shade
+    assert not blank(made)
 
 
 @pytest.mark.parametrize("kind", ["16-bit", "32-bit", "float"])
@@ -69,6 +87,65 @@ def test_a_cut_out_with_a_transparent_background_is_made_as_the_object_on_white(
         made = to_fashion_mnist(image)
     expected = to_fashion_mnist(Image.fromarray(on_white))
     assert expected.max() > 0.8 and np.abs(made - expected).max() <= 1 / 255
+
+
+def test_a_light_cut_out_is_put_on_black_and_a_16_bit_one_keeps_its_transparent_value(tmp_path):
+    """A white garment cut out on transparency: on white it would vanish (all black, predicted as nothing), so
+    it is put on black. A 16-bit picture with a transparent value gives its 8-bit version's input."""
+    shape = np.zeros((40, 40), dtype=np.uint8)
+    shape[8:32, 14:26] = 255
+    white_cut_out = np.zeros((40, 40, 4), dtype=np.uint8)
+    white_cut_out[..., :3], white_cut_out[..., 3] = 255, shape  # white everywhere, opaque only in the object
+    expected = to_fashion_mnist(Image.fromarray(shape))
+    made = to_fashion_mnist(Image.fromarray(white_cut_out))
+    assert expected.max() > 0.9 and np.abs(made - expected).max() <= 1 / 255
+    grey = np.where(shape > 0, 180, 0).astype(np.uint8)  # a light object, its background transparent black
+    Image.fromarray(grey).save(tmp_path / "eight.png", transparency=0)
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "sixteen.png", transparency=0)
+    with Image.open(tmp_path / "eight.png") as eight, Image.open(tmp_path / "sixteen.png") as sixteen:
+        assert sixteen.mode == "I;16" and sixteen.info["transparency"] == 0
+        made8, made16 = to_fashion_mnist(eight), to_fashion_mnist(sixteen)
+    assert made16.max() > 0.6 and np.abs(made16 - made8).max() <= 1 / 255  # 180 / 255
+
+
+def test_pictures_that_cannot_be_made_are_one_sentence_naming_why(tmp_path, caplog):
+    """Each file's reason, and the same sentence from Python for PIL images and paths (never a traceback)."""
+    Image.fromarray(np.full((28, 28), np.nan, dtype=np.float32)).save(tmp_path / "nan.tiff")
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    np.save(tmp_path / "arrays.npy", np.zeros((2, 28, 28), dtype=np.uint8))
+    reasons = {
+        "nan.tiff": "it holds values that are not numbers (NaN) or infinite",
+        "loop1": "a loop of symbolic links",
+        "missing.png": "no such file",
+        "arrays.npy": "it is a NumPy file, not a picture; give its array to lenet_exp.load(<checkpoint>).predict(",
+    }
+    for name, reason in reasons.items():
+        with pytest.raises(UserError) as refused:
+            read_image(tmp_path / name)
+        assert str(refused.value).startswith(f"{tmp_path / name} cannot be read: {reason}"), name
+    closed = Image.fromarray(np.zeros((28, 28), dtype=np.uint8))
+    closed.close()
+    pictures = [
+        (Image.new("LAB", (30, 30)), "its colour mode LAB cannot be made grayscale; save it as RGB or grayscale"),
+        (Image.new("L", (0, 0)), "it has no pixels (0 x 0)"),
+        (closed, "Operation on closed image"),
+    ]
+    for picture, reason in pictures:
+        with pytest.raises(UserError, match=re.escape(f"a PIL image cannot be read: {reason}")):
+            as_batch(picture)
+    # a Path is a file, a folder or a pattern (never a comma list), and a folder's hidden files are left out
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(folder / "._a.png")  # macOS's companion file
+    for given in (folder, str(folder), folder / "*.png", f"{folder}/*.png"):
+        assert as_batch(given).shape == (1, 1, 28, 28), given
+    assert "a.png shows nothing but its background" in caplog.text  # an all-black picture: said, from Python too
+    # a read-only memory map, as np.load(..., mmap_mode="r") gives, without torch's warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert as_batch(np.load(tmp_path / "arrays.npy", mmap_mode="r")).shape == (2, 1, 28, 28)
 
 
 def predicted(capsys, *argv: str) -> tuple[int, str]:
@@ -115,6 +192,18 @@ def test_predict_labels_real_test_images_and_names_an_unreadable_one(tmp_path, c
 
     code, printed = predicted(capsys, f"ckpt_path={ckpt}", f"images={folder / '00.png'},{folder / '01.png'}")
     assert code == 0 and len(printed.strip().splitlines()) == 2
+
+    # The same garments photographed dark on white, small in a wide frame: trimmed to the garment, as
+    # Fashion-MNIST's conversion did, they mostly get the classes their 28x28 images get (with the whole
+    # frame scaled to 28 pixels, 3 of these 20 did).
+    framed = []
+    for i in range(20):
+        photo = Image.new("L", (200, 160), 255)
+        photo.paste(Image.fromarray(255 - images[i].numpy()).resize((80, 80), Image.LANCZOS), (30, 40))
+        framed.append(photo)
+    model = load(ckpt)
+    alike = sum(a == b for a, b in zip(model.predict(framed).classes, model.predict(images[:20]).classes, strict=True))
+    assert alike >= 15, alike
 
 
 @pytest.mark.slow

@@ -148,6 +148,8 @@ def test_a_run_stopped_in_its_first_epoch_says_resume_starts_it_over_and_it_does
     assert not (run / "checkpoints" / "last.ckpt").exists()
     resumed = run_main("lenet_exp.resume", str(run), f"trust={mine}")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    # said as it is: the folder holds no checkpoint (here none was written; elsewhere one may have been removed)
+    assert f"{run} holds no checkpoints/last.ckpt to continue from: running it again from the start" in resumed.stdout
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 1
 
 
