@@ -37,7 +37,11 @@ class EpochTimer(Callback):
         return {"seconds": list(self.seconds)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.seconds = [float(s) for s in state_dict.get("seconds", [])]
+        """A resume's checkpoint gives the epochs of the processes before it. The final test on ``best.ckpt``
+        loads an earlier epoch's state too, which holds fewer epochs than this run trained: those stay."""
+        stored = [float(s) for s in state_dict.get("seconds", [])]
+        if len(stored) >= len(self.seconds):
+            self.seconds = stored
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()

@@ -213,6 +213,7 @@ class EpochCSVLogger(CSVLogger):
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any]) -> None:
         self._hparams.update(params)
+        Path(self.log_dir).mkdir(parents=True, exist_ok=True)  # a run that trained no step has no metrics.csv yet
         save_hparams_to_yaml(Path(self.log_dir) / CSV_HPARAMS, self._hparams)
 
     @rank_zero_only

@@ -316,10 +316,13 @@ def test_plugins_of_ones_own_keep_checkpoints_written_whole(tmp_path, plugins):
 
 
 def test_a_run_that_trains_no_step_says_so_not_that_nothing_was_validated(tmp_path, fake_data, caplog):
-    overrides = [*TINY, f"data.data_dir={fake_data}", "data.val_size=16", "trainer.max_epochs=1", "logger=none"]
+    # with the CSV logger, which had written no folder yet when the settings came at the end (a traceback, and
+    # no metrics.json)
+    overrides = [*TINY, f"data.data_dir={fake_data}", "data.val_size=16", "trainer.max_epochs=1", "logger=csv"]
     caplog.set_level(logging.INFO, logger="lenet_exp")
     metrics = train(compose_config(tmp_path, [*overrides, "trainer.limit_train_batches=0"]))
-    assert metrics["tested"] == "last"
+    assert metrics["tested"] == "last" and (tmp_path / "metrics.json").is_file()
+    assert (tmp_path / "csv" / "hparams.yaml").is_file()
     assert "no step was trained (trainer.max_steps=0 or trainer.limit_train_batches=0)" in caplog.text
     assert "no epoch was validated" not in caplog.text
 
@@ -423,3 +426,14 @@ def test_an_interrupted_ddp_spawn_run_resumes(tmp_path):
     assert metrics["epochs"] == 3 and len(metrics["epoch_seconds"]) == 3 and metrics["tested"] == "best"
     assert checkpoint(best_checkpoint(run))["epoch"] + 1 == metrics["best_epoch"]
     assert sorted({step for step, _ in scalars(run, "train/loss")}) == [0, 1, 2]  # the epoch axis, continued
+
+
+def test_the_final_test_on_an_earlier_best_epoch_keeps_every_epochs_seconds(tmp_path, fake_data):
+    """The final test loads best.ckpt, whose callback states are its epoch's: metrics.json kept only the epochs
+    up to the best one in epoch_seconds and seconds_per_epoch."""
+    overrides = [*TINY, f"data.data_dir={fake_data}", "data.val_size=16", "trainer.max_epochs=3", "logger=none"]
+    worst = ["callbacks.best.monitor=val/loss", "callbacks.best.mode=min"]  # on random labels: an early epoch
+    metrics = train(compose_config(tmp_path, [*overrides, *worst]))
+    assert metrics["tested"] == "best" and metrics["best_epoch"] < 3, metrics  # (the case this checks)
+    assert len(metrics["epoch_seconds"]) == 3 and metrics["epochs"] == 3
+    assert metrics["seconds_per_epoch"] == pytest.approx(sum(metrics["epoch_seconds"]) / 3)
