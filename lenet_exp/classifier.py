@@ -152,11 +152,12 @@ class Classifier(pl.LightningModule):
         many_steps.carry_step_count(checkpoint, self.automatic_optimization)
 
     def _log_epoch(self, metrics: dict[str, Any]) -> None:
-        """Logs the epoch's ``metrics`` at the epoch (from 0) as the loggers' step, so that runs of any batch size
-        line up, and keeps their values for checkpoints: a run resumed after its last epoch trains nothing, and
-        its metrics.json takes them from last.ckpt."""
+        """Logs the epoch's ``metrics`` (lenet_exp's loggers put them at the epoch, from 0, which Lightning adds to
+        what it hands them: :func:`lenet_exp.loggers.at_epoch`), and keeps their values for checkpoints: a run
+        resumed after its last epoch trains nothing, and its metrics.json takes them from last.ckpt. (Not a
+        logged ``step``: callbacks read that as the optimizer step, and ``ModelCheckpoint(filename="{step}",
+        every_n_train_steps=...)`` named every checkpoint after the first epoch ``step=0``, each replacing the last.)"""
         self.log_dict(metrics)
-        self.log("step", float(self.current_epoch), sync_dist=True)
         if not self.trainer.sanity_checking:
             # every rank computes (a synced reduction), as Lightning does when it logs them, the value it logs
             self.epoch_metrics |= {k: float(m.compute()) for k, m in metrics.items()}

@@ -111,6 +111,16 @@ def folder_name(name: str) -> str:
     return whole[: NAME_BYTES - len(digest) - 1].decode(errors="ignore") + "_" + digest
 
 
+def at_epoch(metrics: dict[str, Any], step: int | None) -> tuple[dict[str, Any], int | None]:
+    """``metrics`` and the step to log them at: the epoch (from 0) for what the module logs once per epoch, so that
+    runs of any batch size line up. Lightning hands loggers such values with the ``epoch`` they belong to and the
+    optimizer steps so far as ``step``; a value logged with its own step (``LearningRateMonitor``'s, lenet_exp's
+    final test) comes without ``epoch`` and keeps its step."""
+    if "epoch" not in metrics:
+        return metrics, step
+    return {key: value for key, value in metrics.items() if key != "epoch"}, int(metrics["epoch"])
+
+
 class RunTensorBoardLogger(TensorBoardLogger):
     """Lightning's TensorBoardLogger with one event file per run: training, the final test and the
     HParams summary.
@@ -144,6 +154,10 @@ class RunTensorBoardLogger(TensorBoardLogger):
         writer = self.experiment._get_file_writer()  # private in torch's SummaryWriter, as Lightning uses it
         writer.add_event(Event(step=epoch, session_log=SessionLog(status=SessionLog.START)))
         writer.flush()
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        super().log_metrics(*at_epoch(metrics, step))  # by epoch, with no "epoch" curve of its own
 
     @rank_zero_only
     def log_hyperparams(self, params: Any, metrics: dict[str, Any] | None = None, step: int | None = None) -> None:
@@ -218,13 +232,14 @@ class EpochCSVLogger(CSVLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        metrics, step = at_epoch(metrics, step)
         values = {key: float(value) for key, value in metrics.items()}
         if not all(key.partition("/")[0] in ("train", "val", "test") for key in metrics):
             # another callback's, by optimizer steps (LearningRateMonitor's lr-Adam): kept for the row of the epoch
             # the module logs next, the epoch they were logged in (a later value of one key replaces an earlier)
             self._pending.update(values)
             return
-        epoch = int(step)  # the module logs the epoch as the step
+        epoch = int(step)  # the module's values: their epoch
         row = self._rows.setdefault(epoch, {})
         row.update({**self._pending, **values}, epoch=epoch)
         self._pending = {}
@@ -522,8 +537,10 @@ class RunMLFlowLogger(MLFlowLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        if step is not None and not self._fitted:
-            self._epoch = max(self._epoch, int(step) + 1)  # the module logs the epoch (from 0) as the step
+        by_epoch = "epoch" in metrics
+        metrics, step = at_epoch(metrics, step)
+        if by_epoch and not self._fitted:
+            self._epoch = max(self._epoch, int(step) + 1)  # the epochs (from 0) the module has logged
         values = {key: float(value) for key, value in metrics.items() if not isinstance(value, str)}
         timestamp = int(time.time() * 1000)
         self._call(
