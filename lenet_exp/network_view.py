@@ -1,8 +1,9 @@
 """Inside the network, in TensorBoard: what a run writes beyond its curves and images.
 
 Per epoch (the epoch, from 0, as the step, like every other curve): histograms of every parameter and of its
-gradient, and per layer the mean absolute gradient and, for sigmoid layers, the share of saturated outputs (for
-ReLU layers: of dead units), all measured on one fixed batch of training images. Once per run: the plain net's
+gradient and of every activation module's outputs, and per layer the mean absolute gradient and, for sigmoid and
+tanh layers, the share of saturated outputs (for ReLU layers: of dead units), all measured on one fixed batch of
+training images. Once per run: the plain net's
 graph. After the final test: a precision-recall curve per class, and the penultimate layer's features of the first
 test images for the embedding projector.
 
@@ -44,12 +45,23 @@ from lenet_exp.runtime.writes import atomic_write
 
 log = logging.getLogger("lenet_exp")
 
-SATURATED = (0.05, 0.95)  # a sigmoid output below or above these is saturated: its gradient is at most 0.0475
+# A sigmoid output below or above these is saturated: its gradient is at most 0.0475, a fifth of its largest. For
+# tanh, the same fifth: outside -0.9..0.9 (tanh(x) = 2 sigmoid(2x) - 1).
+SATURATED = {nn.Sigmoid: (0.05, 0.95), nn.Tanh: (-0.9, 0.9)}
 # The layers of the per-layer gradient chart. torch's base class of Conv1d/2d/3d (and of BatchNorm1d/2d/3d below)
 # is private; it is the one class their isinstance checks share.
 WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
-BOUNDED = (nn.Sigmoid,)  # activations whose saturation is measured
-RECTIFIED = (nn.ReLU,)  # activations whose dead units are counted
+BOUNDED = tuple(SATURATED)  # activations whose saturation is measured
+RECTIFIED = (nn.ReLU, nn.ReLU6)  # activations whose dead units are counted
+# Activations that are neither (GELU, SiLU, LeakyReLU, ...): histograms of their outputs only. torch's activation
+# modules, but for the ones that make a distribution or hold an attention layer.
+NOT_ACTIVATIONS = (nn.Softmax, nn.Softmin, nn.LogSoftmax, nn.Softmax2d, nn.MultiheadAttention)
+
+
+def _activation(module: nn.Module) -> bool:
+    return type(module).__module__ == nn.modules.activation.__name__ and not isinstance(module, NOT_ACTIVATIONS)
+
+
 # The activations' histograms from the first 64 probe images: the same shape at half the callback's cost (a
 # histogram of conv1's outputs for all 256 is 0.9 million values).
 HISTOGRAM_IMAGES = 64
@@ -57,7 +69,7 @@ HISTOGRAM_BINS = 64  # TensorBoard draws 30; its default (bins="tensorflow") sto
 # Scalar tags, one per layer under each prefix; each prefix is one chart of the Custom Scalars tab.
 CHARTS = {
     "grad_mean_abs": "mean |gradient| of the weights, by layer",
-    "saturated": "share of saturated sigmoid outputs, by layer",
+    "saturated": "share of saturated sigmoid (or tanh) outputs, by layer",
     "dead": "share of dead ReLU units, by layer",
 }
 
@@ -86,8 +98,8 @@ def layer_names(net: nn.Module) -> dict[nn.Module, str]:
             counts[kind] += 1
             names[module] = f"{kind}{counts[kind]}"
             last = names[module] if kind != "bn" else last
-        elif isinstance(module, BOUNDED + RECTIFIED):
-            names[module] = last
+        elif _activation(module) and not any(True for _ in module.parameters(recurse=False)):
+            names[module] = last  # (PReLU, whose weight is charted, keeps its own name)
         elif any(True for _ in module.parameters(recurse=False)):
             names[module] = qualified
     return names
@@ -102,7 +114,8 @@ class NetworkView(Callback):
     cross-entropy, computed here and not read from ``.grad``, so that the values are the same with any
     ``steps_per_call``, under DDP (rank 0 computes and writes) and with a compiled net. Scalars per layer:
     ``grad_mean_abs/<layer>`` (mean |dL/dW|), ``saturated/<layer>`` (share of sigmoid outputs outside
-    0.05..0.95), ``dead/<layer>`` (share of ReLU units that are 0 for every probe image). With ``histograms``:
+    0.05..0.95, of tanh outputs outside -0.9..0.9), ``dead/<layer>`` (share of ReLU units that are 0 for every
+    probe image). With ``histograms``:
     ``weights/<param>``, ``gradients/<param>`` and ``activations/<layer>``.
 
     With ``graph``, once per run, the plain net's graph for one 28x28 image. After the final test (the tested
@@ -193,25 +206,7 @@ class NetworkView(Callback):
         if not due or not writers or self._probe is None:
             return
         net = _plain_net(pl_module)
-        names = layer_names(net)
-        grads, outputs = _probe(net, names, *self._probe)
-        scalars: dict[str, float] = {}
-        histograms: dict[str, Tensor] = {}
-        for module, name in names.items():
-            for param_name, param in module.named_parameters(recurse=False):
-                grad = grads.get(param)
-                histograms[f"weights/{name}.{param_name}"] = param.detach()
-                if grad is not None:
-                    histograms[f"gradients/{name}.{param_name}"] = grad
-                    if param_name == "weight" and isinstance(module, WEIGHTED):
-                        scalars[f"grad_mean_abs/{name}"] = grad.abs().mean().item()
-        for name, (kind, out) in outputs.items():
-            histograms[f"activations/{name}"] = out[:HISTOGRAM_IMAGES]
-            if kind == "bounded":
-                low, high = SATURATED
-                scalars[f"saturated/{name}"] = ((out < low) | (out > high)).float().mean().item()
-            else:  # a unit (channel x position) is dead when it is 0 for every probe image
-                scalars[f"dead/{name}"] = (out.flatten(1) <= 0).all(0).float().mean().item()
+        scalars, histograms = measure(net, layer_names(net), *self._probe)
         # Computed once for every writer; a NaN epoch (refused by the module right after) gets no histograms
         shown = histograms if self.histograms else {}
         fields = [(tag, histogram(values)) for tag, values in shown.items() if torch.isfinite(values).all()]
@@ -323,19 +318,44 @@ def _class_names(trainer: pl.Trainer, n: int) -> list[str]:
     return list(names) if names and len(names) >= n else [str(i) for i in range(n)]
 
 
+def measure(
+    net: nn.Module, names: dict[nn.Module, str], x: Tensor, y: Tensor
+) -> tuple[dict[str, float], dict[str, Tensor]]:
+    """The per-layer scalars (``grad_mean_abs/``, ``saturated/``, ``dead/``) and the tensors of the histograms
+    (``weights/``, ``gradients/``, ``activations/``) of ``net`` on the probe images ``x`` with labels ``y``."""
+    grads, outputs = _probe(net, names, x, y)
+    scalars: dict[str, float] = {}
+    histograms: dict[str, Tensor] = {}
+    for module, name in names.items():
+        for param_name, param in module.named_parameters(recurse=False):
+            grad = grads.get(param)
+            histograms[f"weights/{name}.{param_name}"] = param.detach()
+            if grad is not None:
+                histograms[f"gradients/{name}.{param_name}"] = grad
+                if param_name == "weight" and isinstance(module, WEIGHTED):
+                    scalars[f"grad_mean_abs/{name}"] = grad.abs().mean().item()
+    for name, (module, out) in outputs.items():
+        histograms[f"activations/{name}"] = out[:HISTOGRAM_IMAGES]
+        if isinstance(module, BOUNDED):
+            low, high = next(bounds for kind, bounds in SATURATED.items() if isinstance(module, kind))
+            scalars[f"saturated/{name}"] = ((out < low) | (out > high)).float().mean().item()
+        elif isinstance(module, RECTIFIED):  # a unit (channel x position) is dead when it is 0 for every image
+            scalars[f"dead/{name}"] = (out.flatten(1) <= 0).all(0).float().mean().item()
+    return scalars, histograms
+
+
 def _probe(
     net: nn.Module, names: dict[nn.Module, str], x: Tensor, y: Tensor
-) -> tuple[dict[nn.Parameter, Tensor], dict[str, tuple[str, Tensor]]]:
+) -> tuple[dict[nn.Parameter, Tensor], dict[str, tuple[nn.Module, Tensor]]]:
     """The gradients of the mean cross-entropy of (x, y) with respect to every parameter, and the outputs of the
-    activation layers, in training mode; the net's weights, ``.grad`` and batch-norm statistics stay as they were."""
-    outputs: dict[str, tuple[str, Tensor]] = {}
+    activation modules, in training mode; the net's weights, ``.grad`` and batch-norm statistics stay as they were."""
+    outputs: dict[str, tuple[nn.Module, Tensor]] = {}
     handles = []
     for module, name in names.items():
-        if isinstance(module, BOUNDED + RECTIFIED):
-            kind = "bounded" if isinstance(module, BOUNDED) else "rectified"
+        if _activation(module):
 
-            def keep(m: nn.Module, args: Any, out: Tensor, name: str = name, kind: str = kind) -> None:
-                outputs[name] = (kind, out.detach())
+            def keep(m: nn.Module, args: Any, out: Tensor, name: str = name) -> None:
+                outputs[name] = (m, out.detach())
 
             handles.append(module.register_forward_hook(keep))
     buffers = {key: value.clone() for key, value in net.named_buffers()}

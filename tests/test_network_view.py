@@ -23,6 +23,7 @@ from lenet_exp.network_view import (
     histogram,
     layer_names,
     main,
+    measure,
     read_projector_config,
 )
 from lenet_exp.runtime.run_folder import PROJECTOR, PROJECTOR_CONFIG
@@ -182,6 +183,32 @@ def test_the_probe_changes_no_weights_gradients_or_batch_norm_statistics():
     assert all(p.grad is None for p in net.parameters()) and not net.training
     assert set(grads) == set(net.parameters())
     assert sorted(outputs) == ACTIVATED and outputs["conv1"][1].shape == (8, 6, 24, 24)
+
+
+def test_every_activation_module_gets_its_histogram_and_tanh_its_saturation():
+    """A net of one's own with tanh, GELU, PReLU and a softmax: only sigmoids and ReLUs were looked at, so such a
+    net had no activations/ histograms and no saturation chart at all."""
+    net = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(784, 32),
+        torch.nn.Tanh(),
+        torch.nn.Linear(32, 16),
+        torch.nn.GELU(),
+        torch.nn.Linear(16, 10),
+        torch.nn.PReLU(),
+        torch.nn.Softmax(dim=1),  # a distribution, not an activation to chart
+    )
+    names = layer_names(net)
+    assert [names[net[i]] for i in (2, 4, 6)] == ["linear1", "linear2", "6"]  # PReLU: its weight keeps its name
+    x, y = torch.rand(16, 1, 28, 28) * 40, torch.arange(16) % 10  # large inputs: a saturated tanh
+    _, outputs = _probe(net, names, x, y)
+    assert sorted(outputs) == ["6", "linear1", "linear2"]
+    scalars, histograms = measure(net, names, x, y)
+    assert {f"activations/{n}" for n in ("linear1", "linear2", "6")} <= set(histograms)
+    assert set(scalars) - {t for t in scalars if t.startswith("grad_mean_abs/")} == {"saturated/linear1"}
+    tanh = outputs["linear1"][1]
+    assert scalars["saturated/linear1"] == pytest.approx(((tanh < -0.9) | (tanh > 0.9)).float().mean().item())
+    assert scalars["saturated/linear1"] > 0.5
 
 
 @pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
