@@ -129,7 +129,7 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
     from omegaconf import OmegaConf
 
     from lenet_exp.__main__ import CONFIG_NAME, job
-    from lenet_exp.runtime.hydra_callbacks import FailedJob, check_no_earlier_sweep, check_sweep
+    from lenet_exp.runtime.hydra_callbacks import FailedJob, SweepRefused, check_no_earlier_sweep, check_sweep
 
     with _hydra(config_dir) as app:  # the steps of Hydra.multirun, with a folder of the sweep's own
         cfg = _compose(app, overrides, RunMode.MULTIRUN)
@@ -147,6 +147,8 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
                 sweeper.sweep(arguments=OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False))
         except FailedJob as ended:  # the sweep's own end, the list of its failed jobs: every trial of a study failed
             raise UserError(f"{str(ended).removeprefix('error: ')} (the sweep folder {folder})") from None
+        except SweepRefused as refused:  # the sweeper's own, not a job's: a study's storage that went away or failed
+            raise UserError(str(refused).removeprefix("error: ")) from None
         except UserError as cause:
             failed = next((j for j in job_folders(folder) if error_file(j).is_file()), None)
             which = f"job {failed.name} of the sweep in {folder}" if failed else f"a job of the sweep in {folder}"

@@ -115,6 +115,16 @@ def first_line(err: BaseException) -> str:
     return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
 
 
+def root_cause(err: BaseException) -> BaseException:
+    """The exception at the bottom of ``err``'s chain: a library that wraps another's error often says less than it
+    (Optuna's "an exception is raised during the commit" for SQLite's "attempt to write a readonly database")."""
+    seen = {id(err)}
+    while (inner := err.__cause__ or err.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        err = inner
+    return err
+
+
 def fail(err: BaseException | str) -> NoReturn:
     """End the command: ``error: <sentence>`` on stderr, and in the run's log file when there is one; exit 1.
 

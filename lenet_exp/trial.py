@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 
-from lenet_exp.errors import first_line
+from lenet_exp.errors import first_line, root_cause
 from lenet_exp.runtime.checks import UNBOUNDED
 from lenet_exp.runtime.results import flat_metrics
 
@@ -60,7 +60,9 @@ class PruneTrial(pl.Callback):
 
                 self._trial = open_job_trial(self.handoff)
             except Exception as err:  # a node that cannot reach the database: train on, unpruned
-                log.warning(f"trial {self.handoff.number} cannot reach its study ({first_line(err)}); no pruning")
+                log.warning(
+                    f"trial {self.handoff.number} cannot reach its study ({first_line(root_cause(err))}); no pruning"
+                )
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not self.metric:
@@ -88,7 +90,8 @@ class PruneTrial(pl.Callback):
             if finished_elsewhere(err):  # marked failed by a worker that took us for dead
                 log.warning(f"trial {self.handoff.number} is no longer running in the study; training goes on alone")
             else:  # the database went away, a lock held too long
-                log.warning(f"trial {self.handoff.number} cannot report epoch {epoch} ({first_line(err)}); no pruning")
+                why = first_line(root_cause(err))  # SQLite's words, not Optuna's "an exception ... during the commit"
+                log.warning(f"trial {self.handoff.number} cannot report epoch {epoch} ({why}); no pruning")
         self._trial = None
         return False
 

@@ -17,6 +17,7 @@ import optuna
 import pytest
 import yaml
 from conftest import ROOT, TINY, run_cli, run_main, write_fake_fashion_mnist
+from pytorch_lightning import Callback
 from servers import postgres  # noqa: F401 (a fixture)
 
 import lenet_exp
@@ -263,6 +264,37 @@ def test_two_objectives_give_a_pareto_front(tmp_path, data_dir):
     for entry in front:
         metrics = json.loads((sweep / str(entry["number"]) / "metrics.json").read_text())
         assert entry["values"] == {"val_acc": metrics["val_acc"], "seconds_per_epoch": metrics["seconds_per_epoch"]}
+
+
+class RemoveAtFitEnd(Callback):
+    """Removes ``path`` when a trial's fit ends, once (``marker``): the study's database going away mid-study."""
+
+    def __init__(self, path: str, marker: str) -> None:
+        self.path, self.marker = Path(path), Path(marker)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if not self.marker.exists():
+            self.marker.touch()
+            self.path.unlink()
+
+
+def test_a_storage_that_fails_between_trials_is_one_sentence_and_keeps_what_was_written(tmp_path, data_dir):
+    """The SQLite file removed while trial 0 ends: the sweeper's next write to it failed in a traceback of Optuna's
+    and SQLAlchemy's; now one sentence with SQLite's own reason, and trial 0's folder as it was written."""
+    sweep = tmp_path / "study"
+    remove = [
+        f"+callbacks.remove._target_={__name__}.RemoveAtFitEnd",
+        f"+callbacks.remove.path={sweep / 'optuna.db'}",
+        f"+callbacks.remove.marker={tmp_path / 'removed'}",
+    ]
+    args = study_args(data_dir, sweep, "hydra.sweeper.n_trials=3", "trainer.max_epochs=1", *remove)
+    with pytest.raises(UserError) as failed:
+        lenet_exp.sweep(*args)  # in this process: the tests above run studies from the command line
+    said = str(failed.value)
+    assert said.startswith(f"the study's storage sqlite:///{sweep / 'optuna.db'} failed (")
+    assert "readonly database" in said and "Nothing was run" not in said, said
+    assert "run the same command again to go on" in said and "\n" not in said
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["epochs"] == 1  # what trial 0 wrote stays
 
 
 def test_pruning_stops_every_ddp_rank_together(tmp_path, data_dir):

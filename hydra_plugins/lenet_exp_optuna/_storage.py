@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lenet_exp.errors import UserError, first_line
+from lenet_exp.errors import UserError, first_line, root_cause
 from lenet_exp.runtime.run_folder import STUDY_STORAGE, sqlite_path, sqlite_url
 
 if TYPE_CHECKING:
@@ -149,6 +149,26 @@ def open_storage(url: str, ready: bool = False) -> optuna.storages.BaseStorage:
             ) from None
         except Exception as err:  # SQLAlchemy's errors of the connection and their kin: the server or file is not there
             raise UserError(_unreachable(url, err)) from None
+
+
+def storage_failure(err: BaseException) -> str | None:
+    """What went wrong, in words, when ``err`` is the study's storage failing once opened (its database file
+    removed, damaged, locked or read-only; its server gone), else None."""
+    from optuna.exceptions import StorageInternalError
+
+    kinds: tuple[type, ...] = (StorageInternalError,)
+    try:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        kinds += (SQLAlchemyError,)
+    except ImportError:  # a journal storage, without SQLAlchemy
+        pass
+    chain, current = [err], err
+    while (current := current.__cause__ or current.__context__) is not None and current not in chain:
+        chain.append(current)
+    if not any(isinstance(each, kinds) for each in chain):
+        return None
+    return first_line(root_cause(err))
 
 
 def _check_journal(path: Path) -> None:

@@ -93,7 +93,7 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
         from hydra_plugins.lenet_exp_optuna import _study
         from hydra_plugins.lenet_exp_optuna._plan import make_sampler
-        from hydra_plugins.lenet_exp_optuna._storage import shown
+        from hydra_plugins.lenet_exp_optuna._storage import shown, storage_failure
         from lenet_exp.errors import UserError
         from lenet_exp.runtime.hydra_callbacks import SweepRefused
         from lenet_exp.runtime.run_folder import MULTIRUN
@@ -111,6 +111,28 @@ class OptunaSweeper(Sweeper):
         if not created and self.seed is not None:  # workers that join a study sample their own sequences
             own_seed = (self.seed + zlib.crc32(_study.worker_name().encode())) % 2**31
             study.sampler = make_sampler(self.sampler, self.sampler_options, own_seed)
+        try:  # the storage may fail once opened (its file removed, damaged, locked, read-only): one sentence
+            returns = self._run(study, storage, created, plan, sweep_dir)
+        except Exception as err:
+            if (cause := storage_failure(err)) is None:
+                raise
+            raise SweepRefused(
+                f"the study's storage {shown(plan.url)} failed ({cause}); what finished trials wrote stays in "
+                f"{sweep_dir} and, as far as the storage kept it, in the study: repair or restore the storage, then "
+                "run the same command again to go on.",
+                nothing_run=False,
+            ) from None
+        if returns and not _study.any_result(study):  # every trial failed: nothing was learnt, and the exit says so
+            from lenet_exp.runtime.hydra_callbacks import FailedJob
+
+            raise FailedJob("every trial of the study failed", str(sweep_dir))
+        return returns
+
+    def _run(self, study: Any, storage: Any, created: bool, plan: Any, sweep_dir: Path) -> list[JobReturn]:
+        """The study's trials that this worker takes, launched n_jobs at a time, and the results file."""
+        from hydra_plugins.lenet_exp_optuna import _study
+        from hydra_plugins.lenet_exp_optuna._storage import shown
+
         _study.fail_stale(study, storage, self.grace_period)
         total = _study.queue_trials(study, self.n_trials, created)
         aims = ", ".join(f"{d.removesuffix('e')}ing {m}" for d, m in zip(self.directions, plan.metrics, strict=True))
@@ -148,10 +170,6 @@ class OptunaSweeper(Sweeper):
                             self._fail(study, trial, f"its worker stopped ({_why(err)})")
                     raise
         self._write_results(study, plan, sweep_dir)
-        if returns and not _study.any_result(study):  # every trial failed: nothing was learnt, and the exit says so
-            from lenet_exp.runtime.hydra_callbacks import FailedJob
-
-            raise FailedJob("every trial of the study failed", str(sweep_dir))
         return returns
 
     def _overrides(self, trial: Any, trial_id: int, plan: Any) -> list[str]:
@@ -171,6 +189,7 @@ class OptunaSweeper(Sweeper):
         import optuna
         from optuna.trial import TrialState
 
+        from lenet_exp.errors import first_line, root_cause
         from lenet_exp.runtime.hydra_callbacks import failure_reason
 
         folder = Path(str(result.hydra_cfg.hydra.runtime.output_dir)) if result.hydra_cfg else None
@@ -198,7 +217,8 @@ class OptunaSweeper(Sweeper):
             log.warning(f"trial {trial.number} was marked finished by another worker before this one told it")
             return
         except Exception as err:  # the storage failed (a lock held too long, a restarted server)
-            reason = f"its result could not be told to the study ({type(err).__name__}: {err})"
+            cause = root_cause(err)
+            reason = f"its result could not be told to the study ({type(cause).__name__}: {first_line(cause)})"
         self._fail(study, trial, reason)
 
     @staticmethod
@@ -206,11 +226,14 @@ class OptunaSweeper(Sweeper):
         """Records ``trial`` FAIL with ``reason``; one log line if even that cannot be stored."""
         from optuna.trial import TrialState
 
+        from lenet_exp.errors import root_cause
+
         try:
             trial.set_user_attr("error", reason)
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         except Exception as err:
-            log.warning(f"trial {trial.number} could not be marked failed ({reason}): {type(err).__name__}: {err}")
+            cause = root_cause(err)  # Optuna's own words for a failed commit say less than SQLite's
+            log.warning(f"trial {trial.number} could not be marked failed ({reason}): {type(cause).__name__}: {cause}")
 
     def _write_results(self, study: Any, plan: Any, sweep_dir: Path) -> None:
         import yaml

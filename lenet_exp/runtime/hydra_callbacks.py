@@ -273,15 +273,16 @@ def _sweeper_class(config: DictConfig) -> type | None:
 
 class SweepRefused(UserError, CompactHydraException):
     """What a sweeper raises when its sweep cannot start, before any job (what SweepChecks could not see, such as
-    a storage that went away since): Hydra prints a CompactHydraException's text alone, without a traceback,
-    then its own line about HYDRA_FULL_ERROR; ``fail`` cannot be used there, as lenet_exp.sweep must raise."""
+    a storage that went away since), or cannot go on (``nothing_run=False``: its storage failed between trials):
+    Hydra prints a CompactHydraException's text alone, without a traceback, then its own line about
+    HYDRA_FULL_ERROR; ``fail`` cannot be used there, as lenet_exp.sweep must raise."""
 
-    def __init__(self, sentence: str) -> None:
+    def __init__(self, sentence: str, nothing_run: bool = True) -> None:
         super().__init__(sentence)
-        self.sentence = sentence
+        self.sentence, self.nothing_run = sentence, nothing_run
 
     def __str__(self) -> str:
-        return f"error: {self.sentence} {NOTHING_RUN}"
+        return f"error: {self.sentence}" + (f" {NOTHING_RUN}" if self.nothing_run else "")
 
 
 class FailedJob(UserError, CompactHydraException):
