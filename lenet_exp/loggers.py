@@ -277,7 +277,9 @@ class RunMLFlowLogger(MLFlowLogger):
     The run folder is the run's tag ``run_dir``; the run is named ``run_name`` (the run's overrides), else after
     its folder (``readable_name``). The experiment carries ``EXPERIMENT_TAGS``.
     Per-epoch metrics are logged with the epoch (from 0) as step; the final test after the last
-    epoch is at step = the number of epochs. A resumed run (same ``run_dir``) continues its MLflow run.
+    epoch is at step = the number of epochs. A resumed run (``continues``, set by ``train.build``) continues its
+    folder's MLflow run; a new run gets a run of its own, also where the store holds one of a folder of the same
+    path (removed since, or emptied and used again).
     """
 
     # MLflow 3's UI opens an experiment in the view its kind names; without the tag, in the GenAI one.
@@ -300,6 +302,7 @@ class RunMLFlowLogger(MLFlowLogger):
         self._server = tracking_uri or None  # where calls can fail while the run goes on
         self._gone: str | None = None  # why the server stopped being called (then calls go to mlflow_unsent.jsonl)
         self._epoch, self._fitted = 0, False  # the epoch (from 1) being logged; whether fitting has ended
+        self.continues = False  # whether this process continues its folder's run (resume, a requeued job)
         run_name = run_name or readable_name(self.run_dir)
         self.experiment_name, self.run_name = experiment_name, run_name
         self.artifact_location: str | None = None  # a server chooses where the artifacts go
@@ -460,7 +463,7 @@ class RunMLFlowLogger(MLFlowLogger):
 
     def _find_or_create(self) -> str | None:
         experiment_id, run_id = find_or_create_run(
-            self._client, self.experiment_name, self.run_dir, self.artifact_location
+            self._client, self.experiment_name, self.run_dir, self.artifact_location, continues=self.continues
         )
         self._experiment_id = experiment_id  # private field of MLFlowLogger: else it looks the experiment up again
         return run_id
@@ -584,10 +587,11 @@ WORKFLOW = "workflowType=machine_learning"
 
 
 def find_or_create_run(
-    client: Any, experiment_name: str, run_dir: str, artifact_location: str | None = None
+    client: Any, experiment_name: str, run_dir: str, artifact_location: str | None = None, continues: bool = True
 ) -> tuple[str, str | None]:
     """The id of the experiment ``experiment_name`` (created, with ``EXPERIMENT_TAGS``, if there is none; an
-    existing one without a kind gets the tag too) and of its run of the folder ``run_dir`` (None: no run yet)."""
+    existing one without a kind gets the tag too) and of its run of the folder ``run_dir`` (None: no run yet, or
+    one that a new run, not ``continues``, must not continue)."""
     from mlflow.exceptions import MlflowException
 
     experiment = client.get_experiment_by_name(experiment_name)
@@ -608,6 +612,12 @@ def find_or_create_run(
     quote = '"' if "'" in run_dir else "'"
     runs = client.search_runs([experiment.experiment_id], f"tags.run_dir = {quote}{run_dir}{quote}")
     if not runs:
+        return experiment.experiment_id, None
+    if not continues:  # the folder was removed (or emptied) and this is a new run in it: never the old one's
+        log.info(
+            f"MLflow holds a run of an earlier {run_dir} ({runs[0].info.run_id}), removed or emptied since; this new "
+            "run gets an MLflow run of its own"
+        )
         return experiment.experiment_id, None
     client.update_run(runs[0].info.run_id, status="RUNNING")
     return experiment.experiment_id, runs[0].info.run_id

@@ -20,7 +20,7 @@ from pytorch_lightning.plugins import TorchCheckpointIO
 from lenet_exp import many_steps
 from lenet_exp.callbacks import BestCheckpoint, EpochLine, EpochTimer
 from lenet_exp.errors import UserError, built, check_callable, traceback_codes
-from lenet_exp.loggers import RunTensorBoardLogger, close_loggers
+from lenet_exp.loggers import RunMLFlowLogger, RunTensorBoardLogger, close_loggers
 from lenet_exp.runtime.atomic import AtomicCheckpointIO
 from lenet_exp.runtime.checkpoints import (
     ConfigInCheckpoint,
@@ -188,6 +188,9 @@ def build(
     for each in loggers:  # once the Trainer is made: a setting it refuses leaves no event file
         if isinstance(each, RunTensorBoardLogger):
             each.starts_at(first_epoch)
+        if isinstance(each, RunMLFlowLogger):  # a resume continues its folder's MLflow run; a new run never another's
+            own = cfg.get("ckpt_path") and Path(cfg.ckpt_path).resolve().parent == (run_dir / CHECKPOINTS).resolve()
+            each.continues = finishing or bool(own)
     return datamodule, module, trainer, timer, stored
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import logging
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -191,6 +193,25 @@ def test_mlflow_run_of_a_continued_run_goes_on(tmp_path, fake_data, caplog):
     assert [m.step for m in client.get_metric_history(found.info.run_id, "train/loss")] == [0, 1]
     assert found.info.status == "FINISHED" and found.data.params["trainer.max_epochs"] == "1"
     assert "MLflow keeps the first values of trainer.max_epochs" in caplog.text
+
+
+@pytest.mark.slow  # MLflow's import and a database: about 4 s
+def test_a_new_run_in_a_folder_used_before_gets_an_mlflow_run_of_its_own(tmp_path, fake_data, caplog):
+    """A run folder removed and its path used again by a new run (a fixed hydra.run.dir): the new run was logged into
+    the old run's MLflow run (its parameters kept, two points per epoch). The store outlives the folder here as a
+    server's would."""
+    pytest.importorskip("mlflow", reason="logger=mlflow needs pip install 'lenet_exp[mlflow]' (make setup does)")
+    caplog.set_level(logging.INFO, logger="lenet_exp")
+    folder, store = tmp_path / "run", tmp_path / "store"
+    mine = ["logger=mlflow", f"logger.mlflow.save_dir={store / 'mlflow'}", "trainer.max_epochs=1"]
+    run(folder, fake_data, *mine, "data.batch_size=16")
+    shutil.rmtree(folder)
+    run(folder, fake_data, *mine, "data.batch_size=32")
+    client, runs = mlflow_runs(store)
+    assert sorted(r.data.params["data.batch_size"] for r in runs) == ["16", "32"]  # two runs, each its own
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert all([m.step for m in client.get_metric_history(r.info.run_id, "train/loss")] == [0] for r in runs)
+    assert "this new run gets an MLflow run of its own" in caplog.text
 
 
 @pytest.mark.slow  # MLflow's import and a database: about 4 s
