@@ -118,11 +118,8 @@ def first_line(err: BaseException) -> str:
 def root_cause(err: BaseException) -> BaseException:
     """The exception at the bottom of ``err``'s chain: a library that wraps another's error often says less than it
     (Optuna's "an exception is raised during the commit" for SQLite's "attempt to write a readonly database")."""
-    seen = {id(err)}
-    while (inner := err.__cause__ or err.__context__) is not None and id(inner) not in seen:
-        seen.add(id(inner))
-        err = inner
-    return err
+    *_, last = chain(err)
+    return last
 
 
 def fail(err: BaseException | str) -> NoReturn:

@@ -40,7 +40,7 @@ from pytorch_lightning.core.saving import save_hparams_to_yaml
 from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from lenet_exp.errors import UserError, chain, exit_on_user_error, fail, first_line
+from lenet_exp.errors import UserError, chain, exit_on_user_error, fail, first_line, root_cause
 from lenet_exp.runtime.cli import answer_help
 from lenet_exp.runtime.run_folder import (
     CSV,
@@ -77,12 +77,16 @@ SERVER_CALL_LIMITS = {
 def bounded_retries() -> Iterator[None]:
     """MLflow's client reads its retry settings from the environment at each call: set ``SERVER_CALL_LIMITS`` (those
     the user did not set) for the calls inside, and take them away after, so the user's other MLflow calls keep
-    MLflow's defaults."""
+    MLflow's defaults; urllib3's warnings of each retry are left out meanwhile."""
     ours = {key: value for key, value in SERVER_CALL_LIMITS.items() if key not in os.environ}
     os.environ.update(ours)
+    retries = logging.getLogger("urllib3.connectionpool")  # its "Retrying (Retry(total=1...))" lines: a failure
+    level = retries.level  # that lenet_exp says itself, once
+    retries.setLevel(logging.ERROR)
     try:
         yield
     finally:
+        retries.setLevel(level)
         for key in ours:
             os.environ.pop(key, None)
 
@@ -503,8 +507,10 @@ class RunMLFlowLogger(MLFlowLogger):
         else:
             when = f"at epoch {self._epoch}" if self._epoch else "before the first epoch"
         path = Path(self.run_dir) / UNSENT
+        what = "failed" if self._gone.startswith("it answered HTTP") else "stopped answering"
+        going = "the run goes on" if self._fitted else "training goes on"
         log.warning(
-            f"MLflow server {self._server} stopped answering {when} ({self._gone}); training goes on, and what it "
+            f"MLflow server {self._server} {what} {when} ({self._gone}); {going}, and what it "
             f"was not sent is kept in {path} (to send it later: python -m lenet_exp.loggers "
             f"{shlex.quote(str(self.run_dir))} {shlex.quote(self._server)})"
         )
@@ -640,9 +646,11 @@ def server_error_reason(err: BaseException) -> str:
     text = " ".join(str(e) for e in chain(err))
     if found := re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text):
         return found.group(1).strip()
+    if found := re.search(r"too many (\d{3}) error responses", text):  # requests' retries of a server's errors
+        return f"it answered HTTP {found.group(1)}"
     if re.search(r"timed? ?out", text, re.IGNORECASE):
         return "timed out"
-    return first_line(err)[:200]
+    return first_line(root_cause(err))[:300]
 
 
 def send_unsent(run_dir: str | Path, tracking_uri: str) -> int:

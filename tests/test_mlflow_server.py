@@ -165,6 +165,7 @@ def test_a_server_that_goes_away_mid_run_leaves_a_finished_run_and_what_it_was_n
         seconds = time.monotonic() - started
         assert not answers_health(uri)
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert "Retrying" not in out.stdout + out.stderr  # urllib3's lines of each retry: the failure is said once
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 3 and len(metrics["epoch_seconds"]) == 3
     (line,) = [line for line in out.stdout.splitlines() if "MLflow" in line]
@@ -209,3 +210,36 @@ def test_sending_from_a_run_that_kept_nothing_is_one_sentence(tmp_path):
         f"error: {tmp_path / UNSENT} does not exist: the run kept nothing unsent "
         "(give the run folder its warning named)."
     )
+
+
+@pytest.mark.slow  # MLflow's import and a short run: about 5 s
+def test_a_server_that_answers_errors_is_said_to_answer_them(tmp_path, fake_data):
+    """A server that answers HTTP 500 to every call (a broken MLflow, a proxy in front of a dead one): the warning
+    named a cut-off "HTTPConnectionPool(host=..." as the reason and said the server stopped answering."""
+    import http.server
+    import threading
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_error(500, "broken")
+
+        do_POST = do_GET  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri, run = f"http://127.0.0.1:{server.server_address[1]}", tmp_path / "run"
+    try:
+        args = [*ONE_EPOCH, f"data.data_dir={fake_data}", f"hydra.run.dir={run}", "logger=mlflow"]
+        out = run_main("lenet_exp", *args, f"logger.mlflow.tracking_uri={uri}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    (line,) = [line for line in out.stdout.splitlines() if "MLflow" in line]
+    assert line.startswith(
+        f"MLflow server {uri} failed before the first epoch (it answered HTTP 500); training goes on"
+    )
+    assert (run / UNSENT).is_file() and (run / "metrics.json").is_file()

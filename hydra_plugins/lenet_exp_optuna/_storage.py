@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lenet_exp.errors import UserError, first_line, root_cause
+from lenet_exp.errors import UserError, chain, first_line, root_cause
 from lenet_exp.runtime.run_folder import STUDY_STORAGE, sqlite_path, sqlite_url
 
 if TYPE_CHECKING:
@@ -163,10 +163,7 @@ def storage_failure(err: BaseException) -> str | None:
         kinds += (SQLAlchemyError,)
     except ImportError:  # a journal storage, without SQLAlchemy
         pass
-    chain, current = [err], err
-    while (current := current.__cause__ or current.__context__) is not None and current not in chain:
-        chain.append(current)
-    if not any(isinstance(each, kinds) for each in chain):
+    if not any(isinstance(each, kinds) for each in chain(err)):
         return None
     return first_line(root_cause(err))
 
