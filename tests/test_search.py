@@ -295,6 +295,16 @@ def test_a_storage_that_fails_between_trials_is_one_sentence_and_keeps_what_was_
     assert "readonly database" in said and "Nothing was run" not in said, said
     assert "run the same command again to go on" in said and "\n" not in said
     assert json.loads((sweep / "0" / "metrics.json").read_text())["epochs"] == 1  # what trial 0 wrote stays
+    # The same command again, the storage still gone: a new study's trial 0 retrained into folder 0, replacing
+    # its metrics.json; now refused, and the folder kept as it is.
+    kept = (sweep / "0" / "metrics.json").read_bytes()
+    with pytest.raises(UserError) as refused:
+        lenet_exp.sweep(*args)
+    assert (
+        f"the study lenet is not in sqlite:///{sweep / 'optuna.db'} any more, but {sweep} holds the folders of 1"
+        in (str(refused.value))
+    )
+    assert (sweep / "0" / "metrics.json").read_bytes() == kept and not (sweep / "1").exists()
 
 
 def test_pruning_stops_every_ddp_rank_together(tmp_path, data_dir):

@@ -17,12 +17,13 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydra_plugins.lenet_exp_optuna._plan import SearchPlan, override_value, search_plan
-from hydra_plugins.lenet_exp_optuna._storage import open_storage, shown
+from hydra_plugins.lenet_exp_optuna._storage import open_storage, shown, storage_url
 from lenet_exp.errors import UserError
-from lenet_exp.runtime.run_folder import sqlite_path
+from lenet_exp.runtime.run_folder import error_file, job_folders, last_checkpoint, metrics_file, sqlite_path
 
 if TYPE_CHECKING:
     import optuna
@@ -75,8 +76,35 @@ def prepare(sweeper: Any, config: DictConfig, arguments: list[str]) -> PreparedS
         # Nothing is stored yet in an SQLite file that does not exist (the default one is made in the sweep folder).
         prepared.storage = open_storage(plan.url)
         prepared.study = _stored(prepared)
+    if prepared.study is None:
+        _no_lost_trials(prepared, Path(sweep_dir))
     _last = (config, sweep_dir, list(arguments), prepared)
     return prepared
+
+
+def _no_lost_trials(prepared: PreparedStudy, sweep_dir: Path) -> None:
+    """Refuse a new study whose sweep folder holds trials that ran (lenet_exp's check of earlier sweeps let them
+    pass as this study's): its storage lost it (the file removed, emptied or replaced), and a new study's trials,
+    numbered from 0 again, would replace their folders."""
+    from lenet_exp.runtime.hydra_callbacks import job_sweeper
+
+    def mine(job: Path) -> bool:  # a trial of this study: its name, in this storage (another's is refused later)
+        sweeper, started_in = job_sweeper(job)
+        if not isinstance(sweeper, dict) or sweeper.get("study_name") != prepared.name:
+            return False
+        try:
+            return storage_url(sweeper.get("storage"), str(sweep_dir), str(started_in)) == prepared.plan.url
+        except UserError:  # a storage that cannot be where this one is
+            return False
+
+    jobs = job_folders(sweep_dir) if sweep_dir.is_dir() else []
+    ran = [j for j in jobs if any(f(j).is_file() for f in (metrics_file, last_checkpoint, error_file)) and mine(j)]
+    if ran:
+        raise UserError(
+            f"the study {prepared.name} is not in {shown(prepared.plan.url)} any more, but {sweep_dir} holds the "
+            f"folders of {len(ran)} of its trials, which a new study's trials (numbered from 0 again) would replace; "
+            "restore the storage, or give another hydra.sweep.dir (a new study)."
+        )
 
 
 def _stored(prepared: PreparedStudy) -> optuna.Study | None:

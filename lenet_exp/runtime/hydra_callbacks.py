@@ -178,7 +178,7 @@ def check_no_earlier_sweep(config: DictConfig) -> None:
     here = where(mine, str(sweep), str(config.hydra.runtime.cwd))
 
     def of_this_study(job: Path) -> bool:
-        sweeper, started_in = _job_sweeper(job)
+        sweeper, started_in = job_sweeper(job)
         same = _sweep_of(sweeper) == _sweep_of(mine)
         return same and where(sweeper, str(sweep), str(started_in)) == here
 
@@ -199,7 +199,7 @@ def _sweep_of(sweeper: Any) -> tuple[Any, Any]:
     return value_at(sweeper, "_target_"), value_at(sweeper, "study_name")
 
 
-def _job_sweeper(job: Path) -> tuple[Any, Any]:
+def job_sweeper(job: Path) -> tuple[Any, Any]:
     """The job folder's sweeper settings and the folder its command started in, from its .hydra/hydra.yaml read
     as written (data: nothing named there is imported); (None, None) for a file that cannot be read."""
     try:
