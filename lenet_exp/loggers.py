@@ -116,13 +116,21 @@ def folder_name(name: str) -> str:
 
 
 def at_epoch(metrics: dict[str, Any], step: int | None) -> tuple[dict[str, Any], int | None]:
-    """``metrics`` and the step to log them at: the epoch (from 0) for what the module logs once per epoch, so that
+    """``metrics`` and the step to log them at: the epoch (from 0) for what the module logs once per epoch (its
+    ``train/``, ``val/`` and ``test/`` values, and what other callbacks log with them at an epoch's end), so that
     runs of any batch size line up. Lightning hands loggers such values with the ``epoch`` they belong to and the
-    optimizer steps so far as ``step``; a value logged with its own step (``LearningRateMonitor``'s, lenet_exp's
-    final test) comes without ``epoch`` and keeps its step."""
+    optimizer steps so far as ``step``. A callback's values logged at every step (the module logs none) keep
+    Lightning's step, as do values logged with a step of their own (``LearningRateMonitor``'s, lenet_exp's final
+    test), which come without ``epoch``."""
     if "epoch" not in metrics:
         return metrics, step
-    return {key: value for key, value in metrics.items() if key != "epoch"}, int(metrics["epoch"])
+    values = {key: value for key, value in metrics.items() if key != "epoch"}
+    return values, int(metrics["epoch"]) if an_epochs(metrics) else step
+
+
+def an_epochs(metrics: dict[str, Any]) -> bool:
+    """Whether Lightning hands ``metrics`` as an epoch's: with its ``epoch``, and the module's values among them."""
+    return "epoch" in metrics and any(key.partition("/")[0] in ("train", "val", "test") for key in metrics)
 
 
 class RunTensorBoardLogger(TensorBoardLogger):
@@ -546,7 +554,7 @@ class RunMLFlowLogger(MLFlowLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        by_epoch = "epoch" in metrics
+        by_epoch = an_epochs(metrics)
         metrics, step = at_epoch(metrics, step)
         if by_epoch and not self._fitted:
             self._epoch = max(self._epoch, int(step) + 1)  # the epochs (from 0) the module has logged

@@ -367,3 +367,13 @@ def test_a_job_named_by_long_overrides_gets_a_folder_name_the_file_system_takes(
         folders.append(Path(logger.log_dir))
     assert all(folder.is_dir() and len(folder.name.encode()) <= 255 for folder in folders)
     assert folders[0] != folders[1] and folders[0].name.startswith("model.key0=0.012345678901234567,")
+
+
+def test_the_modules_values_are_logged_at_their_epoch_and_a_callbacks_per_step_values_at_their_step():
+    """lenet_exp's loggers put an epoch's values (the module's, and what is logged with them) at the epoch, and
+    what a callback of one's own logs at every step at Lightning's step, as without lenet_exp."""
+    from lenet_exp.loggers import at_epoch
+
+    assert at_epoch({"train/loss": 0.5, "mine": 1.0, "epoch": 2}, 470) == ({"train/loss": 0.5, "mine": 1.0}, 2)
+    assert at_epoch({"mine/per_step": 1.0, "epoch": 2}, 470) == ({"mine/per_step": 1.0}, 470)
+    assert at_epoch({"lr-Adam": 0.001}, 470) == ({"lr-Adam": 0.001}, 470)  # logged with its own step
