@@ -654,8 +654,9 @@ def server_error_reason(err: BaseException) -> str:
     text = " ".join(str(e) for e in chain(err))
     if found := re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text):
         return found.group(1).strip()
-    if found := re.search(r"too many (\d{3}) error responses", text):  # requests' retries of a server's errors
-        return f"it answered HTTP {found.group(1)}"
+    # requests' retries of a server's errors, or MLflow's own check of the status it got
+    if found := re.search(r"too many (\d{3}) error responses|failed with error code (\d{3}) != \d{3}", text):
+        return f"it answered HTTP {found.group(1) or found.group(2)}"
     if re.search(r"timed? ?out", text, re.IGNORECASE):
         return "timed out"
     return first_line(root_cause(err))[:300]

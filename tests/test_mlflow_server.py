@@ -212,6 +212,23 @@ def test_sending_from_a_run_that_kept_nothing_is_one_sentence(tmp_path):
     )
 
 
+def test_a_servers_error_status_is_named_as_mlflows_client_reports_it():
+    """MLflow's client reports a status it got either after requests' retries or from its own check of the
+    answer, depending on the call; each is the status, not the first 200 characters of the message."""
+    from mlflow.exceptions import MlflowException
+    from requests.exceptions import RetryError
+
+    from lenet_exp.loggers import server_error_reason
+
+    retried = RetryError("Max retries exceeded with url: /x (Caused by ResponseError('too many 503 error responses'))")
+    try:
+        raise MlflowException(f"API request to http://h/api/2.0/mlflow/runs/create failed with exception {retried}")
+    except MlflowException as err:
+        assert server_error_reason(err) == "it answered HTTP 503"
+    checked = "API request to endpoint /api/2.0/mlflow/runs/create failed with error code 500 != 200. Response body: ''"
+    assert server_error_reason(MlflowException(checked)) == "it answered HTTP 500"
+
+
 @pytest.mark.slow  # MLflow's import and a short run: about 5 s
 def test_a_server_that_answers_errors_is_said_to_answer_them(tmp_path, fake_data):
     """A server that answers HTTP 500 to every call (a broken MLflow, a proxy in front of a dead one): the warning
