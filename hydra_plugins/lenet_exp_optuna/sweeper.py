@@ -226,14 +226,16 @@ class OptunaSweeper(Sweeper):
         """Records ``trial`` FAIL with ``reason``; one log line if even that cannot be stored."""
         from optuna.trial import TrialState
 
-        from lenet_exp.errors import root_cause
+        from lenet_exp.errors import first_line, root_cause
 
         try:
             trial.set_user_attr("error", reason)
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         except Exception as err:
-            cause = root_cause(err)  # Optuna's own words for a failed commit say less than SQLite's
-            log.warning(f"trial {trial.number} could not be marked failed ({reason}): {type(cause).__name__}: {cause}")
+            cause = root_cause(err)  # Optuna's own words for a failed commit say less than SQLite's (its first line:
+            # SQLAlchemy's message goes on with the statement and its parameters)
+            why = f"{type(cause).__name__}: {first_line(cause)}"
+            log.warning(f"trial {trial.number} could not be marked failed ({reason}): {why}")
 
     def _write_results(self, study: Any, plan: Any, sweep_dir: Path) -> None:
         import yaml
