@@ -290,6 +290,25 @@ def test_a_grid_sweep_into_a_folder_whose_job_started_and_wrote_nothing_else_is_
         check_no_earlier_sweep(config)
 
 
+def test_a_job_killed_while_hydra_wrote_its_settings_holds_nothing_a_sweep_could_replace(tmp_path):
+    """A study's worker killed as its job began: the job's .hydra/hydra.yaml half written, nothing else. Read as
+    another sweep's job, it refused the study's next worker ("holds the runs of an earlier sweep")."""
+    from omegaconf import OmegaConf
+
+    from lenet_exp.runtime.hydra_callbacks import check_no_earlier_sweep
+
+    sweep = tmp_path / "sweep"
+    (sweep / "0" / ".hydra").mkdir(parents=True)
+    (sweep / "0" / ".hydra" / "hydra.yaml").write_text("hydra:\n  sweeper:\n    _target_: [hydra_plugins.lenet_e")
+    sweeper = {"_target_": "hydra_plugins.lenet_exp_optuna.sweeper.OptunaSweeper", "study_name": "lenet"}
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}, "sweeper": sweeper}})
+    config.hydra.runtime = {"cwd": str(tmp_path)}
+    check_no_earlier_sweep(config)  # not refused
+    (sweep / "0" / "metrics.json").write_text("{}")  # a job that ran, its settings unreadable: still refused
+    with pytest.raises(UserError, match=r"holds the runs of an earlier sweep \(1 job folder\)"):
+        check_no_earlier_sweep(config)
+
+
 @pytest.mark.slow  # two studies of one trial, 3 s
 def test_a_relative_storage_means_the_folder_the_command_started_in_for_every_job(tmp_path, fake_data, monkeypatch):
     """sqlite:///study.db typed in one folder is that folder's file, for the sweep's check of its folder and for

@@ -182,10 +182,16 @@ def check_no_earlier_sweep(config: DictConfig) -> None:
         same = _sweep_of(sweeper) == _sweep_of(mine)
         return same and where(sweeper, str(sweep), str(started_in)) == here
 
-    # a job that has started holds Hydra's files of its settings, also while it runs or once it was interrupted
-    # before its first checkpoint: a new sweep would rewrite them (and the running job's result say another's)
-    started = (metrics_file, last_checkpoint, error_file, hydra_settings_file)
-    earlier = [j for j in jobs if any(f(j).is_file() for f in started) and (grid or not of_this_study(j))]
+    def started(job: Path) -> bool:
+        """A job that has run, or has started: it holds Hydra's files of its settings, also while it runs or once it
+        was interrupted before its first checkpoint, and a new sweep would rewrite them (and the running job's
+        result say another's). A job killed while Hydra wrote them holds a file that cannot be read, and nothing a
+        new sweep could replace."""
+        if any(f(job).is_file() for f in (metrics_file, last_checkpoint, error_file)):
+            return True
+        return hydra_settings_file(job).is_file() and job_sweeper(job) != (None, None)
+
+    earlier = [j for j in jobs if started(j) and (grid or not of_this_study(j))]
     if earlier:
         raise UserError(
             f"{sweep} holds the runs of an earlier sweep ({len(earlier)} job folder{'s' * (len(earlier) != 1)}), "
