@@ -23,6 +23,18 @@ STORAGE_HINT = (
 )
 
 
+def stored_at(settings: dict[str, Any], sweep_dir: str, started_in: str) -> str | None:
+    """Where the sweeper settings ``settings`` (as written) store their study: its URL, a relative file taken
+    from ``started_in``, the folder the sweep's command started in; the storage as written where it cannot be
+    resolved (a file in a folder gone since). lenet_exp's checks that a sweep folder holds no other study's trials,
+    and no trials of a study its storage lost, compare it."""
+    storage = settings.get("storage")
+    try:
+        return storage_url(storage, sweep_dir, started_in)
+    except UserError:
+        return storage
+
+
 def storage_url(storage: str | None, sweep_dir: str, started_in: str | Path = ".") -> str:
     """``hydra.sweeper.storage`` as an absolute URL: null is an SQLite file in the sweep folder; relative
     paths (``sqlite:///study.db``, ``journal:study.log``) are taken from ``started_in``, the folder the command

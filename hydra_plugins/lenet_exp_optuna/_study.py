@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from omegaconf import OmegaConf
+
 from hydra_plugins.lenet_exp_optuna._plan import SearchPlan, override_value, search_plan
-from hydra_plugins.lenet_exp_optuna._storage import open_storage, shown, storage_url
+from hydra_plugins.lenet_exp_optuna._storage import open_storage, shown, stored_at
 from lenet_exp.errors import UserError
 from lenet_exp.runtime.run_folder import error_file, job_folders, last_checkpoint, metrics_file, sqlite_path
 
@@ -77,28 +79,26 @@ def prepare(sweeper: Any, config: DictConfig, arguments: list[str]) -> PreparedS
         prepared.storage = open_storage(plan.url)
         prepared.study = _stored(prepared)
     if prepared.study is None:
-        _no_lost_trials(prepared, Path(sweep_dir))
+        _no_lost_trials(prepared, config, Path(sweep_dir))
     _last = (config, sweep_dir, list(arguments), prepared)
     return prepared
 
 
-def _no_lost_trials(prepared: PreparedStudy, sweep_dir: Path) -> None:
+def _no_lost_trials(prepared: PreparedStudy, config: DictConfig, sweep_dir: Path) -> None:
     """Refuse a new study whose sweep folder holds trials that ran (lenet_exp's check of earlier sweeps let them
     pass as this study's): its storage lost it (the file removed, emptied or replaced), and a new study's trials,
     numbered from 0 again, would replace their folders."""
-    from lenet_exp.runtime.hydra_callbacks import job_sweeper
+    from lenet_exp.runtime.hydra_callbacks import job_sweeper, same_study
 
-    def mine(job: Path) -> bool:  # a trial of this study: its name, in this storage (another's is refused later)
-        sweeper, started_in = job_sweeper(job)
-        if not isinstance(sweeper, dict) or sweeper.get("study_name") != prepared.name:
-            return False
-        try:
-            return storage_url(sweeper.get("storage"), str(sweep_dir), str(started_in)) == prepared.plan.url
-        except UserError:  # a storage that cannot be where this one is
-            return False
-
+    # a trial of this study: its sweeper and name, in this storage (another study's trials are refused later)
+    settings = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
     jobs = job_folders(sweep_dir) if sweep_dir.is_dir() else []
-    ran = [j for j in jobs if any(f(j).is_file() for f in (metrics_file, last_checkpoint, error_file)) and mine(j)]
+    ran = [
+        j
+        for j in jobs
+        if any(f(j).is_file() for f in (metrics_file, last_checkpoint, error_file))
+        and same_study(job_sweeper(j), settings, sweep_dir, ".", stored_at)
+    ]
     if ran:
         raise UserError(
             f"the study {prepared.name} is not in {shown(prepared.plan.url)} any more, but {sweep_dir} holds the "

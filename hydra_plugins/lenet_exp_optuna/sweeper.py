@@ -72,17 +72,11 @@ class OptunaSweeper(Sweeper):
 
     @staticmethod
     def study_of(settings: dict[str, Any], sweep_dir: str, started_in: str) -> str | None:
-        """Where the sweeper settings ``settings`` (as written) store their study: its URL, a relative file taken
-        from ``started_in``, the folder the sweep's command started in (lenet_exp's check that a sweep folder holds
-        no other study's trials compares it)."""
-        from hydra_plugins.lenet_exp_optuna._storage import storage_url
-        from lenet_exp.errors import UserError
+        """Where the sweeper settings ``settings`` (as written) store their study (``_storage.stored_at``), for
+        lenet_exp's check that a sweep folder holds no other study's trials."""
+        from hydra_plugins.lenet_exp_optuna._storage import stored_at
 
-        storage = settings.get("storage")
-        try:
-            return storage_url(storage, sweep_dir, started_in)
-        except UserError:  # a file in a folder gone since, ...: the storage as written
-            return storage
+        return stored_at(settings, sweep_dir, started_in)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -175,23 +175,21 @@ def check_no_earlier_sweep(config: DictConfig) -> None:
     # Where this sweep's class says a study is stored (study_of, which lenet_exp's Optuna sweeper offers: two
     # studies of one name in two storages are two); the class is this sweep's own, never one a job folder names.
     where = getattr(_sweeper_class(config), "study_of", lambda settings, sweep_dir, started_in: None)
-    here = where(mine, str(sweep), str(config.hydra.runtime.cwd))
 
-    def of_this_study(job: Path) -> bool:
-        sweeper, started_in = job_sweeper(job)
-        same = _sweep_of(sweeper) == _sweep_of(mine)
-        return same and where(sweeper, str(sweep), str(started_in)) == here
-
-    def started(job: Path) -> bool:
-        """A job that has run, or has started: it holds Hydra's files of its settings, also while it runs or once it
-        was interrupted before its first checkpoint, and a new sweep would rewrite them (and the running job's
-        result say another's). A job killed while Hydra wrote them holds a file that cannot be read, and nothing a
-        new sweep could replace."""
-        if any(f(job).is_file() for f in (metrics_file, last_checkpoint, error_file)):
+    def earlier_sweeps(job: Path) -> bool:
+        """A job that has run, or has started, of another sweep. Started: it holds Hydra's files of its settings,
+        also while it runs or once it was interrupted before its first checkpoint, and a new sweep would rewrite
+        them (and the running job's result say another's). A job killed while Hydra wrote them holds a file that
+        cannot be read, and nothing a new sweep could replace."""
+        ran = any(f(job).is_file() for f in (metrics_file, last_checkpoint, error_file))
+        if grid and ran:
             return True
-        return hydra_settings_file(job).is_file() and job_sweeper(job) != (None, None)
+        stored = job_sweeper(job)  # read once per job
+        if not ran and stored == (None, None):
+            return False
+        return grid or not same_study(stored, mine, sweep, config.hydra.runtime.cwd, where)
 
-    earlier = [j for j in jobs if started(j) and (grid or not of_this_study(j))]
+    earlier = [j for j in jobs if earlier_sweeps(j)]
     if earlier:
         raise UserError(
             f"{sweep} holds the runs of an earlier sweep ({len(earlier)} job folder{'s' * (len(earlier) != 1)}), "
@@ -203,6 +201,19 @@ def check_no_earlier_sweep(config: DictConfig) -> None:
 def _sweep_of(sweeper: Any) -> tuple[Any, Any]:
     """Which sweep made a job, as its sweeper settings say: the sweeper's class and its study's name (as written)."""
     return value_at(sweeper, "_target_"), value_at(sweeper, "study_name")
+
+
+def same_study(
+    job: tuple[Any, Any], settings: Any, sweep_dir: Path, started_in: Any, study_of: Callable[[Any, str, str], Any]
+) -> bool:
+    """Whether a job of the sweep folder ``sweep_dir``, whose sweeper settings and start folder are ``job``
+    (``job_sweeper``'s answer), is a trial of the study that the sweeper settings ``settings`` (as written, of a
+    command started in ``started_in``) describe: the same sweeper class and study name, stored where
+    ``study_of`` (the sweeper class's answer to where settings store their study) says for both."""
+    theirs, their_start = job
+    if _sweep_of(theirs) != _sweep_of(settings):
+        return False
+    return study_of(theirs, str(sweep_dir), str(their_start)) == study_of(settings, str(sweep_dir), str(started_in))
 
 
 def job_sweeper(job: Path) -> tuple[Any, Any]:
