@@ -54,6 +54,31 @@ class EpochTimer(Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
+class KeptStop(Callback):
+    """A run that a callback stopped before its last epoch (early stopping, a pruned trial, ``trainer.max_time``)
+    stays stopped when its own folder's checkpoint is resumed: Lightning keeps each callback's state in
+    ``last.ckpt``, not the trainer's ``should_stop``, so a run killed after that checkpoint (in its final test) would
+    otherwise train on. ``resuming``: the checkpoint is this run's own (another run's, ``ckpt_path=``, starts
+    training again whatever stopped that run)."""
+
+    def __init__(self, resuming: bool) -> None:
+        self.resuming, self.stopped = resuming, False
+        self._trainer: pl.Trainer | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:  # saved after the epoch's stopping callbacks (checkpoints come last)
+        return {"stopped": bool(self._trainer is not None and self._trainer.should_stop)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.stopped = bool(state_dict.get("stopped"))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.resuming and self.stopped:
+            trainer.should_stop = True  # Lightning's fit loop then trains no epoch; the final test runs
+
+
 def validated(trainer: pl.Trainer) -> bool:
     """Whether this hook follows a real evaluation of the fit's validation loop (not Lightning's sanity check)."""
     return not trainer.sanity_checking

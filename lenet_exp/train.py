@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint, ProgressBar
 from pytorch_lightning.plugins import TorchCheckpointIO
 
 from lenet_exp import many_steps
-from lenet_exp.callbacks import BestCheckpoint, EpochLine, EpochTimer
+from lenet_exp.callbacks import BestCheckpoint, EpochLine, EpochTimer, KeptStop
 from lenet_exp.errors import UserError, built, check_callable, traceback_codes
 from lenet_exp.loggers import RunMLFlowLogger, RunTensorBoardLogger, close_loggers
 from lenet_exp.runtime.atomic import AtomicCheckpointIO
@@ -171,7 +171,8 @@ def build(
             "hydra.output_subdir=null: this run keeps no .hydra folder, so lenet_exp.resume cannot continue it; "
             f"python -m lenet_exp {override('ckpt_path', last_checkpoint(run_dir))} with its settings can"
         )
-    callbacks += [timer, EpochLine(timer), stored, RankWatch(str(run_dir))]
+    own = bool(cfg.get("ckpt_path")) and Path(cfg.ckpt_path).resolve().parent == (run_dir / CHECKPOINTS).resolve()
+    callbacks += [timer, EpochLine(timer), stored, RankWatch(str(run_dir)), KeptStop(resuming=own)]
     if cfg.get("ckpt_path"):  # the schedule comes back with the weights: it must reach to this run's end
         callbacks.append(RestoredSchedule(cfg.ckpt_path))
     callbacks += trial_callbacks(cfg.get("optimized_metric"))  # a trial of a study: report epochs, maybe prune
@@ -189,8 +190,7 @@ def build(
         if isinstance(each, RunTensorBoardLogger):
             each.starts_at(first_epoch)
         if isinstance(each, RunMLFlowLogger):  # a resume continues its folder's MLflow run; a new run never another's
-            own = cfg.get("ckpt_path") and Path(cfg.ckpt_path).resolve().parent == (run_dir / CHECKPOINTS).resolve()
-            each.continues = finishing or bool(own)
+            each.continues = finishing or own
     return datamodule, module, trainer, timer, stored
 
 

@@ -14,7 +14,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ROOT, TIMING, TINY, event_dir, run_cli, run_main, scalars, write_fake_fashion_mnist
+from conftest import (
+    ROOT,
+    TIMING,
+    TINY,
+    epoch_lines,
+    event_dir,
+    run_cli,
+    run_main,
+    scalars,
+    write_fake_fashion_mnist,
+)
 
 import lenet_exp
 from lenet_exp.errors import UserError
@@ -305,6 +315,30 @@ def test_a_run_stopped_between_its_last_checkpoint_and_metrics_json_resumes_to_i
     damaged = run_main("lenet_exp.resume", str(run))
     assert damaged.returncode == 1 and "Traceback" not in damaged.stderr, damaged.stderr[-3000:]
     assert f"error: {best} cannot be read (" in damaged.stderr and "missing, truncated or damaged" in damaged.stderr
+
+
+def test_a_run_early_stopping_ended_trains_nothing_when_resumed_after_its_last_checkpoint(tmp_path, fake_data):
+    """Early stopping (here: at the first epoch, its threshold reached) ended the run before its last epoch; killed
+    after that epoch's checkpoint, in its final test: resume trained on (Lightning restores the callbacks' states,
+    not the trainer's stop), to other weights, epochs and test accuracy."""
+    run = tmp_path / "run"
+    settings = [*TINY, f"data.data_dir={fake_data}", "data.val_size=16", "trainer.max_epochs=4"]
+    settings += ["callbacks=with_early_stopping", "+callbacks.early_stopping.stopping_threshold=0.0"]
+    trained = run_main("lenet_exp", *settings, f"hydra.run.dir={run}")
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    expected = json.loads((run / "metrics.json").read_text())
+    assert expected["epochs"] == 1, expected  # (the case this checks: stopped before max_epochs)
+    last = run / "checkpoints" / "last.ckpt"
+    weights = load_checkpoint(last)["state_dict"]
+    (run / "metrics.json").unlink()  # as if killed in the final test
+    resumed = run_main("lenet_exp.resume", str(run))
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert epoch_lines(resumed.stdout + resumed.stderr) == []  # no epoch trained
+    metrics = json.loads((run / "metrics.json").read_text())
+    drop = (*TIMING, "environment")
+    assert {k: v for k, v in metrics.items() if k not in drop} == {k: v for k, v in expected.items() if k not in drop}
+    after = load_checkpoint(last)["state_dict"]
+    assert all(torch.equal(weights[k], after[k]) for k in weights)
 
 
 def unless_raw(command):
