@@ -42,9 +42,11 @@ HOW_TO_GET = (
 )
 
 
-def candidate_dirs(data_dir: Path) -> list[Path]:
-    """Where the files are looked for, in order (torchvision's download puts them in FashionMNIST/raw)."""
-    return [data_dir, data_dir / "FashionMNIST" / "raw", DEBIAN_DIR]
+def candidate_dirs(data_dir: Path, published: bool = True) -> list[Path]:
+    """Where the files are looked for, in order (torchvision's download puts them in FashionMNIST/raw). Debian's
+    folder only for the published files (``data.verify_md5``): it holds those, not files of one's own, which a
+    run (or a resume after its folder moved) would otherwise train on in their place without a word."""
+    return [data_dir, data_dir / "FashionMNIST" / "raw", *([DEBIAN_DIR] if published else [])]
 
 
 def _readable(directory: Path) -> bool:
@@ -62,13 +64,14 @@ def _file_in(directory: Path, name: str) -> Path | None:
     return None
 
 
-def find_files(data_dir: Path, download: bool = False) -> dict[str, Path]:
-    """Map each of the four IDX names to the first directory that holds all four.
+def find_files(data_dir: Path, download: bool = False, published: bool = True) -> dict[str, Path]:
+    """Map each of the four IDX names to the first directory that holds all four (``published``: the files are
+    checked against Fashion-MNIST's published MD5s, and Debian's copy may serve them).
 
     Falls back to torchvision's download into ``data_dir`` when ``download`` is true.
     """
     names = [name for pair in FILES.values() for name in pair]
-    for directory in candidate_dirs(data_dir):
+    for directory in candidate_dirs(data_dir, published):
         if not _readable(directory):
             raise UserError(
                 f"{directory} cannot be read (permission denied); fix its permissions or point "
@@ -77,7 +80,7 @@ def find_files(data_dir: Path, download: bool = False) -> dict[str, Path]:
         found = {name: _file_in(directory, name) for name in names}
         if all(found.values()):
             return found  # type: ignore[return-value]
-    searched = ", ".join(str(d) for d in candidate_dirs(data_dir))
+    searched = ", ".join(str(d) for d in candidate_dirs(data_dir, published))
     if download and str(data_dir).startswith("~"):  # no home folder to expand it to (HOME unset, a bare user ID)
         raise UserError(
             f"data.data_dir={data_dir} is in the home folder, and this process has none (HOME is not set); give "
@@ -95,6 +98,12 @@ def find_files(data_dir: Path, download: bool = False) -> dict[str, Path]:
                 f"Fashion-MNIST was not found in {searched} and the download failed ({reason}); {HOW_TO_GET}."
             ) from err
         return find_files(data_dir, download=False)
+    if not published:  # files of one's own: Debian's Fashion-MNIST is not used in their place
+        raise UserError(
+            f"the four IDX files were not found in {searched}; with data.verify_md5=false they are files of your "
+            f"own, so Debian's Fashion-MNIST is not used in their place: give data.data_dir=<the folder that holds "
+            "them> (to lenet_exp.resume and lenet_exp.eval too, once the files have moved)."
+        )
     raise UserError(f"Fashion-MNIST was not found in {searched}; {HOW_TO_GET}.")
 
 
@@ -231,7 +240,7 @@ class FashionMNIST(pl.LightningDataModule):
         return "val" if self.val_size else "test"
 
     def prepare_data(self) -> None:
-        find_files(self.data_dir, self.download)  # downloads, on one process, when asked to
+        find_files(self.data_dir, self.download, self.verify_md5)  # downloads, on one process, when asked to
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "fit" and self.trainer is not None:
@@ -245,7 +254,7 @@ class FashionMNIST(pl.LightningDataModule):
             self.splits = {name: split.to(device) for name, split in self.splits.items()}
 
     def _load(self) -> dict[str, InMemoryImages]:
-        files = find_files(self.data_dir, download=False)
+        files = find_files(self.data_dir, download=False, published=self.verify_md5)
         log.info("Fashion-MNIST from %s", files[FILES["train"][0]].parent)
         train_x, train_y = load_split(files, "train", self.verify_md5)
         test_x, test_y = load_split(files, "test", self.verify_md5)

@@ -1,6 +1,7 @@
 """The Fashion-MNIST files and the DataModule, on tiny synthetic IDX files."""
 
 import gzip
+import hashlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -201,8 +202,13 @@ def test_without_a_home_folder_the_default_folder_is_passed_over_and_a_download_
     monkeypatch.setattr(pwd, "getpwuid", no_entry)
     with pytest.raises(RuntimeError, match="Could not determine home directory"):
         Path("~").expanduser()  # the machine this test stands for
-    monkeypatch.setattr(data, "DEBIAN_DIR", fake_data)
-    metrics = train(compose_config(tmp_path / "run", ONE_EPOCH))  # data.data_dir left as it is
+    monkeypatch.setattr(data, "DEBIAN_DIR", fake_data)  # the synthetic files stand for Debian's published ones
+    published = {
+        f.name.removesuffix(".gz"): hashlib.md5(gzip.decompress(f.read_bytes())).hexdigest()
+        for f in fake_data.iterdir()
+    }
+    monkeypatch.setattr(data, "MD5", published)
+    metrics = train(compose_config(tmp_path / "run", [*ONE_EPOCH, "data.verify_md5=true"]))  # data_dir as it is
     assert metrics["epochs"] == 1 and (tmp_path / "run" / "metrics.json").is_file()
     monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian")  # nothing found: a download is asked for
     with pytest.raises(UserError, match=r"^data.data_dir=~/.cache/lenet_exp is in the home folder, and this process"):

@@ -82,7 +82,7 @@ def damaged_gz(name: str, where: str):
 
 BAD_INPUTS = {
     # id: (overrides, setup of the synthetic data folder, the sentence expected)
-    "data: missing files": ([], remove_all, "Fashion-MNIST was not found in .*; run `make data`"),
+    "data: missing files": ([], remove_all, "the four IDX files were not found in .*; with data.verify_md5=false"),
     "data: truncated file": ([], raw("train-images-idx3-ubyte", cut=100), "truncated or corrupt"),
     "data: wrong magic": ([], raw("t10k-labels-idx1-ubyte", magic=b"\0\0\x08\x03"), "magic number 0x803"),
     "data: counts differ": (

@@ -341,6 +341,27 @@ def test_a_run_early_stopping_ended_trains_nothing_when_resumed_after_its_last_c
     assert all(torch.equal(weights[k], after[k]) for k in weights)
 
 
+def test_a_run_whose_own_data_moved_is_refused_not_trained_on_debians_and_resumes_when_given_the_new_folder(
+    tmp_path, fake_data
+):
+    """Files of one's own (data.verify_md5=false) moved since the run: resume took Debian's Fashion-MNIST in their
+    place without a word (where it is installed, as on CI), and went on training on other data."""
+    run, moved = tmp_path / "run", tmp_path / "moved"
+    settings = [*TINY, f"data.data_dir={fake_data}", "trainer.max_epochs=1", "logger=none"]
+    assert run_main("lenet_exp", *settings, f"hydra.run.dir={run}").returncode == 0
+    expected = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").unlink()  # as if killed in the final test
+    fake_data.rename(moved)
+    refused = run_main("lenet_exp.resume", str(run))
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    assert f"error: the four IDX files were not found in {fake_data}, " in refused.stderr, refused.stderr
+    assert "give data.data_dir=<the folder that holds them>" in refused.stderr and not (run / "metrics.json").exists()
+    resumed = run_main("lenet_exp.resume", str(run), f"data.data_dir={moved}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_acc"] == expected["test_acc"] and metrics["train_loss"] == expected["train_loss"]
+
+
 def unless_raw(command):
     """``command()``, failing the test (not stopping pytest) where Ctrl-C comes out of it as KeyboardInterrupt."""
     try:
