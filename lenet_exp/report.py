@@ -234,7 +234,7 @@ def summarize(sweep: Path) -> list[dict[str, Any]]:
     rows = []
     for job in job_folders(sweep):
         try:
-            rows.append(summarize_job(job))
+            rows.append({**summarize_job(job), "job": str(job.relative_to(sweep))})  # seed_1/0: a nested subdir
         except Damaged as err:
             status = f"damaged: {err}"
             try:  # its overrides still name its row where they can be read
@@ -242,7 +242,9 @@ def summarize(sweep: Path) -> list[dict[str, Any]]:
             except Exception:
                 shown = ""
             empty = {"group_overrides": [], "seed": None, "curve_tag": "", "curve": []}
-            rows.append({"job": job.name, "overrides": shown, "group": shown, **empty, "status": status})
+            rows.append(
+                {"job": str(job.relative_to(sweep)), "overrides": shown, "group": shown, **empty, "status": status}
+            )
     return rows
 
 

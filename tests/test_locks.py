@@ -221,6 +221,26 @@ def test_a_folder_that_holds_a_run_is_refused_before_anything_is_written_over(tm
     assert not (failed / "0" / "metrics.json").exists()
 
 
+def test_a_sweep_whose_job_folders_are_nested_is_refused_again_and_every_job_is_reported(tmp_path, fake_data):
+    """hydra.sweep.subdir with a / (seed_${seed}/job_${hydra.job.num}, or ${hydra.job.override_dirname} with a value
+    such as val/acc) puts the job folders deeper down: the same sweep again replaced every job's results without a
+    word, the report said the folder holds no job folders, and lenet_exp.sweep returned no job."""
+    import lenet_exp
+
+    sweep = tmp_path / "nested"
+    args = [*ONE_EPOCH, f"data.data_dir={fake_data}", "logger=none", f"hydra.sweep.dir={sweep}"]
+    args.append("hydra.sweep.subdir=seed_${seed}/job_${hydra.job.num}")
+    runs = lenet_exp.sweep(*args, "seed=2,1")
+    assert [run.run_dir.relative_to(sweep).as_posix() for run in runs] == ["seed_2/job_0", "seed_1/job_1"]
+    before = (sweep / "seed_1" / "job_1" / "metrics.json").read_bytes()
+    out = run_main("lenet_exp", "-m", *args, "seed=2,1")  # the same command again
+    assert out.returncode == 1 and f"error: {sweep} holds the runs of an earlier sweep (2 job folders)" in out.stderr
+    assert (sweep / "seed_1" / "job_1" / "metrics.json").read_bytes() == before
+    report = run_main("lenet_exp.report", str(sweep))
+    assert report.returncode == 0, report.stderr
+    assert "seed_2/job_0" in report.stdout and "seed_1/job_1" in report.stdout, report.stdout
+
+
 @pytest.mark.slow  # several runs and sweeps, 3 s: make test runs it, make test-fast does not
 def test_a_new_study_into_the_folder_of_another_is_refused_and_the_same_study_goes_on(tmp_path, fake_data):
     """A study's trials are numbered from 0 in each study: another study_name in the same sweep folder would write

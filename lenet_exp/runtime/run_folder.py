@@ -23,6 +23,7 @@ names of the metrics a run records, and the sentence that says how to finish an 
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections.abc import Sequence
@@ -141,10 +142,21 @@ def csv_metrics_file(run: Path) -> Path:
 
 
 def job_folders(sweep: Path) -> list[Path]:
-    """The sweep's job folders (those with a .hydra/ folder), in job-number order (then other names)."""
-    jobs = [d for d in Path(sweep).iterdir() if d.is_dir() and (d / HYDRA).is_dir()]
+    """The sweep's job folders (those with a .hydra/ folder), in job-number order (then other names): its
+    sub-folders, and those deeper down that a ``hydra.sweep.subdir`` with a ``/`` makes (``seed_${seed}/${lr}``,
+    or ``${hydra.job.override_dirname}`` with a value such as ``val/acc``). Symbolic links are not followed,
+    nothing under a job folder is searched, and a sweep folder that cannot be listed raises the OSError (a
+    folder below it that cannot be listed holds no job anyone could read)."""
+    with os.scandir(sweep):  # the sweep folder itself: FileNotFoundError, NotADirectoryError, PermissionError
+        pass
+    jobs = []
+    for folder, subfolders, _ in os.walk(sweep):
+        if folder != str(sweep) and HYDRA in subfolders:
+            jobs.append(Path(folder))
+            subfolders.clear()
+        subfolders.sort()
     numbers = {job: job_number(job) for job in jobs}
-    return sorted(jobs, key=lambda d: (numbers[d] is None, numbers[d] or 0, d.name))
+    return sorted(jobs, key=lambda d: (numbers[d] is None, numbers[d] or 0, str(d)))
 
 
 def job_number(job: Path) -> int | None:
