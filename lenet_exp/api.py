@@ -123,13 +123,10 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
     (Hydra's basic sweeper), except under sweepers that carry on (Optuna): there it is a Run with ``error``,
     unless every trial of the study failed, which raises the list of them.
     """
-    from hydra._internal.callbacks import Callbacks
-    from hydra.core.plugins import Plugins
-    from hydra.types import HydraContext, RunMode
-    from omegaconf import OmegaConf
+    from hydra.types import RunMode
 
-    from lenet_exp.__main__ import CONFIG_NAME, job
-    from lenet_exp.runtime.hydra_callbacks import FailedJob, SweepRefused, check_no_earlier_sweep, check_sweep
+    from lenet_exp.runtime.hydra_callbacks import check_sweep, lock_sweep
+    from lenet_exp.runtime.lock import release
 
     with _hydra(config_dir) as app:  # the steps of Hydra.multirun, with a folder of the sweep's own
         cfg = _compose(app, overrides, RunMode.MULTIRUN)
@@ -137,23 +134,42 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
             check_sweep(cfg)  # settings that would fail every job: a UserError here (SweepChecks would exit)
             # absolute, as run()'s folder is: the jobs returned stay valid when the caller changes folder later
             folder = Path(os.path.abspath(_own_folder(cfg, "sweep")))
-            check_no_earlier_sweep(cfg)  # a UserError here (EarlierRun would exit)
-        callbacks = Callbacks(cfg)
-        callbacks.on_multirun_start(config=cfg, config_name=CONFIG_NAME)
-        context = HydraContext(config_loader=app.config_loader, callbacks=callbacks)
-        sweeper = Plugins.instance().instantiate_sweeper(config=cfg, hydra_context=context, task_function=job)
+            locked = lock_sweep(cfg)  # a UserError here (RunLock would exit); held until the sweep ends
         try:
-            with unwrap_user_errors(), _composed():  # a job's own composition: a swept key of a typo, say
-                sweeper.sweep(arguments=OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False))
-        except FailedJob as ended:  # the sweep's own end, the list of its failed jobs: every trial of a study failed
-            raise UserError(f"{str(ended).removeprefix('error: ')} (the sweep folder {folder})") from None
-        except SweepRefused as refused:  # the sweeper's own, not a job's: a study's storage that went away or failed
-            raise UserError(str(refused).removeprefix("error: ")) from None
-        except UserError as cause:
-            failed = next((j for j in job_folders(folder) if error_file(j).is_file()), None)
-            which = f"job {failed.name} of the sweep in {folder}" if failed else f"a job of the sweep in {folder}"
-            raise UserError(f"{which} failed: {cause}") from None
-        callbacks.on_multirun_end(config=cfg, config_name=CONFIG_NAME)
+            return _swept(app, cfg, folder)
+        finally:
+            if locked:
+                release(folder)
+
+
+def _swept(app: Any, cfg: Any, folder: Path) -> list[Run]:
+    """The rest of ``sweep``, with its folder locked."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.plugins import Plugins
+    from hydra.types import HydraContext
+    from omegaconf import OmegaConf
+
+    from lenet_exp.__main__ import CONFIG_NAME, job
+    from lenet_exp.runtime.hydra_callbacks import FailedJob, SweepRefused, check_no_earlier_sweep
+
+    with resolving(cfg):
+        check_no_earlier_sweep(cfg)  # a UserError here (EarlierRun would exit)
+    callbacks = Callbacks(cfg)
+    callbacks.on_multirun_start(config=cfg, config_name=CONFIG_NAME)
+    context = HydraContext(config_loader=app.config_loader, callbacks=callbacks)
+    sweeper = Plugins.instance().instantiate_sweeper(config=cfg, hydra_context=context, task_function=job)
+    try:
+        with unwrap_user_errors(), _composed():  # a job's own composition: a swept key of a typo, say
+            sweeper.sweep(arguments=OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False))
+    except FailedJob as ended:  # the sweep's own end, the list of its failed jobs: every trial of a study failed
+        raise UserError(f"{str(ended).removeprefix('error: ')} (the sweep folder {folder})") from None
+    except SweepRefused as refused:  # the sweeper's own, not a job's: a study's storage that went away or failed
+        raise UserError(str(refused).removeprefix("error: ")) from None
+    except UserError as cause:
+        failed = next((j for j in job_folders(folder) if error_file(j).is_file()), None)
+        which = f"job {failed.relative_to(folder)}" if failed else "a job"
+        raise UserError(f"{which} of the sweep in {folder} failed: {cause}") from None
+    callbacks.on_multirun_end(config=cfg, config_name=CONFIG_NAME)
     return [_finished(job) for job in job_folders(folder)]
 
 

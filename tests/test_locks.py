@@ -118,6 +118,42 @@ HOLD = "import sys, time; from lenet_exp.runtime.lock import acquire; acquire(sy
 HOLD += "time.sleep(60)"
 
 
+def test_a_grid_sweep_into_the_folder_of_one_running_is_refused_before_a_job_starts(tmp_path, fake_data, capsys):
+    """Two grid sweeps started together into one folder (Hydra's default, named by the second they started, or one
+    given) both found it empty, then wrote each other's job folders: one's results under the other's settings."""
+    from omegaconf import OmegaConf
+
+    import lenet_exp
+    from lenet_exp.runtime.hydra_callbacks import RunLock
+
+    sweep = tmp_path / "multirun" / "2026-12-07" / "13-53-00"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(sweep)], stdout=subprocess.PIPE, text=True, env=TESTS_ON_PATH
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        busy = f"error: {sweep} is in use by another lenet_exp sweep (PID {holder.pid}) "
+        grid = {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"}
+        config = OmegaConf.create(
+            {"hydra": {"sweep": {"dir": str(sweep)}, "sweeper": grid, "overrides": {"hydra": []}}}
+        )
+        with pytest.raises(SystemExit):
+            RunLock().on_multirun_start(config)  # the folder Hydra named by the second
+        assert busy + "that started in the same second, as Hydra names a sweep's folder" in capsys.readouterr().err
+        args = [*ONE_EPOCH, f"data.data_dir={fake_data}", "logger=none", f"hydra.sweep.dir={sweep}", "seed=1,2"]
+        out = run_main("lenet_exp", "-m", *args)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        assert busy + "whose jobs this sweep's would replace; give this sweep another hydra.sweep.dir" in out.stderr
+        assert out.stderr.rstrip().endswith("Nothing was run.")
+        with pytest.raises(UserError, match=f"is in use by another lenet_exp sweep \\(PID {holder.pid}\\)"):
+            lenet_exp.sweep(*args)
+        assert sorted(p.name for p in sweep.iterdir()) == [".lock"]  # no job started
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert [run.run_dir.name for run in lenet_exp.sweep(*args)] == ["0", "1"]  # once the other sweep has ended
+
+
 @pytest.mark.slow
 def test_a_killed_holder_leaves_no_stale_lock(waiting_run):
     run, go, proc = waiting_run

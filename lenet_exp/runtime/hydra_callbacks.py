@@ -117,6 +117,39 @@ class RunLock(Callback):
             release(self.taken)
             self.taken = None
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with refused_here(config, NOTHING_RUN):
+            self.taken = config.hydra.sweep.dir if lock_sweep(config) else None
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.on_run_end(config)
+
+
+def lock_sweep(config: DictConfig) -> bool:
+    """A grid sweep's folder, locked (``runtime/lock.py``) until released or the end of this process; True if taken
+    now. Two grid sweeps started into one folder at once (Hydra's default folder is named by the second a sweep
+    started) each found it empty, then wrote each other's job folders: one's results under the other's settings.
+    The workers of one study share their folder on purpose (each trial has a number of its own) and take none."""
+    from lenet_exp.runtime.lock import FolderInUse, acquire
+
+    if not grid_sweep(config):
+        return False
+    try:
+        return acquire(config.hydra.sweep.dir)
+    except FolderInUse as busy:
+        if any(given.startswith("hydra.sweep.dir=") for given in config.hydra.overrides.hydra):
+            why = "whose jobs this sweep's would replace; give this sweep another hydra.sweep.dir=<folder>, or wait"
+            why += " for that one to end"
+        else:
+            why = "that started in the same second, as Hydra names a sweep's folder by the second; give each sweep "
+            why += "its own hydra.sweep.dir=<folder>, or make them one sweep"
+        raise UserError(f"{busy.run} is in use by another lenet_exp sweep (PID {busy.holder}) {why}.") from None
+
+
+def grid_sweep(config: DictConfig) -> bool:
+    """Whether the sweep is Hydra's basic sweeper's (a grid of jobs numbered 0, 1, ...)."""
+    return str(OmegaConf.select(config, "hydra.sweeper._target_")).endswith(".BasicSweeper")
+
 
 class EarlierRun(Callback):
     """Refuses a run (or a grid sweep) whose folder holds an earlier one, before Hydra writes into it: a fixed
@@ -171,7 +204,7 @@ def check_no_earlier_sweep(config: DictConfig) -> None:
     sweep = Path(config.hydra.sweep.dir)
     jobs = job_folders(sweep) if sweep.is_dir() else []
     mine = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
-    grid = str(value_at(mine, "_target_")).endswith(".BasicSweeper")
+    grid = grid_sweep(config)
     # Where this sweep's class says a study is stored (study_of, which lenet_exp's Optuna sweeper offers: two
     # studies of one name in two storages are two); the class is this sweep's own, never one a job folder names.
     where = getattr(_sweeper_class(config), "study_of", lambda settings, sweep_dir, started_in: None)
