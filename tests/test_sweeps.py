@@ -161,6 +161,30 @@ def test_an_interval_in_a_grid_sweep_says_where_it_belongs_before_any_job(tmp_pa
     assert not (tmp_path / "grid").exists()
 
 
+def test_a_grid_of_no_job_an_interval_in_its_config_or_no_joblib_worker_is_one_sentence_before_any_job(
+    tmp_path, fake_data
+):
+    """An interval() in hydra.sweeper.params (a grid written in a config file) and hydra.launcher.n_jobs=0 ended in
+    Hydra's and joblib's tracebacks; seed='range(3,1)' ran no job and ended as if the sweep had succeeded."""
+    group = tmp_path / "conf" / "grid"
+    group.mkdir(parents=True)
+    (group / "lr.yaml").write_text("# @package hydra.sweeper\nparams:\n  model.optimizer.lr: interval(0.001,0.01)\n")
+    cases = {
+        "interval": (
+            [f"--config-dir={tmp_path / 'conf'}", "+grid=lr"],
+            "model.optimizer.lr=interval(0.001,0.01) draws",
+        ),
+        "empty": (["seed=range(3,1)"], "seed=range(3,1) holds no value (a range runs from its start up to, not"),
+        "n_jobs": (["seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs=0 runs no"),
+    }
+    for name, (given, said) in cases.items():
+        folder = tmp_path / name
+        out = run_main("lenet_exp", "-m", *given, *ONE_EPOCH, f"data.data_dir={fake_data}", f"hydra.sweep.dir={folder}")
+        assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr, out.stderr
+        assert f"error: {said}" in out.stderr and out.stderr.rstrip().endswith("Nothing was run."), out.stderr
+        assert not folder.exists()
+
+
 def test_ddp_jobs_run_in_parallel_joblib_jobs_each_in_its_own_folder(tmp_path, fake_data):
     """Two parallel joblib jobs of two DDP ranks each: each job's ranks are copies of that job (its own
     overrides, its own folder), not of the joblib worker, and both folders are complete."""

@@ -279,6 +279,7 @@ def check_sweep(config: DictConfig) -> None:
 
     check_optimized_metric(config.get("optimized_metric"), config.data.get("val_size", 0))
     check_grid(config)
+    check_launcher(config)
     sweeper = _sweeper_class(config)
     if sweeper is None:  # Hydra's traceback, and an empty sweep folder left
         raise UserError(
@@ -292,17 +293,21 @@ def check_sweep(config: DictConfig) -> None:
 
 
 def check_grid(config: DictConfig) -> None:
-    """Hydra's basic sweeper (a grid: every combination of the lists and ranges given) cannot draw from an
-    ``interval()``, and would end in its own traceback: say where it belongs instead."""
-    if not str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+    """Hydra's basic sweeper (a grid: every combination of the lists and ranges given, on the command line or in
+    ``hydra.sweeper.params``) cannot draw from an ``interval()``, and would end in its own traceback: say where it
+    belongs instead. A list of no value (``seed='range(3,1)'``) would run no job and end as if it had succeeded."""
+    if not grid_sweep(config):
         return
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ValueType
 
     typed = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)  # interpolations unresolved
+    params = config.hydra.sweeper.get("params")
+    params = OmegaConf.to_container(params, resolve=False) if params else {}
+    typed += [f"{key}={value}" for key, value in params.items()]  # a grid written in a config file
     for override in OverridesParser.create().parse_overrides(typed):
+        key, value = override.key_or_group, override.input_line.split("=", 1)[1]  # as the user typed it
         if override.value_type == ValueType.INTERVAL_SWEEP:
-            key, value = override.key_or_group, override.input_line.split("=", 1)[1]  # as the user typed it
             interval = override.value()
             low, high = interval.start, interval.end
             raise UserError(
@@ -310,6 +315,21 @@ def check_grid(config: DictConfig) -> None:
                 f"({key}={low:g},{high:g}) or give a range(), or search the interval in a study: "
                 f"hparams_search=lenet_optuna '{key}={value}' (docs/search.md)."
             )
+        if override.value_type == ValueType.RANGE_SWEEP and not list(override.sweep_string_iterator()):
+            raise UserError(
+                f"{key}={value} holds no value (a range runs from its start up to, not including, its stop), so the "
+                f"sweep would run no job; give a range with values, such as {key}=range(1,4) for 1, 2 and 3."
+            )
+
+
+def check_launcher(config: DictConfig) -> None:
+    """``hydra.launcher.n_jobs=0`` of the joblib launcher: joblib's traceback after the sweep folder was made."""
+    launcher = config.hydra.get("launcher") or {}
+    if "joblib" in str(launcher.get("_target_", "")) and launcher.get("n_jobs") == 0:
+        raise UserError(
+            "hydra.launcher.n_jobs=0 runs no job; give how many jobs run at once, such as hydra.launcher.n_jobs=2 "
+            "(-1: as many as the machine has cores)."
+        )
 
 
 def _sweeper_class(config: DictConfig) -> type | None:
