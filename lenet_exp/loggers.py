@@ -150,9 +150,21 @@ class RunTensorBoardLogger(TensorBoardLogger):
     """
 
     def __init__(self, save_dir: str, name: str = TENSORBOARD, version: str | None = None, **kwargs: Any) -> None:
-        if not version and not any((Path(save_dir) / name).glob(EVENT_FILES)):
+        self.by_folder = not version and not any((Path(save_dir) / name).glob(EVENT_FILES))  # named by its path
+        if self.by_folder:
             version = readable_name(save_dir)
         super().__init__(save_dir, name=name, version=folder_name(version or ""), **kwargs)
+
+    def resumes(self) -> None:
+        """A resumed run goes on in the TensorBoard folder it began: one named by the run folder's path (no override
+        names the run) is the one its ``tensorboard/`` holds, once the run folder was moved, renamed or copied since
+        (named by the new path, TensorBoard showed the epochs before and after the resume as two runs)."""
+        root = Path(self.root_dir)
+        if not self.by_folder or (root / str(self.version)).is_dir() or not root.is_dir():
+            return
+        began = [folder for folder in root.iterdir() if folder.is_dir() and any(folder.glob(EVENT_FILES))]
+        if len(began) == 1:
+            self._version = began[0].name  # Lightning's own field for the version given to its constructor
 
     @rank_zero_only
     def starts_at(self, epoch: int) -> None:

@@ -188,6 +188,8 @@ def build(
     first_epoch = opened.checkpoint.get("epoch", -1) + 1 if cfg.get("ckpt_path") else 0
     for each in loggers:  # once the Trainer is made: a setting it refuses leaves no event file
         if isinstance(each, RunTensorBoardLogger):
+            if own:
+                each.resumes()
             each.starts_at(first_epoch)
         if isinstance(each, RunMLFlowLogger):  # a resume continues its folder's MLflow run; a new run never another's
             each.continues = finishing or own

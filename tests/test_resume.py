@@ -362,6 +362,25 @@ def test_a_run_whose_own_data_moved_is_refused_not_trained_on_debians_and_resume
     assert metrics["test_acc"] == expected["test_acc"] and metrics["train_loss"] == expected["train_loss"]
 
 
+def test_a_moved_run_named_by_its_folder_goes_on_in_the_tensorboard_run_it_began(tmp_path, fake_data):
+    """A run whose settings are all in a config file (no override names it) has a TensorBoard run named by its
+    folder's date and time; moved (or copied) and resumed, it wrote a second TensorBoard run named by the new path."""
+    conf, run, moved = tmp_path / "conf", tmp_path / "outputs" / "2026-01-01" / "10-00-00", tmp_path / "elsewhere"
+    conf.mkdir()
+    settings = {"trainer": {"accelerator": "cpu", "max_epochs": 1}}
+    settings["data"] = {"data_dir": str(fake_data), "verify_md5": False, "batch_size": 16}
+    (conf / "mine.yaml").write_text(yaml.safe_dump({"defaults": ["config", "_self_"], **settings}))
+    trained = run_main("lenet_exp", f"--config-dir={conf}", "--config-name=mine", f"hydra.run.dir={run}")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert [d.name for d in (run / "tensorboard").iterdir()] == ["2026-01-01_10-00-00"]
+    (run / "metrics.json").unlink()  # as if killed in the final test
+    shutil.move(run, moved)
+    resumed = run_main("lenet_exp.resume", str(moved))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [d.name for d in (moved / "tensorboard").iterdir()] == ["2026-01-01_10-00-00"]
+    assert not run.exists()
+
+
 def unless_raw(command):
     """``command()``, failing the test (not stopping pytest) where Ctrl-C comes out of it as KeyboardInterrupt."""
     try:
