@@ -113,7 +113,33 @@ def command() -> None:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     else:
         check_own_primary_config(sys.argv[1:])
-    main()
+    try:
+        with sigterm_interrupts():  # a sweep's own process too, while a launcher's processes run its jobs
+            main()
+    except KeyboardInterrupt as err:  # there (a run's, and a job's in this process, end in their own sentence)
+        from lenet_exp.runtime.hydra_callbacks import running_sweep
+
+        what, status = interruption(err)
+        if running_sweep is None:  # a run, before or after its job (Hydra's composing, its callbacks)
+            say(f"interrupted ({what})")
+        elif "joblib" in running_sweep[1]:  # joblib ends its processes' jobs, each keeping its last completed epoch
+            say(
+                f"interrupted ({what}): the sweep in {running_sweep[0]} stopped, and its running jobs with it, each "
+                "keeping its last completed epoch: finish one with python -m lenet_exp.resume <its job folder>, and "
+                "run the jobs that have no folder yet as a sweep of their own (docs/sweeps.md)."
+            )
+        elif running_sweep[1].endswith(".BasicLauncher"):  # its jobs run here, each answering for itself: between two
+            say(
+                f"interrupted ({what}) between two jobs of the sweep in {running_sweep[0]}: the jobs before are "
+                "complete; run the rest as a sweep of their own (docs/sweeps.md)."
+            )
+        else:  # submitit's: this process only waited for them
+            say(
+                f"interrupted ({what}): this command stopped waiting for the sweep in {running_sweep[0]}; each job "
+                "says at the end of its folder's lenet_exp.log what it kept and how to resume it (a job that a SLURM "
+                "cluster runs goes on: squeue lists it, scancel stops it)."
+            )
+        raise SystemExit(status) from None
 
 
 def search_path(config_dir: str | Path | None = None, primary: str = CONF_DIR) -> Any:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ONE_EPOCH, assert_complete, event_dir, run_cli, run_main, sweep
+from conftest import ONE_EPOCH, TINY, assert_complete, event_dir, run_cli, run_main, sweep, write_fake_fashion_mnist
 
 import lenet_exp
 from lenet_exp.errors import UserError
@@ -183,6 +188,47 @@ def test_a_grid_of_no_job_an_interval_in_its_config_or_no_joblib_worker_is_one_s
         assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr, out.stderr
         assert f"error: {said}" in out.stderr and out.stderr.rstrip().endswith("Nothing was run."), out.stderr
         assert not folder.exists()
+
+
+def test_sigterm_to_a_joblib_sweep_stops_its_jobs_with_it_in_one_sentence(tmp_path):
+    """SIGTERM to a joblib sweep's own process (a scheduler's or a user's kill of the command) ended it silently
+    with 143, while its two workers, orphaned, went on training both jobs to their end; Ctrl-C there ended in
+    joblib's traceback."""
+    data, folder = tmp_path / "data", tmp_path / "sweep"
+    write_fake_fashion_mnist(data, n_train=3000)  # long enough epochs to be signalled in
+    args = [*TINY, f"data.data_dir={data}", "logger=none", "trainer.max_epochs=4", "threads=1", "seed=1,2"]
+    args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={folder}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lenet_exp", "-m", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    workers = []
+    try:
+        deadline = time.monotonic() + 120
+        while not (folder / "0" / "checkpoints" / "last.ckpt").is_file() and proc.poll() is None:
+            assert time.monotonic() < deadline, "no epoch ended in 120 s"
+            time.sleep(0.2)
+        workers = [int(pid) for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        proc.send_signal(signal.SIGTERM)  # the command's own process only, as kill <pid> does
+        output, _ = proc.communicate(timeout=60)
+        deadline = time.monotonic() + 20
+        while (left := [pid for pid in workers if Path(f"/proc/{pid}").exists()]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        for pid in [proc.pid, *workers]:  # whatever is left, even when the test fails
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert proc.returncode == 143 and "Traceback" not in output, output[-3000:]
+    said = f"interrupted (SIGTERM): the sweep in {folder} stopped, and its running jobs with it, each keeping its"
+    assert said in output, output[-3000:]
+    assert workers and not left  # no orphan trains on
+    assert not list(folder.glob("*/metrics.json"))
 
 
 def test_ddp_jobs_run_in_parallel_joblib_jobs_each_in_its_own_folder(tmp_path, fake_data):

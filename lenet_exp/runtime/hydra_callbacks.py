@@ -266,8 +266,14 @@ class SweepChecks(Callback):
     """Settings of a sweep that would fail every one of its jobs are refused before the first job starts."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global running_sweep
         with refused_here(config, NOTHING_RUN):  # the first to read the sweep's settings
             check_sweep(config)
+            running_sweep = (str(config.hydra.sweep.dir), str(OmegaConf.select(config, "hydra.launcher._target_")))
+
+
+# The folder and the launcher of the sweep this process runs, for the sentence of its interruption.
+running_sweep: tuple[str, str] | None = None
 
 
 def check_sweep(config: DictConfig) -> None:
