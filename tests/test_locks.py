@@ -275,6 +275,11 @@ def test_a_sweep_whose_job_folders_are_nested_is_refused_again_and_every_job_is_
     report = run_main("lenet_exp.report", str(sweep))
     assert report.returncode == 0, report.stderr
     assert "seed_2/job_0" in report.stdout and "seed_1/job_1" in report.stdout, report.stdout
+    # an interrupted job (its last.ckpt, no metrics.json): the refusal says how it goes on
+    (sweep / "seed_1" / "job_1" / "metrics.json").unlink()
+    out = run_main("lenet_exp", "-m", *args, "seed=2,1")
+    said = "(1 of them unfinished: finish each with python -m lenet_exp.resume <its folder>, such as "
+    assert f"{said}{sweep / 'seed_1' / 'job_1'}; the jobs without a folder" in out.stderr, out.stderr
 
 
 @pytest.mark.slow  # several runs and sweeps, 3 s: make test runs it, make test-fast does not

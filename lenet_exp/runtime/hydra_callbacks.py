@@ -224,10 +224,18 @@ def check_no_earlier_sweep(config: DictConfig) -> None:
 
     earlier = [j for j in jobs if earlier_sweeps(j)]
     if earlier:
+        # an interrupted sweep's jobs go on in their folders: the same sweep again would start them from nothing
+        unfinished = [j for j in earlier if last_checkpoint(j).is_file() and not metrics_file(j).is_file()]
+        go_on = (
+            f" ({len(unfinished)} of them unfinished: finish each with python -m lenet_exp.resume <its folder>, such "
+            f"as {unfinished[0]}; the jobs without a folder can run as a sweep into another folder)"
+            if unfinished
+            else ""
+        )
         raise UserError(
             f"{sweep} holds the runs of an earlier sweep ({len(earlier)} job folder{'s' * (len(earlier) != 1)}), "
-            "which this sweep's jobs could replace; give this sweep another folder with hydra.sweep.dir=<folder>, "
-            "or delete that one first."
+            f"which this sweep's jobs could replace{go_on}; give this sweep another folder with "
+            "hydra.sweep.dir=<folder>, or delete that one first."
         )
 
 
