@@ -170,7 +170,8 @@ def test_a_grid_of_no_job_an_interval_in_its_config_or_no_joblib_worker_is_one_s
     tmp_path, fake_data
 ):
     """An interval() in hydra.sweeper.params (a grid written in a config file) and hydra.launcher.n_jobs=0 ended in
-    Hydra's and joblib's tracebacks; seed='range(3,1)' ran no job and ended as if the sweep had succeeded."""
+    Hydra's and joblib's tracebacks; seed='range(3,1)' ran no job and ended as if the sweep had succeeded; jobs
+    whose hydra.sweep.subdir names them alike wrote one folder, each replacing the one before."""
     group = tmp_path / "conf" / "grid"
     group.mkdir(parents=True)
     (group / "lr.yaml").write_text("# @package hydra.sweeper\nparams:\n  model.optimizer.lr: interval(0.001,0.01)\n")
@@ -181,6 +182,12 @@ def test_a_grid_of_no_job_an_interval_in_its_config_or_no_joblib_worker_is_one_s
         ),
         "empty": (["seed=range(3,1)"], "seed=range(3,1) holds no value (a range runs from its start up to, not"),
         "n_jobs": (["seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs=0 runs no"),
+        # jobs named alike: the second replaced the first's results without a word (threads is not in the name)
+        "alike": (["threads=1,2", "hydra.sweep.subdir=${hydra:job.override_dirname}"], "jobs 0 and 1 of this sweep"),
+        "fixed": (
+            ["seed=1,2,3", "hydra.sweep.subdir=same"],
+            "jobs 0 and 1 of this sweep would both write the folder same",
+        ),
     }
     for name, (given, said) in cases.items():
         folder = tmp_path / name

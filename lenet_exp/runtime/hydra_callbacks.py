@@ -319,7 +319,8 @@ def check_grid(config: DictConfig) -> None:
     params = config.hydra.sweeper.get("params")
     params = OmegaConf.to_container(params, resolve=False) if params else {}
     typed += [f"{key}={value}" for key, value in params.items()]  # a grid written in a config file
-    for override in OverridesParser.create().parse_overrides(typed):
+    overrides = OverridesParser.create().parse_overrides(typed)
+    for override in overrides:
         key, value = override.key_or_group, override.input_line.split("=", 1)[1]  # as the user typed it
         if override.value_type == ValueType.INTERVAL_SWEEP:
             interval = override.value()
@@ -334,6 +335,60 @@ def check_grid(config: DictConfig) -> None:
                 f"{key}={value} holds no value (a range runs from its start up to, not including, its stop), so the "
                 f"sweep would run no job; give a range with values, such as {key}=range(1,4) for 1, 2 and 3."
             )
+    check_job_folders(config, overrides)
+
+
+def check_job_folders(config: DictConfig, overrides: list[Any]) -> None:
+    """Two jobs of a grid sweep whose ``hydra.sweep.subdir`` names one folder: the second replaced the first's
+    results without a word (``${hydra:job.override_dirname}`` leaves out the keys of
+    ``hydra.job.config.override_dirname.exclude_keys``, so ``threads=1,2`` or ``data.data_dir=a,b`` named both jobs
+    alike; a subdir without the job's number or a swept key names every job alike). Each job's folder is named
+    here from its overrides, as Hydra's basic sweeper makes them (``overrides``: the sweep's, parsed); a name that
+    needs more than a key's value (a config group's files) is not checked."""
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    subdir = str(OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir"))
+    jobs = BasicSweeper.split_arguments(overrides, None)[0]
+    if len(jobs) < 2 or subdir in ("${hydra.job.num}", "${hydra:job.num}"):  # the default: a folder each
+        return
+
+    def leaf(key: str) -> bool:  # a key of the config that holds a value (not a config group's node)
+        found = OmegaConf.select(config, key, default=config, throw_on_resolution_failure=False)
+        return not OmegaConf.is_config(found)
+
+    swept = [override for override in overrides if override.is_sweep_override()]  # the others: in config already
+    if any(  # a config group's choice, a key added or removed: their effect needs Hydra's composing
+        override.is_add() or override.is_force_add() or override.is_delete() or not leaf(override.key_or_group)
+        for override in swept
+    ):
+        return
+    keys = {override.key_or_group for override in swept}
+    naming = config.hydra.job.config.override_dirname
+    exclude, item_sep, kv_sep = list(naming.exclude_keys), naming.item_sep, naming.kv_sep
+    whole = OmegaConf.to_container(config, resolve=False)
+    named: dict[str, int] = {}
+    for number, job in enumerate(jobs):
+        parsed = OverridesParser.create().parse_overrides(job)
+        try:
+            mine = OmegaConf.create(whole)
+            for override in (each for each in parsed if each.key_or_group in keys):  # its own values
+                OmegaConf.update(mine, override.key_or_group, override.value(), merge=False)
+            mine.hydra.job.num = number
+            mine.hydra.job.override_dirname = get_overrides_dirname(parsed, exclude, item_sep, kv_sep)
+            mine.hydra.sweep.subdir = subdir.replace("${hydra:", "${hydra.")  # Hydra's resolver reads its own
+            name = str(OmegaConf.select(mine, "hydra.sweep.subdir", throw_on_resolution_failure=True))
+        except Exception:  # noqa: BLE001  (what this cannot work out without Hydra composing the job)
+            return
+        if name in named:
+            raise UserError(
+                f"jobs {named[name]} and {number} of this sweep would both write the folder {name} "
+                f"(hydra.sweep.subdir={subdir}), the second replacing the first's results; give hydra.sweep.subdir "
+                "a name that tells them apart, such as ${hydra.job.num} (the default) or one naming the key they "
+                "differ in."
+            )
+        named[name] = number
 
 
 def check_launcher(config: DictConfig) -> None:
