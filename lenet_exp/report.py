@@ -189,6 +189,9 @@ def summarize_job(job: Path) -> dict[str, Any]:
     seed = value_at(stored, "seed")
     row: dict[str, Any] = {"job": job.name, "overrides": " ".join(overrides), "seed": seed}
     ignored = {"seed", *read(hydra_settings_file(job), unnamed_keys)}  # keys that do not set a group apart
+    ignored.discard("ckpt_path")  # the weights a run starts from: left out of its name, not out of its result
+    if value_at(stored, "data", "verify_md5") is False:  # files of one's own: another folder is other data
+        ignored.discard("data.data_dir")
     row["group_overrides"] = [o for o in overrides if key(o) not in ignored]
     row["group"] = " ".join(row["group_overrides"])
     metrics = {}

@@ -136,6 +136,23 @@ def test_seeds_run_with_other_threads_or_loggers_are_still_one_group(seed_sweep,
     assert [job["overrides"] for job in write_report(tmp_path).jobs][1] == "seed=2 lr=1 threads=1"  # kept per job
 
 
+def test_jobs_started_from_other_checkpoints_or_on_data_of_ones_own_elsewhere_are_other_groups(seed_sweep, tmp_path):
+    """ckpt_path and data.data_dir are left out of a job's name, but another checkpoint starts from other weights,
+    and another folder of files of one's own (data.verify_md5=false) is other data: the report averaged them as
+    seeds of one setting (a folder of the published files, checked by their MD5s, is the same data)."""
+    real_settings = (seed_sweep[0] / "0" / ".hydra" / "hydra.yaml").read_text()
+    jobs = [["seed=1", "ckpt_path=a.ckpt"], ["seed=2", "ckpt_path=b.ckpt"], ["data.data_dir=x"], ["data.data_dir=y"]]
+    for number, overrides in enumerate(jobs):
+        fake_job(tmp_path, number, overrides, {"seed": number, "val_acc": 0.5})
+        (tmp_path / str(number) / ".hydra" / "hydra.yaml").write_text(real_settings)
+        own = {"data": {"verify_md5": number != 2 and number != 3}}
+        (tmp_path / str(number) / ".hydra" / "config.yaml").write_text(yaml.safe_dump(own))
+    assert [r["n"] for r in write_report(tmp_path).groups] == [1, 1, 1, 1]
+    (tmp_path / "3" / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"data": {"verify_md5": True}}))
+    (tmp_path / "2" / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"data": {"verify_md5": True}}))
+    assert [r["n"] for r in write_report(tmp_path).groups] == [1, 1, 2]  # Fashion-MNIST in two folders
+
+
 def test_curves_come_from_the_csv_file_of_a_job_run_without_tensorboard(tmp_path, fake_data, monkeypatch, seed_sweep):
     real_settings = (seed_sweep[0] / "0" / ".hydra" / "hydra.yaml").read_text()
     sweep = tmp_path / "sweep"
