@@ -16,12 +16,17 @@ NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"  # "1": torch.cuda.is_available() a
 
 
 def torch_threads(requested: int | None) -> int:
-    """``requested`` if given; in a SLURM task, the CPUs SLURM gave it; under the joblib launcher,
+    """``requested`` if given; in a SLURM task, the CPUs SLURM gave it (submitit's local launcher, a cluster
+    sweep's dry run, runs its jobs at once on this machine: its ``cpus_per_task``); under the joblib launcher,
     cores / n_jobs; otherwise torch's default."""
     if requested is not None:
         return check_value("threads", requested, "whole", "4 (or null for the default)", low=1)
     if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():  # SLURM may not pin a task to its CPUs
         return int(os.environ["SLURM_CPUS_PER_TASK"])
+    launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
+    given = launcher.get("cpus_per_task")
+    if "submitit" in str(launcher.get("_target_", "")) and isinstance(given, int) and given >= 1:
+        return given
     cores = os.cpu_count() or 1
     n_jobs = joblib_jobs()
     if n_jobs:  # joblib's convention: -1 is all cores, -2 all but one, ...
