@@ -71,6 +71,26 @@ def resume(
         return _resume(files, trust, job_name, given)
 
 
+def _no_checkpoint_elsewhere(cfg: Any, run: Path) -> None:
+    """Refuse to start again a run whose checkpoints were kept outside its folder (callbacks.checkpoint.dirpath
+    given): resume continues from the folder's checkpoints/last.ckpt only, and the run started again would replace
+    the checkpoint it kept there."""
+    from omegaconf import OmegaConf
+
+    dirpath = OmegaConf.select(cfg, "callbacks.checkpoint.dirpath", default=None)
+    filename = OmegaConf.select(cfg, "callbacks.checkpoint.filename", default=None) or "last"
+    if not dirpath or Path(dirpath).resolve() == (run / "checkpoints").resolve():
+        return
+    kept = Path(dirpath) / f"{filename}.ckpt"
+    if kept.is_file():
+        raise UserError(
+            f"{run} kept its checkpoints in {dirpath} (callbacks.checkpoint.dirpath), outside its folder, and resume "
+            f"continues from the folder's checkpoints/last.ckpt only: started again, the run would replace {kept}; "
+            f"train on from it into a new folder with python -m lenet_exp ckpt_path={kept} and the settings in "
+            f"{overrides_file(run)}."
+        )
+
+
 def _resume(files: StoredRun, trust: list[str], job_name: str | None, given: list[str]) -> dict:
     from lenet_exp.runtime.results import git_revision
     from lenet_exp.runtime.stored_config import GIT_KEY, open_stored
@@ -91,6 +111,7 @@ def _resume(files: StoredRun, trust: list[str], job_name: str | None, given: lis
         cfg.ckpt_path = str(stored.checkpoint_path)
         log.info(f"resuming {run} after epoch {stored.checkpoint['epoch'] + 1}")
     else:
+        _no_checkpoint_elsewhere(cfg, run)
         log.info(  # a run stopped in its first epoch, or one whose checkpoints were removed or never kept
             f"{run} holds no checkpoints/last.ckpt to continue from: running it again from the start"
         )

@@ -381,6 +381,22 @@ def test_a_moved_run_named_by_its_folder_goes_on_in_the_tensorboard_run_it_began
     assert not run.exists()
 
 
+def test_a_run_whose_checkpoints_are_kept_elsewhere_is_not_started_again_over_them(tmp_path, fake_data):
+    """callbacks.checkpoint.dirpath outside the run folder: resume found no checkpoints/last.ckpt, started the run
+    again and replaced the checkpoint it had kept there."""
+    run, kept = tmp_path / "run", tmp_path / "kept"
+    elsewhere = f"callbacks.checkpoint.dirpath={kept}"
+    settings = [*TINY, f"data.data_dir={fake_data}", "trainer.max_epochs=1", "logger=none", elsewhere]
+    assert run_main("lenet_exp", *settings, f"hydra.run.dir={run}").returncode == 0
+    (run / "metrics.json").unlink()  # as if killed in the final test
+    before = (kept / "last.ckpt").read_bytes()
+    out = run_main("lenet_exp.resume", str(run), elsewhere)  # the key given again: writes outside are allowed
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    said = f"error: {run} kept its checkpoints in {kept} (callbacks.checkpoint.dirpath), outside its folder"
+    assert said in out.stderr and f"python -m lenet_exp ckpt_path={kept / 'last.ckpt'} and" in out.stderr
+    assert (kept / "last.ckpt").read_bytes() == before and not (run / "metrics.json").exists()
+
+
 def unless_raw(command):
     """``command()``, failing the test (not stopping pytest) where Ctrl-C comes out of it as KeyboardInterrupt."""
     try:
