@@ -10,6 +10,7 @@ Sending what a run kept while its MLflow server was not answering (``<run>/mlflo
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import fcntl
 import hashlib
@@ -360,6 +361,7 @@ class RunMLFlowLogger(MLFlowLogger):
         self._lock_file = store / MLFLOW_STORE_LOCK
         self.artifact_location = (store / MLFLOW_ARTIFACTS).as_uri()
         with self._store_locked():  # MLflow's client creates a new store's tables
+            follow_moved_store(store, self.artifact_location)
             super().__init__(
                 experiment_name=experiment_name,
                 run_name=run_name,
@@ -610,6 +612,41 @@ LocalMLFlowLogger = RunMLFlowLogger
 
 # MLflow's UI, in the view for training runs (its "Model training" switch) rather than the GenAI one.
 WORKFLOW = "workflowType=machine_learning"
+
+
+def follow_moved_store(store: Path, artifacts: str) -> None:
+    """A run's (or sweep's) own MLflow store in ``store`` that was moved or copied with its folder still names the
+    folder it was made in: its experiment's artifact location, its runs' artifact URIs and ``run_dir`` tags. A
+    resumed run then wrote its pictures there, outside its folder (making that folder again), and, found by no
+    tag, began a second MLflow run. Those names are rewritten to the folder the store is in now (``artifacts``:
+    its artifacts folder as a URI), in lenet_exp's own SQLite file, before MLflow opens it."""
+    import sqlite3
+
+    database = store / MLFLOW_STORE_DB
+    if not database.is_file():
+        return
+    with contextlib.closing(sqlite3.connect(database, timeout=60)) as db, db:
+        try:
+            rows = db.execute("SELECT artifact_location FROM experiments").fetchall()
+        except sqlite3.Error:  # not a store MLflow made (its own check says so once it opens it)
+            return
+        suffix = "/" + MLFLOW_ARTIFACTS
+        moved = {
+            old for (old,) in rows if old and old.startswith("file://") and old.endswith(suffix) and old != artifacts
+        }
+        for old in moved:
+            was = Path(urllib.parse.unquote(urllib.parse.urlparse(old).path)).parent.parent  # the folder holding it
+            now = str(store.parent)
+            db.execute("UPDATE experiments SET artifact_location = ? WHERE artifact_location = ?", (artifacts, old))
+            db.execute(
+                "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) WHERE substr(artifact_uri, 1, ?) = ?",
+                (artifacts, len(old) + 1, len(old), old),
+            )
+            db.execute(
+                "UPDATE tags SET value = ? || substr(value, ?) WHERE key = 'run_dir' AND (value = ? OR "
+                "substr(value, 1, ?) = ?)",
+                (now, len(str(was)) + 1, str(was), len(str(was)) + 1, f"{was}/"),
+            )
 
 
 def find_or_create_run(

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from conftest import ONE_EPOCH, compose_config, event_dir, run_main, scalars, sweep
+from conftest import ONE_EPOCH, compose_config, event_dir, run_cli, run_main, scalars, sweep
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
@@ -193,6 +193,28 @@ def test_mlflow_run_of_a_continued_run_goes_on(tmp_path, fake_data, caplog):
     assert [m.step for m in client.get_metric_history(found.info.run_id, "train/loss")] == [0, 1]
     assert found.info.status == "FINISHED" and found.data.params["trainer.max_epochs"] == "1"
     assert "MLflow keeps the first values of trainer.max_epochs" in caplog.text
+
+
+@pytest.mark.slow  # MLflow's import and a database: about 4 s
+def test_a_moved_run_goes_on_in_its_mlflow_run_and_writes_its_pictures_in_its_folder(tmp_path, fake_data):
+    """The run's own MLflow store named the folder it was made in: resumed after the folder was moved (or copied),
+    the run wrote its pictures there (making that folder again) and began a second MLflow run beside the first."""
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    settings = [*ONE_EPOCH, f"data.data_dir={fake_data}", "logger=mlflow", f"hydra.run.dir={first}"]
+    assert run_main("lenet_exp", *settings).returncode == 0
+    (first / "metrics.json").unlink()  # as if killed in the final test
+    shutil.move(first, moved)
+    resumed = run_cli(str(moved), module="lenet_exp.resume")  # its own process (MLflow's client caches runs)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not first.exists()  # nothing written where the run was
+    client, (found,) = mlflow_runs(moved)  # one MLflow run, this folder's
+    assert found.data.tags["run_dir"] == str(moved) and found.info.status == "FINISHED"
+    assert found.info.artifact_uri.startswith((moved / "mlflow").as_uri() + "/")
+    assert {f.path for f in client.list_artifacts(found.info.run_id, "test")} == {
+        "test/confusion_matrix.png",
+        "test/misclassified.png",
+    }
+    assert [m.step for m in client.get_metric_history(found.info.run_id, "train/loss")] == [0]
 
 
 @pytest.mark.slow  # MLflow's import and a database: about 4 s
