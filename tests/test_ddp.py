@@ -75,7 +75,7 @@ def test_multirun_with_ddp_gives_each_job_its_folder_and_does_not_hang(tmp_path,
         timeout=240,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml"]
+    assert sorted(p.name for p in sweep.iterdir()) == [".lock", "0", "1", "multirun.yaml"]  # .lock: the sweep's
     for job, batch in (("0", 8), ("1", 16)):
         assert json.loads((sweep / job / "metrics.json").read_text())["epochs"] == 1
         assert (sweep / job / "train_ddp_process_1.log").is_file()
