@@ -268,6 +268,10 @@ def test_a_sweep_whose_job_folders_are_nested_is_refused_again_and_every_job_is_
     args.append("hydra.sweep.subdir=seed_${seed}/job_${hydra.job.num}")
     runs = lenet_exp.sweep(*args, "seed=2,1")
     assert [run.run_dir.relative_to(sweep).as_posix() for run in runs] == ["seed_2/job_0", "seed_1/job_1"]
+    numbered = lenet_exp.sweep(
+        *args[:-2], f"hydra.sweep.dir={tmp_path / 'by_seed'}", "hydra.sweep.subdir=${seed}", "seed=3,1"
+    )
+    assert [run.run_dir.name for run in numbered] == ["3", "1"]  # in job order, not by the folders' numbers
     before = (sweep / "seed_1" / "job_1" / "metrics.json").read_bytes()
     out = run_main("lenet_exp", "-m", *args, "seed=2,1")  # the same command again
     assert out.returncode == 1 and f"error: {sweep} holds the runs of an earlier sweep (2 job folders)" in out.stderr

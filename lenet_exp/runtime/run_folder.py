@@ -160,15 +160,18 @@ def job_folders(sweep: Path) -> list[Path]:
 
 
 def job_number(job: Path) -> int | None:
-    """A job's number in its sweep: its folder's name (Hydra's default), else, for a folder named otherwise
-    (``hydra.sweep.subdir=${hydra.job.override_dirname}``), its hydra.job.num as written; None if neither says."""
-    if job.name.isdigit():
-        return int(job.name)
+    """A job's number in its sweep: its hydra.job.num as written (a study's trial: its folder's name, the trial's
+    number, unique among the study's workers); its folder's name for a job whose settings cannot be read (Hydra's
+    default names it so); None if neither says. A folder named otherwise (``hydra.sweep.subdir=${seed}``, or
+    ``${hydra.job.override_dirname}``) is not the job's number."""
     try:
-        number = value_at(as_written(hydra_settings_file(job)), "hydra", "job", "num")
-    except Exception:  # noqa: BLE001  (a damaged file: the job is listed after the numbered ones)
-        return None
-    return number if isinstance(number, int) and not isinstance(number, bool) else None
+        hydra = value_at(as_written(hydra_settings_file(job)), "hydra")
+    except Exception:  # noqa: BLE001  (a damaged file: its folder's name, else after the numbered ones)
+        hydra = None
+    number = value_at(hydra, "job", "num")
+    if value_at(hydra, "sweeper", "_target_") != OPTUNA_SWEEPER and type(number) is int:
+        return number
+    return int(job.name) if job.name.isdigit() else None
 
 
 def run_of(checkpoint: Path) -> Path:
