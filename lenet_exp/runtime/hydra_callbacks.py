@@ -345,6 +345,7 @@ def check_job_folders(config: DictConfig, overrides: list[Any]) -> None:
     alike; a subdir without the job's number or a swept key names every job alike). Each job's folder is named
     here from its overrides, as Hydra's basic sweeper makes them (``overrides``: the sweep's, parsed); a name that
     needs more than a key's value (a config group's files) is not checked."""
+    # Hydra's own functions (private to it) that name a job and make a grid's jobs: the names come out as Hydra's
     from hydra._internal.config_loader_impl import get_overrides_dirname
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
