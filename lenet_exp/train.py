@@ -279,7 +279,8 @@ def record(
     """metrics.json (on rank 0; the other ranks hold the same, reduced, metrics) and the trackers' last words."""
     metrics = {
         **final,
-        "epochs": trainer.current_epoch,
+        # the epochs that ended (a run trainer.max_time stopped mid-epoch, resumed, is restored at epoch 0)
+        "epochs": max(trainer.current_epoch, len(timer.seconds)),
         "seconds_per_epoch": sum(timer.seconds) / max(len(timer.seconds), 1),
         "epoch_seconds": timer.seconds,  # every epoch's, those before a resume too (kept in last.ckpt)
         "first_step_at": timer.first_step_at,

@@ -317,13 +317,18 @@ def test_a_run_stopped_between_its_last_checkpoint_and_metrics_json_resumes_to_i
     assert f"error: {best} cannot be read (" in damaged.stderr and "missing, truncated or damaged" in damaged.stderr
 
 
-def test_a_run_early_stopping_ended_trains_nothing_when_resumed_after_its_last_checkpoint(tmp_path, fake_data):
+@pytest.mark.parametrize("stop", ["early_stopping", "max_time"])
+def test_a_run_a_callback_stopped_trains_nothing_when_resumed_after_its_last_checkpoint(tmp_path, fake_data, stop):
     """Early stopping (here: at the first epoch, its threshold reached) ended the run before its last epoch; killed
     after that epoch's checkpoint, in its final test: resume trained on (Lightning restores the callbacks' states,
-    not the trainer's stop), to other weights, epochs and test accuracy."""
+    not the trainer's stop), to other weights, epochs and test accuracy. trainer.max_time, which stops mid-epoch:
+    the resumed run trained nothing, but said it had trained no epoch (Lightning restores it at epoch 0)."""
     run = tmp_path / "run"
     settings = [*TINY, f"data.data_dir={fake_data}", "data.val_size=16", "trainer.max_epochs=4"]
-    settings += ["callbacks=with_early_stopping", "+callbacks.early_stopping.stopping_threshold=0.0"]
+    if stop == "early_stopping":
+        settings += ["callbacks=with_early_stopping", "+callbacks.early_stopping.stopping_threshold=0.0"]
+    else:
+        settings += ["trainer.max_time={milliseconds: 1}"]  # after the first batch; that epoch ends, and is saved
     trained = run_main("lenet_exp", *settings, f"hydra.run.dir={run}")
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
     expected = json.loads((run / "metrics.json").read_text())
