@@ -209,7 +209,7 @@ def check_no_earlier_sweep(config: DictConfig) -> None:
     # studies of one name in two storages are two); the class is this sweep's own, never one a job folder names.
     where = getattr(_sweeper_class(config), "study_of", lambda settings, sweep_dir, started_in: None)
 
-    def earlier_sweeps(job: Path) -> bool:
+    def of_an_earlier_sweep(job: Path) -> bool:
         """A job that has run, or has started, of another sweep. Started: it holds Hydra's files of its settings,
         also while it runs or once it was interrupted before its first checkpoint, and a new sweep would rewrite
         them (and the running job's result say another's). A job killed while Hydra wrote them holds a file that
@@ -222,7 +222,7 @@ def check_no_earlier_sweep(config: DictConfig) -> None:
             return False
         return grid or not same_study(stored, mine, sweep, config.hydra.runtime.cwd, where)
 
-    earlier = [j for j in jobs if earlier_sweeps(j)]
+    earlier = [j for j in jobs if of_an_earlier_sweep(j)]
     if earlier:
         # an interrupted sweep's jobs go on in their folders: the same sweep again would start them from nothing
         unfinished = [j for j in earlier if last_checkpoint(j).is_file() and not metrics_file(j).is_file()]
