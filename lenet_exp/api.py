@@ -125,7 +125,7 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
     """
     from hydra.types import RunMode
 
-    from lenet_exp.runtime.hydra_callbacks import check_sweep, lock_sweep
+    from lenet_exp.runtime.hydra_callbacks import check_sweep, grid_sweep, lock_folder
     from lenet_exp.runtime.lock import release
 
     with _hydra(config_dir) as app:  # the steps of Hydra.multirun, with a folder of the sweep's own
@@ -134,7 +134,8 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
             check_sweep(cfg)  # settings that would fail every job: a UserError here (SweepChecks would exit)
             # absolute, as run()'s folder is: the jobs returned stay valid when the caller changes folder later
             folder = Path(os.path.abspath(_own_folder(cfg, "sweep")))
-            locked = lock_sweep(cfg)  # a UserError here (RunLock would exit); held until the sweep ends
+            # a UserError here (RunLock would exit); held until the sweep ends
+            locked = lock_folder(cfg, "sweep") if grid_sweep(cfg) else None
         try:
             return _swept(app, cfg, folder)
         finally:

@@ -96,19 +96,8 @@ class RunLock(Callback):
         self.taken: str | None = None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from lenet_exp.runtime.lock import FolderInUse, acquire
-
         with refused_here(config):
-            try:
-                self.taken = config.hydra.run.dir if acquire(config.hydra.run.dir) else None
-            except FolderInUse as busy:
-                if any(given.startswith("hydra.run.dir=") for given in config.hydra.overrides.hydra):
-                    raise
-                raise UserError(  # the user chose no folder: Hydra's default, named by the second the run started
-                    f"{busy.run} is in use by another lenet_exp process (PID {busy.holder}) that started in the same "
-                    "second, as Hydra names a run's folder by the second; give each run its own "
-                    "hydra.run.dir=<folder>, or start them as one sweep (-m seed=1,2)."
-                ) from None
+            self.taken = lock_folder(config, "run")
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         from lenet_exp.runtime.lock import release
@@ -119,31 +108,35 @@ class RunLock(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with refused_here(config, NOTHING_RUN):
-            self.taken = config.hydra.sweep.dir if lock_sweep(config) else None
+            self.taken = lock_folder(config, "sweep") if grid_sweep(config) else None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self.on_run_end(config)
 
 
-def lock_sweep(config: DictConfig) -> bool:
-    """A grid sweep's folder, locked (``runtime/lock.py``) until released or the end of this process; True if taken
-    now. Two grid sweeps started into one folder at once (Hydra's default folder is named by the second a sweep
-    started) each found it empty, then wrote each other's job folders: one's results under the other's settings.
-    The workers of one study share their folder on purpose (each trial has a number of its own) and take none."""
+def lock_folder(config: DictConfig, mode: str) -> str | None:
+    """The run's (``mode="run"``) or grid sweep's (``"sweep"``) folder, locked (``runtime/lock.py``) until released
+    or the end of this process; None if this process held it already. Two grid sweeps started into one folder at
+    once each found it empty, then wrote each other's job folders: one's results under the other's settings. (The
+    workers of one study share their folder on purpose, each trial with a number of its own, and take none.)"""
     from lenet_exp.runtime.lock import FolderInUse, acquire
 
-    if not grid_sweep(config):
-        return False
+    folder = config.hydra[mode].dir
     try:
-        return acquire(config.hydra.sweep.dir)
+        return folder if acquire(folder) else None
     except FolderInUse as busy:
-        if any(given.startswith("hydra.sweep.dir=") for given in config.hydra.overrides.hydra):
+        given = any(override.startswith(f"hydra.{mode}.dir=") for override in config.hydra.overrides.hydra)
+        if given and mode == "run":
+            raise  # the lock's own sentence: wait for the other writer
+        if given:
             why = "whose jobs this sweep's would replace; give this sweep another hydra.sweep.dir=<folder>, or wait"
             why += " for that one to end"
-        else:
-            why = "that started in the same second, as Hydra names a sweep's folder by the second; give each sweep "
-            why += "its own hydra.sweep.dir=<folder>, or make them one sweep"
-        raise UserError(f"{busy.run} is in use by another lenet_exp sweep (PID {busy.holder}) {why}.") from None
+        else:  # the user chose no folder: Hydra's default, named by the second the run or sweep started
+            why = f"that started in the same second, as Hydra names a {mode}'s folder by the second; give each "
+            why += f"{mode} its own hydra.{mode}.dir=<folder>, or "
+            why += "start them as one sweep (-m seed=1,2)" if mode == "run" else "make them one sweep"
+        kind = "process" if mode == "run" else "sweep"
+        raise UserError(f"{busy.run} is in use by another lenet_exp {kind} (PID {busy.holder}) {why}.") from None
 
 
 def grid_sweep(config: DictConfig) -> bool:
