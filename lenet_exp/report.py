@@ -110,12 +110,10 @@ def key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def unnamed_keys(settings: Path) -> set[str]:
+def unnamed_keys(settings: Any) -> set[str]:
     """The keys Hydra left out of the job's name (``hydra.job.config.override_dirname.exclude_keys`` of the
-    job's ``.hydra/hydra.yaml``)."""
-    if not settings.is_file():
-        return set()
-    keys = value_at(as_written(settings), "hydra", "job", "config", "override_dirname", "exclude_keys")
+    job's ``.hydra/hydra.yaml``, read)."""
+    keys = value_at(settings, "hydra", "job", "config", "override_dirname", "exclude_keys")
     return {k for k in keys if isinstance(k, str)} if isinstance(keys, list) else set()
 
 
@@ -188,7 +186,9 @@ def summarize_job(job: Path) -> dict[str, Any]:
     stored = read(config_file(job), as_written) if config_file(job).is_file() else {}
     seed = value_at(stored, "seed")
     row: dict[str, Any] = {"job": job.name, "overrides": " ".join(overrides), "seed": seed}
-    ignored = {"seed", *read(hydra_settings_file(job), unnamed_keys)}  # keys that do not set a group apart
+    settings = read(hydra_settings_file(job), as_written) if hydra_settings_file(job).is_file() else {}
+    in_study = value_at(settings, "hydra", "sweeper", "_target_") == OPTUNA_SWEEPER  # a trial of lenet_exp's sweeper
+    ignored = {"seed", *unnamed_keys(settings)}  # keys that do not set a group apart
     ignored.discard("ckpt_path")  # the weights a run starts from: left out of its name, not out of its result
     if value_at(stored, "data", "verify_md5") is False:  # files of one's own: another folder is other data
         ignored.discard("data.data_dir")
@@ -214,22 +214,15 @@ def summarize_job(job: Path) -> dict[str, Any]:
         row["trial"] = f"COMPLETE ({metrics.get('epochs')} epochs)" if metrics.get("trial") else None
     elif error_file(job).is_file():
         row["status"] = "failed: " + read(error_file(job), Path.read_text).strip()
-        row["trial"] = "FAIL" if in_study(job) else None
+        row["trial"] = "FAIL" if in_study else None
     else:
         row["status"] = "incomplete (no metrics.json and no error.txt: still running, or killed)"
-        row["trial"] = "RUNNING or killed" if in_study(job) else None
+        row["trial"] = "RUNNING or killed" if in_study else None
     try:
         row["curve_tag"], row["curve"] = eval_curve(job, metrics.get("epochs"))
     except Exception as err:  # damaged event files or CSV: the curve cannot be trusted
         raise Damaged(f"its evaluation curve cannot be read ({first_line(err)})") from err
     return row
-
-
-def in_study(job: Path) -> bool:
-    """Whether the job was a trial of lenet_exp's Optuna sweeper (its .hydra/hydra.yaml says so)."""
-    if not hydra_settings_file(job).is_file():
-        return False
-    return value_at(read(hydra_settings_file(job), as_written), "hydra", "sweeper", "_target_") == OPTUNA_SWEEPER
 
 
 def summarize(sweep: Path) -> list[dict[str, Any]]:

@@ -153,6 +153,27 @@ def test_jobs_started_from_other_checkpoints_or_on_data_of_ones_own_elsewhere_ar
     assert [r["n"] for r in write_report(tmp_path).groups] == [1, 1, 2]  # Fashion-MNIST in two folders
 
 
+def test_a_studys_failed_and_unfinished_trials_are_named_so_and_a_grids_are_not(seed_sweep, tmp_path):
+    """The trial column comes from each job's .hydra/hydra.yaml: lenet_exp's Optuna sweeper, or another."""
+    from lenet_exp.report import summarize
+    from lenet_exp.runtime.run_folder import OPTUNA_SWEEPER
+
+    grid = (seed_sweep[0] / "0" / ".hydra" / "hydra.yaml").read_text()  # a job of batch size 0: it failed
+    study = yaml.safe_load(grid)
+    study["hydra"]["sweeper"] = {"_target_": OPTUNA_SWEEPER}
+    for number, (settings, error) in enumerate([(study, True), (study, False), (grid, True), (grid, False)]):
+        fake_job(tmp_path, number, [f"seed={number}"], None)
+        text = settings if isinstance(settings, str) else yaml.safe_dump(settings)
+        (tmp_path / str(number) / ".hydra" / "hydra.yaml").write_text(text)
+        if error:
+            (tmp_path / str(number) / "error.txt").write_text("data.batch_size=0 must be a positive whole number\n")
+    rows = {r["job"]: (r["trial"], r["status"].split(" ")[0]) for r in summarize(tmp_path)}
+    assert rows == {
+        **{"0": ("FAIL", "failed:"), "1": ("RUNNING or killed", "incomplete")},
+        **{"2": (None, "failed:"), "3": (None, "incomplete")},
+    }
+
+
 def test_curves_come_from_the_csv_file_of_a_job_run_without_tensorboard(tmp_path, fake_data, monkeypatch, seed_sweep):
     real_settings = (seed_sweep[0] / "0" / ".hydra" / "hydra.yaml").read_text()
     sweep = tmp_path / "sweep"
