@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytorch_lightning as pl
 
 from lenet_exp.errors import first_line, root_cause
-from lenet_exp.runtime.checks import UNBOUNDED
+from lenet_exp.runtime.checks import UNBOUNDED, objectives
 from lenet_exp.runtime.results import flat_metrics
 
 if TYPE_CHECKING:
@@ -39,8 +39,8 @@ def trial_callbacks(optimized_metric: Any) -> list[pl.Callback]:
 def reported(optimized_metric: Any) -> str | None:
     """The metric a trial reports after every epoch: the one objective, also written as a list of one
     (``optimized_metric=[val_acc]``); None for several, which Optuna prunes none of."""
-    metrics = [optimized_metric] if isinstance(optimized_metric, str) else list(optimized_metric or ())
-    return str(metrics[0]) if len(metrics) == 1 else None
+    metrics = objectives(optimized_metric)
+    return metrics[0] if len(metrics) == 1 else None
 
 
 class PruneTrial(pl.Callback):

@@ -158,6 +158,7 @@ BAD_INPUTS = {
     ),
     "config: optimizing an unknown metric": (["optimized_metric=acc"], None, "optimized_metric=acc is not a metric"),
     "config: optimizing val without a split": (["optimized_metric=val_acc"], None, "needs a validation split"),
+    "config: optimizing a number": (["optimized_metric=5"], None, r"optimized_metric=5 names no metric; give one of"),
     "config: unknown activation": (["model.net.activation=tanh"], None, r"model.net.activation='tanh' is not known"),
     "config: unknown compile mode": (["model.compile=sometimes"], None, r"model.compile='sometimes' is not known"),
     "config: more CPU processes than cores": (

@@ -335,6 +335,7 @@ def test_settings_that_cannot_work_are_one_sentence_before_any_trial(tmp_path, d
         "hydra.sweeper.pruner=early": "hydra.sweeper.pruner=early is not known; choose one of median, hyperband,",
         "model.optimizer.lrr=interval(0.001,0.1)": "the search space names model.optimizer.lrr, which is not a key",
         "optimized_metric=test_acc": "optimized_metric=test_acc would choose hyperparameters on the test set",
+        "optimized_metric=[val_acc,1]": "optimized_metric=['val_acc', 1] names no metric; give one of train_loss,",
         "hydra.sweeper.storage=mongodb://127.0.0.1/x": "hydra.sweeper.storage=mongodb://127.0.0.1/x is not a storage",
         "hydra.sweeper.storage=postgresql+psycopg://lenet@127.0.0.1:9/x": "postgresql+psycopg://lenet@127.0.0.1:9/x "
         "cannot be reached (connection failed",

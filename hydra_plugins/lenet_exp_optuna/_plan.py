@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.lenet_exp_optuna._storage import STORAGE_HINT, storage_url
 from lenet_exp.errors import UserError, check_value, first_line, typed
+from lenet_exp.runtime.checks import objectives
 from lenet_exp.runtime.run_folder import OBJECTIVES
 
 if TYPE_CHECKING:
@@ -136,8 +137,7 @@ def settings_of(config: DictConfig, takes: list[str]) -> dict[str, Any]:
 def search_plan(sweeper: Any, config: DictConfig, arguments: list[str]) -> SearchPlan:
     """Checks every setting of the study (``sweeper``: the OptunaSweeper made from ``config.hydra.sweeper``;
     ``arguments``: the command line's overrides), one sentence for the first wrong one, and settles the plan."""
-    metric = config.get("optimized_metric")
-    metrics = list(metric) if isinstance(metric, ListConfig) else [metric] if metric else []
+    metrics = objectives(config.get("optimized_metric"))
     if not metrics:
         raise UserError("a study needs optimized_metric, such as optimized_metric=val_acc (with data.val_size > 0).")
     if len(metrics) != len(sweeper.directions):

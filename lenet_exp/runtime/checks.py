@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lenet_exp import arguments
 from lenet_exp.errors import UserError, check_value, leaves, typed
@@ -279,13 +279,26 @@ def check_many_steps(cfg: DictConfig) -> None:
     check_config(cfg.get("steps_per_call", 1), cfg.trainer)
 
 
+def objectives(value: Any) -> list[str]:
+    """``optimized_metric`` as the metrics it names: none, one (``val_acc``, also written ``[val_acc]``) or several
+    (a Pareto front); one sentence for a value that names no metric (a number, a mapping)."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple | ListConfig) and all(isinstance(each, str) for each in value):
+        return list(value)
+    raise UserError(
+        f"optimized_metric={typed(value)} names no metric; give one of {', '.join(OBJECTIVES)}, or a list of them for "
+        "a Pareto front, such as '[val_acc,seconds_per_epoch]'."
+    )
+
+
 def check_optimized_metric(name: Any, val_size: int) -> None:
     """The metric (or metrics, for a Pareto front) a sweeper optimizes must be one the run will have, and
     never the test set's."""
-    if not name:
-        return
-    for each in [name] if isinstance(name, str) else list(name):
-        if str(each).startswith("test"):
+    for each in objectives(name):
+        if each.startswith("test"):
             raise UserError(
                 f"optimized_metric={each} would choose hyperparameters on the test set; "
                 "use optimized_metric=val_acc with data.val_size > 0."
