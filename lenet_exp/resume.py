@@ -24,7 +24,7 @@ from lenet_exp.runtime.cli import answer_help, names
 from lenet_exp.runtime.confine import confinable
 from lenet_exp.runtime.console import log_to_console
 from lenet_exp.runtime.lock import launched_rank
-from lenet_exp.runtime.run_folder import metrics_file, overrides_file
+from lenet_exp.runtime.run_folder import last_checkpoint, log_file, metrics_file, overrides_file, value_at
 
 if TYPE_CHECKING:
     from lenet_exp.runtime.stored_config import StoredRun
@@ -39,6 +39,8 @@ def resume(
     """Finish the run in ``run_dir``; return its metrics.json. ``job_name`` names the log file
     (Lightning gives DDP ranks 1.. their own, ``hydra.job.name=train_ddp_process_N``); ``given`` are
     the user's ``key=value`` for folders to write into or servers the stored config names."""
+    from omegaconf import OmegaConf
+
     from lenet_exp.runtime.stored_config import read_run
 
     run = Path(os.path.expanduser(run_dir)).resolve()
@@ -57,7 +59,8 @@ def resume(
             )
         log.info(f"{run} is finished (it has metrics.json); nothing to resume.")
         return metrics
-    if (files.config.get("trainer") or {}).get("enable_checkpointing") is False:
+    # read as written, not resolved: the folder's values pass the gate (in _resume) before any is resolved
+    if value_at(OmegaConf.to_container(files.config, resolve=False), "trainer", "enable_checkpointing") is False:
         raise UserError(
             f"{run} was run with trainer.enable_checkpointing=false, so it kept no checkpoint to resume from; "
             f"run it again (its overrides are in {overrides_file(run)})."
@@ -79,7 +82,7 @@ def _no_checkpoint_elsewhere(cfg: Any, run: Path) -> None:
 
     dirpath = OmegaConf.select(cfg, "callbacks.checkpoint.dirpath", default=None)
     filename = OmegaConf.select(cfg, "callbacks.checkpoint.filename", default=None) or "last"
-    if not dirpath or Path(dirpath).resolve() == (run / "checkpoints").resolve():
+    if not dirpath or Path(dirpath).resolve() == last_checkpoint(run).parent.resolve():
         return
     kept = Path(dirpath) / f"{filename}.ckpt"
     if kept.is_file():
@@ -101,9 +104,9 @@ def _resume(files: StoredRun, trust: list[str], job_name: str | None, given: lis
     cfg = stored.config
     cfg.trusted_targets = list(trust)  # what the user allows now, not what the folder says
     logging.raiseExceptions = False  # a full disk under the log file: the run's own writes report it, once
-    log_file = AppendLog(run / f"{job_name or files.job_name}.log")  # appends, as the run did; from here on, so
-    log_file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
-    logging.getLogger().addHandler(log_file)  # that the log says where the run resumed, and with which code
+    appended = AppendLog(log_file(run, job_name or files.job_name))  # appends, as the run did; from here on, so
+    appended.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+    logging.getLogger().addHandler(appended)  # that the log says where the run resumed, and with which code
     if stored.checkpoint is not None:
         then, now = stored.checkpoint.get(GIT_KEY, "unknown"), git_revision()
         if "unknown" not in (then, now) and then != now:

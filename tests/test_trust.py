@@ -97,6 +97,22 @@ def test_resume_refuses_a_run_folder_whose_config_names_other_code(run, tmp_path
 
 
 @pytest.mark.slow
+def test_an_interpolation_in_a_stored_config_is_the_gates_sentence_before_resume_reads_it(run, tmp_path, monkeypatch):
+    """resume's first look at the folder (was checkpointing off?) read trainer resolved: an interpolation there
+    ended in omegaconf's traceback before the gate saw it."""
+    folder = unfinished_copy(run, tmp_path)
+    config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
+    config["trainer"] = "${oc.env:LENET_EXP_UNSET}"
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.delenv("LENET_EXP_UNSET", raising=False)
+    out = run_main("lenet_exp.resume", str(folder))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.startswith(f"error: {folder / '.hydra' / 'config.yaml'} holds a config that cannot be read (")
+    assert "LENET_EXP_UNSET" in out.stderr and len(out.stderr.splitlines()) == 1  # the gate's sentence
+    assert not (folder / "metrics.json").exists()
+
+
+@pytest.mark.slow
 def test_resume_refuses_a_crafted_last_checkpoint(run, tmp_path):
     canary = tmp_path / "ran"
     folder = unfinished_copy(run, tmp_path)

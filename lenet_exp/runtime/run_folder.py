@@ -6,6 +6,7 @@ names of the metrics a run records, and the sentence that says how to finish an 
     <run>/metrics.json          the finished run's metrics (see METRICS)
     <run>/evaluations.jsonl     one line per lenet_exp.eval of the run's checkpoints
     <run>/error.txt             why a sweep job failed
+    <run>/<job name>.log        the run's log, as Hydra names it (lenet_exp.log; resume appends to it)
     <run>/.lock                 held (flock) by the one process writing the run; holds its PID (runtime/lock.py)
     <run>/tensorboard/<version>/ the TensorBoard event files (logger=tensorboard); projector_config.pbtxt and
                                 projector/: the embedding projector's files (lenet_exp/network_view.py)
@@ -93,6 +94,11 @@ def best_checkpoint(run: Path) -> Path:
 
 def metrics_file(run: Path) -> Path:
     return Path(run) / "metrics.json"
+
+
+def log_file(run: Path, job_name: str) -> Path:
+    """The run's log, named by Hydra's job logging for the job (``hydra.job.name``: lenet_exp, or a DDP rank's)."""
+    return Path(run) / f"{job_name}.log"
 
 
 def lock_file(run: Path) -> Path:
