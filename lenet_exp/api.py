@@ -77,7 +77,7 @@ def run(*overrides: str, config_dir: str | Path | None = None) -> Run:
     from hydra.types import HydraContext, RunMode
 
     from lenet_exp.__main__ import CONFIG_NAME, job
-    from lenet_exp.runtime.hydra_callbacks import check_no_earlier_run
+    from lenet_exp.runtime.hydra_callbacks import check_no_earlier_run, checked_by_caller
     from lenet_exp.runtime.lock import run_lock
 
     with _hydra(config_dir) as app:  # the steps of Hydra.run, with a folder of the run's own
@@ -89,7 +89,8 @@ def run(*overrides: str, config_dir: str | Path | None = None) -> Run:
             with resolving(cfg):
                 check_no_earlier_run(folder, cfg.get("ckpt_path"))
             callbacks = Callbacks(cfg)
-            callbacks.on_run_start(config=cfg, config_name=CONFIG_NAME)
+            with checked_by_caller():  # the folder's checks are made above, once
+                callbacks.on_run_start(config=cfg, config_name=CONFIG_NAME)
             ret = run_job(
                 hydra_context=HydraContext(config_loader=app.config_loader, callbacks=callbacks),
                 task_function=job,
@@ -151,12 +152,13 @@ def _swept(app: Any, cfg: Any, folder: Path) -> list[Run]:
     from omegaconf import OmegaConf
 
     from lenet_exp.__main__ import CONFIG_NAME, job
-    from lenet_exp.runtime.hydra_callbacks import FailedJob, SweepRefused, check_no_earlier_sweep
+    from lenet_exp.runtime.hydra_callbacks import FailedJob, SweepRefused, check_no_earlier_sweep, checked_by_caller
 
     with resolving(cfg):
         check_no_earlier_sweep(cfg)  # a UserError here (EarlierRun would exit)
     callbacks = Callbacks(cfg)
-    callbacks.on_multirun_start(config=cfg, config_name=CONFIG_NAME)
+    with checked_by_caller():  # the sweep's settings and folder are checked above and in sweep(), once
+        callbacks.on_multirun_start(config=cfg, config_name=CONFIG_NAME)
     context = HydraContext(config_loader=app.config_loader, callbacks=callbacks)
     sweeper = Plugins.instance().instantiate_sweeper(config=cfg, hydra_context=context, task_function=job)
     try:

@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 from hydra_plugins.lenet_exp_optuna._plan import SearchPlan, override_value, search_plan
 from hydra_plugins.lenet_exp_optuna._storage import open_storage, shown, stored_at
 from lenet_exp.errors import UserError
-from lenet_exp.runtime.run_folder import error_file, job_folders, last_checkpoint, metrics_file, sqlite_path
+from lenet_exp.runtime.run_folder import has_run, job_folders, sqlite_path
 
 if TYPE_CHECKING:
     import optuna
@@ -93,12 +93,7 @@ def _no_lost_trials(prepared: PreparedStudy, config: DictConfig, sweep_dir: Path
     # a trial of this study: its sweeper and name, in this storage (another study's trials are refused later)
     settings = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
     jobs = job_folders(sweep_dir) if sweep_dir.is_dir() else []
-    ran = [
-        j
-        for j in jobs
-        if any(f(j).is_file() for f in (metrics_file, last_checkpoint, error_file))
-        and same_study(job_sweeper(j), settings, sweep_dir, ".", stored_at)
-    ]
+    ran = [j for j in jobs if has_run(j) and same_study(job_sweeper(j), settings, sweep_dir, ".", stored_at)]
     if ran:
         raise UserError(
             f"the study {prepared.name} is not in {shown(prepared.plan.url)} any more, but {sweep_dir} holds the "

@@ -8,6 +8,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from lenet_exp.errors import UserError, fail, resolving, user_error
 from lenet_exp.runtime.run_folder import (
     as_written,
     error_file,
+    has_run,
     hydra_settings_file,
     job_folders,
     last_checkpoint,
@@ -43,6 +45,22 @@ def check_output_folder(folder: str, key: str) -> None:
         raise UserError(
             f"the output folder {folder} cannot be written ({err.strerror}); choose another with {key}=<folder>."
         ) from err
+
+
+# Set while lenet_exp.run and lenet_exp.sweep run Hydra's callbacks, having checked the folder and the sweep's
+# settings themselves first (a refusal there is their caller's UserError, not the end of the program).
+_checked_by_caller: ContextVar[bool] = ContextVar("checked_by_caller", default=False)
+
+
+@contextmanager
+def checked_by_caller() -> Iterator[None]:
+    """Hydra's callbacks run within, by lenet_exp.run or lenet_exp.sweep, leave out the checks the caller made
+    already (the earlier run or sweep in the folder, and the sweep's settings): each is made once."""
+    token = _checked_by_caller.set(True)
+    try:
+        yield
+    finally:
+        _checked_by_caller.reset(token)
 
 
 @contextmanager
@@ -155,12 +173,14 @@ class EarlierRun(Callback):
         again = (
             os.environ.get(name, "0") not in ("", "0") for name in ("SLURM_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT")
         )
-        if launched_rank() or any(again):
+        if launched_rank() or any(again) or _checked_by_caller.get():
             return
         with refused_here(config):
             check_no_earlier_run(config.hydra.run.dir, config.get("ckpt_path"))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if _checked_by_caller.get():
+            return
         with refused_here(config, NOTHING_RUN):
             check_no_earlier_sweep(config)
 
@@ -207,7 +227,7 @@ def check_no_earlier_sweep(config: DictConfig) -> None:
         also while it runs or once it was interrupted before its first checkpoint, and a new sweep would rewrite
         them (and the running job's result say another's). A job killed while Hydra wrote them holds a file that
         cannot be read, and nothing a new sweep could replace."""
-        ran = any(f(job).is_file() for f in (metrics_file, last_checkpoint, error_file))
+        ran = has_run(job)
         if grid and ran:
             return True
         stored = job_sweeper(job)  # read once per job
@@ -269,7 +289,8 @@ class SweepChecks(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global running_sweep
         with refused_here(config, NOTHING_RUN):  # the first to read the sweep's settings
-            check_sweep(config)
+            if not _checked_by_caller.get():
+                check_sweep(config)
             running_sweep = (str(config.hydra.sweep.dir), str(OmegaConf.select(config, "hydra.launcher._target_")))
 
 

@@ -180,6 +180,11 @@ def job_number(job: Path) -> int | None:
     return int(job.name) if job.name.isdigit() else None
 
 
+def has_run(job: Path) -> bool:
+    """Whether a run or job has trained, finished or failed: it holds a checkpoint, metrics.json or error.txt."""
+    return any(file(job).is_file() for file in (metrics_file, last_checkpoint, error_file))
+
+
 def run_of(checkpoint: Path) -> Path:
     """The run folder a checkpoint belongs to (``<run>/checkpoints/x.ckpt``), else the folder it lies in."""
     checkpoint = Path(checkpoint)
