@@ -145,6 +145,8 @@ def command() -> None:
 def search_path(config_dir: str | Path | None = None, primary: str = CONF_DIR) -> Any:
     """Hydra's config search path as its main builds it: lenet_exp's configs (or ``primary``, -cp's folder, in
     their place), then ``config_dir``, the folder of --config-dir."""
+    # Hydra's private helper, as @hydra.main calls it: its public API builds no search path to hand on (see
+    # lenet_exp/api.py's docstring on using Hydra's internals; pinned by hydra-core's version range)
     from hydra._internal.utils import create_automatic_config_search_path
     from hydra.core.config_search_path import SearchPathQuery
 
@@ -164,7 +166,7 @@ def check_own_primary_config(argv: list[str]) -> None:
     would run without the callbacks that refuse a folder holding a run, and Hydra would write its .hydra/ files
     over that run's before any lenet_exp code ran: refused here first, in one sentence. (Anything else about the
     config is left to Hydra, which says it.)"""
-    from hydra._internal.utils import get_args_parser
+    from hydra._internal.utils import get_args_parser  # private: Hydra's own reading of its flags (-cn, -cp, ...)
 
     args, _ = get_args_parser().parse_known_args(argv)
     # (-cp replaces lenet_exp's folder of configs, so its config.yaml too; -cd adds a folder after lenet_exp's)
@@ -172,7 +174,7 @@ def check_own_primary_config(argv: list[str]) -> None:
     if not own or args.experimental_rerun:
         return
     from hydra import version
-    from hydra._internal.hydra import Hydra
+    from hydra._internal.hydra import Hydra  # private, as in lenet_exp/api.py: composing as the command would
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
 

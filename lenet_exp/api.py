@@ -99,6 +99,7 @@ def run(*overrides: str, config_dir: str | Path | None = None) -> Run:
                 job_subdir_key=None,
             )
             callbacks.on_run_end(config=cfg, config_name=CONFIG_NAME, job_return=ret)
+            # JobReturn's private field: its public return_value raises the error (and prints Hydra's line) instead
             if ret.status == JobStatus.FAILED and isinstance(ret._return_value, UserError):
                 _log_to_file(ret._return_value, folder)  # while the run's log file is still open
     if ret.status == JobStatus.FAILED:

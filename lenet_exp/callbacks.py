@@ -1,5 +1,5 @@
-"""Lightning callbacks: the epoch stopwatch, the book's per-epoch line, the best epoch's checkpoint, test-set
-pictures, a quiet progress bar."""
+"""Lightning callbacks: the epoch stopwatch, a stop kept across a resume, the book's per-epoch line, the best epoch's
+checkpoint, test-set pictures, a quiet progress bar."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The LightningModule: cross-entropy, accuracy and the optimizer around any image classifier."""
+"""The LightningModule: cross-entropy, accuracy, the optimizer and its schedule around any image classifier, and
+the weights it evaluates (an exponential moving average, flip averaging)."""
 
 from __future__ import annotations
 

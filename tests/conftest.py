@@ -209,6 +209,14 @@ def compose_config(run_dir: Path, overrides: list[str] = ()) -> DictConfig:
     return cfg
 
 
+def load_checkpoint(path: str | Path, trusted: tuple[str, ...] | list[str] = (), hint: str = "trust") -> dict:
+    """The checkpoint at ``path`` (tensors and plain data, its stored config resolved) through the gate for stored
+    configs, as the commands read one, with nothing built from it: its weights, epoch and config."""
+    from lenet_exp.runtime.stored_config import open_stored
+
+    return open_stored(path, trusted, builds=(), hint=hint).checkpoint
+
+
 def run_cli(
     *args: str,
     module: str = "lenet_exp",

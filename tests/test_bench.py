@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TIMING, TWO_EPOCHS, apply, compose_config, real_data, run_cli
+from conftest import TIMING, TWO_EPOCHS, apply, compose_config, load_checkpoint, real_data, run_cli
 
-from lenet_exp.runtime.checkpoints import load_checkpoint
 from lenet_exp.train import train
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ONE_EPOCH, compose_config, run_main
+from conftest import ONE_EPOCH, compose_config, load_checkpoint, run_main
 from omegaconf import OmegaConf
 
 from lenet_exp.errors import UserError, user_error
 from lenet_exp.runtime.atomic import AtomicCheckpointIO
-from lenet_exp.runtime.checkpoints import CONFIG_KEY, load_checkpoint
+from lenet_exp.runtime.checkpoints import CONFIG_KEY
 from lenet_exp.runtime.stored_config import open_stored
 from lenet_exp.train import train
 

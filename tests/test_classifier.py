@@ -6,13 +6,12 @@ import os
 
 import pytest
 import torch
-from conftest import ONE_EPOCH, TINY, compose_config, counted_over
+from conftest import ONE_EPOCH, TINY, compose_config, counted_over, load_checkpoint
 from pytorch_lightning.callbacks import Callback
 
 from lenet_exp.classifier import Classifier
 from lenet_exp.errors import UserError
 from lenet_exp.models import LeNet
-from lenet_exp.runtime.checkpoints import load_checkpoint
 from lenet_exp.train import train
 
 

@@ -16,13 +16,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ONE_EPOCH, ROOT, TIMING, TINY, compose_config, run_cli, run_main, write_fake_fashion_mnist
+from conftest import (
+    ONE_EPOCH,
+    ROOT,
+    TIMING,
+    TINY,
+    compose_config,
+    load_checkpoint,
+    run_cli,
+    run_main,
+    write_fake_fashion_mnist,
+)
 from pytorch_lightning.callbacks import Callback
 
 from lenet_exp.errors import UserError
 from lenet_exp.resume import resume
 from lenet_exp.runtime import atomic
-from lenet_exp.runtime.checkpoints import load_checkpoint
 from lenet_exp.train import train
 
 

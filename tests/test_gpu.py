@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose_config, scalars, write_fake_fashion_mnist
+from conftest import compose_config, load_checkpoint, scalars, write_fake_fashion_mnist
 from pytorch_lightning.callbacks import Callback
 
 from lenet_exp.errors import UserError
-from lenet_exp.runtime.checkpoints import load_checkpoint
 from lenet_exp.train import train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

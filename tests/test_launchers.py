@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TIMING, epoch_lines, free_port, scalars, write_fake_fashion_mnist
+from conftest import ROOT, TIMING, epoch_lines, free_port, load_checkpoint, scalars, write_fake_fashion_mnist
 
-from lenet_exp.runtime.checkpoints import load_checkpoint
 from lenet_exp.runtime.run_folder import best_checkpoint, last_checkpoint
 
 pytestmark = pytest.mark.slow

@@ -2,14 +2,13 @@
 
 import pytest
 import torch
-from conftest import CONF_DIR, TINY, compose_config, counted_over
+from conftest import CONF_DIR, TINY, compose_config, counted_over, load_checkpoint
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from lenet_exp.augment import BatchAugment
 from lenet_exp.errors import UserError
 from lenet_exp.models import LeNet
-from lenet_exp.runtime.checkpoints import load_checkpoint
 from lenet_exp.train import train
 
 ABLATION_ROWS = sorted(path.stem for path in (CONF_DIR / "ablation").glob("*.yaml"))  # conf/ablation/, in order

@@ -20,6 +20,7 @@ from conftest import (
     TINY,
     epoch_lines,
     event_dir,
+    load_checkpoint,
     run_cli,
     run_main,
     scalars,
@@ -28,7 +29,7 @@ from conftest import (
 
 import lenet_exp
 from lenet_exp.errors import UserError
-from lenet_exp.runtime.checkpoints import CONFIG_KEY, load_checkpoint
+from lenet_exp.runtime.checkpoints import CONFIG_KEY
 from lenet_exp.runtime.lock import release
 from lenet_exp.runtime.run_folder import EVENT_FILES
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ONE_EPOCH, ROOT, TIMING, compose_config, event_dir, run_cli, run_main, scalars
+from conftest import ONE_EPOCH, ROOT, TIMING, compose_config, event_dir, load_checkpoint, run_cli, run_main, scalars
 from hydra.utils import instantiate
 from pytorch_lightning import Callback, Trainer
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -20,7 +20,6 @@ from pytorch_lightning.utilities.model_summary import ModelSummary
 from lenet_exp.callbacks import TerminalProgressBar
 from lenet_exp.errors import UserError
 from lenet_exp.eval import evaluate
-from lenet_exp.runtime.checkpoints import load_checkpoint
 from lenet_exp.runtime.checks import check_run
 from lenet_exp.train import train
 

@@ -11,13 +11,12 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import TIMING, TINY, compose_config, scalars, write_fake_fashion_mnist
+from conftest import TIMING, TINY, compose_config, load_checkpoint, scalars, write_fake_fashion_mnist
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lenet_exp.errors import UserError
 from lenet_exp.many_steps import BatchGroups, resolve
-from lenet_exp.runtime.checkpoints import load_checkpoint
 from lenet_exp.steps_per_call import CPU_DEFAULT, per_call
 from lenet_exp.train import train
 

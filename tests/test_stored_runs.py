@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import counted_over, run_main, scalars
+from conftest import counted_over, load_checkpoint, run_main, scalars
 
 import lenet_exp
 from lenet_exp.data import CLASSES
-from lenet_exp.runtime.checkpoints import load_checkpoint
 
 STORED = Path(__file__).resolve().parent / "data" / "run_f701b51"
 STEPS_PER_EPOCH = 64 // 16  # its training images / its batch size

@@ -10,10 +10,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ONE_EPOCH, TIMING, TWO_EPOCHS, compose_config, counted_over, event_dir, run_cli, run_main
+from conftest import (
+    ONE_EPOCH,
+    TIMING,
+    TWO_EPOCHS,
+    compose_config,
+    counted_over,
+    event_dir,
+    load_checkpoint,
+    run_cli,
+    run_main,
+)
 from omegaconf import OmegaConf
 
-from lenet_exp.runtime.checkpoints import load_checkpoint
 from lenet_exp.runtime.threads import NVML_CHECK
 from lenet_exp.train import train
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from torch import nn
 from lenet_exp.errors import UserError, built
 from lenet_exp.runtime.checks import UNBOUNDED
 from lenet_exp.runtime.run_folder import override
-from lenet_exp.runtime.stored_config import CONFIG_KEY, GIT_KEY, Stored, open_stored
+from lenet_exp.runtime.stored_config import CONFIG_KEY, GIT_KEY, Stored
 
 
 class ConfigInCheckpoint(pl.Callback):
@@ -29,13 +28,6 @@ class ConfigInCheckpoint(pl.Callback):
     def on_save_checkpoint(self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[CONFIG_KEY] = self.config
         checkpoint[GIT_KEY] = self.git_rev
-
-
-def load_checkpoint(path: str | Path, trusted: Collection[str] = (), hint: str = "trust") -> dict[str, Any]:
-    """The checkpoint at ``path`` (tensors and plain data, its stored config resolved), through the gate with
-    nothing built from it: for reading its weights, epoch or config. Only lenet_exp's classes, torch optimizers
-    and schedulers, and the ``trusted`` names may be named in it."""
-    return open_stored(path, trusted, builds=(), hint=hint).checkpoint
 
 
 def check_architecture(checkpoint: dict[str, Any], module: nn.Module, path: str | Path, own: bool = False) -> None:
