@@ -18,6 +18,7 @@ from lenet_exp import many_steps
 from lenet_exp.arguments import AUGMENT_ADVICE, check_logits, check_model
 from lenet_exp.errors import UserError, nan_loss
 from lenet_exp.metrics import Accuracy, WeightedMean
+from lenet_exp.step_draws import step_draws
 
 ADAM_1E3 = partial(torch.optim.Adam, lr=1e-3)  # the book's optimizer
 EPOCH_METRICS = "lenet_exp_epoch_metrics"  # in a checkpoint: its epoch's logged metrics, as plain numbers
@@ -130,7 +131,8 @@ class Classifier(pl.LightningModule):
         if self.many_steps is not None:
             return self.many_steps.training_step(batch, batch_idx)
         x, y = batch
-        loss, logits = self.loss_and_logits(x, y, self.label_smoothing)
+        with step_draws(self.device, self.global_step, batch_idx % self.trainer.accumulate_grad_batches):
+            loss, logits = self.loss_and_logits(x, y, self.label_smoothing)  # (backward draws nothing)
         # Only accumulated here (a self.log call per step costs ~0.8 ms); logged once, in on_train_epoch_end.
         self.train_loss.update(loss.detach(), weight=len(y))
         self.train_acc.update((logits.detach().argmax(1) == y).sum(), len(y))

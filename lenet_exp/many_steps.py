@@ -23,6 +23,7 @@ from torch.utils.data import Sampler
 
 from lenet_exp.cuda_graph import DeviceHyperparameters, GraphedStep
 from lenet_exp.errors import UserError
+from lenet_exp.step_draws import step_draws
 from lenet_exp.steps_per_call import AUTOMATIC, COUNTING, ONE_STEP_ONLY, per_call
 
 if TYPE_CHECKING:
@@ -274,7 +275,11 @@ class ManySteps:
         for i, (x, y) in enumerate(zip(*batch, strict=True)):
             if module.augment is not None:  # seeded by the step, as with one step per call
                 x = module.augment(x, first + i)
-            loss, out = run(x, y)
+            if self.graph:  # the graph's draws follow its generator's offset, replay after replay
+                loss, out = run(x, y)
+            else:
+                with step_draws(module.device, first + i):  # as with one step per call
+                    loss, out = run(x, y)
             losses.append(loss)
             logits.append(out)
             if scheduler is not None:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 import yaml
 from conftest import (
@@ -29,6 +30,7 @@ from conftest import (
 
 import lenet_exp
 from lenet_exp.errors import UserError
+from lenet_exp.models import LeNet
 from lenet_exp.runtime.checkpoints import CONFIG_KEY
 from lenet_exp.runtime.lock import release
 from lenet_exp.runtime.run_folder import EVENT_FILES
@@ -316,6 +318,53 @@ def test_a_run_stopped_between_its_last_checkpoint_and_metrics_json_resumes_to_i
     damaged = run_main("lenet_exp.resume", str(run))
     assert damaged.returncode == 1 and "Traceback" not in damaged.stderr, damaged.stderr[-3000:]
     assert f"error: {best} cannot be read (" in damaged.stderr and "missing, truncated or damaged" in damaged.stderr
+
+
+class DropoutLeNet(LeNet):
+    """LeNet with dropout on its input: a network of one's own that draws random numbers in every training step."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.nn.functional.dropout(x, 0.5, self.training))
+
+
+class InterruptOnce(pl.Callback):
+    """Ctrl-C (KeyboardInterrupt) as epoch ``epoch`` (from 0) starts, once per ``marker`` file: an interruption a
+    resumed run (which replays the same config) does not repeat."""
+
+    def __init__(self, epoch: int, marker: str) -> None:
+        self.epoch, self.marker = epoch, Path(marker)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch and not self.marker.exists():
+            self.marker.touch()
+            raise KeyboardInterrupt
+
+
+@pytest.mark.slow  # six short runs, about 6 s
+def test_a_network_that_draws_random_numbers_resumes_to_the_uninterrupted_weights(tmp_path, fake_data):
+    """torch's generators are not in Lightning's checkpoints: resumed, a network with dropout trained on other
+    numbers than the uninterrupted run. Each step draws what it drew, under one step per call and many."""
+    ours = ["test_resume.DropoutLeNet", "test_resume.InterruptOnce"]
+    common = [*TINY, "trainer.max_epochs=3", f"data.data_dir={fake_data}", "logger=none", "callbacks.best=null"]
+    common.append(f"model.net._target_={ours[0]}")
+    weights = {}
+    for per_call in ("1", "auto"):
+        full, cut = tmp_path / f"full-{per_call}", tmp_path / f"cut-{per_call}"
+        settings = [*common, f"steps_per_call={per_call}"]
+        assert run_main("lenet_exp", *settings, f"hydra.run.dir={full}").returncode == 0
+        stop = [f"+callbacks.stop._target_={ours[1]}", "+callbacks.stop.epoch=1"]
+        stop.append(f"+callbacks.stop.marker={tmp_path / f'stopped-{per_call}'}")
+        stopped = run_main("lenet_exp", *settings, *stop, f"hydra.run.dir={cut}")
+        assert stopped.returncode == 130 and "resume with" in stopped.stderr, stopped.stderr[-2000:]
+        resumed = run_main("lenet_exp.resume", str(cut), f"trust={','.join(ours)}")
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        a, b = (json.loads((run / "metrics.json").read_text()) for run in (full, cut))
+        assert {k: v for k, v in a.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
+        first, second = (load_checkpoint(run / "checkpoints" / "last.ckpt", ours)["state_dict"] for run in (full, cut))
+        assert all(torch.equal(first[k], second[k]) for k in first), per_call
+        weights[per_call] = first
+    one, many = weights["1"], weights["auto"]  # 16 steps per call on a CPU: the same draws in each step
+    assert all(torch.allclose(one[k], many[k], atol=1e-6, rtol=0) for k in one)
 
 
 @pytest.mark.parametrize("stop", ["early_stopping", "max_time"])
