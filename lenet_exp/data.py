@@ -122,8 +122,8 @@ def read_idx(path: Path, ndim: int, verify_md5: bool = True) -> Tensor:
     name = path.name.removesuffix(".gz")
     if verify_md5 and name in MD5 and hashlib.md5(raw).hexdigest() != MD5[name]:
         raise UserError(
-            f"{path} is not the published Fashion-MNIST file (MD5 of its decompressed bytes differs); "
-            f"delete it and {HOW_TO_GET}."
+            f"{path} is not the published Fashion-MNIST file (MD5 of its decompressed bytes differs); if it is a "
+            f"file of your own, set data.verify_md5=false, else delete it and {HOW_TO_GET}."
         )
     header = 4 + 4 * ndim
     magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
@@ -139,6 +139,8 @@ def read_idx(path: Path, ndim: int, verify_md5: bool = True) -> Tensor:
             f"{path} holds {len(raw)} bytes but its header {shape} needs {expected} "
             f"(truncated or corrupt); {HOW_TO_GET}."
         )
+    if expected == header:  # a header of 0 items (torch.frombuffer refuses an empty buffer)
+        return torch.zeros(shape, dtype=torch.uint8)
     return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(shape)
 
 
@@ -151,6 +153,8 @@ def load_split(files: dict[str, Path], split: str, verify_md5: bool = True) -> t
             f"{files[images_name]} holds images of {images.shape[1]} x {images.shape[2]} pixels, and Fashion-MNIST's "
             f"are 28 x 28; it is not a Fashion-MNIST image file."
         )
+    if not len(images):
+        raise UserError(f"{files[images_name]} holds no images (its header says 0); the {split} set needs some.")
     labels = read_idx(files[labels_name], ndim=1, verify_md5=verify_md5).long()
     if len(images) != len(labels):
         raise UserError(
