@@ -74,9 +74,16 @@ def check_classes(num_classes: Any, key: str = "model.num_classes") -> None:
     check_value(key, num_classes, "whole", "10 (Fashion-MNIST's classes)", low=10)
 
 
-def check_logits(shape: tuple[int, ...], images: int, num_classes: int) -> None:
-    """``model.net``'s output for a batch of ``images`` images: one score per class for each, (images, num_classes).
-    Another shape ended in cross-entropy's own error inside a traceback (a forgotten flatten, a last layer of 7)."""
+def check_logits(logits: Any, images: int, num_classes: int) -> None:
+    """``model.net``'s output for a batch of ``images`` images: one tensor of a score per class for each, (images,
+    num_classes). Another shape ended in cross-entropy's own error inside a traceback (a forgotten flatten, a last
+    layer of 7), and another output (a tuple of logits and features) in an AttributeError."""
+    shape = getattr(logits, "shape", None)
+    if shape is None:
+        raise UserError(
+            f"model.net gives a {type(logits).__name__} for a batch of {images} images, not a tensor; its forward "
+            f"must return the logits alone, one tensor of shape ({images}, {num_classes})."
+        )
     if tuple(shape) != (images, num_classes):
         raise UserError(
             f"model.net gives logits of shape {tuple(shape)} for a batch of {images} images; it must give "

@@ -107,7 +107,7 @@ class Classifier(pl.LightningModule):
         """The mean cross-entropy of a batch (B,1,28,28) with labels (B,), and its logits (B, classes): the one
         loss of training (with ``label_smoothing``), evaluation and lenet_exp.many_steps."""
         logits = self(x)
-        check_logits(logits.shape, len(x), self.hparams.num_classes)
+        check_logits(logits, len(x), self.hparams.num_classes)
         return F.cross_entropy(logits, y, label_smoothing=label_smoothing), logits
 
     def note_bad(self, bad: Tensor, step: int | Tensor) -> None:

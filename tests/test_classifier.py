@@ -164,23 +164,27 @@ def test_a_schedule_over_the_run_with_no_set_length_is_one_sentence(tmp_path, fa
 class WrongLogits(torch.nn.Module):
     """A network of one's own whose output is not (N, 10): ``shape`` is what follows N."""
 
-    def __init__(self, shape: list[int], **lenets_settings) -> None:
+    def __init__(self, shape: list[int], features: bool = False, **lenets_settings) -> None:
         super().__init__()
-        self.shape = tuple(shape)
+        self.shape, self.features = tuple(shape), features
         self.linear = torch.nn.Linear(784, int(torch.tensor(self.shape).prod()))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x.flatten(1)).view(len(x), *self.shape)
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        logits = self.linear(x.flatten(1)).view(len(x), *self.shape)
+        return (logits, x) if self.features else logits  # features: the logits and the input, as a pair
 
 
-@pytest.mark.parametrize("shape", [[7], [10, 1, 1]], ids=["7 classes", "no flatten"])
+@pytest.mark.parametrize("shape", [[7], [10, 1, 1], [10]], ids=["7 classes", "no flatten", "logits and features"])
 def test_a_network_whose_logits_are_not_one_score_per_class_is_one_sentence(tmp_path, fake_data, shape):
     """The commonest mistake of a network of one's own ended in cross-entropy's IndexError or RuntimeError
-    ("Target 9 is out of bounds", "only batches of spatial targets supported") inside a traceback."""
+    ("Target 9 is out of bounds", "only batches of spatial targets supported") inside a traceback; a network that
+    returns its logits with something else, in an AttributeError."""
     net = ["model.net._target_=test_classifier.WrongLogits", f"+model.net.shape={shape}"]
+    net += ["+model.net.features=true"] if shape == [10] else []
     cfg = compose_config(tmp_path, [*ONE_EPOCH, f"data.data_dir={fake_data}", *net])
     shown = ", ".join(map(str, [16, *shape]))
-    with pytest.raises(UserError, match=rf"^model.net gives logits of shape \({shown}\) for a batch of 16 images; it "):
+    said = rf"of shape \({shown}\) for a batch of 16 images; it " if shape != [10] else "a tuple for a batch of 16 "
+    with pytest.raises(UserError, match=rf"^model.net gives (logits )?{said}"):
         train(cfg)
     assert not (tmp_path / "metrics.json").exists()
 
