@@ -19,6 +19,7 @@ from pytorch_lightning.callbacks import Callback
 import lenet_exp
 from lenet_exp.errors import UserError, user_error
 from lenet_exp.runtime.checkpoints import CONFIG_KEY
+from lenet_exp.runtime.cli import names
 from lenet_exp.runtime.stored_config import open_stored
 from lenet_exp.train import train
 
@@ -151,6 +152,9 @@ def test_what_is_allowed_and_how_the_user_adds_a_class(tmp_path):
     two = {"model": {"net": {"_target_": "my_models.SmallCNN"}}, "callbacks": {"c": {"_target_": "my_models.Counter"}}}
     with pytest.raises(UserError, match=r"allow it with trust=my_models.SmallCNN,my_models.Counter\.$"):
         open_stored(stored(tmp_path / "two.ckpt", two), ["my_models.SmallCNN"], builds=())
+    # trust= as the commands read it: comma-separated, or written as Hydra writes a list (it was read as one name)
+    for typed in ("my_models.SmallCNN,my_models.Counter", "[my_models.SmallCNN, my_models.Counter]"):
+        assert open_stored(stored(tmp_path / "two.ckpt", two), names(typed), builds=()).checkpoint[CONFIG_KEY] == two
 
 
 def test_the_allowlist_comes_before_any_class_is_imported(tmp_path, monkeypatch):

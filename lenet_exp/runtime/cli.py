@@ -71,8 +71,12 @@ def whole(value: Any) -> Any:
 
 
 def names(value: Any) -> list[str]:
-    """``trust=a.B,c.D`` (or a YAML list) as a list of names."""
+    """``trust=a.B,c.D`` (also written as Hydra writes a list, ``trust=[a.B,c.D]``, or a YAML list) as a list of
+    names."""
     if value in (None, ""):
         return []
-    items = value if isinstance(value, list) else str(value).split(",")
+    text = str(value).strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    items = value if isinstance(value, list) else text.split(",")
     return [str(item).strip() for item in items if str(item).strip()]
