@@ -28,7 +28,7 @@ from lenet_exp.runtime.checkpoints import (
     check_epochs_left,
     check_no_step_limit,
 )
-from lenet_exp.runtime.checks import check_run
+from lenet_exp.runtime.checks import check_run, check_takes_images
 from lenet_exp.runtime.console import quiet_lightning_hints
 from lenet_exp.runtime.distributed import (
     RankWatch,
@@ -138,6 +138,7 @@ def build(
     """The data module, the LightningModule and the Trainer with its callbacks and loggers, from ``cfg``."""
     datamodule = built(cfg.data)
     module = built(cfg.model)
+    check_takes_images(module)  # a network of one's own that does not fit the images: one sentence, not torch's
     # made at the first step: a keyword they do not take is said now
     check_callable(
         "model.optimizer", getattr(module, "optimizer", None), "{_target_: torch.optim.SGD, _partial_: true}"

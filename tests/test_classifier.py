@@ -189,6 +189,29 @@ def test_a_network_whose_logits_are_not_one_score_per_class_is_one_sentence(tmp_
     assert not (tmp_path / "metrics.json").exists()
 
 
+class ThreeChannels(torch.nn.Module):
+    """A network of one's own made for colour images: its first layer takes 3 channels."""
+
+    def __init__(self, **lenets_settings) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.linear = torch.nn.Linear(4 * 28 * 28, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.conv(x).flatten(1))
+
+
+def test_a_network_that_cannot_take_the_images_is_one_sentence_before_training(tmp_path, fake_data):
+    """It ended in torch's RuntimeError inside Lightning's model summary, a traceback of about 100 lines."""
+    net = ["model.net._target_=test_classifier.ThreeChannels"]
+    cfg = compose_config(tmp_path, [*ONE_EPOCH, f"data.data_dir={fake_data}", *net])
+    said = r"^model.net cannot take a batch of Fashion-MNIST images, shape \(2, 1, 28, 28\) \(RuntimeError: "
+    said += r".*3 channels.*\); its first layer must take 1 channel of 28 x 28 pixels\.$"
+    with pytest.raises(UserError, match=said):
+        train(cfg)
+    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "checkpoints").exists()
+
+
 class NoWeights(torch.nn.Module):
     """A network of one's own with nothing to train."""
 

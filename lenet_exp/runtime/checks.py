@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lenet_exp import arguments
-from lenet_exp.errors import UserError, check_value, leaves, typed
+from lenet_exp.errors import UserError, check_value, first_line, leaves, typed
 from lenet_exp.processes import nodes, processes
 from lenet_exp.runtime.run_folder import CHECKPOINTS, OBJECTIVES
 from lenet_exp.steps_per_call import check_config
@@ -271,6 +271,30 @@ def check_trainer(trainer: DictConfig, callbacks: DictConfig | None = None) -> N
             "callbacks=with_early_stopping (with data.val_size=5000), trainer.max_time=00:01:00:00 or "
             "trainer.max_steps=10000, or give a number of epochs."
         )
+
+
+def check_takes_images(module: Any) -> None:
+    """``model.net`` must take a batch of Fashion-MNIST images, (N, 1, 28, 28): one that cannot (a first layer of 3
+    channels, a Linear of another width) ended in torch's error inside Lightning's model summary. One batch of two
+    blank images, in eval mode, without gradients, drawing nothing from the run's generators."""
+    import torch
+
+    net = getattr(module, "net", None)
+    if not isinstance(net, torch.nn.Module):
+        return
+    dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), torch.float32)
+    training = net.training
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            net.eval()
+            net(torch.zeros(2, 1, 28, 28, dtype=dtype))
+    except Exception as err:  # whatever the network of one's own raises on the images it will be given
+        raise UserError(
+            f"model.net cannot take a batch of Fashion-MNIST images, shape (2, 1, 28, 28) ({type(err).__name__}: "
+            f"{first_line(err)}); its first layer must take 1 channel of 28 x 28 pixels."
+        ) from err
+    finally:
+        net.train(training)
 
 
 def check_many_steps(cfg: DictConfig) -> None:
