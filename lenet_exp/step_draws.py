@@ -20,14 +20,17 @@ APART = 0x2545F4914F6CDD1D  # keeps these seeds apart from augmentation's, which
 
 @contextmanager
 def step_draws(device: torch.device, step: int, micro: int = 0) -> Iterator[None]:
-    """Within: torch's generators (the CPU's, and ``device``'s on CUDA) seeded for optimizer step ``step`` (and its
-    ``micro``-th batch, with gradient accumulation) of the run seeded ``torch.initial_seed()``; afterwards, as they
-    were."""
+    """Within: torch's generators (the CPU's, and ``device``'s on an accelerator: CUDA, MPS, ...) seeded for
+    optimizer step ``step`` (and its ``micro``-th batch, with gradient accumulation) of the run seeded
+    ``torch.initial_seed()``; afterwards, as they were."""
     seed = ((torch.initial_seed() * 1_000_003 + step) * 1_009 + micro) % 2**63 ^ APART
-    cuda = device.type == "cuda"
-    with torch.random.fork_rng(devices=[device] if cuda else [], device_type="cuda"):
+    kind = device.type
+    accelerator = [] if kind == "cpu" else [device]
+    with torch.random.fork_rng(devices=accelerator, device_type="cuda" if kind == "cpu" else kind):
         torch.default_generator.manual_seed(seed)
-        if cuda:
+        if kind == "cuda":
             with torch.cuda.device(device):
                 torch.cuda.manual_seed(seed)
+        elif kind != "cpu":
+            torch.get_device_module(kind).manual_seed(seed)
         yield

@@ -119,7 +119,7 @@ def test_two_runs_in_one_process_land_in_two_folders_with_their_own_metrics_and_
 
 
 @pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
-def test_a_folder_named_by_the_clock_that_exists_already_is_not_shared(tmp_path, data_dir):
+def test_a_folder_named_by_the_clock_that_exists_already_is_not_shared(tmp_path, data_dir, monkeypatch):
     # What two runs started within the same second see: the second finds the first one's folder.
     runs = tmp_path / "it's runs"  # a quote and a space: the folder is passed on as a Hydra override
     taken = runs / time.strftime("%Y")
@@ -128,8 +128,15 @@ def test_a_folder_named_by_the_clock_that_exists_already_is_not_shared(tmp_path,
     result = lenet_exp.run(*ONE_EPOCH, f"data.data_dir={data_dir}", "threads=1", f"hydra.run.dir={clock}")
     assert result.run_dir == taken.with_name(f"{taken.name}_1") and (result.run_dir / "metrics.json").is_file()
     # A sweep's launcher composes each job again: its jobs go into the sweep's own folder too.
+    from lenet_exp.runtime import hydra_callbacks
+
+    checked = []  # the sweep's settings and folder, checked once: by lenet_exp.sweep, not again by its callbacks
+    for check in ("check_sweep", "check_no_earlier_sweep"):
+        original = getattr(hydra_callbacks, check)
+        monkeypatch.setattr(hydra_callbacks, check, lambda *a, _f=original, _n=check: checked.append(_n) or _f(*a))
     jobs = lenet_exp.sweep(*ONE_EPOCH, f"data.data_dir={data_dir}", "threads=1", "seed=1,2", f"hydra.sweep.dir={clock}")
     folder = taken.with_name(f"{taken.name}_2")
+    assert sorted(checked) == ["check_no_earlier_sweep", "check_sweep"]
     assert not any(taken.iterdir())
     # lenet_exp.sweep returns each job, in job order
     assert [job.run_dir for job in jobs] == [folder / "0", folder / "1"]

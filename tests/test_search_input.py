@@ -299,3 +299,17 @@ def test_an_interrupted_trial_says_that_a_resume_finishes_its_run_outside_the_st
     callback.on_exception(SimpleNamespace(is_global_zero=True), None, RuntimeError("a bug"))  # not an interrupt
     said = "trial 7 of study lenet is marked failed when its worker stops, unless SLURM requeues its job: resuming"
     assert caplog.text.count(said) == 2
+
+
+def test_optimized_metric_names_none_one_or_several_metrics_and_nothing_else():
+    from omegaconf import OmegaConf
+
+    from lenet_exp.runtime.checks import objectives
+
+    for none in (None, "", False, []):  # false: a switch written off, as before
+        assert objectives(none) == []
+    assert objectives("val_acc") == objectives(OmegaConf.create(["val_acc"])) == ["val_acc"]
+    assert objectives(OmegaConf.create(["val_acc", "seconds_per_epoch"])) == ["val_acc", "seconds_per_epoch"]
+    for wrong in (5, 0, True, {"a": 1}, ["val_acc", 1]):
+        with pytest.raises(UserError, match=r"names no metric; give one of train_loss, .* for a Pareto front"):
+            objectives(wrong)

@@ -153,7 +153,8 @@ def test_what_is_allowed_and_how_the_user_adds_a_class(tmp_path):
     with pytest.raises(UserError, match=r"allow it with trust=my_models.SmallCNN,my_models.Counter\.$"):
         open_stored(stored(tmp_path / "two.ckpt", two), ["my_models.SmallCNN"], builds=())
     # trust= as the commands read it: comma-separated, or written as Hydra writes a list (it was read as one name)
-    for typed in ("my_models.SmallCNN,my_models.Counter", "[my_models.SmallCNN, my_models.Counter]"):
+    both = ("my_models.SmallCNN,my_models.Counter", "[my_models.SmallCNN, my_models.Counter]")
+    for typed in (*both, "[my_models.SmallCNN],[my_models.Counter]"):  # the last: two trust=[...] given to resume
         assert open_stored(stored(tmp_path / "two.ckpt", two), names(typed), builds=()).checkpoint[CONFIG_KEY] == two
 
 

@@ -306,7 +306,7 @@ def check_many_steps(cfg: DictConfig) -> None:
 def objectives(value: Any) -> list[str]:
     """``optimized_metric`` as the metrics it names: none, one (``val_acc``, also written ``[val_acc]``) or several
     (a Pareto front); one sentence for a value that names no metric (a number, a mapping)."""
-    if value is None or value == "":
+    if value is None or value == "" or value is False:  # none (false too, as a switch written off)
         return []
     if isinstance(value, str):
         return [value]

@@ -75,8 +75,5 @@ def names(value: Any) -> list[str]:
     names."""
     if value in (None, ""):
         return []
-    text = str(value).strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    items = value if isinstance(value, list) else text.split(",")
-    return [str(item).strip() for item in items if str(item).strip()]
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [name for item in items if (name := str(item).strip().strip("[]").strip())]  # each trust=[...] given
