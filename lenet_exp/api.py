@@ -127,7 +127,7 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
     """
     from hydra.types import RunMode
 
-    from lenet_exp.runtime.hydra_callbacks import check_sweep, grid_sweep, lock_folder
+    from lenet_exp.runtime.hydra_callbacks import check_sweep, lock_folder
     from lenet_exp.runtime.lock import release
 
     with _hydra(config_dir) as app:  # the steps of Hydra.multirun, with a folder of the sweep's own
@@ -137,7 +137,7 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:
             # absolute, as run()'s folder is: the jobs returned stay valid when the caller changes folder later
             folder = Path(os.path.abspath(_own_folder(cfg, "sweep")))
             # a UserError here (RunLock would exit); held until the sweep ends
-            locked = lock_folder(cfg, "sweep") if grid_sweep(cfg) else None
+            locked = lock_folder(cfg, "sweep")
         try:
             return _swept(app, cfg, folder)
         finally:

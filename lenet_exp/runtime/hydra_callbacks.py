@@ -126,7 +126,7 @@ class RunLock(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with refused_here(config, NOTHING_RUN):
-            self.taken = lock_folder(config, "sweep") if grid_sweep(config) else None
+            self.taken = lock_folder(config, "sweep")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self.on_run_end(config)
@@ -134,11 +134,14 @@ class RunLock(Callback):
 
 def lock_folder(config: DictConfig, mode: str) -> str | None:
     """The run's (``mode="run"``) or grid sweep's (``"sweep"``) folder, locked (``runtime/lock.py``) until released
-    or the end of this process; None if this process held it already. Two grid sweeps started into one folder at
-    once each found it empty, then wrote each other's job folders: one's results under the other's settings. (The
-    workers of one study share their folder on purpose, each trial with a number of its own, and take none.)"""
+    or the end of this process; None if this process held it already, or for another sweeper's sweep. Two grid
+    sweeps started into one folder at once each found it empty, then wrote each other's job folders: one's results
+    under the other's settings. (The workers of one study share their folder on purpose, each trial with a number
+    of its own, and take none.)"""
     from lenet_exp.runtime.lock import FolderInUse, acquire
 
+    if mode == "sweep" and not grid_sweep(config):
+        return None
     folder = config.hydra[mode].dir
     try:
         return folder if acquire(folder) else None
