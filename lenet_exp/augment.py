@@ -15,7 +15,9 @@ class BatchAugment(nn.Module):
     zero, the background. (N,C,H,W) -> (N,C,H,W).
 
     The random numbers of a batch are a function of (torch's initial seed, ``step``), so a run
-    resumed from a checkpoint draws exactly what an uninterrupted one would.
+    resumed from a checkpoint draws exactly what an uninterrupted one would. The classifier passes the
+    optimizer step, or with gradient accumulation over k batches, step * k + the batch within the step,
+    so that each batch of a step draws its own.
     """
 
     def __init__(self, crop_padding: int = 2, flip: bool = True, erase: float = 0.0) -> None:

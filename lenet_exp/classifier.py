@@ -120,18 +120,16 @@ class Classifier(pl.LightningModule):
             self.many_steps = many_steps.ManySteps.for_fit(self, self.cuda_graph)
             self.automatic_optimization = self.many_steps is None
 
-    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
-        """Augments training batches on the device they are on (several per call: many_steps does, per step)."""
-        if self.augment is None or not self.automatic_optimization or not isinstance(batch, tuple | list):
-            return batch  # also the model summary's example input, a tensor
-        return (self.augment(batch[0], self.global_step), batch[1]) if self.trainer.training else batch
-
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         """One batch (B,...) and its loss, for Lightning's optimizer step; or K batches (K,B,...), K steps."""
         if self.many_steps is not None:
             return self.many_steps.training_step(batch, batch_idx)
         x, y = batch
-        with step_draws(self.device, self.global_step, batch_idx % self.trainer.accumulate_grad_batches):
+        per_step = self.trainer.accumulate_grad_batches
+        micro = batch_idx % per_step  # the batch within its optimizer step, with gradient accumulation
+        if self.augment is not None:  # on the device, seeded by the batch's number in the run (many_steps: per step)
+            x = self.augment(x, self.global_step * per_step + micro)
+        with step_draws(self.device, self.global_step, micro):
             loss, logits = self.loss_and_logits(x, y, self.label_smoothing)  # (backward draws nothing)
         # Only accumulated here (a self.log call per step costs ~0.8 ms); logged once, in on_train_epoch_end.
         self.train_loss.update(loss.detach(), weight=len(y))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TINY, run_main
 
 from lenet_exp.augment import BatchAugment
 from lenet_exp.errors import UserError
@@ -43,3 +44,27 @@ def test_random_erasing_blanks_one_rectangle_in_about_that_share_of_images_repea
 def test_an_erasing_share_outside_0_to_1_is_one_sentence():
     with pytest.raises(UserError, match=r"model.augment.erase=1.5 must be a number in \[0, 1\)"):
         BatchAugment(erase=1.5)
+
+
+PROBE = torch.arange(4 * 28 * 28, dtype=torch.float32).view(4, 1, 28, 28)  # a shift or flip of it shows
+
+
+class Drawn(BatchAugment):
+    """lenet_modern's augmentation, keeping for each training batch what it drew (its shifts and flips of PROBE)."""
+
+    drawn: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        Drawn.drawn.append(super().forward(PROBE, step))
+        return super().forward(x, step)
+
+
+def test_each_batch_of_an_accumulated_optimizer_step_draws_its_own_shifts_and_flips(tmp_path, fake_data):
+    """4 batches of 16 images, 2 per optimizer step: 4 different draws (the same 2 twice, before)."""
+    Drawn.drawn.clear()
+    augment = "model.augment={_target_:test_augment.Drawn,crop_padding:2,flip:true}"
+    overrides = [*TINY, "trainer.max_epochs=1", "trainer.accumulate_grad_batches=2", "logger=none"]
+    out = run_main("lenet_exp", *overrides, f"data.data_dir={fake_data}", f"hydra.run.dir={tmp_path / 'run'}", augment)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert len(Drawn.drawn) == 4
+    assert all(not torch.equal(a, b) for i, a in enumerate(Drawn.drawn) for b in Drawn.drawn[i + 1 :])

@@ -35,13 +35,11 @@ class NoTips(logging.Filter):
 
 
 # Lightning's warnings about what lenet_exp does on purpose, hidden from every command: Lightning 2.6 calls a
-# torch.utils._pytree API that torch 2.14 deprecates (nothing for users to act on); augmenting in the module's
-# on_after_batch_transfer is the intent; resume writes into the run's own checkpoints/ folder and ckpt_path=
-# continues into a new one; a machine with SLURM's client need not run under srun; each epoch's metrics are
-# logged once, at its end, so Lightning's step logging interval does not apply.
+# torch.utils._pytree API that torch 2.14 deprecates (nothing for users to act on); resume writes into the run's
+# own checkpoints/ folder and ckpt_path= continues into a new one; a machine with SLURM's client need not run under
+# srun; each epoch's metrics are logged once, at its end, so Lightning's step logging interval does not apply.
 ON_PURPOSE = (
     r".*isinstance\(treespec, LeafSpec\)",
-    r"You have overridden `on_after_batch_transfer`",
     r"Checkpoint directory .* exists and is not empty",
     r"The dirpath has changed",
     r"The `srun` command",
