@@ -366,7 +366,10 @@ def check_job_folders(config: DictConfig, overrides: list[Any]) -> None:
     from hydra._internal.config_loader_impl import get_overrides_dirname
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ValueType
 
+    if any(override.value_type == ValueType.GLOB_CHOICE_SWEEP for override in overrides):
+        return  # glob(): the options of a config group, which only Hydra's config loader lists
     subdir = str(OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir"))
     jobs = BasicSweeper.split_arguments(overrides, None)[0]
     if len(jobs) < 2 or subdir in ("${hydra.job.num}", "${hydra:job.num}"):  # the default: a folder each
