@@ -113,6 +113,14 @@ def command() -> None:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     else:
         check_own_primary_config(sys.argv[1:])
+    from hydra._internal.utils import get_args_parser  # private: Hydra's own reading of its flags (-cd, -cp, ...)
+
+    args, _ = get_args_parser().parse_known_args(sys.argv[1:])
+    if args.config_dir is not None and args.config_path is None and Path(args.config_dir).is_dir():
+        try:  # (-cp replaces lenet_exp's configs: nothing of theirs is read then; a -cd that is no folder: Hydra's)
+            check_config_dir(args.config_dir, "--config-dir")
+        except UserError as err:
+            fail(err)
     try:
         with sigterm_interrupts():  # a sweep's own process too, while a launcher's processes run its jobs
             main()
@@ -155,6 +163,30 @@ def search_path(config_dir: str | Path | None = None, primary: str = CONF_DIR) -
         folder = f"file://{Path(os.path.expanduser(config_dir)).resolve()}"
         path.prepend(provider="command-line", path=folder, anchor=SearchPathQuery(provider="schema"))
     return path
+
+
+def check_config_dir(config_dir: str | Path, flag: str) -> None:
+    """A file in the folder of ``--config-dir`` (or ``config_dir=``) with the name of one of lenet_exp's own configs
+    (``config.yaml``, ``model/lenet.yaml`` in a copy of conf/) is never read: Hydra finds lenet_exp's first. One
+    that differs from lenet_exp's would have its changes ignored without a word: refused, saying what to do."""
+    folder = Path(os.path.expanduser(config_dir)).resolve()
+    own = Path(CONF_DIR)
+    for path in sorted(folder.rglob("*.yaml")):
+        name = path.relative_to(folder)
+        theirs = own / name
+        if not theirs.is_file() or path.read_bytes() == theirs.read_bytes():
+            continue  # a name of its own, or an unchanged copy
+        group = name.parent.as_posix()
+        rename = (
+            "an experiment of its own (experiment/mine.yaml, beginning # @package _global_, chosen with "
+            "experiment=mine) to change lenet_exp's settings"
+            if group == "."
+            else f"a name of its own ({group}/mine.yaml, chosen with {group}=mine)"
+        )
+        raise UserError(
+            f"{flag}={config_dir} holds {name.as_posix()}, the name of one of lenet_exp's own configs, which Hydra "
+            f"reads instead, so your changes to it would be ignored; give it {rename}."
+        )
 
 
 # lenet_exp's Hydra callbacks (conf/hydra/default.yaml) that keep a run from writing over another's files.

@@ -214,13 +214,14 @@ def _hydra(config_dir: str | Path | None) -> Iterator[Any]:
     from hydra._internal.hydra import Hydra
     from hydra.core.global_hydra import GlobalHydra
 
-    from lenet_exp.__main__ import search_path
+    from lenet_exp.__main__ import check_config_dir, search_path
 
     if config_dir is not None:  # what _run_hydra does with --config-dir
         if not isinstance(config_dir, str | os.PathLike):
             raise UserError(f"config_dir={config_dir!r} must be the path of a folder, such as config_dir='my_configs'.")
         if not Path(os.path.expanduser(config_dir)).resolve().is_dir():
             raise UserError(f"config_dir={config_dir} is not a folder; give the folder that holds your configs.")
+        check_config_dir(config_dir, "config_dir")
 
     # Lightning gives its loggers a console handler of their own, for good, when it is first imported under a root
     # logger without handlers (a notebook's): imported here, it decides from the caller's logging, not the run's

@@ -119,3 +119,29 @@ def test_every_class_a_config_names_may_be_rebuilt_from_a_stored_config(file):
     node = OmegaConf.to_container(OmegaConf.load(file)) or {}
     for where, target in _targets(node, file.stem):
         assert allowed(target), f"{file.relative_to(CONF_DIR)} names {where}={target}: add it to trust.ALLOWED"
+
+
+def test_a_changed_copy_of_one_of_lenet_exps_configs_in_ones_own_folder_is_refused_not_ignored(tmp_path):
+    """A copy of conf/ given with --config-dir, edited: Hydra reads lenet_exp's files of the same names, so the
+    edits changed nothing, without a word. An unchanged copy beside files of one's own still runs."""
+    import shutil
+
+    import lenet_exp
+    from lenet_exp.errors import UserError
+
+    mine = tmp_path / "mine"
+    shutil.copytree(CONF_DIR, mine)
+    (mine / "experiment" / "sharp.yaml").write_text("# @package _global_\nseed: 7\n")  # a name of its own
+    out = run_cli("-cd", str(mine), "experiment=sharp", "--cfg", "job", timeout=60, cwd=tmp_path)
+    assert out.returncode == 0 and OmegaConf.create(out.stdout).seed == 7, out.stderr
+    lenet = mine / "model" / "lenet.yaml"
+    lenet.write_text(lenet.read_text().replace("activation: sigmoid", "activation: relu"))
+    said = (
+        f"--config-dir={mine} holds model/lenet.yaml, the name of one of lenet_exp's own configs, which Hydra reads "
+        "instead, so your changes to it would be ignored; give it a name of its own (model/mine.yaml, chosen with "
+        "model=mine)."
+    )
+    out = run_cli("-cd", str(mine), "--cfg", "job", timeout=60, cwd=tmp_path)
+    assert out.returncode == 1 and out.stderr.strip() == f"error: {said}" and not out.stdout
+    with pytest.raises(UserError, match=r"^config_dir=.* holds model/lenet.yaml, the name of one of lenet_exp's"):
+        lenet_exp.run(config_dir=mine)
