@@ -11,7 +11,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lenet_exp.errors import UserError, check_resolves, fail, interruption, say, sigterm_interrupts, unwrap_user_errors
+from lenet_exp.errors import (
+    UserError,
+    check_resolves,
+    fail,
+    first_line,
+    interruption,
+    say,
+    sigterm_interrupts,
+    unwrap_user_errors,
+)
 
 # The configs, as an absolute path so that every command finds them from any folder: an installed
 # wheel carries conf/ as lenet_exp/conf/; a checkout (also installed editable) has no such folder and
@@ -116,11 +125,14 @@ def command() -> None:
     from hydra._internal.utils import get_args_parser  # private: Hydra's own reading of its flags (-cd, -cp, ...)
 
     args, _ = get_args_parser().parse_known_args(sys.argv[1:])
-    if args.config_dir is not None and args.config_path is None and Path(args.config_dir).is_dir():
-        try:  # (-cp replaces lenet_exp's configs: nothing of theirs is read then; a -cd that is no folder: Hydra's)
-            check_config_dir(args.config_dir, "--config-dir")
-        except UserError as err:
-            fail(err)
+    try:  # (-cp replaces lenet_exp's configs: nothing of theirs is read then; a folder that is none: Hydra's words)
+        if args.config_dir is not None and Path(args.config_dir).is_dir():
+            check_config_dir(args.config_dir, "--config-dir", beside_lenet_exps=args.config_path is None)
+        primary = Path(_PACKAGE, args.config_path or "")  # as Hydra reads -cp: from this module's folder
+        if args.config_path is not None and "://" not in args.config_path and primary.is_dir():
+            check_config_dir(primary, "--config-path", beside_lenet_exps=False)
+    except UserError as err:
+        fail(err)
     try:
         with sigterm_interrupts():  # a sweep's own process too, while a launcher's processes run its jobs
             main()
@@ -165,16 +177,30 @@ def search_path(config_dir: str | Path | None = None, primary: str = CONF_DIR) -
     return path
 
 
-def check_config_dir(config_dir: str | Path, flag: str) -> None:
-    """A file in the folder of ``--config-dir`` (or ``config_dir=``) with the name of one of lenet_exp's own configs
-    (``config.yaml``, ``model/lenet.yaml`` in a copy of conf/) is never read: Hydra finds lenet_exp's first. One
-    that differs from lenet_exp's would have its changes ignored without a word: refused, saying what to do."""
+def check_config_dir(config_dir: str | Path, flag: str, beside_lenet_exps: bool = True) -> None:
+    """The user's folder of configs (``--config-dir``, ``config_dir=``, or ``-cp``'s: not ``beside_lenet_exps``):
+    a file that is not YAML is one sentence, where Hydra printed the YAML parser's traceback. Beside lenet_exp's
+    configs, a file with the name of one of lenet_exp's own (``config.yaml``, ``model/lenet.yaml`` in a copy of
+    conf/) is never read: Hydra finds lenet_exp's first. One that differs from lenet_exp's would have its changes
+    ignored without a word: refused, saying what to do."""
+    import yaml
+
     folder = Path(os.path.expanduser(config_dir)).resolve()
     own = Path(CONF_DIR)
     for path in sorted(folder.rglob("*.yaml")):
         name = path.relative_to(folder)
+        try:
+            yaml.safe_load(path.read_bytes())
+        except (yaml.YAMLError, OSError) as err:
+            where = getattr(err, "problem_mark", None)
+            at = f"line {where.line + 1}, column {where.column + 1}: " if where else ""
+            problem = getattr(err, "problem", None) or getattr(err, "strerror", None) or first_line(err)
+            raise UserError(
+                f"{flag}={config_dir} holds {name.as_posix()}, which cannot be read as YAML ({at}{problem}); "
+                "correct it, or move it out of the folder."
+            ) from None
         theirs = own / name
-        if not theirs.is_file() or path.read_bytes() == theirs.read_bytes():
+        if not beside_lenet_exps or not theirs.is_file() or path.read_bytes() == theirs.read_bytes():
             continue  # a name of its own, or an unchanged copy
         group = name.parent.as_posix()
         rename = (

@@ -145,3 +145,19 @@ def test_a_changed_copy_of_one_of_lenet_exps_configs_in_ones_own_folder_is_refus
     assert out.returncode == 1 and out.stderr.strip() == f"error: {said}" and not out.stdout
     with pytest.raises(UserError, match=r"^config_dir=.* holds model/lenet.yaml, the name of one of lenet_exp's"):
         lenet_exp.run(config_dir=mine)
+
+
+def test_a_file_of_ones_own_configs_that_is_not_yaml_is_one_sentence_naming_it_and_its_line(tmp_path):
+    """It was the YAML parser's traceback, from the command line and from lenet_exp.run alike."""
+    import lenet_exp
+    from lenet_exp.errors import UserError
+
+    (tmp_path / "mine" / "model").mkdir(parents=True)
+    (tmp_path / "mine" / "model" / "wide.yaml").write_text("defaults:\n  - lenet\nnet: {channels: [1, 2\n")
+    out = run_cli("-cd", "mine", "model=wide", "trainer.max_epochs=1", timeout=60, cwd=tmp_path)
+    said = "--config-dir=mine holds model/wide.yaml, which cannot be read as YAML (line 4, column 1: expected ','"
+    assert out.returncode == 1 and out.stderr.startswith(f"error: {said}"), out.stderr
+    assert out.stderr.rstrip().endswith("); correct it, or move it out of the folder.")
+    assert not (tmp_path / "outputs").exists()
+    with pytest.raises(UserError, match=r"^config_dir=.*mine holds model/wide.yaml, which cannot be read as YAML"):
+        lenet_exp.run("model=wide", config_dir=tmp_path / "mine")
