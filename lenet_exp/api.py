@@ -356,6 +356,15 @@ class _State:
         self.loggers = {each: (each.level, list(each.handlers), each.propagate, each.disabled) for each in _loggers()}
         torch = sys.modules.get("torch")
         self.threads = torch.get_num_threads() if torch else None
+        # trainer.deterministic and trainer.benchmark switch torch's algorithms for the whole process (Lightning
+        # leaves them so), and an MLflow logger points mlflow's own module-level calls at its run's server
+        self.algorithms = (
+            (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+            if torch
+            else None
+        )
+        self.cudnn_benchmark = torch.backends.cudnn.benchmark if torch else None
+        self.tracking_uri = _mlflow_tracking_uri()
         self.sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores Ctrl-C once it has answered one
 
     def restore(self) -> None:
@@ -370,6 +379,8 @@ class _State:
             logger.handlers, logger.propagate, logger.disabled = handlers, propagate, disabled
             logger.setLevel(level)
         logging.raiseExceptions = self.raise_exceptions
+        if "mlflow" in sys.modules and _mlflow_tracking_uri() != self.tracking_uri:  # (it sets the environment too)
+            sys.modules["mlflow"].set_tracking_uri(self.tracking_uri)  # None: mlflow's default again
         for key in set(os.environ) - set(self.environ):
             del os.environ[key]
         os.environ.update(self.environ)
@@ -380,7 +391,23 @@ class _State:
         if "torch" in sys.modules:
             from lenet_exp.runtime.threads import DEFAULT_THREADS  # torch's own, before any run changed it
 
-            sys.modules["torch"].set_num_threads(self.threads or DEFAULT_THREADS)
+            torch = sys.modules["torch"]
+            torch.set_num_threads(self.threads or DEFAULT_THREADS)
+            enabled, warn_only = self.algorithms or (False, False)
+            torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+            torch.backends.cudnn.benchmark = bool(self.cudnn_benchmark)
+
+
+def _mlflow_tracking_uri() -> str | None:
+    """The tracking URI set in mlflow's module (``mlflow.set_tracking_uri``), if mlflow is imported and one is."""
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None:
+        return None
+    # private: mlflow.get_tracking_uri() gives the default it derives when none is set, which set_tracking_uri
+    # would then fix for good
+    from mlflow.tracking._tracking_service.utils import _tracking_uri
+
+    return _tracking_uri
 
 
 def _loggers() -> list[logging.Logger]:

@@ -54,6 +54,12 @@ def process_state() -> dict:
         "Hydra initialized": GlobalHydra.instance().is_initialized(),
         "HydraConfig": HydraConfig.instance().cfg,
         "Hydra version base": VersionBase.instance().getbase(),
+        "deterministic": (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+        ),
+        "cudnn benchmark": torch.backends.cudnn.benchmark,
+        "mlflow's tracking URI set": "mlflow" in sys.modules and mlflow_uri_set(),
     }
 
 
@@ -89,6 +95,13 @@ def test_a_home_that_cannot_be_written_brings_no_matplotlib_warning_and_a_foreig
         assert out.stdout.strip() != str(folder) and "Matplotlib created a temporary" in out.stderr, out.stderr
 
 
+def mlflow_uri_set() -> bool:
+    """Whether mlflow's own calls go to a tracking URI that was set (else to its default, in the current folder)."""
+    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+
+    return is_tracking_uri_set()
+
+
 def test_two_runs_in_one_process_land_in_two_folders_with_their_own_metrics_and_logs(
     tmp_path, data_dir, monkeypatch, capsys
 ):
@@ -96,7 +109,9 @@ def test_two_runs_in_one_process_land_in_two_folders_with_their_own_metrics_and_
     before = process_state()
     a = lenet_exp.run(*ONE_EPOCH, f"data.data_dir={data_dir}", "threads=1")
     assert process_state() == before
-    b = lenet_exp.run(*ONE_EPOCH, f"data.data_dir={data_dir}", "threads=1", "seed=1")
+    # the Trainer's switches of torch for the whole process, and an MLflow logger's of mlflow's own calls
+    process_wide = ["trainer.deterministic=true", "trainer.benchmark=true", "logger=mlflow"]
+    b = lenet_exp.run(*ONE_EPOCH, f"data.data_dir={data_dir}", "threads=1", "seed=1", *process_wide)
     assert process_state() == before
 
     day = time.strftime("%Y-%m-%d")
@@ -111,7 +126,7 @@ def test_two_runs_in_one_process_land_in_two_folders_with_their_own_metrics_and_
         assert result.checkpoint == result.run_dir / "checkpoints" / "last.ckpt" and result.checkpoint.is_file()
         log = (result.run_dir / "lenet_exp.log").read_text()
         assert log.count("epoch 1, loss") == 1 and log.count("run folder") == 1  # the other run's lines are not in it
-    assert b.overrides == [*ONE_EPOCH, f"data.data_dir={data_dir}", "threads=1", "seed=1"]
+    assert b.overrides == [*ONE_EPOCH, f"data.data_dir={data_dir}", "threads=1", "seed=1", *process_wide]
 
     printed = capsys.readouterr().out
     assert printed.count("epoch 1, loss") == 2  # the book's epoch line, as the command line prints it
