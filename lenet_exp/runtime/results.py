@@ -27,7 +27,10 @@ def git_revision() -> str:
         if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root:
             return "unknown"
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True).stdout
+        # without git's optional lock and index refresh: a run must not write into the checkout's .git (a commit
+        # made at that moment would find .git/index.lock)
+        status = ["git", "--no-optional-locks", "status", "--porcelain"]
+        dirty = subprocess.run(status, cwd=here, capture_output=True, text=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return rev.stdout.strip() + ("-dirty" if dirty.strip() else "")
