@@ -323,11 +323,14 @@ def load_model(ckpt_path: str | Path, trust: Sequence[str] = ()) -> TrainedModel
 
     stored = open_stored(ckpt_path, trust, builds=("model",))  # it builds the model only
 
+    import torch
     from hydra.utils import get_class
 
     from lenet_exp.runtime.checkpoints import rebuild
 
-    module, cfg = rebuild(stored), stored.config
+    with torch.random.fork_rng(devices=[]):  # the network's initial weights, replaced by the checkpoint's, draw
+        module = rebuild(stored)  # from the caller's generator: put back (a notebook's own numbers stay its own)
+    cfg = stored.config
     classes = getattr(get_class(cfg.data._target_), "classes", None) or range(cfg.model.get("num_classes", 10))
     return TrainedModel(module, [str(name) for name in classes], cfg, stored.checkpoint_path)
 

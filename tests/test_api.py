@@ -336,6 +336,11 @@ def test_load_takes_the_run_itself_and_a_moved_run_is_said_to_be_gone(tmp_path, 
     """``load(run)`` for ``load(run.checkpoint)`` (it was a sentence holding the whole Run's repr); a run whose folder
     was moved since had ``checkpoint`` None, and load said the run kept no checkpoint."""
     pixels = torch.zeros(28, 28)
+    torch.manual_seed(0)
+    drawn = torch.rand(3)
+    torch.manual_seed(0)
+    lenet_exp.load(trained)  # builds the network, whose initial weights its checkpoint's replace
+    assert torch.equal(torch.rand(3), drawn)  # the caller's own random numbers are as they were
     assert torch.equal(
         lenet_exp.load(trained).predict(pixels).probabilities,
         lenet_exp.load(trained.checkpoint).predict(pixels).probabilities,
