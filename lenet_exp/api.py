@@ -320,9 +320,10 @@ def _own_folder(cfg: Any, kind: str) -> Path:
     as by default) gets ``_1``, ``_2``... when a run of the same second already made it."""
     from omegaconf import OmegaConf, read_write
 
-    from lenet_exp.runtime.hydra_callbacks import check_output_folder
+    from lenet_exp.runtime.hydra_callbacks import check_folder_name, check_output_folder
 
     node, key = cfg.hydra[kind], f"hydra.{kind}.dir"
+    check_folder_name(node.dir, key)
     folder = Path(node.dir)
     if "${now:" in str(OmegaConf.to_container(node, resolve=False)["dir"]):
         candidate, n = folder, 0

@@ -679,3 +679,24 @@ def test_a_constructors_own_type_error_keeps_its_traceback():
     with pytest.raises(InstantiationException) as raised:
         built(OmegaConf.create({"model": {"_target_": f"{__name__}.BrokenInside"}}).model)
     assert isinstance(raised.value.__cause__, TypeError)
+
+
+def test_an_empty_output_folder_or_one_beginning_with_a_tilde_is_refused_before_anything_is_written(
+    tmp_path, fake_data, monkeypatch
+):
+    """hydra.run.dir= (a variable that was empty) made the current folder the run's: .hydra/, checkpoints/ and
+    metrics.json among the user's files; a quoted '~/runs' made a folder named ~ in the current folder."""
+    user = tmp_path / "user"
+    user.mkdir()
+    monkeypatch.chdir(user)
+    tiny = [*ONE_EPOCH, f"data.data_dir={fake_data}", "logger=none"]
+    for args, said in (
+        (["hydra.run.dir="], "hydra.run.dir is empty, which would make the current folder the output folder; give"),
+        (["-m", "seed=1,2", "hydra.sweep.dir="], "hydra.sweep.dir is empty, which would make the current folder"),
+        (["hydra.run.dir='~/runs/a'"], "hydra.run.dir=~/runs/a would make a folder named ~ in the current folder"),
+    ):
+        out = run_main("lenet_exp", *args, *tiny)
+        assert out.returncode == 1 and f"error: {said}" in out.stderr, out.stderr
+    with pytest.raises(UserError, match=r"^hydra.run.dir is empty, which would make the current folder the output"):
+        lenet_exp.run("hydra.run.dir=", *tiny)
+    assert not list(user.iterdir())

@@ -36,8 +36,23 @@ from lenet_exp.runtime.writes import atomic_write
 log = logging.getLogger("lenet_exp")
 
 
+def check_folder_name(folder: str, key: str) -> None:
+    """An output folder named as no one means it: empty (a variable that was), or beginning with ``~``."""
+    if not str(folder).strip():  # Hydra would take the current folder, and write beside whatever is in it
+        raise UserError(
+            f"{key} is empty, which would make the current folder the output folder; give a folder of its own, "
+            f"such as {key}=outputs/mine."
+        )
+    if str(folder).startswith("~"):  # Hydra does not expand it: a folder named ~ in the current folder
+        raise UserError(
+            f"{key}={folder} would make a folder named ~ in the current folder (the shell expands ~ only outside "
+            f"quotes, and Hydra not at all); give the whole path, such as {key}={Path(folder).expanduser()}."
+        )
+
+
 def check_output_folder(folder: str, key: str) -> None:
     """Create ``folder`` (a run's or a sweep's) and make sure it can be written, else one sentence saying so."""
+    check_folder_name(folder, key)
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
