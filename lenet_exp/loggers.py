@@ -37,7 +37,7 @@ import numpy as np
 from lightning_fabric.loggers.logger import rank_zero_experiment
 from lightning_fabric.utilities.logger import _convert_params, _flatten_dict
 from PIL import Image
-from pytorch_lightning.core.saving import save_hparams_to_yaml
+from pytorch_lightning.core.saving import save_hparams_to_yaml as _lightnings_hparams_yaml
 from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
@@ -217,8 +217,29 @@ class RunTensorBoardLogger(TensorBoardLogger):
             self.save()  # hparams.yaml, as Lightning does
 
     @rank_zero_only
+    def save(self) -> None:
+        """Lightning's, which writes ``hparams.yaml`` where no file is: here through ``save_hparams_to_yaml``, so
+        that a link planted at its path (a dangling one is no file) is replaced, not written through."""
+        self.experiment.flush()
+        hparams_file = Path(self.log_dir) / self.NAME_HPARAMS_FILE
+        if Path(self.log_dir).is_dir() and not (hparams_file.is_file() and not hparams_file.is_symlink()):
+            save_hparams_to_yaml(hparams_file, self.hparams)
+
+    @rank_zero_only
     def close(self) -> None:
         super().finalize("success")
+
+
+def save_hparams_to_yaml(path: Path, hparams: dict[str, Any]) -> None:
+    """Lightning's ``hparams.yaml`` as Lightning writes it, but as every file of a run is written (``atomic_write``):
+    Lightning's opens the path, so a link planted there by whoever made a received run folder that is resumed
+    would have had the settings written over the file it points to, outside the folder."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:  # a folder of its own: nothing planted in it
+        _lightnings_hparams_yaml(Path(scratch) / path.name, hparams)
+        data = (Path(scratch) / path.name).read_bytes()
+    atomic_write(path, data)
 
 
 class EpochCSVLogger(CSVLogger):

@@ -75,15 +75,19 @@ def test_an_append_refuses_a_planted_link(tmp_path):
 def test_resume_writes_through_no_link_planted_in_the_folder(run, tmp_path):
     folder = unfinished_copy(run, tmp_path)
     (folder / "checkpoints" / "last.ckpt").unlink()  # nothing completed: resume trains the epoch again
-    planted = ("checkpoints/last.ckpt.tmp", "metrics.json.tmp", "csv/metrics.csv.tmp")
+    # (hparams.yaml: Lightning's writer opened it, so the settings went over the file its link named)
+    planted = ("checkpoints/last.ckpt.tmp", "metrics.json.tmp", "csv/metrics.csv.tmp", "csv/hparams.yaml")
     targets = [precious(tmp_path / str(i)) for i in range(len(planted))]
     for path, target in zip(planted, targets, strict=True):
+        (folder / path).unlink(missing_ok=True)
         (folder / path).symlink_to(target)
     out = run_main("lenet_exp.resume", str(folder))  # in this process, as the command runs
     assert out.returncode == 0, out.stdout + out.stderr
     assert all(target.read_text() == "mine\n" for target in targets)
     assert (folder / "metrics.json").is_file() and (folder / "checkpoints" / "last.ckpt").is_file()
     assert not list(folder.rglob("*.tmp"))
+    hparams = folder / "csv" / "hparams.yaml"
+    assert not hparams.is_symlink() and "seed: 42" in hparams.read_text()
 
 
 @pytest.mark.parametrize("name", ["../../escaped", "{tmp_path}/escaped"])
