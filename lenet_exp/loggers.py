@@ -369,6 +369,7 @@ class RunMLFlowLogger(MLFlowLogger):
                 tags={"run_dir": self.run_dir},
             )
             return
+        check_no_links(Path(os.path.expanduser(save_dir)))
         store = Path(os.path.expanduser(save_dir)).resolve()
         if odd := sorted(set("?#%") & set(str(store))):
             # MLflow makes the store's folder from its URL without decoding it, and SQLite's file from it decoded:
@@ -633,6 +634,21 @@ LocalMLFlowLogger = RunMLFlowLogger
 
 # MLflow's UI, in the view for training runs (its "Model training" switch) rather than the GenAI one.
 WORKFLOW = "workflowType=machine_learning"
+
+
+def check_no_links(store: Path) -> None:
+    """A run's own MLflow store (its folder, ``mlflow.db``, ``artifacts/`` and what is in it) holds no symbolic
+    link: SQLite and MLflow write through one, so a link planted in a received run folder that is resumed would have
+    had the database or the pictures written outside the folder."""
+    found = [store] if store.is_symlink() else []
+    if not found and store.is_dir():
+        found = [Path(top) / name for top, dirs, files in os.walk(store) for name in (*dirs, *files)]
+        found = [path for path in found if path.is_symlink()]
+    if found:
+        raise UserError(
+            f"{found[0]} is a symbolic link; a run's MLflow store is plain files in its folder, which MLflow would "
+            "write through the link, outside the folder: remove the link (or copy what it names in its place)."
+        )
 
 
 def follow_moved_store(store: Path, artifacts: str) -> None:

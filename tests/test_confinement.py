@@ -90,6 +90,27 @@ def test_resume_writes_through_no_link_planted_in_the_folder(run, tmp_path):
     assert not hparams.is_symlink() and "seed: 42" in hparams.read_text()
 
 
+@pytest.mark.slow
+def test_resume_refuses_a_link_planted_in_the_runs_mlflow_store(tmp_path):
+    """SQLite and MLflow wrote through a link at mlflow/mlflow.db (or artifacts/): the database, or the run's
+    pictures, outside the folder."""
+    data, run = tmp_path / "data", tmp_path / "run"
+    write_fake_fashion_mnist(data)
+    lenet_exp.run(*ONE_EPOCH, f"data.data_dir={data}", f"hydra.run.dir={run}", "logger=mlflow")
+    for planted in ("mlflow.db", "artifacts"):
+        folder = unfinished_copy(run, tmp_path / planted)
+        outside = tmp_path / f"outside-{planted}"
+        (folder / "mlflow" / planted).rename(outside)  # what it held, now where the link points
+        (folder / "mlflow" / planted).symlink_to(outside)
+        before = sorted((p.name, p.stat().st_mtime_ns) for p in [outside, *outside.rglob("*")])
+        out = run_main("lenet_exp.resume", str(folder))
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        said = f"error: {folder / 'mlflow' / planted} is a symbolic link; a run's MLflow store is plain files in its"
+        assert said in out.stderr, out.stderr
+        assert sorted((p.name, p.stat().st_mtime_ns) for p in [outside, *outside.rglob("*")]) == before
+        assert not (folder / "metrics.json").exists()
+
+
 @pytest.mark.parametrize("name", ["../../escaped", "{tmp_path}/escaped"])
 def test_resume_appends_its_log_to_no_file_the_folders_job_name_points_outside(run, tmp_path, name):
     """The run's log file is named by hydra.job.name in the folder's .hydra/hydra.yaml, which whoever sent the
