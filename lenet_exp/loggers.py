@@ -156,6 +156,14 @@ class RunTensorBoardLogger(TensorBoardLogger):
             version = readable_name(save_dir)
         super().__init__(save_dir, name=name, version=folder_name(version or ""), **kwargs)
 
+    @property
+    def log_dir(self) -> str:
+        """Lightning's ``save_dir/name/version[/sub_dir]``, without its expansion of environment variables: a run
+        folder whose path holds ``$HOME`` (or a stored ``version`` that does) had its events written elsewhere,
+        outside the folder."""
+        version = self.version if isinstance(self.version, str) else f"version_{self.version}"
+        return os.path.join(self.root_dir, version, *([self.sub_dir] if isinstance(self.sub_dir, str) else []))
+
     def resumes(self) -> None:
         """A resumed run goes on in the TensorBoard folder it began: one named by the run folder's path (no override
         names the run) is the one its ``tensorboard/`` holds, once the run folder was moved, renamed or copied since

@@ -110,6 +110,16 @@ def test_csv_of_a_continued_run_keeps_the_earlier_epochs(tmp_path, fake_data):
     assert [row["epoch"] for row in rows] == ["0", "1"] and rows[0] == first[0]
 
 
+def test_a_run_folder_whose_path_holds_a_dollar_keeps_its_tensorboard_events(tmp_path, fake_data, monkeypatch):
+    """Lightning's TensorBoard logger expanded environment variables in its folder: the events of a run in
+    ".../it's $HOME run" went to ".../it's /root run", outside the run folder."""
+    monkeypatch.setenv("LENET_EXP_TEST_DOLLAR", "elsewhere")
+    folder = tmp_path / "a $LENET_EXP_TEST_DOLLAR run"
+    run(folder, fake_data, "trainer.max_epochs=1")
+    assert list((folder / "tensorboard").rglob("events.out.tfevents.*"))
+    assert not (tmp_path / "a elsewhere run").exists()
+
+
 def test_no_logger_still_writes_the_run_folder(tmp_path, fake_data):
     metrics = run(tmp_path, fake_data, "logger=none", "trainer.max_epochs=1")
     assert metrics["epochs"] == 1 and (tmp_path / "checkpoints" / "last.ckpt").is_file()
