@@ -82,7 +82,7 @@ def eval_curve(job: Path, epochs: int | None) -> tuple[str, list[float]]:
     """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    for folder in sorted({p.parent for p in (job / TENSORBOARD).rglob(EVENT_FILES)}):
+    for folder in sorted({plain_file(p).parent for p in (job / TENSORBOARD).rglob(EVENT_FILES)}):
         events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
         events.Reload()
         try:
@@ -95,7 +95,7 @@ def eval_curve(job: Path, epochs: int | None) -> tuple[str, list[float]]:
                 values = [event.value for event in sorted(events.Scalars(tag), key=lambda e: (e.step, e.wall_time))]
                 return tag, values[:epochs] if epochs else values
     table = csv_metrics_file(job)  # one row per epoch, by epoch (the final test is not in it)
-    if table.is_file():
+    if plain_file(table).is_file():
         with open(table, newline="") as f:
             rows = list(csv.DictReader(f))
         for tag in ("val/acc", "test/acc"):
@@ -135,8 +135,24 @@ class Damaged(Exception):
     """A job folder whose files cannot be read as a run writes them; the message says which and why."""
 
 
+def plain_file(path: Path) -> Path:
+    """``path``, a plain file in the folder; a link (whose file may lie outside the sweep, and would be copied into
+    its summary) or a pipe (which would wait for a writer for ever) is a damaged job's."""
+    if path.is_symlink():
+        raise Damaged(f"{path.parent.name}/{path.name} is a symbolic link, not a file the run wrote")
+    if path.exists() and not path.is_file():
+        raise Damaged(f"{path.parent.name}/{path.name} is not a plain file")
+    return path
+
+
+def present(path: Path) -> bool:
+    """Whether anything is at ``path``: a file, or what ``read`` then calls damaged (a link, a pipe, a folder)."""
+    return path.is_symlink() or path.exists()
+
+
 def read(path: Path, parse: Any) -> Any:
     """``parse(path)``; a file that cannot be read or parsed makes the job damaged."""
+    plain_file(path)
     try:
         return parse(path)
     except Exception as err:  # bad bytes, bad JSON/YAML, unreadable events: whatever the file makes the parser do
@@ -183,10 +199,10 @@ def summarize_job(job: Path) -> dict[str, Any]:
     if not isinstance(overrides, list):
         raise Damaged("overrides.yaml holds no list of overrides")
     overrides = [str(o) for o in overrides]
-    stored = read(config_file(job), as_written) if config_file(job).is_file() else {}
+    stored = read(config_file(job), as_written) if present(config_file(job)) else {}
     seed = value_at(stored, "seed")
     row: dict[str, Any] = {"job": job.name, "overrides": " ".join(overrides), "seed": seed}
-    settings = read(hydra_settings_file(job), as_written) if hydra_settings_file(job).is_file() else {}
+    settings = read(hydra_settings_file(job), as_written) if present(hydra_settings_file(job)) else {}
     in_study = value_at(settings, "hydra", "sweeper", "_target_") == OPTUNA_SWEEPER  # a trial of lenet_exp's sweeper
     ignored = {"seed", *unnamed_keys(settings)}  # keys that do not set a group apart
     ignored.discard("ckpt_path")  # the weights a run starts from: left out of its name, not out of its result
@@ -195,7 +211,7 @@ def summarize_job(job: Path) -> dict[str, Any]:
     row["group_overrides"] = [o for o in overrides if key(o) not in ignored]
     row["group"] = " ".join(row["group_overrides"])
     metrics = {}
-    if metrics_file(job).is_file():
+    if present(metrics_file(job)):
         metrics = checked_metrics(read(metrics_file(job), lambda p: json.loads(p.read_text())))
     pruned_after = (metrics.get("trial") or {}).get("pruned_after")
     if pruned_after:  # a trial of a study, stopped by its pruner: its metrics are shown, never averaged in
@@ -212,7 +228,7 @@ def summarize_job(job: Path) -> dict[str, Any]:
         row["device"], row["machine"] = environment.get("device"), machine(environment)
         row["status"] = "ok"
         row["trial"] = f"COMPLETE ({metrics.get('epochs')} epochs)" if metrics.get("trial") else None
-    elif error_file(job).is_file():
+    elif present(error_file(job)):
         row["status"] = "failed: " + read(error_file(job), Path.read_text).strip()
         row["trial"] = "FAIL" if in_study else None
     else:
@@ -234,7 +250,7 @@ def summarize(sweep: Path) -> list[dict[str, Any]]:
         except Damaged as err:
             status = f"damaged: {err}"
             try:  # its overrides still name its row where they can be read
-                shown = " ".join(str(o) for o in as_written(overrides_file(job)))
+                shown = " ".join(str(o) for o in read(overrides_file(job), as_written))
             except Exception:
                 shown = ""
             empty = {"group_overrides": [], "seed": None, "curve_tag": "", "curve": []}

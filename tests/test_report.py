@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -255,6 +256,13 @@ def test_the_plot_marks_whole_epochs_only(tmp_path, epochs):
     assert ticks and all(t == int(t) and 1 <= t <= epochs for t in ticks)
 
 
+def secret(folder: Path) -> Path:
+    """A file outside the sweep folder, which no summary may show."""
+    path = folder / "secret.yaml"
+    path.write_text("- password=hunter2\n")
+    return path
+
+
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
@@ -282,10 +290,37 @@ def test_the_plot_marks_whole_epochs_only(tmp_path, epochs):
             lambda job: (job / "csv").mkdir() or (job / "csv" / "metrics.csv").write_text("epoch,val/acc\n0,high\n"),
             "its evaluation curve cannot be read (could not convert string to float",
         ),
+        (  # a link to a file outside the sweep: its lines were copied into the summary
+            lambda job: (
+                (job / ".hydra" / "overrides.yaml").unlink()
+                or (job / ".hydra" / "overrides.yaml").symlink_to(secret(job.parent.parent))
+            ),
+            ".hydra/overrides.yaml is a symbolic link, not a file the run wrote",
+        ),
+        (  # a pipe: the report waited for a writer for ever
+            lambda job: (job / "metrics.json").unlink() or os.mkfifo(job / "metrics.json"),
+            "0/metrics.json is not a plain file",
+        ),
+        (  # (in the job's settings, read to order the jobs, too)
+            lambda job: os.mkfifo(job / ".hydra" / "hydra.yaml"),
+            ".hydra/hydra.yaml is not a plain file",
+        ),
     ],
-    ids=["bad json", "wrong type", "missing key", "nan", "bad overrides", "damaged events", "damaged csv"],
+    ids=[
+        "bad json",
+        "wrong type",
+        "missing key",
+        "nan",
+        "bad overrides",
+        "damaged events",
+        "damaged csv",
+        "link",
+        "pipe",
+        "pipe of settings",
+    ],
 )
 def test_a_damaged_job_is_one_row_and_the_others_are_still_reported(tmp_path, damage, reason):
+    tmp_path = tmp_path / "sweep"
     for number, seed in enumerate([1, 2, 3]):
         fake_job(tmp_path, number, [f"seed={seed}", "lr=1"], {"seed": seed, "val_acc": 0.5 + seed / 10})
     damage(tmp_path / "0")
@@ -305,6 +340,7 @@ def test_a_damaged_job_is_one_row_and_the_others_are_still_reported(tmp_path, da
     assert (tmp_path / "summary.png").read_bytes().startswith(b"\x89PNG") and "damaged: " in (
         tmp_path / "summary.md"
     ).read_text()
+    assert not any("hunter2" in (tmp_path / name).read_text() for name in ("summary.md", "summary.csv"))
 
 
 def test_a_read_only_sweep_folder_still_prints_its_table_then_says_why_no_file_was_written(tmp_path):

@@ -133,6 +133,8 @@ def as_written(path: Path) -> Any:
     may come from someone else, and ``${oc.env:...}`` in it must not bring this machine's environment in."""
     from omegaconf import OmegaConf
 
+    if Path(path).is_symlink() or (Path(path).exists() and not Path(path).is_file()):  # a pipe would wait for ever
+        raise ValueError(f"{path} is a symbolic link or not a plain file, which no run writes")
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
 
 
