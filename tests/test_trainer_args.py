@@ -120,7 +120,9 @@ def test_lightnings_switch_for_the_progress_bar_turns_lenet_exps_off_and_keeps_t
     assert "epoch 1, loss" in output and metrics["epochs"] == 1
 
 
-def test_a_step_limited_run_is_not_taken_up_from_a_checkpoint_where_lightning_would_repeat_batches(tmp_path, fake_data):
+def test_a_step_limited_run_is_not_taken_up_from_a_checkpoint_where_lightning_would_repeat_batches(
+    tmp_path, fake_data, monkeypatch
+):
     """Lightning restores a run with trainer.max_steps as one stopped inside an epoch: resumed, such a run trained
     different epochs and stopped early; continued with ckpt_path=, it trained nothing and wrote NaN (exit 0 both).
     Both are one sentence now, and the way it names (an epoch count instead) works."""
@@ -131,8 +133,11 @@ def test_a_step_limited_run_is_not_taken_up_from_a_checkpoint_where_lightning_wo
     resumed = run_main("lenet_exp.resume", str(run))
     assert resumed.returncode == 1 and said in resumed.stderr, resumed.stderr[-3000:]
     more = [*TINY, f"data.data_dir={fake_data}", f"ckpt_path={last}", "trainer.max_epochs=3"]
-    continued = run_main("lenet_exp", *more, "trainer.max_steps=1000", f"hydra.run.dir={tmp_path / 'more'}")
+    monkeypatch.chdir(tmp_path)  # the checkpoint named relative to it: the command said is one to copy anywhere
+    relative = [*more[:-2], f"ckpt_path={last.relative_to(tmp_path)}", "trainer.max_epochs=3"]
+    continued = run_main("lenet_exp", *relative, "trainer.max_steps=1000", f"hydra.run.dir={tmp_path / 'more'}")
     assert continued.returncode == 1 and said in continued.stderr, continued.stderr[-3000:]
+    assert f"python -m lenet_exp ckpt_path={last} trainer.max_steps=-1" in continued.stderr
     named = run_main("lenet_exp", *more, "trainer.max_steps=-1", f"hydra.run.dir={tmp_path / 'named'}")
     assert named.returncode == 0 and "epoch 3, loss" in named.stdout + named.stderr
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ def check_no_step_limit(max_steps: Any, path: str | Path) -> None:
     inside an epoch (its fit loop counts every step-limited run as restarting), while lenet_exp's checkpoints are
     written at epochs' ends, so the epochs that follow repeat or skip batches and the results are wrong."""
     if max_steps not in (None, -1):
+        path = Path(os.path.expanduser(str(path))).resolve()  # a command to copy, from any folder
         raise UserError(
             f"trainer.max_steps={max_steps} cannot go on from a checkpoint ({path}): Lightning would take it up as "
             "if stopped inside an epoch and repeat or skip batches. Go on in a new run folder with an epoch count "
