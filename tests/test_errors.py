@@ -700,3 +700,15 @@ def test_an_empty_output_folder_or_one_beginning_with_a_tilde_is_refused_before_
     with pytest.raises(UserError, match=r"^hydra.run.dir is empty, which would make the current folder the output"):
         lenet_exp.run("hydra.run.dir=", *tiny)
     assert not list(user.iterdir())
+
+
+def test_torchs_internal_info_lines_stay_out_of_a_commands_output():
+    """torch logs its FakeTensor cache stats at exit, at INFO: quiet once torch's logging is set up, they came
+    above the sentence of a command interrupted while torch was loading (eval, predict, resume, training)."""
+    code = (
+        "import logging; from lenet_exp.runtime.console import log_to_console; log_to_console(); "
+        "logging.getLogger('torch._subclasses.fake_tensor').info('FakeTensor cache stats:'); "
+        "logging.getLogger('torch').warning('a warning of torch'); logging.getLogger('lenet_exp').info('kept')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout == "a warning of torch\nkept\n", out.stdout + out.stderr

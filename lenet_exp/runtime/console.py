@@ -25,9 +25,13 @@ class TqdmLoggingHandler(logging.StreamHandler):
 class NoTips(logging.Filter):
     """Drops Lightning's advertising tips ("💡 Tip: ...") from the console and the log file, and its
     "`Trainer.fit` stopped: `max_epochs=5` reached.": a run's epochs end there by design, and it came before the
-    last epoch's line (which is written when training ends); another reason to stop (max_steps, max_time) stays."""
+    last epoch's line (which is written when training ends); another reason to stop (max_steps, max_time) stays.
+    Also torch's internal INFO lines, which torch's own logging set-up keeps quiet once torch is imported: a command
+    interrupted while torch loads printed its "FakeTensor cache stats" (at exit) above the interruption's sentence."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("torch.") and record.levelno < logging.WARNING:
+            return False
         message = str(record.msg)
         return not message.startswith("💡") and not re.match(
             r"`Trainer.fit` stopped: `max_epochs=\d+` reached", message
@@ -35,11 +39,13 @@ class NoTips(logging.Filter):
 
 
 # Lightning's warnings about what lenet_exp does on purpose, hidden from every command: Lightning 2.6 calls a
-# torch.utils._pytree API that torch 2.14 deprecates (nothing for users to act on); resume writes into the run's
+# torch.utils._pytree API and (in LightningModule.all_gather, under DDP) torch.distributed.nn.functional.all_gather,
+# which torch 2.14 deprecates (nothing for users to act on); resume writes into the run's
 # own checkpoints/ folder and ckpt_path= continues into a new one; a machine with SLURM's client need not run under
 # srun; each epoch's metrics are logged once, at its end, so Lightning's step logging interval does not apply.
 ON_PURPOSE = (
     r".*isinstance\(treespec, LeafSpec\)",
+    r"torch.distributed.nn.functional.all_gather is deprecated",
     r"Checkpoint directory .* exists and is not empty",
     r"The dirpath has changed",
     r"The `srun` command",
