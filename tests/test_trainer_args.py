@@ -377,11 +377,13 @@ def test_enable_checkpointing_false_runs_without_checkpoints_and_resume_says_so(
     resumed = run_main("lenet_exp.resume", str(run))  # in this process, as the command runs
     assert resumed.returncode == 1 and "Traceback" not in resumed.stderr
     assert "was run with trainer.enable_checkpointing=false, so it kept no checkpoint to resume from" in resumed.stderr
-    # what an interruption after its second epoch says: not "no epoch was completed", nor a resume that cannot work
+    # what an interruption says, after its second epoch or before its first ended (or during its start-up): not
+    # "no epoch was completed, so resuming starts it over", a resume that the resume command refuses
     from lenet_exp.runtime.run_folder import kept
 
-    assert kept(run, 2).startswith(f"{run} keeps no checkpoint (the run wrote none: trainer.enable_checkpointing")
-    assert "lenet_exp.resume" not in kept(run, 2) and "resuming starts it over" in kept(run, 0)
+    for epoch in (2, 0, None):
+        assert kept(run, epoch).startswith(f"{run} keeps no checkpoint (the run wrote none: trainer.enable_checkpoint")
+        assert "lenet_exp.resume" not in kept(run, epoch)
 
 
 def test_overfit_batches_and_log_every_n_steps(tmp_path, fake_data):

@@ -232,7 +232,11 @@ def override(key: str, value: Any) -> str:
 def kept(run: Path, epoch: int | None = None) -> str:
     """What an interrupted or failed run left to go on from, as part of a sentence."""
     last = last_checkpoint(run)
-    if not last.is_file() and epoch:  # epochs were completed, and no checkpoint kept them
+    try:  # as resume reads it: a run without checkpoints is one it refuses, also before its first epoch ended
+        unkept = value_at(as_written(config_file(run)), "trainer", "enable_checkpointing") is False
+    except Exception:  # noqa: BLE001  (no settings to read: the sentence below, as before)
+        unkept = False
+    if not last.is_file() and (epoch or unkept):  # epochs were completed (or will be), and no checkpoint kept them
         return (
             f"{run} keeps no checkpoint (the run wrote none: trainer.enable_checkpointing=false, or no checkpoint "
             "callback), so it cannot be resumed; run it again with checkpoints to be able to"
