@@ -499,10 +499,24 @@ def check_top_level(cfg: DictConfig) -> None:
         if not meant or re.search(rf"\$\{{\s*{re.escape(str(key))}\b", texts):  # a value of one's own, used
             continue
         if _kind(value) == _kind(given.get(meant[0])):  # (seeds: [1, 2, 3] is no seed)
+            if typed := _added_on_the_command_line(str(key)):
+                raise UserError(
+                    f"{typed} adds {key}, which is not a setting of lenet_exp, so it would change nothing; did you "
+                    f"mean {meant[0]}? Give {meant[0]}={typed.split('=', 1)[1]} instead."
+                )
             raise UserError(
                 f"{key} is not a setting of lenet_exp, so a config file's {key}: would change nothing; did you mean "
                 f"{meant[0]}? Correct the key in the file that sets it (--info defaults lists the files)."
             )
+
+
+def _added_on_the_command_line(key: str) -> str | None:
+    """The override (``+sed=3``, ``++sed=3``) that added the top-level ``key``, as typed; None if none did."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return next((o for o in HydraConfig.get().overrides.task if o.lstrip("+").split("=", 1)[0] == key), None)
 
 
 def _kind(value: Any) -> type:
