@@ -69,6 +69,12 @@ def test_an_append_refuses_a_planted_link(tmp_path):
     append_jsonl(tmp_path / "evaluations.jsonl", {"test_acc": 0.6})
     lines = (tmp_path / "evaluations.jsonl").read_text().splitlines()
     assert [json.loads(line)["test_acc"] for line in lines] == [0.5, 0.6]
+    # a line left half written (a killed process, a copy cut short): the next record is a line of its own
+    with open(tmp_path / "evaluations.jsonl", "a") as f:
+        f.write('{"test_acc": 0.7, "ckpt')
+    append_jsonl(tmp_path / "evaluations.jsonl", {"test_acc": 0.8})
+    lines = (tmp_path / "evaluations.jsonl").read_text().splitlines()
+    assert lines[2] == '{"test_acc": 0.7, "ckpt' and json.loads(lines[3]) == {"test_acc": 0.8}
 
 
 @pytest.mark.slow

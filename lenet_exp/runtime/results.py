@@ -116,6 +116,10 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """One line more in ``path``, never written through a link planted there, under a short lock of
     the file: two evaluations at once each append their whole line."""
-    with open_append(path) as f:
+    with open_append(path, text=False) as f:
         fcntl.flock(f, fcntl.LOCK_EX)  # released when the file is closed
-        f.write(json.dumps(record) + "\n")
+        # a line left half written (a process killed mid-line, a copy cut short) stays one bad line of its own
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as read:
+            end = read.seek(0, os.SEEK_END)
+            unfinished = end > 0 and read.seek(end - 1) >= 0 and read.read(1) != b"\n"
+        f.write(("\n" * unfinished + json.dumps(record) + "\n").encode())
