@@ -267,8 +267,15 @@ class EpochCSVLogger(CSVLogger):
         self.path = Path(self.log_dir) / CSV_METRICS
         self._rows: dict[int, dict[str, Any]] = {}
         if self.path.is_file():  # a resumed run: the epochs before it
-            with open(self.path, newline="") as f:
-                self._rows = {int(row["epoch"]): {k: v for k, v in row.items() if v != ""} for row in csv.DictReader(f)}
+            try:
+                with open(self.path, newline="") as f:
+                    rows = csv.DictReader(f)
+                    self._rows = {int(row["epoch"]): {k: v for k, v in row.items() if v} for row in rows}
+            except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as err:
+                raise UserError(
+                    f"{self.path} cannot be read as the run's CSV log ({type(err).__name__}: {err}); it is damaged: "
+                    "move it out of the folder and resume again (a new one is written from the epochs to come)."
+                ) from None
         self._hparams: dict[str, Any] = {}
         self._pending: dict[str, float] = {}  # other callbacks' values of the epoch in progress
 

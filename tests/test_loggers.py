@@ -110,6 +110,20 @@ def test_csv_of_a_continued_run_keeps_the_earlier_epochs(tmp_path, fake_data):
     assert [row["epoch"] for row in rows] == ["0", "1"] and rows[0] == first[0]
 
 
+@pytest.mark.parametrize("damage", [bytes(range(256)), b"epoch,train/loss\nfirst,0.5\n"], ids=["bytes", "epoch"])
+def test_a_damaged_csv_log_is_one_sentence_when_its_run_is_resumed_and_is_left_as_it_was(tmp_path, fake_data, damage):
+    """It was Hydra's InstantiationException around a UnicodeDecodeError (or int()'s ValueError)."""
+    made = run_main("lenet_exp", *ONE_EPOCH, f"data.data_dir={fake_data}", "logger=csv", f"hydra.run.dir={tmp_path}")
+    assert made.returncode == 0, made.stderr
+    (tmp_path / "metrics.json").unlink()
+    (tmp_path / "csv" / "metrics.csv").write_bytes(damage)
+    out = run_main("lenet_exp.resume", str(tmp_path))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    said = f"error: {tmp_path / 'csv' / 'metrics.csv'} cannot be read as the run's CSV log ("
+    assert said in out.stderr and "move it out of the folder and resume again" in out.stderr, out.stderr
+    assert (tmp_path / "csv" / "metrics.csv").read_bytes() == damage
+
+
 def test_a_run_folder_whose_path_holds_a_dollar_keeps_its_tensorboard_events(tmp_path, fake_data, monkeypatch):
     """Lightning's TensorBoard logger expanded environment variables in its folder: the events of a run in
     ".../it's $HOME run" went to ".../it's /root run", outside the run folder."""
