@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import shlex
+import sqlite3
 import sys
 import time
 import urllib.error
@@ -397,15 +398,31 @@ class RunMLFlowLogger(MLFlowLogger):
         store.mkdir(parents=True, exist_ok=True)
         self._lock_file = store / MLFLOW_STORE_LOCK
         self.artifact_location = (store / MLFLOW_ARTIFACTS).as_uri()
-        with self._store_locked():  # MLflow's client creates a new store's tables
-            follow_moved_store(store, self.artifact_location)
-            super().__init__(
-                experiment_name=experiment_name,
-                run_name=run_name,
-                tracking_uri=sqlite_url(store / MLFLOW_STORE_DB),
-                tags={"run_dir": self.run_dir},
-                artifact_location=self.artifact_location,
-            )
+        try:
+            with self._store_locked():  # MLflow's client creates a new store's tables
+                follow_moved_store(store, self.artifact_location)
+                super().__init__(
+                    experiment_name=experiment_name,
+                    run_name=run_name,
+                    tracking_uri=sqlite_url(store / MLFLOW_STORE_DB),
+                    tags={"run_dir": self.run_dir},
+                    artifact_location=self.artifact_location,
+                )
+        except Exception as err:
+            self._check_store(err)
+            raise
+
+    def _check_store(self, err: BaseException) -> None:
+        """A run's own store that SQLite cannot read (damaged, or no database at all) is one sentence."""
+        cause = root_cause(err)
+        if self._lock_file is None or not isinstance(cause, sqlite3.DatabaseError) or "locked" in str(cause):
+            return  # a server's failure, or a busy store: as they were
+        store = self._lock_file.parent
+        raise UserError(
+            f"{store / MLFLOW_STORE_DB} cannot be opened as the run's MLflow store ({first_line(cause)}); it is "
+            f"damaged: move the folder {store} out of the run folder and run the command again (a new store is "
+            "made for the epochs to come; the other files of the run are kept)."
+        ) from None
 
     REACH_TIMEOUT_S = 5  # MLflow's own client retries an unreachable server for minutes
 
@@ -483,7 +500,11 @@ class RunMLFlowLogger(MLFlowLogger):
         if self._started or self._gone is not None:
             return self._client
         if self._server is None:  # a store of the run's own: its errors are faults of the run
-            return self._open()
+            try:
+                return self._open()
+            except Exception as err:
+                self._check_store(err)
+                raise
         try:
             with bounded_retries():
                 return self._open()

@@ -124,6 +124,24 @@ def test_a_damaged_csv_log_is_one_sentence_when_its_run_is_resumed_and_is_left_a
     assert (tmp_path / "csv" / "metrics.csv").read_bytes() == damage
 
 
+@pytest.mark.slow
+def test_a_damaged_mlflow_store_is_one_sentence_and_a_new_one_goes_on_once_it_is_moved_away(tmp_path, fake_data):
+    """It was Hydra's InstantiationException around SQLAlchemy's DatabaseError, about a hundred lines."""
+    run_dir = tmp_path / "run"
+    made = run_main("lenet_exp", *ONE_EPOCH, f"data.data_dir={fake_data}", "logger=mlflow", f"hydra.run.dir={run_dir}")
+    assert made.returncode == 0, made.stderr
+    (run_dir / "metrics.json").unlink()
+    (run_dir / "mlflow" / "mlflow.db").write_bytes(b"not a database" * 400)
+    out = run_main("lenet_exp.resume", str(run_dir))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    said = f"error: {run_dir / 'mlflow' / 'mlflow.db'} cannot be opened as the run's MLflow store (file is not a"
+    assert said in out.stderr and f"move the folder {run_dir / 'mlflow'} out of the run folder" in out.stderr
+    (run_dir / "mlflow").rename(tmp_path / "damaged")  # as the sentence says
+    # (a process of its own: one that had the damaged file open keeps MLflow's engine on it, by its path)
+    again = run_cli(str(run_dir), module="lenet_exp.resume", cwd=tmp_path)
+    assert again.returncode == 0 and (run_dir / "metrics.json").is_file(), again.stderr
+
+
 def test_a_run_folder_whose_path_holds_a_dollar_keeps_its_tensorboard_events(tmp_path, fake_data, monkeypatch):
     """Lightning's TensorBoard logger expanded environment variables in its folder: the events of a run in
     ".../it's $HOME run" went to ".../it's /root run", outside the run folder."""
