@@ -199,6 +199,8 @@ def summarize_job(job: Path) -> dict[str, Any]:
     if not isinstance(overrides, list):
         raise Damaged("overrides.yaml holds no list of overrides")
     overrides = [str(o) for o in overrides]
+    if cut := next((o for o in overrides if "=" not in o and not o.startswith("~")), None):  # (~key removes one)
+        raise Damaged(f"overrides.yaml holds {cut!r}, which is no override (key=value): the file was cut short")
     stored = read(config_file(job), as_written) if present(config_file(job)) else {}
     seed = value_at(stored, "seed")
     row: dict[str, Any] = {"job": job.name, "overrides": " ".join(overrides), "seed": seed}

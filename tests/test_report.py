@@ -297,6 +297,10 @@ def secret(folder: Path) -> Path:
             ),
             ".hydra/overrides.yaml is a symbolic link, not a file the run wrote",
         ),
+        (  # a file cut short that is still YAML: its last override became a group of its own
+            lambda job: (job / ".hydra" / "overrides.yaml").write_text("- seed=1\n- lr"),
+            "overrides.yaml holds 'lr', which is no override (key=value): the file was cut short",
+        ),
         (  # a pipe: the report waited for a writer for ever
             lambda job: (job / "metrics.json").unlink() or os.mkfifo(job / "metrics.json"),
             "0/metrics.json is not a plain file",
@@ -315,6 +319,7 @@ def secret(folder: Path) -> Path:
         "damaged events",
         "damaged csv",
         "link",
+        "cut short",
         "pipe",
         "pipe of settings",
     ],
