@@ -384,3 +384,19 @@ def test_a_command_started_with_stderr_closed_runs_and_resumes(tmp_path, fake_da
     resumed = closed_stderr("lenet_exp.resume", str(run))
     assert resumed.returncode == 0 and "Traceback" not in resumed.stdout, resumed.stdout[-3000:]
     assert (run / "metrics.json").is_file()
+
+
+def test_a_folder_where_the_run_writes_a_file_is_one_sentence_naming_it_and_what_to_do(tmp_path, fake_data):
+    """A folder at checkpoints/last.ckpt (a copy gone wrong): the resumed run's first checkpoint ended in
+    IsADirectoryError's traceback."""
+    run = tmp_path / "run"
+    made = run_main("lenet_exp", *ONE_EPOCH, f"data.data_dir={fake_data}", "logger=none", f"hydra.run.dir={run}")
+    assert made.returncode == 0, made.stderr
+    (run / "metrics.json").unlink()
+    (run / "checkpoints" / "last.ckpt").unlink()
+    (run / "checkpoints" / "last.ckpt").mkdir()
+    out = run_main("lenet_exp.resume", str(run))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    said = f"error: writing into {run} failed (a folder is where a file belongs: {run / 'checkpoints' / 'last.ckpt'})"
+    assert f"{said}; move what is in the way out of the folder;" in out.stderr, out.stderr
+    assert (run / "checkpoints" / "last.ckpt").is_dir()

@@ -16,7 +16,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lenet_exp.errors import INTERRUPTED, TERMINATED, UserError, chain, user_error
 from lenet_exp.runtime.run_folder import kept
-from lenet_exp.runtime.writes import WRITE_ERRORS
+from lenet_exp.runtime.writes import NAMED, WRITE_ADVICE, WRITE_ERRORS
 
 log = logging.getLogger("lenet_exp")
 
@@ -46,7 +46,9 @@ def write_fault(err: BaseException | None) -> str | None:
     """Why writing failed, when ``err`` (or what caused it) is a file-system fault."""
     for cause in chain(err):
         if isinstance(cause, OSError) and cause.errno in WRITE_ERRORS:
-            return WRITE_ERRORS[cause.errno]
+            where = cause.filename2 or cause.filename  # (a rename's: its target)
+            at = f": {where}" if cause.errno in NAMED and where else ""
+            return WRITE_ERRORS[cause.errno] + at
         if isinstance(cause, RuntimeError) and any(text in str(cause) for text in TORCH_WRITE_FAILED):
             return "a file could not be written: the disk may be full"
     return None
@@ -86,10 +88,9 @@ def machine_faults(run_dir: Path) -> Iterator[None]:
         if user_error(err) is not None:
             raise
         if (reason := write_fault(err)) is not None:
-            raise UserError(
-                f"writing into {run_dir} failed ({reason}); free some space or make the folder writable; "
-                f"{kept(run_dir)}"
-            ) from err
+            code = next((c.errno for c in chain(err) if isinstance(c, OSError) and c.errno in WRITE_ERRORS), None)
+            advice = WRITE_ADVICE.get(code, "free some space or make the folder writable")
+            raise UserError(f"writing into {run_dir} failed ({reason}); {advice}; {kept(run_dir)}") from err
         if (memory := memory_fault(err)) is not None:
             raise UserError(
                 f"the run ran out of {memory}; lower data.batch_size or data.eval_batch_size, or free the memory "
