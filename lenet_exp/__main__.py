@@ -20,6 +20,7 @@ from lenet_exp.errors import (
     say,
     sigterm_interrupts,
     unwrap_user_errors,
+    user_error,
 )
 
 # The configs, as an absolute path so that every command finds them from any folder: an installed
@@ -47,6 +48,10 @@ def job(cfg: DictConfig) -> dict[str, Any]:
             from lenet_exp.train import train  # imported here so that --help and --cfg stay fast too
 
             return train(cfg, tested=tested)
+    except Exception as err:
+        if user_error(err) is None:  # a fault of code (a network of one's own, say): its traceback in the log too
+            _traceback_to_log_file()
+        raise
     except KeyboardInterrupt as err:  # outside Lightning's loops (which say their own): the imports, building the run
         from lenet_exp.runtime.run_folder import kept, metrics_file
 
@@ -55,6 +60,19 @@ def job(cfg: DictConfig) -> dict[str, Any]:
         what, status = interruption(err)
         say(f"interrupted ({what}); {done}")
         raise SystemExit(status) from None
+
+
+def _traceback_to_log_file() -> None:
+    """The traceback of the exception being handled, into the run's log file alone: the terminal gets it from
+    Hydra (or from Python, in lenet_exp.run's caller), and the log ended at the last line before it."""
+    import traceback
+
+    record = logging.LogRecord(
+        "lenet_exp", logging.ERROR, __file__, 0, "the run failed:\n%s", (traceback.format_exc(),), None
+    )
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 # The settings that name a file or folder to read: typed relative to the folder the command started in.

@@ -24,6 +24,7 @@ from conftest import (
 )
 from omegaconf import OmegaConf
 from PIL import Image
+from pytorch_lightning.callbacks import Callback
 
 import lenet_exp
 from lenet_exp.errors import UserError, user_error
@@ -713,3 +714,21 @@ def test_torchs_internal_info_lines_stay_out_of_a_commands_output():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout == "a warning of torch\nkept\n", out.stdout + out.stderr
+
+
+class Breaks(Callback):
+    """A callback of one's own with a bug, for the test below (found by Hydra as tests' own module)."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        raise RuntimeError("a bug of one's own code")
+
+
+def test_a_fault_of_code_keeps_its_traceback_in_the_runs_log_file(tmp_path, fake_data):
+    """The terminal had Hydra's traceback and the run's lenet_exp.log ended at the model summary, as if cut off."""
+    run = tmp_path / "run"
+    breaks = "+callbacks.breaks={_target_:test_errors.Breaks}"
+    out = run_main("lenet_exp", *ONE_EPOCH, f"data.data_dir={fake_data}", breaks, f"hydra.run.dir={run}")
+    assert out.returncode == 1 and "RuntimeError: a bug of one's own code" in out.stderr  # Hydra's report of it
+    log = (run / "lenet_exp.log").read_text()
+    assert "the run failed:\nTraceback (most recent call last):" in log
+    assert log.rstrip().endswith("RuntimeError: a bug of one's own code")
