@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from lenet_exp.errors import (
     UserError,
+    chain,
     check_resolves,
     fail,
     first_line,
@@ -134,23 +135,12 @@ def command() -> None:
             f"{' and '.join(modes)} cannot be given together: Hydra does one of running (-r), a sweep (-m), "
             f"showing the config (-c), showing its sources (-i) and shell completion (-sc){extra}."
         )
-    if any(arg.split("=")[0] in _PRINTING for arg in sys.argv[1:]):
+    printing = any(arg.split("=")[0] in _PRINTING for arg in sys.argv[1:])
+    if printing:
         import signal
 
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    else:
-        check_own_primary_config(sys.argv[1:])
-    from hydra._internal.utils import get_args_parser  # private: Hydra's own reading of its flags (-cd, -cp, ...)
-
-    args, _ = get_args_parser().parse_known_args(sys.argv[1:])
-    try:  # (-cp replaces lenet_exp's configs: nothing of theirs is read then; a folder that is none: Hydra's words)
-        if args.config_dir is not None and Path(args.config_dir).is_dir():
-            check_config_dir(args.config_dir, "--config-dir", beside_lenet_exps=args.config_path is None)
-        primary = Path(_PACKAGE, args.config_path or "")  # as Hydra reads -cp: from this module's folder
-        if args.config_path is not None and "://" not in args.config_path and primary.is_dir():
-            check_config_dir(primary, "--config-path", beside_lenet_exps=False)
-    except UserError as err:
-        fail(err)
+    check_own_configs(sys.argv[1:], printing)
     try:
         with sigterm_interrupts():  # a sweep's own process too, while a launcher's processes run its jobs
             main()
@@ -195,31 +185,18 @@ def search_path(config_dir: str | Path | None = None, primary: str = CONF_DIR) -
     return path
 
 
-def check_config_dir(config_dir: str | Path, flag: str, beside_lenet_exps: bool = True) -> None:
-    """The user's folder of configs (``--config-dir``, ``config_dir=``, or ``-cp``'s: not ``beside_lenet_exps``):
-    a file that is not YAML is one sentence, where Hydra printed the YAML parser's traceback. Beside lenet_exp's
-    configs, a file with the name of one of lenet_exp's own (``config.yaml``, ``model/lenet.yaml`` in a copy of
-    conf/) is never read: Hydra finds lenet_exp's first. One that differs from lenet_exp's would have its changes
-    ignored without a word: refused, saying what to do."""
-    import yaml
-
+def check_config_dir(config_dir: str | Path, flag: str) -> None:
+    """Beside lenet_exp's configs (``--config-dir``, ``config_dir=``), a file of the user's with the name of one of
+    lenet_exp's own (``config.yaml``, ``model/lenet.yaml`` in a copy of conf/) is never read: Hydra finds
+    lenet_exp's first. One that differs from lenet_exp's would have its changes ignored without a word: refused,
+    saying what to do. (Only those names are looked at: the folder may hold anything else.)"""
     folder = Path(os.path.expanduser(config_dir)).resolve()
     own = Path(CONF_DIR)
-    for path in sorted(folder.rglob("*.yaml")):
-        name = path.relative_to(folder)
-        try:
-            yaml.safe_load(path.read_bytes())
-        except (yaml.YAMLError, OSError) as err:
-            where = getattr(err, "problem_mark", None)
-            at = f"line {where.line + 1}, column {where.column + 1}: " if where else ""
-            problem = getattr(err, "problem", None) or getattr(err, "strerror", None) or first_line(err)
-            raise UserError(
-                f"{flag}={config_dir} holds {name.as_posix()}, which cannot be read as YAML ({at}{problem}); "
-                "correct it, or move it out of the folder."
-            ) from None
-        theirs = own / name
-        if not beside_lenet_exps or not theirs.is_file() or path.read_bytes() == theirs.read_bytes():
-            continue  # a name of its own, or an unchanged copy
+    for theirs in sorted(own.rglob("*.yaml")):
+        name = theirs.relative_to(own)
+        path = folder / name
+        if not path.is_file() or path.read_bytes() == theirs.read_bytes():
+            continue  # no such file, or an unchanged copy
         group = name.parent.as_posix()
         rename = (
             "an experiment of its own (experiment/mine.yaml, beginning # @package _global_, chosen with "
@@ -233,21 +210,43 @@ def check_config_dir(config_dir: str | Path, flag: str, beside_lenet_exps: bool 
         )
 
 
+def yaml_sentence(err: BaseException) -> str | None:
+    """A config file Hydra could not parse, as one sentence naming it, its line and the problem; None for an error
+    that is not the YAML parser's."""
+    import yaml
+
+    err = next((each for each in chain(err) if isinstance(each, yaml.YAMLError)), None)
+    if err is None:
+        return None
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    problem = getattr(err, "problem", None) or first_line(err)
+    name = mark.name if mark else "a config file"
+    return f"{name} cannot be read as YAML ({at}{problem}); correct it, or choose another config."
+
+
 # lenet_exp's Hydra callbacks (conf/hydra/default.yaml) that keep a run from writing over another's files.
 _GUARDS = ("output_folder", "run_lock", "earlier_run")
 
 
-def check_own_primary_config(argv: list[str]) -> None:
-    """A primary config of the user's own (``-cn mine``, Hydra's way) that leaves out lenet_exp's Hydra settings
-    would run without the callbacks that refuse a folder holding a run, and Hydra would write its .hydra/ files
-    over that run's before any lenet_exp code ran: refused here first, in one sentence. (Anything else about the
-    config is left to Hydra, which says it.)"""
+def check_own_configs(argv: list[str], printing: bool = False) -> None:
+    """Configs of the user's own, checked before Hydra starts (it would print its traceback, or write its .hydra/
+    files first): a changed copy of one of lenet_exp's files in ``--config-dir`` (``check_config_dir``); a file
+    Hydra reads that is not YAML, one sentence where Hydra printed the parser's traceback; and, for a run, a primary
+    config of one's own (``-cn mine``, Hydra's way) that leaves out lenet_exp's Hydra settings, which would run
+    without the callbacks that refuse a folder holding a run. (Anything else about a config is left to Hydra,
+    which says it.)"""
     from hydra._internal.utils import get_args_parser  # private: Hydra's own reading of its flags (-cn, -cp, ...)
 
     args, _ = get_args_parser().parse_known_args(argv)
     # (-cp replaces lenet_exp's folder of configs, so its config.yaml too; -cd adds a folder after lenet_exp's)
     own = args.config_name not in (None, CONFIG_NAME) or args.config_path is not None
-    if not own or args.experimental_rerun:
+    if args.config_dir is not None and args.config_path is None and Path(args.config_dir).is_dir():
+        try:  # (a -cd that is no folder: Hydra's words)
+            check_config_dir(args.config_dir, "--config-dir")
+        except UserError as err:
+            fail(err)
+    if not (own or args.config_dir is not None) or args.experimental_rerun:
         return
     from hydra import version
     from hydra._internal.hydra import Hydra  # private, as in lenet_exp/api.py: composing as the command would
@@ -262,11 +261,13 @@ def check_own_primary_config(argv: list[str]) -> None:
     try:
         app = Hydra.create_main_hydra2(task_name="__main__", config_search_path=search_path(args.config_dir, primary))
         hydra_settings = app.compose_config(args.config_name or CONFIG_NAME, args.overrides, run_mode=mode).hydra
-    except Exception:  # noqa: BLE001  (Hydra composes it again and says what is wrong)
+    except Exception as err:  # noqa: BLE001  (Hydra composes it again and says what else is wrong)
+        if (sentence := yaml_sentence(err)) is not None:
+            fail(sentence)
         return
     finally:
         GlobalHydra.instance().clear()
-    if not all(guard in (hydra_settings.get("callbacks") or {}) for guard in _GUARDS):
+    if own and not printing and not all(guard in (hydra_settings.get("callbacks") or {}) for guard in _GUARDS):
         name = args.config_name or CONFIG_NAME
         base = "build it on lenet_exp's config (defaults: [config, _self_])"
         if args.config_path is not None:  # -cp: lenet_exp's configs are not on Hydra's search path at all

@@ -285,7 +285,13 @@ def _compose(app: Any, overrides: Sequence[str], mode: Any) -> Any:
             from_shell=False,  # Hydra's advice on quoting, then, is for Python strings, not for a shell
             with_log_configuration=True,
         )
-    except (HydraException, OmegaConfBaseException) as err:
+    except Exception as err:
+        from lenet_exp.__main__ import yaml_sentence
+
+        if (sentence := yaml_sentence(err)) is not None:  # a config file of one's own: its line, not a traceback
+            raise UserError(sentence) from None
+        if not isinstance(err, HydraException | OmegaConfBaseException):
+            raise
         for each in overrides:  # a command line pasted whole, which Hydra's grammar cannot read
             if len(pairs := each.split()) > 1 and all(re.match(r"[+~]{0,2}[A-Za-z_][\w.@/-]*=", p) for p in pairs):
                 raise UserError(

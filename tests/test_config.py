@@ -3,6 +3,8 @@ and every class a config names is one that eval and resume may rebuild from a st
 
 from __future__ import annotations
 
+import os
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -148,16 +150,25 @@ def test_a_changed_copy_of_one_of_lenet_exps_configs_in_ones_own_folder_is_refus
 
 
 def test_a_file_of_ones_own_configs_that_is_not_yaml_is_one_sentence_naming_it_and_its_line(tmp_path):
-    """It was the YAML parser's traceback, from the command line and from lenet_exp.run alike."""
+    """It was the YAML parser's traceback, from the command line and from lenet_exp.run alike; the other files of
+    the folder are not read."""
     import lenet_exp
     from lenet_exp.errors import UserError
 
     (tmp_path / "mine" / "model").mkdir(parents=True)
     (tmp_path / "mine" / "model" / "wide.yaml").write_text("defaults:\n  - lenet\nnet: {channels: [1, 2\n")
     out = run_cli("-cd", "mine", "model=wide", "trainer.max_epochs=1", timeout=60, cwd=tmp_path)
-    said = "--config-dir=mine holds model/wide.yaml, which cannot be read as YAML (line 4, column 1: expected ','"
+    wide = tmp_path / "mine" / "model" / "wide.yaml"
+    said = f"{wide} cannot be read as YAML (line 4, column 1: expected ','"
     assert out.returncode == 1 and out.stderr.startswith(f"error: {said}"), out.stderr
-    assert out.stderr.rstrip().endswith("); correct it, or move it out of the folder.")
+    assert out.stderr.rstrip().endswith("); correct it, or choose another config.")
     assert not (tmp_path / "outputs").exists()
-    with pytest.raises(UserError, match=r"^config_dir=.*mine holds model/wide.yaml, which cannot be read as YAML"):
+    with pytest.raises(UserError, match=rf"^{re.escape(said)}"):
         lenet_exp.run("model=wide", config_dir=tmp_path / "mine")
+    # a YAML file Hydra is not asked for (of another tool, in a tag of its own; a pipe) is not read
+    (tmp_path / "mine" / "deploy").mkdir()
+    (tmp_path / "mine" / "deploy" / "compose.yaml").write_text("services:\n  web:\n    ports: !reset []\n")
+    os.mkfifo(tmp_path / "mine" / "deploy" / "pipe.yaml")
+    wide.write_text("defaults:\n  - lenet\nnet: {channels: [1, 2]}\n")
+    out = run_cli("-cd", "mine", "model=wide", "--cfg", "job", timeout=60, cwd=tmp_path)
+    assert out.returncode == 0 and OmegaConf.create(out.stdout).model.net.channels == [1, 2], out.stderr
