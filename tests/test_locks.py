@@ -434,9 +434,9 @@ def test_a_primary_config_of_ones_own_without_lenet_exps_hydra_settings_is_refus
     )
     assert (run / ".hydra" / "config.yaml").read_text() == "seed: 1\n" and not (run / "lenet_exp.log").exists()
     # with them, or built on lenet_exp's config, the check lets it through (and the callbacks do theirs)
-    from lenet_exp.__main__ import check_own_primary_config
+    from lenet_exp.__main__ import check_own_configs
 
     (tmp_path / "configs" / "with.yaml").write_text(OWN_PRIMARY.replace("  - _self_", "  - hydra: default\n  - _self_"))
     (tmp_path / "configs" / "built.yaml").write_text("defaults:\n  - config\n  - _self_\nseed: 3\n")
     for name in ("with", "built"):
-        check_own_primary_config(["-cd", str(tmp_path / "configs"), "-cn", name, "-m", "seed=1,2"])
+        check_own_configs(["-cd", str(tmp_path / "configs"), "-cn", name, "-m", "seed=1,2"])
