@@ -159,11 +159,12 @@ class RunTensorBoardLogger(TensorBoardLogger):
 
     @property
     def log_dir(self) -> str:
-        """Lightning's ``save_dir/name/version[/sub_dir]``, without its expansion of environment variables: a run
-        folder whose path holds ``$HOME`` (or a stored ``version`` that does) had its events written elsewhere,
-        outside the folder."""
+        """Lightning's ``save_dir/name/version[/sub_dir]`` (``~`` expanded, as Lightning does), without its expansion
+        of environment variables: a run folder whose path holds ``$HOME`` (or a stored ``version`` that does) had its
+        events written elsewhere, outside the folder."""
         version = self.version if isinstance(self.version, str) else f"version_{self.version}"
-        return os.path.join(self.root_dir, version, *([self.sub_dir] if isinstance(self.sub_dir, str) else []))
+        parts = [self.root_dir, version, *([self.sub_dir] if isinstance(self.sub_dir, str) else [])]
+        return os.path.expanduser(os.path.join(*parts))
 
     def resumes(self) -> None:
         """A resumed run goes on in the TensorBoard folder it began: one named by the run folder's path (no override

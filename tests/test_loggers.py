@@ -150,6 +150,9 @@ def test_a_run_folder_whose_path_holds_a_dollar_keeps_its_tensorboard_events(tmp
     run(folder, fake_data, "trainer.max_epochs=1")
     assert list((folder / "tensorboard").rglob("events.out.tfevents.*"))
     assert not (tmp_path / "a elsewhere run").exists()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # a ~ in a folder the user names is theirs, as Lightning has it
+    run(tmp_path / "tilde", fake_data, "trainer.max_epochs=1", "logger.tensorboard.save_dir='~/tb'")
+    assert list((tmp_path / "home" / "tb").rglob("events.out.tfevents.*"))
 
 
 def test_no_logger_still_writes_the_run_folder(tmp_path, fake_data):

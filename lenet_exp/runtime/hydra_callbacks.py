@@ -44,9 +44,11 @@ def check_folder_name(folder: str, key: str) -> None:
             f"such as {key}=outputs/mine."
         )
     if str(folder).startswith("~"):  # Hydra does not expand it: a folder named ~ in the current folder
+        whole = os.path.expanduser(folder)  # (an unknown user's ~name stays as it is)
+        example = f", such as {key}={whole}" if whole != str(folder) else ""
         raise UserError(
-            f"{key}={folder} would make a folder named ~ in the current folder (the shell expands ~ only outside "
-            f"quotes, and Hydra not at all); give the whole path, such as {key}={Path(folder).expanduser()}."
+            f"{key}={folder} would make a folder named {Path(folder).parts[0]} in the current folder (the shell "
+            f"expands ~ only outside quotes, and Hydra not at all); give the whole path{example}."
         )
 
 
