@@ -82,7 +82,7 @@ def eval_curve(job: Path, epochs: int | None) -> tuple[str, list[float]]:
     """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    for folder in sorted({plain_file(p).parent for p in (job / TENSORBOARD).rglob(EVENT_FILES)}):
+    for folder in sorted({plain_file(p, job).parent for p in (job / TENSORBOARD).rglob(EVENT_FILES)}):
         events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
         events.Reload()
         try:
@@ -95,7 +95,7 @@ def eval_curve(job: Path, epochs: int | None) -> tuple[str, list[float]]:
                 values = [event.value for event in sorted(events.Scalars(tag), key=lambda e: (e.step, e.wall_time))]
                 return tag, values[:epochs] if epochs else values
     table = csv_metrics_file(job)  # one row per epoch, by epoch (the final test is not in it)
-    if plain_file(table).is_file():
+    if plain_file(table, job).is_file():
         with open(table, newline="") as f:
             rows = list(csv.DictReader(f))
         for tag in ("val/acc", "test/acc"):
@@ -135,11 +135,15 @@ class Damaged(Exception):
     """A job folder whose files cannot be read as a run writes them; the message says which and why."""
 
 
-def plain_file(path: Path) -> Path:
-    """``path``, a plain file in the folder; a link (whose file may lie outside the sweep, and would be copied into
-    its summary) or a pipe (which would wait for a writer for ever) is a damaged job's."""
-    if path.is_symlink():
-        raise Damaged(f"{path.parent.name}/{path.name} is a symbolic link, not a file the run wrote")
+def plain_file(path: Path, job: Path) -> Path:
+    """``path``, a plain file in the folder of ``job``; a link on the way to it (whose file may lie outside the
+    sweep, and would be copied into its summary) or a pipe (which would wait for a writer for ever) is a damaged
+    job's."""
+    for each in (path, *path.parents):
+        if each == job:
+            break
+        if each.is_symlink():
+            raise Damaged(f"{each.relative_to(job)} is a symbolic link, not a file the run wrote")
     if path.exists() and not path.is_file():
         raise Damaged(f"{path.parent.name}/{path.name} is not a plain file")
     return path
@@ -150,9 +154,9 @@ def present(path: Path) -> bool:
     return path.is_symlink() or path.exists()
 
 
-def read(path: Path, parse: Any) -> Any:
-    """``parse(path)``; a file that cannot be read or parsed makes the job damaged."""
-    plain_file(path)
+def read(path: Path, parse: Any, job: Path) -> Any:
+    """``parse(path)`` of a file of ``job``; a file that cannot be read or parsed makes the job damaged."""
+    plain_file(path, job)
     try:
         return parse(path)
     except Exception as err:  # bad bytes, bad JSON/YAML, unreadable events: whatever the file makes the parser do
@@ -195,16 +199,16 @@ def checked_metrics(metrics: Any) -> dict[str, Any]:
 
 def summarize_job(job: Path) -> dict[str, Any]:
     """The row of one job folder: its overrides, seed, metrics, machine, status and evaluation curve."""
-    overrides = read(overrides_file(job), as_written)
+    overrides = read(overrides_file(job), as_written, job)
     if not isinstance(overrides, list):
         raise Damaged("overrides.yaml holds no list of overrides")
     overrides = [str(o) for o in overrides]
     if cut := next((o for o in overrides if "=" not in o and not o.startswith("~")), None):  # (~key removes one)
         raise Damaged(f"overrides.yaml holds {cut!r}, which is no override (key=value): the file was cut short")
-    stored = read(config_file(job), as_written) if present(config_file(job)) else {}
+    stored = read(config_file(job), as_written, job) if present(config_file(job)) else {}
     seed = value_at(stored, "seed")
     row: dict[str, Any] = {"job": job.name, "overrides": " ".join(overrides), "seed": seed}
-    settings = read(hydra_settings_file(job), as_written) if present(hydra_settings_file(job)) else {}
+    settings = read(hydra_settings_file(job), as_written, job) if present(hydra_settings_file(job)) else {}
     in_study = value_at(settings, "hydra", "sweeper", "_target_") == OPTUNA_SWEEPER  # a trial of lenet_exp's sweeper
     ignored = {"seed", *unnamed_keys(settings)}  # keys that do not set a group apart
     ignored.discard("ckpt_path")  # the weights a run starts from: left out of its name, not out of its result
@@ -214,7 +218,7 @@ def summarize_job(job: Path) -> dict[str, Any]:
     row["group"] = " ".join(row["group_overrides"])
     metrics = {}
     if present(metrics_file(job)):
-        metrics = checked_metrics(read(metrics_file(job), lambda p: json.loads(p.read_text())))
+        metrics = checked_metrics(read(metrics_file(job), lambda p: json.loads(p.read_text()), job))
     pruned_after = (metrics.get("trial") or {}).get("pruned_after")
     if pruned_after:  # a trial of a study, stopped by its pruner: its metrics are shown, never averaged in
         max_epochs = value_at(stored, "trainer", "max_epochs")
@@ -231,7 +235,7 @@ def summarize_job(job: Path) -> dict[str, Any]:
         row["status"] = "ok"
         row["trial"] = f"COMPLETE ({metrics.get('epochs')} epochs)" if metrics.get("trial") else None
     elif present(error_file(job)):
-        row["status"] = "failed: " + read(error_file(job), Path.read_text).strip()
+        row["status"] = "failed: " + read(error_file(job), Path.read_text, job).strip()
         row["trial"] = "FAIL" if in_study else None
     else:
         row["status"] = "incomplete (no metrics.json and no error.txt: still running, or killed)"
@@ -252,7 +256,7 @@ def summarize(sweep: Path) -> list[dict[str, Any]]:
         except Damaged as err:
             status = f"damaged: {err}"
             try:  # its overrides still name its row where they can be read
-                shown = " ".join(str(o) for o in read(overrides_file(job), as_written))
+                shown = " ".join(str(o) for o in read(overrides_file(job), as_written, job))
             except Exception:
                 shown = ""
             empty = {"group_overrides": [], "seed": None, "curve_tag": "", "curve": []}

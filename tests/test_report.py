@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import statistics
 from pathlib import Path
 
@@ -297,6 +298,15 @@ def secret(folder: Path) -> Path:
             ),
             ".hydra/overrides.yaml is a symbolic link, not a file the run wrote",
         ),
+        (  # a link on the way: the job's .hydra folder, with the file outside the sweep
+            lambda job: (
+                shutil.rmtree(job / ".hydra")
+                or (job / ".hydra").symlink_to(secret(job.parent.parent).parent / "outside", target_is_directory=True)
+                or (job.parent.parent / "outside").mkdir()
+                or (job.parent.parent / "outside" / "overrides.yaml").write_text("- password=hunter2\n")
+            ),
+            ".hydra is a symbolic link, not a file the run wrote",
+        ),
         (  # a file cut short that is still YAML: its last override became a group of its own
             lambda job: (job / ".hydra" / "overrides.yaml").write_text("- seed=1\n- lr"),
             "overrides.yaml holds 'lr', which is no override (key=value): the file was cut short",
@@ -319,6 +329,7 @@ def secret(folder: Path) -> Path:
         "damaged events",
         "damaged csv",
         "link",
+        "linked folder",
         "cut short",
         "pipe",
         "pipe of settings",
@@ -340,7 +351,7 @@ def test_a_damaged_job_is_one_row_and_the_others_are_still_reported(tmp_path, da
     groups = write_report(tmp_path).groups
     assert (groups[0]["overrides"], groups[0]["n"], groups[0]["val_acc_mean"]) == ("lr=1", 2, pytest.approx(0.75))
     assert groups[1]["status"].startswith("damaged: ")
-    if "overrides" not in reason:  # named by its overrides where they can be read, not "(defaults)"
+    if "overrides" not in reason and ".hydra is" not in reason:  # named by its overrides where they can be read
         assert groups[1]["overrides"] == "seed=1 lr=1", groups[1]
     assert (tmp_path / "summary.png").read_bytes().startswith(b"\x89PNG") and "damaged: " in (
         tmp_path / "summary.md"
