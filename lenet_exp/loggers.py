@@ -386,7 +386,8 @@ class RunMLFlowLogger(MLFlowLogger):
                 tags={"run_dir": self.run_dir},
             )
             return
-        check_no_links(Path(os.path.expanduser(save_dir)))
+        if Path(os.path.abspath(os.path.expanduser(save_dir))).is_relative_to(Path(os.path.abspath(run_dir)).parent):
+            check_no_links(Path(os.path.expanduser(save_dir)))  # a store in the run's (or sweep's) folder: data
         store = Path(os.path.expanduser(save_dir)).resolve()
         if odd := sorted(set("?#%") & set(str(store))):
             # MLflow makes the store's folder from its URL without decoding it, and SQLite's file from it decoded:
@@ -416,13 +417,18 @@ class RunMLFlowLogger(MLFlowLogger):
     def _check_store(self, err: BaseException) -> None:
         """A run's own store that SQLite cannot read (damaged, or no database at all) is one sentence."""
         cause = root_cause(err)
-        if self._lock_file is None or not isinstance(cause, sqlite3.DatabaseError) or "locked" in str(cause):
-            return  # a server's failure, or a busy store: as they were
+        damaged = ("file is not a database", "malformed")  # (not a busy, read-only or full store: as they were)
+        if (
+            self._lock_file is None
+            or not isinstance(cause, sqlite3.DatabaseError)
+            or not any(text in str(cause) for text in damaged)
+        ):
+            return
         store = self._lock_file.parent
         raise UserError(
-            f"{store / MLFLOW_STORE_DB} cannot be opened as the run's MLflow store ({first_line(cause)}); it is "
-            f"damaged: move the folder {store} out of the run folder and run the command again (a new store is "
-            "made for the epochs to come; the other files of the run are kept)."
+            f"{store / MLFLOW_STORE_DB} cannot be opened as an MLflow store ({first_line(cause)}); it is damaged: "
+            f"move the folder {store} out of the way and run the command again (a new store is made for the epochs "
+            "to come; the other files of the run are kept)."
         ) from None
 
     REACH_TIMEOUT_S = 5  # MLflow's own client retries an unreachable server for minutes

@@ -281,6 +281,10 @@ def test_a_top_level_key_of_ones_own_is_left_alone_and_a_switch_takes_0_and_1(tm
     out = run_main("lenet_exp", "+sed=3", f"hydra.run.dir={tmp_path / 'run'}")
     said = "error: +sed=3 adds sed, which is not a setting of lenet_exp, so it would change nothing; did you mean seed?"
     assert out.returncode == 1 and f"{said} Give seed=3 instead." in out.stderr, out.stderr  # not "a config file's"
+    out = run_main("lenet_exp", "+trainers.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}")
+    assert (
+        "error: +trainers.max_epochs=1 adds trainers, which" in out.stderr and "Give trainer.max_epochs=1" in out.stderr
+    )
     assert [check_value("model.flip_average", v, "switch") for v in (True, False, 0, 1)] == [True, False, 0, 1]
     for word in ("off", "yes", 2):
         with pytest.raises(UserError, match=r"must be true or false"):

@@ -134,8 +134,8 @@ def test_a_damaged_mlflow_store_is_one_sentence_and_a_new_one_goes_on_once_it_is
     (run_dir / "mlflow" / "mlflow.db").write_bytes(b"not a database" * 400)
     out = run_main("lenet_exp.resume", str(run_dir))
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
-    said = f"error: {run_dir / 'mlflow' / 'mlflow.db'} cannot be opened as the run's MLflow store (file is not a"
-    assert said in out.stderr and f"move the folder {run_dir / 'mlflow'} out of the run folder" in out.stderr
+    said = f"error: {run_dir / 'mlflow' / 'mlflow.db'} cannot be opened as an MLflow store (file is not a"
+    assert said in out.stderr and f"move the folder {run_dir / 'mlflow'} out of the way" in out.stderr
     (run_dir / "mlflow").rename(tmp_path / "damaged")  # as the sentence says
     # (a process of its own: one that had the damaged file open keeps MLflow's engine on it, by its path)
     again = run_cli(str(run_dir), module="lenet_exp.resume", cwd=tmp_path)

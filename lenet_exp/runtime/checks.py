@@ -500,9 +500,10 @@ def check_top_level(cfg: DictConfig) -> None:
             continue
         if _kind(value) == _kind(given.get(meant[0])):  # (seeds: [1, 2, 3] is no seed)
             if typed := _added_on_the_command_line(str(key)):
+                instead = meant[0] + typed.lstrip("+").removeprefix(str(key))  # trainers.max_epochs=1: trainer...
                 raise UserError(
                     f"{typed} adds {key}, which is not a setting of lenet_exp, so it would change nothing; did you "
-                    f"mean {meant[0]}? Give {meant[0]}={typed.split('=', 1)[1]} instead."
+                    f"mean {meant[0]}? Give {instead} instead."
                 )
             raise UserError(
                 f"{key} is not a setting of lenet_exp, so a config file's {key}: would change nothing; did you mean "
@@ -516,7 +517,8 @@ def _added_on_the_command_line(key: str) -> str | None:
 
     if not HydraConfig.initialized():
         return None
-    return next((o for o in HydraConfig.get().overrides.task if o.lstrip("+").split("=", 1)[0] == key), None)
+    typed = HydraConfig.get().overrides.task
+    return next((o for o in typed if o.lstrip("+").split("=", 1)[0].split(".")[0] == key), None)
 
 
 def _kind(value: Any) -> type:
