@@ -68,12 +68,9 @@ def _traceback_to_log_file() -> None:
     Hydra (or from Python, in lenet_exp.run's caller), and the log ended at the last line before it."""
     import traceback
 
-    record = logging.LogRecord(
-        "lenet_exp", logging.ERROR, __file__, 0, "the run failed:\n%s", (traceback.format_exc(),), None
-    )
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
+    from lenet_exp.runtime.console import to_log_file
+
+    to_log_file(f"the run failed:\n{traceback.format_exc()}")
 
 
 # The settings that name a file or folder to read: typed relative to the folder the command started in.

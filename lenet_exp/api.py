@@ -112,10 +112,9 @@ def run(*overrides: str, config_dir: str | Path | None = None) -> Run:
 def _log_to_file(error: UserError, folder: Path) -> None:
     """A refused run's sentence in its log file in ``folder``, as the command line writes it there; not on the
     console, since the caller gets the UserError itself."""
-    record = logging.LogRecord("lenet_exp", logging.ERROR, __file__, 0, f"error: {first_line(error)}", None, None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).resolve().parent == folder.resolve():
-            handler.handle(record)
+    from lenet_exp.runtime.console import to_log_file
+
+    to_log_file(f"error: {first_line(error)}", folder)
 
 
 def sweep(*overrides: str, config_dir: str | Path | None = None) -> list[Run]:

@@ -4,8 +4,20 @@ import logging
 import re
 import sys
 import warnings
+from pathlib import Path
 
 from tqdm import tqdm
+
+
+def to_log_file(message: str, folder: Path | None = None) -> None:
+    """``message``, an error, into the run's log file alone (the root logger's file handlers; with ``folder``, the
+    one in that folder), not on the console, which has it from elsewhere (Hydra's report, the caller's exception)."""
+    record = logging.LogRecord("lenet_exp", logging.ERROR, __file__, 0, "%s", (message,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and (
+            folder is None or Path(handler.baseFilename).resolve().parent == Path(folder).resolve()
+        ):
+            handler.handle(record)
 
 
 class TqdmLoggingHandler(logging.StreamHandler):
