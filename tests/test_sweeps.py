@@ -182,6 +182,8 @@ def test_a_grid_of_no_job_an_interval_in_its_config_or_no_joblib_worker_is_one_s
         ),
         "empty": (["seed=range(3,1)"], "seed=range(3,1) holds no value (a range runs from its start up to, not"),
         "n_jobs": (["seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs=0 runs no"),
+        # jobs without .hydra/: they ran, and lenet_exp.sweep, the report and resume found none of them
+        "no settings": (["seed=1,2", "hydra.output_subdir=null"], "hydra.output_subdir=null leaves a sweep's jobs"),
         # a config group's options by glob(): the grid's check of job folders raised, and every later check was skipped
         "glob": (
             ["model=glob(lenet*)", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],

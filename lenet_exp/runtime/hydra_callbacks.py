@@ -326,6 +326,11 @@ def check_sweep(config: DictConfig) -> None:
     from lenet_exp.runtime.checks import check_optimized_metric
 
     check_optimized_metric(config.get("optimized_metric"), config.data.get("val_size", 0))
+    if config.hydra.get("output_subdir") is None:  # the jobs ran, and lenet_exp.sweep returned none of them
+        raise UserError(
+            "hydra.output_subdir=null leaves a sweep's jobs without their .hydra/ settings, by which lenet_exp.sweep, "
+            "the report and resume find and read each job; leave it at .hydra (its default)."
+        )
     check_grid(config)
     check_launcher(config)
     sweeper = _sweeper_class(config)
