@@ -120,6 +120,7 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         fcntl.flock(f, fcntl.LOCK_EX)  # released when the file is closed
         # a line left half written (a process killed mid-line, a copy cut short) stays one bad line of its own
         with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as read:
-            end = read.seek(0, os.SEEK_END)
-            unfinished = end > 0 and read.seek(end - 1) >= 0 and read.read(1) != b"\n"
-        f.write(("\n" * unfinished + json.dumps(record) + "\n").encode())
+            size = read.seek(0, os.SEEK_END)
+            read.seek(max(size - 1, 0))
+            unfinished = size > 0 and read.read(1) != b"\n"
+        f.write((("\n" if unfinished else "") + json.dumps(record) + "\n").encode())
