@@ -98,9 +98,10 @@ LONGEST_FIRST = [
     "test_realdata.py",  # 36
     "test_errors.py",  # 32
     "test_sweeps.py",  # 28
-    # then the longest of make test-fast (its tests' seconds), so that its workers end together too
-    "test_config.py",  # 7
-    "test_models.py",  # 5
+    # then the longest of make test-fast (its tests' seconds, 2026-12-08), so that its workers end together too
+    "test_steps_per_call.py",  # 5
+    "test_selection.py",  # 3.5
+    "test_config.py",  # 2.5
 ]
 
 
@@ -317,6 +318,18 @@ def apply(marks):
         return test
 
     return decorate
+
+
+def first_of_each(cases, kind=lambda case: None) -> list:
+    """A table's cases for ``pytest.mark.parametrize``: the first case of each kind (by default the table's first
+    case) runs in ``make test-fast`` as well, and the others, marked ``slow``, in ``make test`` only. A case that is
+    a tuple gives the test's several arguments."""
+    seen, params = set(), []
+    for case in cases:
+        values = case if isinstance(case, tuple) else (case,)
+        params.append(pytest.param(*values, marks=pytest.mark.slow if kind(case) in seen else ()))
+        seen.add(kind(case))
+    return params
 
 
 def event_dir(run: Path) -> Path:

@@ -74,6 +74,7 @@ def test_import_lenet_exp_loads_neither_torch_nor_lightning_until_a_call():
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
+@pytest.mark.slow
 def test_a_home_that_cannot_be_written_brings_no_matplotlib_warning_and_a_foreign_folder_is_not_used(tmp_path):
     """HOME=/ (a container started as a bare user ID) or a read-only home: matplotlib, which Lightning imports,
     printed three lines of warning in every command and built its font cache anew. lenet_exp gives it a folder of
@@ -102,6 +103,7 @@ def mlflow_uri_set() -> bool:
     return is_tracking_uri_set()
 
 
+@pytest.mark.slow
 def test_two_runs_in_one_process_land_in_two_folders_with_their_own_metrics_and_logs(
     tmp_path, data_dir, monkeypatch, capsys
 ):
@@ -173,6 +175,7 @@ def test_a_sweep_into_a_relative_folder_returns_jobs_that_stay_valid_in_another_
     assert len(lenet_exp.load(job.checkpoint).predict(torch.zeros(1, 28, 28)).classes) == 1
 
 
+@pytest.mark.slow
 def test_user_errors_are_raised_with_their_sentence_never_exited(tmp_path, data_dir):
     before = process_state()
     sentence = r"^trainer.max_epochs=0 must be a positive whole number, such as 5 \(or -1: until something else .*\)\.$"
@@ -234,6 +237,7 @@ def test_user_errors_are_raised_with_their_sentence_never_exited(tmp_path, data_
 # lenet_exp.sweep returning each job: test_a_folder_named_by_the_clock_that_exists_already_is_not_shared.
 
 
+@pytest.mark.slow
 def test_a_run_that_kept_no_checkpoint_has_none(tmp_path, data_dir):
     quick = tmp_path / "quick"
     result = lenet_exp.run(*ONE_EPOCH, "debug=fast_dev_run", f"data.data_dir={data_dir}", f"hydra.run.dir={quick}")
@@ -241,6 +245,7 @@ def test_a_run_that_kept_no_checkpoint_has_none(tmp_path, data_dir):
     assert result.checkpoint is None
 
 
+@pytest.mark.slow
 def test_config_dir_adds_the_users_configs_like_the_config_dir_option(tmp_path, data_dir):
     mine = tmp_path / "mine" / "experiment"
     mine.mkdir(parents=True)

@@ -59,6 +59,7 @@ class Drawn(BatchAugment):
         return super().forward(x, step)
 
 
+@pytest.mark.slow
 def test_each_batch_of_an_accumulated_optimizer_step_draws_its_own_shifts_and_flips(tmp_path, fake_data):
     """4 batches of 16 images, 2 per optimizer step: 4 different draws (the same 2 twice, before)."""
     Drawn.drawn.clear()

@@ -75,6 +75,7 @@ def test_the_loss_mean_weights_each_batch_by_its_size_and_shows_a_nan():
     assert torch.isnan(mean.compute())
 
 
+@pytest.mark.slow
 def test_the_one_cycle_schedule_spans_the_whole_run(tmp_path, fake_data):
     cfg = compose_config(
         tmp_path, ["experiment=lenet_modern", *TINY, "trainer.max_epochs=2", f"data.data_dir={fake_data}"]

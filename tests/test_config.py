@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONF_DIR, compose_config, run_cli
+from conftest import CONF_DIR, compose_config, first_of_each, run_cli
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -53,7 +53,9 @@ def lookup(config: Any, path: tuple[str, ...]) -> Any:
     return config.name if isinstance(config, Enum) else config  # hydra.mode: RunMode.MULTIRUN
 
 
-@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+@pytest.mark.parametrize(
+    ("group", "option"), first_of_each(OPTIONS, kind=lambda case: case[0]), ids=[f"{g}={o}" for g, o in OPTIONS]
+)
 def test_each_option_alone_composes_to_what_its_file_says(group, option):
     file = CONF_DIR / group / f"{option}.yaml"
     own = OmegaConf.to_container(OmegaConf.load(file)) or {}
@@ -123,6 +125,7 @@ def test_every_class_a_config_names_may_be_rebuilt_from_a_stored_config(file):
         assert allowed(target), f"{file.relative_to(CONF_DIR)} names {where}={target}: add it to trust.ALLOWED"
 
 
+@pytest.mark.slow
 def test_a_changed_copy_of_one_of_lenet_exps_configs_in_ones_own_folder_is_refused_not_ignored(tmp_path):
     """A copy of conf/ given with --config-dir, edited: Hydra reads lenet_exp's files of the same names, so the
     edits changed nothing, without a word. An unchanged copy beside files of one's own still runs."""
@@ -149,6 +152,7 @@ def test_a_changed_copy_of_one_of_lenet_exps_configs_in_ones_own_folder_is_refus
         lenet_exp.run(config_dir=mine)
 
 
+@pytest.mark.slow
 def test_a_file_of_ones_own_configs_that_is_not_yaml_is_one_sentence_naming_it_and_its_line(tmp_path):
     """It was the YAML parser's traceback, from the command line and from lenet_exp.run alike; the other files of
     the folder are not read."""

@@ -118,6 +118,7 @@ def test_resume_refuses_a_link_planted_in_the_runs_mlflow_store(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["../../escaped", "{tmp_path}/escaped"])
+@pytest.mark.slow
 def test_resume_appends_its_log_to_no_file_the_folders_job_name_points_outside(run, tmp_path, name):
     """The run's log file is named by hydra.job.name in the folder's .hydra/hydra.yaml, which whoever sent the
     folder could have written: a name that is not a plain file name is refused, and nothing is written."""
@@ -132,6 +133,7 @@ def test_resume_appends_its_log_to_no_file_the_folders_job_name_points_outside(r
     assert sorted(tmp_path.rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_resume_reads_the_checkpoint_once_and_lightning_restores_what_the_gate_checked(run, tmp_path, monkeypatch):
     """The gate reads last.ckpt (as data) and hands what it checked to Lightning's fit: the file is not read
     again, so a file changed in between could not be restored unchecked."""
@@ -216,6 +218,7 @@ def test_paths_inside_the_run_and_a_data_folder_only_read_are_accepted(tmp_path)
     open_stored(stored_in(run, inside))
 
 
+@pytest.mark.slow
 def test_the_users_key_is_given_again_before_confinement_and_only_that_key(tmp_path):
     """The gate's order: the keys the user gives replace the stored ones before the stored config is confined,
     so naming a refused key again allows it (with the user's value), and nothing else."""

@@ -191,6 +191,7 @@ def test_a_validation_split_smaller_than_the_processes_is_refused_once_they_are_
     assert len(dm.val_dataloader().dataset) == 3
 
 
+@pytest.mark.slow
 def test_without_a_home_folder_the_default_folder_is_passed_over_and_a_download_is_one_sentence(
     tmp_path, fake_data, monkeypatch
 ):

@@ -16,6 +16,7 @@ from conftest import (
     ONE_EPOCH,
     ROOT,
     compose_config,
+    first_of_each,
     run_cli,
     run_main,
     unfinished_copy,
@@ -215,7 +216,7 @@ if not torch.cuda.is_available():
     BAD_INPUTS["config: gpu without gpu"] = (["trainer.accelerator=gpu"], None, "finds no CUDA GPU")
 
 
-@pytest.mark.parametrize("case", list(BAD_INPUTS))
+@pytest.mark.parametrize("case", first_of_each(BAD_INPUTS, kind=lambda case: case.split(":")[0]))
 def test_bad_input_is_one_clear_sentence_and_writes_no_result(case, tmp_path, fake_data, no_debian_data):
     overrides, setup, expected = BAD_INPUTS[case]
     if setup:
@@ -248,7 +249,7 @@ UNRESOLVABLE = {
 }
 
 
-@pytest.mark.parametrize("case", list(UNRESOLVABLE))
+@pytest.mark.parametrize("case", first_of_each(UNRESOLVABLE))
 def test_an_interpolation_that_cannot_be_resolved_is_one_sentence_naming_its_key(case, tmp_path, monkeypatch):
     monkeypatch.delenv("LENET_EXP_UNSET", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -265,6 +266,7 @@ def test_an_interpolation_that_cannot_be_resolved_is_one_sentence_naming_its_key
     assert not list(tmp_path.rglob("metrics.json"))
 
 
+@pytest.mark.slow
 def test_a_top_level_key_of_ones_own_is_left_alone_and_a_switch_takes_0_and_1(tmp_path):
     """check_top_level refuses a typo of one of lenet_exp's keys, not a value of the user's own: one that an
     interpolation uses, or one of another kind than the key it resembles (a list is no seed)."""
@@ -687,6 +689,7 @@ def test_a_constructors_own_type_error_keeps_its_traceback():
     assert isinstance(raised.value.__cause__, TypeError)
 
 
+@pytest.mark.slow
 def test_an_empty_output_folder_or_one_beginning_with_a_tilde_is_refused_before_anything_is_written(
     tmp_path, fake_data, monkeypatch
 ):
@@ -727,6 +730,7 @@ class Breaks(Callback):
         raise RuntimeError("a bug of one's own code")
 
 
+@pytest.mark.slow
 def test_a_fault_of_code_keeps_its_traceback_in_the_runs_log_file(tmp_path, fake_data):
     """The terminal had Hydra's traceback and the run's lenet_exp.log ended at the model summary, as if cut off."""
     run = tmp_path / "run"

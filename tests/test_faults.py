@@ -104,6 +104,7 @@ class AllocatesTooMuch(Callback):
             torch.empty(1 << 60, dtype=torch.uint8)
 
 
+@pytest.mark.slow
 def test_memory_running_out_is_one_sentence_naming_what_to_lower_and_what_is_kept(tmp_path, fake_data):
     """It was torch's RuntimeError (``DefaultCPUAllocator: can't allocate memory``) and a hundred lines of
     traceback inside Hydra's report."""
@@ -274,6 +275,7 @@ def test_when_a_ddp_rank_is_killed_every_rank_stops_naming_it_and_the_run_resume
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 3
 
 
+@pytest.mark.slow
 def test_lightnings_own_watcher_of_the_ranks_is_ended_so_it_kills_no_run_before_the_dead_rank_is_named():
     """Lightning watches the ranks it started too, every 5 s, and on a death SIGKILLs every process, the run's
     own included: RankWatch ends that watcher (else it would win the race against a collective that hangs, and
@@ -386,6 +388,7 @@ def test_a_command_started_with_stderr_closed_runs_and_resumes(tmp_path, fake_da
     assert (run / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_folder_where_the_run_writes_a_file_is_one_sentence_naming_it_and_what_to_do(tmp_path, fake_data):
     """A folder at checkpoints/last.ckpt (a copy gone wrong): the resumed run's first checkpoint ended in
     IsADirectoryError's traceback."""

@@ -118,6 +118,7 @@ HOLD = "import sys, time; from lenet_exp.runtime.lock import acquire; acquire(sy
 HOLD += "time.sleep(60)"
 
 
+@pytest.mark.slow
 def test_a_grid_sweep_into_the_folder_of_one_running_is_refused_before_a_job_starts(tmp_path, fake_data, capsys):
     """Two grid sweeps started together into one folder (Hydra's default, named by the second they started, or one
     given) both found it empty, then wrote each other's job folders: one's results under the other's settings."""
@@ -257,6 +258,7 @@ def test_a_folder_that_holds_a_run_is_refused_before_anything_is_written_over(tm
     assert not (failed / "0" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_a_sweep_whose_job_folders_are_nested_is_refused_again_and_every_job_is_reported(tmp_path, fake_data):
     """hydra.sweep.subdir with a / (seed_${seed}/job_${hydra.job.num}, or ${hydra.job.override_dirname} with a value
     such as val/acc) puts the job folders deeper down: the same sweep again replaced every job's results without a
@@ -419,6 +421,7 @@ steps_per_call: auto
 """
 
 
+@pytest.mark.slow
 def test_a_primary_config_of_ones_own_without_lenet_exps_hydra_settings_is_refused_before_hydra_writes(tmp_path):
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "plain.yaml").write_text(OWN_PRIMARY)

@@ -52,6 +52,7 @@ def test_the_logger_group_composes_any_set_of_loggers(tmp_path, choice, loggers)
         assert cfg.logger.mlflow.experiment_name == "lenet_exp" and cfg.logger.mlflow.run_dir == str(tmp_path)
 
 
+@pytest.mark.slow
 def test_tensorboard_keeps_the_settings_in_hparams_yaml_and_the_summary_at_the_final_tests_step(two_epochs_run):
     """Lightning writes hparams.yaml once, at the end of fitting, before the run's settings are given: it held {}.
     The HParams summary metrics are the final test's, at its step (2 epochs: 2), not one point at step 0."""
@@ -83,6 +84,7 @@ def test_csv_alone_writes_one_row_per_epoch(tmp_path, fake_data):
     assert not (tmp_path / "tensorboard").exists()
 
 
+@pytest.mark.slow
 def test_csv_puts_lightnings_learning_rate_monitor_in_the_row_of_its_epoch(tmp_path, fake_data):
     """LearningRateMonitor logs by optimizer steps, not epochs: its value of epoch 1 went to a row of its own
     (the steps so far), which was never written, so only epoch 0's row had a learning rate."""
@@ -102,6 +104,7 @@ def test_csv_puts_lightnings_learning_rate_monitor_in_the_row_of_its_epoch(tmp_p
     assert [(row["epoch"], row["lr-Adam"]) for row in csv_rows(more)] == [("2", "0.001")]
 
 
+@pytest.mark.slow
 def test_csv_of_a_continued_run_keeps_the_earlier_epochs(tmp_path, fake_data):
     run(tmp_path, fake_data, "logger=csv", "trainer.max_epochs=1")
     first = csv_rows(tmp_path)
@@ -111,6 +114,7 @@ def test_csv_of_a_continued_run_keeps_the_earlier_epochs(tmp_path, fake_data):
 
 
 @pytest.mark.parametrize("damage", [bytes(range(256)), b"epoch,train/loss\nfirst,0.5\n"], ids=["bytes", "epoch"])
+@pytest.mark.slow
 def test_a_damaged_csv_log_is_one_sentence_when_its_run_is_resumed_and_is_left_as_it_was(tmp_path, fake_data, damage):
     """It was Hydra's InstantiationException around a UnicodeDecodeError (or int()'s ValueError)."""
     made = run_main("lenet_exp", *ONE_EPOCH, f"data.data_dir={fake_data}", "logger=csv", f"hydra.run.dir={tmp_path}")
@@ -142,6 +146,7 @@ def test_a_damaged_mlflow_store_is_one_sentence_and_a_new_one_goes_on_once_it_is
     assert again.returncode == 0 and (run_dir / "metrics.json").is_file(), again.stderr
 
 
+@pytest.mark.slow
 def test_a_run_folder_whose_path_holds_a_dollar_keeps_its_tensorboard_events(tmp_path, fake_data, monkeypatch):
     """Lightning's TensorBoard logger expanded environment variables in its folder: the events of a run in
     ".../it's $HOME run" went to ".../it's /root run", outside the run folder."""
@@ -161,6 +166,7 @@ def test_no_logger_still_writes_the_run_folder(tmp_path, fake_data):
     assert not (tmp_path / "tensorboard").exists() and not (tmp_path / "csv").exists()
 
 
+@pytest.mark.slow
 def test_tensorboard_writes_a_run_into_one_event_file_so_its_final_test_is_never_read_out_of_order(
     tmp_path, fake_data, monkeypatch
 ):

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import CONF_DIR, TINY, compose_config, counted_over, load_checkpoint
+from conftest import CONF_DIR, TINY, compose_config, counted_over, first_of_each, load_checkpoint
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -57,6 +57,7 @@ def test_lenet_modern_passes_a_fast_dev_run(tmp_path, fake_data):
     assert counted_over(metrics["test_acc"], 32) and metrics["epochs"] == 1  # one test batch: all 32 images
 
 
+@pytest.mark.slow
 def test_lenet_plus_is_the_chosen_ablation_row_under_100k_parameters(tmp_path):
     cfg = compose_config(tmp_path, ["experiment=lenet_plus", "data.val_size=5000"])
     module = instantiate(cfg.model)
@@ -97,7 +98,7 @@ ROW_CHANGES = {
 }
 
 
-@pytest.mark.parametrize("row", ABLATION_ROWS[1:])
+@pytest.mark.parametrize("row", first_of_each(ABLATION_ROWS[1:]))
 def test_each_ablation_row_makes_its_one_change_to_the_row_it_builds_on(tmp_path, row):
     before = compose_config(tmp_path, [f"+ablation={builds_on(row)}"])
     after = compose_config(tmp_path, [f"+ablation={row}"])
@@ -108,6 +109,7 @@ def test_each_ablation_row_makes_its_one_change_to_the_row_it_builds_on(tmp_path
     assert after.data.val_size == 5000 and after.seed == before.seed  # chosen on the validation split
 
 
+@pytest.mark.slow
 def test_an_ablation_row_trains_with_its_options_wired(tmp_path, fake_data):
     overrides = [
         "+ablation=3_wider_conv2_batch_256",  # a moving average, a wider network and the flip average

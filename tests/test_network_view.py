@@ -224,6 +224,7 @@ def test_the_recorded_gradients_are_the_same_with_several_steps_per_call(sigmoid
         )
 
 
+@pytest.mark.slow
 def test_without_tensorboard_it_writes_nothing_and_sweeps_default_to_the_light_form(tmp_path, fake_data):
     run = tmp_path / "run"
     train(compose_config(run, [*TINY, "trainer.max_epochs=1", "logger=csv", f"data.data_dir={fake_data}"]))

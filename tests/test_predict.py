@@ -236,6 +236,7 @@ def untrained_checkpoint(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_bombs_truncated_undecodable_and_huge_images_are_errors_of_their_own(tmp_path):
     folder = tmp_path / "pictures"
     folder.mkdir()

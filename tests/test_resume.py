@@ -284,6 +284,7 @@ def test_a_run_folder_whose_name_holds_an_equals_sign_is_resumed(tmp_path, refus
         assert out.returncode == 1 and said in out.stderr, out.stderr  # the folder was read: its own refusal
 
 
+@pytest.mark.slow
 def test_a_run_stopped_between_its_last_checkpoint_and_metrics_json_resumes_to_its_own_metrics(tmp_path, fake_data):
     """A run killed after its last epoch's checkpoint, in its final test or before metrics.json: resume trains
     nothing and must still write what the uninterrupted run wrote, the last epoch's train and val metrics too
@@ -368,6 +369,7 @@ def test_a_network_that_draws_random_numbers_resumes_to_the_uninterrupted_weight
 
 
 @pytest.mark.parametrize("stop", ["early_stopping", "max_time"])
+@pytest.mark.slow
 def test_a_run_a_callback_stopped_trains_nothing_when_resumed_after_its_last_checkpoint(tmp_path, fake_data, stop):
     """Early stopping (here: at the first epoch, its threshold reached) ended the run before its last epoch; killed
     after that epoch's checkpoint, in its final test: resume trained on (Lightning restores the callbacks' states,
@@ -396,6 +398,7 @@ def test_a_run_a_callback_stopped_trains_nothing_when_resumed_after_its_last_che
     assert all(torch.equal(weights[k], after[k]) for k in weights)
 
 
+@pytest.mark.slow
 def test_a_run_whose_own_data_moved_is_refused_not_trained_on_debians_and_resumes_when_given_the_new_folder(
     tmp_path, fake_data
 ):
@@ -417,6 +420,7 @@ def test_a_run_whose_own_data_moved_is_refused_not_trained_on_debians_and_resume
     assert metrics["test_acc"] == expected["test_acc"] and metrics["train_loss"] == expected["train_loss"]
 
 
+@pytest.mark.slow
 def test_a_moved_run_named_by_its_folder_goes_on_in_the_tensorboard_run_it_began(tmp_path, fake_data):
     """A run whose settings are all in a config file (no override names it) has a TensorBoard run named by its
     folder's date and time; moved (or copied) and resumed, it wrote a second TensorBoard run named by the new path."""
@@ -436,6 +440,7 @@ def test_a_moved_run_named_by_its_folder_goes_on_in_the_tensorboard_run_it_began
     assert not run.exists()
 
 
+@pytest.mark.slow
 def test_a_run_whose_checkpoints_are_kept_elsewhere_is_not_started_again_over_them(tmp_path, fake_data):
     """callbacks.checkpoint.dirpath outside the run folder: resume found no checkpoints/last.ckpt, started the run
     again and replaced the checkpoint it had kept there."""

@@ -11,7 +11,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ONE_EPOCH, ROOT, TIMING, compose_config, event_dir, load_checkpoint, run_cli, run_main, scalars
+from conftest import (
+    ONE_EPOCH,
+    ROOT,
+    TIMING,
+    compose_config,
+    event_dir,
+    first_of_each,
+    load_checkpoint,
+    run_cli,
+    run_main,
+    scalars,
+)
 from hydra.utils import instantiate
 from pytorch_lightning import Callback, Trainer
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -79,33 +90,33 @@ def test_the_book_protocol_tests_the_last_weights_and_writes_no_best_ckpt(two_ep
     assert scalars(run, "test/acc")[-1] == (2, pytest.approx(metrics["test_acc"]))  # the final test, after 2 epochs
 
 
-@pytest.mark.parametrize(
-    ("overrides", "says"),
-    [
-        (["test_on=best"], "test_on=best needs a validation split"),
-        (["test_on=first", "data.val_size=16"], "test_on=first is not known"),
-        (["callbacks.best.monitor=test/acc", "data.val_size=16"], "would choose by the test set"),
-        (["callbacks=with_early_stopping", "callbacks.early_stopping.monitor=test/loss"], "by the test set"),
-        (["callbacks=with_early_stopping"], "monitors val/acc, which needs a validation split"),
-        # a name the module does not log: Lightning's traceback after the first epoch, with no checkpoint saved
-        (
-            ["callbacks=with_early_stopping", "data.val_size=16", "callbacks.early_stopping.monitor=val/accuracy"],
-            r"^callbacks.early_stopping.monitor=val/accuracy is not a metric the model logs, so Lightning would stop "
-            r"at the end of the first epoch; monitor val/acc \(the model logs val/acc, val/loss, train/acc",
-        ),
-        (["callbacks.best.monitor=val_loss", "data.val_size=16"], "monitor val/loss "),  # metrics.json's spelling
-        # last.ckpt every 2 epochs: eval and resume took epoch 2's weights for epoch 3's, which the test had used
-        (["+callbacks.checkpoint.every_n_epochs=2"], r"^callbacks.checkpoint.every_n_epochs=2: checkpoints/last.ckpt"),
-        (["+callbacks.checkpoint.every_n_train_steps=100"], r"^callbacks.checkpoint.every_n_train_steps=100: "),
-        # best.ckpt held the first epoch kept, best-v1.ckpt the next: evaluating best.ckpt took the worst of 3
-        (
-            ["callbacks.best.save_top_k=3", "data.val_size=16"],
-            r"^callbacks.best.save_top_k=3 keeps several checkpoints under the one name best, which Lightning numbers "
-            r"best-v1, best-v2 in the order they are saved, so best.ckpt would not be the best; give each its epoch: "
-            r"\"callbacks.best.filename='best-\{epoch\}'\"\.$",
-        ),
-    ],
-)
+REFUSED = [  # (overrides, what the refusal says)
+    (["test_on=best"], "test_on=best needs a validation split"),
+    (["test_on=first", "data.val_size=16"], "test_on=first is not known"),
+    (["callbacks.best.monitor=test/acc", "data.val_size=16"], "would choose by the test set"),
+    (["callbacks=with_early_stopping", "callbacks.early_stopping.monitor=test/loss"], "by the test set"),
+    (["callbacks=with_early_stopping"], "monitors val/acc, which needs a validation split"),
+    # a name the module does not log: Lightning's traceback after the first epoch, with no checkpoint saved
+    (
+        ["callbacks=with_early_stopping", "data.val_size=16", "callbacks.early_stopping.monitor=val/accuracy"],
+        r"^callbacks.early_stopping.monitor=val/accuracy is not a metric the model logs, so Lightning would stop "
+        r"at the end of the first epoch; monitor val/acc \(the model logs val/acc, val/loss, train/acc",
+    ),
+    (["callbacks.best.monitor=val_loss", "data.val_size=16"], "monitor val/loss "),  # metrics.json's spelling
+    # last.ckpt every 2 epochs: eval and resume took epoch 2's weights for epoch 3's, which the test had used
+    (["+callbacks.checkpoint.every_n_epochs=2"], r"^callbacks.checkpoint.every_n_epochs=2: checkpoints/last.ckpt"),
+    (["+callbacks.checkpoint.every_n_train_steps=100"], r"^callbacks.checkpoint.every_n_train_steps=100: "),
+    # best.ckpt held the first epoch kept, best-v1.ckpt the next: evaluating best.ckpt took the worst of 3
+    (
+        ["callbacks.best.save_top_k=3", "data.val_size=16"],
+        r"^callbacks.best.save_top_k=3 keeps several checkpoints under the one name best, which Lightning numbers "
+        r"best-v1, best-v2 in the order they are saved, so best.ckpt would not be the best; give each its epoch: "
+        r"\"callbacks.best.filename='best-\{epoch\}'\"\.$",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "says"), first_of_each(REFUSED))
 def test_choosing_or_stopping_by_the_test_set_is_refused(tmp_path, overrides, says):
     with pytest.raises(UserError, match=says):
         check_run(compose_config(tmp_path, [*ONE_EPOCH, *overrides]))

@@ -76,6 +76,7 @@ def test_16_steps_per_call_train_the_weights_metrics_and_curves_of_one_step_per_
     assert_same_run(tmp_path / "one", tmp_path / "many", one, many)
 
 
+@pytest.mark.slow
 def test_the_one_cycle_schedule_counts_optimizer_steps_not_calls(tmp_path, data_200):
     run(tmp_path, data_200, "experiment=lenet_modern", "trainer.max_epochs=2", "steps_per_call=5")
     scheduler = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["lr_schedulers"][0]
@@ -97,6 +98,7 @@ def test_batches_come_in_groups_in_the_samplers_order_with_the_short_batch_alone
         assert [call.tolist() for call in fewer] == [[list(range(10))]] and len(fewer) == 1 and fewer.steps == 1
 
 
+@pytest.mark.slow
 def test_a_batch_larger_than_the_data_trains_as_with_one_step_per_call(tmp_path, fake_data):
     """The 64 synthetic images in batches of 100, as data.batch_size=256 on a small folder of one's own: one short
     batch per epoch (with several steps per call, an empty call came first and the run ended in a traceback)."""
@@ -186,6 +188,7 @@ def test_a_run_continued_with_another_steps_per_call_goes_on_counting_its_steps(
 
 
 @pytest.mark.parametrize("steps", ["auto", "1"])
+@pytest.mark.slow
 def test_a_one_cycle_run_continued_past_its_schedules_end_is_one_sentence(tmp_path, data_200, steps):
     """Lightning restores the schedule with the weights, OneCycleLR with its first run's length: trainer.max_epochs
     raised over ckpt_path= (as docs/resume-and-evaluate.md does for the book's model) ended in PyTorch's ValueError
@@ -242,6 +245,7 @@ def test_a_callback_that_counts_optimizer_steps_makes_auto_one_step_per_call(cal
     assert resolve("auto", pl.Trainer(callbacks=by_epoch, **quiet)) == CPU_DEFAULT
 
 
+@pytest.mark.slow
 def test_a_checkpoint_every_n_steps_is_kept_at_every_nth_step_under_auto(tmp_path, data_200):
     every = "+callbacks.every={_target_: pytorch_lightning.callbacks.ModelCheckpoint, every_n_train_steps: 4, "
     every += "save_top_k: -1, filename: '{step}'}"
@@ -295,6 +299,7 @@ SEEN: list[tuple[int, ...]] = []
 COUNTS = "+callbacks.counts._target_=test_steps_per_call.CountsBatches"
 
 
+@pytest.mark.slow
 def test_a_callback_of_ones_own_with_batch_hooks_sees_every_batch_under_auto(tmp_path, data_200):
     """Under auto it was called once per call of up to 16 steps, with the batches stacked (K, B, 1, 28, 28); an
     explicit number of steps per call is refused."""

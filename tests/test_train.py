@@ -89,6 +89,7 @@ def test_help_and_cfg_job_work_like_hydra():
     assert OmegaConf.create(cfg_out.stdout).data.batch_size == 128
 
 
+@pytest.mark.slow
 def test_with_hydras_chdir_relative_paths_still_mean_the_folder_the_command_started_in(fake_data, monkeypatch):
     """hydra.job.chdir=true runs the job inside its run folder; data.data_dir=data and ckpt_path=... typed from
     the user's folder must still mean that folder (before, data_dir meant <run>/data, which does not exist, and
@@ -128,12 +129,14 @@ def test_debug_presets_compose_and_run(tmp_path, fake_data, debug):
     assert metrics["epochs"] == {"fast_dev_run": 1, "limit": 2, "profiler": 1}[debug]
 
 
+@pytest.mark.slow
 def test_a_callback_set_to_null_is_left_out_as_hydra_users_drop_one(tmp_path, fake_data):
     nulls = ["callbacks.progress_bar=null", "callbacks.test_images=null", "callbacks.network_view=null"]
     metrics = train(compose_config(tmp_path, [*ONE_EPOCH, f"data.data_dir={fake_data}", *nulls]))  # was a traceback
     assert metrics["epochs"] == 1 and (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
+@pytest.mark.slow
 def test_two_runs_with_one_seed_give_identical_metrics(tmp_path, fake_data, two_epochs_run):
     """This run and the shared one of TWO_EPOCHS (trained earlier in this process, from files of the same bytes)."""
     first, first_metrics = two_epochs_run
