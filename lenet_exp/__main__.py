@@ -51,7 +51,9 @@ def job(cfg: DictConfig) -> dict[str, Any]:
             return train(cfg, tested=tested)
     except Exception as err:
         if user_error(err) is None:  # a fault of code (a network of one's own, say): its traceback in the log too
-            _traceback_to_log_file()
+            from lenet_exp.runtime.console import traceback_to_log_file
+
+            traceback_to_log_file()
         raise
     except KeyboardInterrupt as err:  # outside Lightning's loops (which say their own): the imports, building the run
         from lenet_exp.runtime.run_folder import kept, metrics_file
@@ -61,16 +63,6 @@ def job(cfg: DictConfig) -> dict[str, Any]:
         what, status = interruption(err)
         say(f"interrupted ({what}); {done}")
         raise SystemExit(status) from None
-
-
-def _traceback_to_log_file() -> None:
-    """The traceback of the exception being handled, into the run's log file alone: the terminal gets it from
-    Hydra (or from Python, in lenet_exp.run's caller), and the log ended at the last line before it."""
-    import traceback
-
-    from lenet_exp.runtime.console import to_log_file
-
-    to_log_file(f"the run failed:\n{traceback.format_exc()}")
 
 
 # The settings that name a file or folder to read: typed relative to the folder the command started in.

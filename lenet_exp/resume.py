@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line
+from lenet_exp.errors import UserError, exit_on_user_error, fail, first_line, user_error
 from lenet_exp.runtime.cli import answer_help, names
 from lenet_exp.runtime.confine import confinable
-from lenet_exp.runtime.console import log_to_console
+from lenet_exp.runtime.console import log_to_console, traceback_to_log_file
 from lenet_exp.runtime.lock import launched_rank
 from lenet_exp.runtime.run_folder import last_checkpoint, log_file, metrics_file, overrides_file, value_at
 
@@ -129,7 +129,12 @@ def _resume(files: StoredRun, trust: list[str], job_name: str | None, given: lis
             f"{stored.source} holds a setting that cannot run here: {str(err).rstrip('.')}; correct it in that "
             "file and resume again."
         ) from None
-    return train(cfg, finishing=True, tested=tested, opened=stored)  # the checkpoint the gate read, not read again
+    try:
+        return train(cfg, finishing=True, tested=tested, opened=stored)  # the checkpoint the gate read, not read again
+    except Exception as err:
+        if user_error(err) is None:  # a fault of code: its traceback in the log too, as the training command's
+            traceback_to_log_file(run)
+        raise
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -731,12 +731,18 @@ class Breaks(Callback):
 
 
 @pytest.mark.slow
-def test_a_fault_of_code_keeps_its_traceback_in_the_runs_log_file(tmp_path, fake_data):
-    """The terminal had Hydra's traceback and the run's lenet_exp.log ended at the model summary, as if cut off."""
+def test_a_fault_of_code_keeps_its_traceback_in_the_runs_log_file_at_run_and_at_resume(tmp_path, fake_data):
+    """The terminal had Hydra's traceback (or Python's, at resume) and the run's lenet_exp.log ended at the model
+    summary, as if cut off."""
     run = tmp_path / "run"
     breaks = "+callbacks.breaks={_target_:test_errors.Breaks}"
     out = run_main("lenet_exp", *ONE_EPOCH, f"data.data_dir={fake_data}", breaks, f"hydra.run.dir={run}")
     assert out.returncode == 1 and "RuntimeError: a bug of one's own code" in out.stderr  # Hydra's report of it
     log = (run / "lenet_exp.log").read_text()
     assert "the run failed:\nTraceback (most recent call last):" in log
+    assert log.rstrip().endswith("RuntimeError: a bug of one's own code")
+    with pytest.raises(RuntimeError, match="a bug of one's own code"):  # Python's traceback on the terminal
+        run_main("lenet_exp.resume", str(run), "trust=test_errors.Breaks")
+    log = (run / "lenet_exp.log").read_text()
+    assert log.count("the run failed:\nTraceback (most recent call last):") == 2, log
     assert log.rstrip().endswith("RuntimeError: a bug of one's own code")

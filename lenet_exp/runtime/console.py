@@ -20,6 +20,14 @@ def to_log_file(message: str, folder: Path | None = None) -> None:
             handler.handle(record)
 
 
+def traceback_to_log_file(folder: Path | None = None) -> None:
+    """The traceback of the exception being handled (a fault of code: a network or callback of one's own, say) into
+    the run's log file alone: the terminal gets it from Hydra or Python, and the log ended at the line before it."""
+    import traceback
+
+    to_log_file(f"the run failed:\n{traceback.format_exc()}", folder)
+
+
 class TqdmLoggingHandler(logging.StreamHandler):
     """Prints each record above a running tqdm bar instead of through it: errors on stderr, the rest on
     its own stream (stdout), so that ``python -m lenet_exp > log`` still shows what went wrong."""
