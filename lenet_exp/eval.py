@@ -72,13 +72,12 @@ def evaluate(
     try:
         append_jsonl(record, result)
     except OSError as err:  # a read-only or full run folder: the result is said all the same, then the fault
-        from lenet_exp.runtime.faults import write_fault
+        from lenet_exp.runtime.faults import write_advice, write_fault
 
         log.info(said)
         reason = write_fault(err) or first_line(err)
         raise UserError(
-            f"the result above was not recorded in {record} ({reason}); make the folder writable or free some "
-            "space to keep it there."
+            f"the result above was not recorded in {record} ({reason}); {write_advice(err)} to keep it there."
         ) from None
     log.info(f"{said}; recorded in {record}")
     return result

@@ -74,6 +74,23 @@ def resume(
         return _resume(files, trust, job_name, given)
 
 
+def _append_log(run: Path, job_name: str) -> logging.Handler:
+    """The handler that appends to the run's log file, as the run did; one that cannot be opened (a file made
+    immutable, a folder at its path) is one sentence, before anything in the folder has changed."""
+    from lenet_exp.runtime.faults import write_advice, write_fault
+    from lenet_exp.runtime.writes import AppendLog
+
+    try:
+        return AppendLog(log_file(run, job_name))
+    except OSError as err:
+        if (reason := write_fault(err)) is None:
+            raise
+        raise UserError(
+            f"{log_file(run, job_name)} cannot be appended to ({reason}), and resume keeps the run's log there; "
+            f"{write_advice(err)}, then resume again (nothing in {run} was changed)."
+        ) from None
+
+
 def _no_checkpoint_elsewhere(cfg: Any, run: Path) -> None:
     """Refuse to start again a run whose checkpoints were kept outside its folder (callbacks.checkpoint.dirpath
     given): resume continues from the folder's checkpoints/last.ckpt only, and the run started again would replace
@@ -97,14 +114,13 @@ def _no_checkpoint_elsewhere(cfg: Any, run: Path) -> None:
 def _resume(files: StoredRun, trust: list[str], job_name: str | None, given: list[str]) -> dict:
     from lenet_exp.runtime.results import git_revision
     from lenet_exp.runtime.stored_config import GIT_KEY, open_stored
-    from lenet_exp.runtime.writes import AppendLog
 
     run = files.run
     stored = open_stored(files, trust, given=given, usage=USAGE)  # the gate: its config and last.ckpt, as data
     cfg = stored.config
     cfg.trusted_targets = list(trust)  # what the user allows now, not what the folder says
     logging.raiseExceptions = False  # a full disk under the log file: the run's own writes report it, once
-    appended = AppendLog(log_file(run, job_name or files.job_name))  # appends, as the run did; from here on, so
+    appended = _append_log(run, job_name or files.job_name)  # appends, as the run did; from here on, so
     appended.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
     logging.getLogger().addHandler(appended)  # that the log says where the run resumed, and with which code
     if stored.checkpoint is not None:

@@ -81,7 +81,8 @@ def train(
         finishing = True  # it may hold every epoch already and lack only its final test
 
     with run_lock(run_dir):  # one writer per run folder (a no-op where Hydra or resume holds it)
-        datamodule, module, trainer, timer, stored = build(cfg, run_dir, finishing, opened)
+        with machine_faults(run_dir):  # a file where TensorBoard's folder belongs: its writer is made here
+            datamodule, module, trainer, timer, stored = build(cfg, run_dir, finishing, opened)
         with ddp_scope(), machine_faults(run_dir):
             if cfg.get("threads") is not None:  # Lightning's DDP sets its own count unless this is set
                 os.environ["OMP_NUM_THREADS"] = str(threads)  # (ddp_scope puts it back after the run)

@@ -403,3 +403,61 @@ def test_a_folder_where_the_run_writes_a_file_is_one_sentence_naming_it_and_what
     said = f"error: writing into {run} failed (a folder is where a file belongs: {run / 'checkpoints' / 'last.ckpt'})"
     assert f"{said}; move what is in the way out of the folder;" in out.stderr, out.stderr
     assert (run / "checkpoints" / "last.ckpt").is_dir()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", ["checkpoints", "csv", "tensorboard"])
+def test_a_file_where_the_run_writes_a_folder_is_one_sentence_naming_it_and_what_to_do(tmp_path, fake_data, folder):
+    """A file at checkpoints/, csv/ or tensorboard/ (a copy gone wrong): resume ended in FileExistsError's traceback,
+    the run's checkpoint and CSV writers' after training the epochs, TensorBoard's before."""
+    run = tmp_path / "run"
+    loggers = "logger=[tensorboard,csv]"
+    made = run_main("lenet_exp", *ONE_EPOCH, f"data.data_dir={fake_data}", loggers, f"hydra.run.dir={run}")
+    assert made.returncode == 0, made.stderr
+    (run / "metrics.json").unlink()
+    shutil.rmtree(run / folder)
+    (run / folder).write_text("in the way\n")
+    out = run_main("lenet_exp.resume", str(run))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    said = f"error: writing into {run} failed (a file is where a folder belongs: {run / folder})"
+    assert f"{said}; move what is in the way out of the folder;" in out.stderr, out.stderr
+    assert (run / folder).read_text() == "in the way\n"
+
+
+@pytest.mark.slow
+def test_a_folder_where_eval_records_its_result_is_one_sentence_saying_to_move_it(tmp_path, fake_data):
+    """A folder at evaluations.jsonl: eval said its result, then told to make the folder writable or free space."""
+    run = tmp_path / "run"
+    made = run_main("lenet_exp", *ONE_EPOCH, f"data.data_dir={fake_data}", "logger=none", f"hydra.run.dir={run}")
+    assert made.returncode == 0, made.stderr
+    (run / "evaluations.jsonl").mkdir()
+    evaluated = run_main("lenet_exp.eval", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
+    output = evaluated.stdout + evaluated.stderr
+    assert evaluated.returncode == 1 and "Traceback" not in output and "test acc 0." in output, output[-3000:]
+    record = run / "evaluations.jsonl"
+    assert (
+        f"error: the result above was not recorded in {record} (a folder is where a file belongs: {record}); move "
+        "what is in the way out of the folder to keep it there." in output
+    ), output[-3000:]
+    assert record.is_dir()
+
+
+@pytest.mark.slow
+def test_a_log_file_that_resume_cannot_append_to_is_one_sentence_before_anything_changes(tmp_path, fake_data):
+    """A folder at lenet_exp.log (or the file made immutable): resume ended in IsADirectoryError's (or
+    PermissionError's) traceback, from the handler that appends the resumed run's lines."""
+    run = tmp_path / "run"
+    made = run_main("lenet_exp", *ONE_EPOCH, f"data.data_dir={fake_data}", "logger=none", f"hydra.run.dir={run}")
+    assert made.returncode == 0, made.stderr
+    (run / "metrics.json").unlink()
+    (run / "lenet_exp.log").unlink()
+    (run / "lenet_exp.log").mkdir()
+    before = {path: path.stat().st_mtime_ns for path in run.rglob("*") if path.name != ".lock"}
+    out = run_main("lenet_exp.resume", str(run))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip() == (
+        f"error: {run / 'lenet_exp.log'} cannot be appended to (a folder is where a file belongs: "
+        f"{run / 'lenet_exp.log'}), and resume keeps the run's log there; move what is in the way out of the folder, "
+        f"then resume again (nothing in {run} was changed)."
+    )
+    assert {path: path.stat().st_mtime_ns for path in run.rglob("*") if path.name != ".lock"} == before

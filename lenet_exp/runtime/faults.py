@@ -54,6 +54,13 @@ def write_fault(err: BaseException | None) -> str | None:
     return None
 
 
+def write_advice(err: BaseException | None) -> str:
+    """What to do about the file-system fault behind ``err``: move what is in the way, make a file writable, ...;
+    by default, free some space or make the folder writable."""
+    code = next((c.errno for c in chain(err) if isinstance(c, OSError) and c.errno in WRITE_ERRORS), None)
+    return WRITE_ADVICE.get(code, "free some space or make the folder writable")
+
+
 def memory_fault(err: BaseException | None) -> str | None:
     """What ran out, when ``err`` (or what caused it) is a failed allocation: torch's allocators' RuntimeError
     (``torch.OutOfMemoryError`` on CUDA is one) or Python's MemoryError."""
@@ -88,9 +95,7 @@ def machine_faults(run_dir: Path) -> Iterator[None]:
         if user_error(err) is not None:
             raise
         if (reason := write_fault(err)) is not None:
-            code = next((c.errno for c in chain(err) if isinstance(c, OSError) and c.errno in WRITE_ERRORS), None)
-            advice = WRITE_ADVICE.get(code, "free some space or make the folder writable")
-            raise UserError(f"writing into {run_dir} failed ({reason}); {advice}; {kept(run_dir)}") from err
+            raise UserError(f"writing into {run_dir} failed ({reason}); {write_advice(err)}; {kept(run_dir)}") from err
         if (memory := memory_fault(err)) is not None:
             raise UserError(
                 f"the run ran out of {memory}; lower data.batch_size or data.eval_batch_size, or free the memory "

@@ -29,6 +29,7 @@ WRITE_ERRORS = {
     errno.EPERM: "operation not permitted",
     errno.EISDIR: "a folder is where a file belongs",
     errno.ENOTDIR: "a file is where a folder belongs",
+    errno.EEXIST: "a file is where a folder belongs",  # a folder made where a file stands (mkdir's exist_ok)
     errno.ENAMETOOLONG: "a name in the path is too long",
 }
 # What to do about a failed write, where it is not to free some space or make the folder writable
@@ -36,9 +37,10 @@ WRITE_ADVICE = {
     errno.EPERM: "make the folder and its files writable (lsattr -d shows one made immutable)",
     errno.EISDIR: "move what is in the way out of the folder",
     errno.ENOTDIR: "move what is in the way out of the folder",
+    errno.EEXIST: "move what is in the way out of the folder",
     errno.ENAMETOOLONG: "give the run a folder of a shorter path",
 }
-NAMED = (errno.EPERM, errno.EISDIR, errno.ENOTDIR)  # the file is said too: it is one thing in the folder
+NAMED = (errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST)  # the file is said too: it is one thing in the folder
 
 NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
