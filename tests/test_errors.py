@@ -500,6 +500,21 @@ CLI_CASES = {
     "resume: no arguments": ("lenet_exp.resume", lambda r, t: [], "usage: python -m lenet_exp.resume"),
     "resume: not a folder": ("lenet_exp.resume", lambda r, t: [str(t / "nope")], "is not a folder"),
     "resume: not a run folder": ("lenet_exp.resume", lambda r, t: [str(t)], "is not a lenet_exp run folder"),
+    "resume: a sweep folder": (  # a folder of multirun.yaml and its job folders
+        "lenet_exp.resume",
+        lambda r, t: [str(write(t, "multirun.yaml", "hydra: {}\n"))],
+        "is a sweep's folder, not a run's; give one of its job folders.",
+    ),
+    "resume: config.yaml gone": (  # a run's .hydra holding only hydra.yaml: damaged, not another kind of folder
+        "lenet_exp.resume",
+        lambda r, t: [str(without(unfinished_copy(r, t), ".hydra/config.yaml"))],
+        "/.hydra has no config.yaml (or it is not a file), so the folder is damaged; start the run again instead.",
+    ),
+    "resume: an empty config.yaml": (  # cut short to nothing: it said a version of lenet_exp had written it
+        "lenet_exp.resume",
+        lambda r, t: [str(write(unfinished_copy(r, t), ".hydra/config.yaml", ""))],
+        ".hydra cannot be read (config.yaml is empty); the folder is damaged",
+    ),
     "resume: damaged config.yaml": (
         "lenet_exp.resume",
         lambda r, t: [str(write(unfinished_copy(r, t), ".hydra/config.yaml", "model: [unclosed"))],
@@ -634,6 +649,11 @@ def test_help_under_python_OO_still_prints_the_usage():
 
 def write(folder: Path, name: str, text: str) -> Path:
     (folder / name).write_text(text)
+    return folder
+
+
+def without(folder: Path, name: str) -> Path:
+    (folder / name).unlink()
     return folder
 
 

@@ -29,8 +29,10 @@ from lenet_exp.errors import UserError, first_line
 from lenet_exp.runtime import confine, versions
 from lenet_exp.runtime.checks import checkpoint_file
 from lenet_exp.runtime.run_folder import (
+    MULTIRUN,
     config_file,
     hydra_settings_file,
+    job_folders,
     last_checkpoint,
     override,
     overrides_file,
@@ -126,12 +128,24 @@ def read_run(run: Path) -> StoredRun:
             "settings it ran with."
         )
     if not all(f.is_file() for f in files):
+        if (run / MULTIRUN).is_file():  # a sweep's folder: resume and eval take one of its jobs
+            jobs = job_folders(run)
+            such = f", such as {jobs[0]}" if jobs else ""
+            raise UserError(f"{run} is a sweep's folder, not a run's; give one of its job folders{such}.")
+        if files[0].parent.is_dir() and any(f.exists() for f in files):  # a run's .hydra, with a file gone
+            missing = next(f for f in files if not f.is_file())
+            raise UserError(
+                f"{run}/.hydra has no {missing.name} (or it is not a file), so the folder is damaged; start the run "
+                "again instead."
+            )
         raise UserError(
             f"{run} is not a lenet_exp run folder (it has no .hydra/config.yaml and .hydra/hydra.yaml); give the "
             "folder a run printed at its end, such as outputs/<date>/<time>."
         )
     try:
         cfg, stored = (OmegaConf.load(f) for f in files)
+        if isinstance(cfg, DictConfig) and not cfg:  # cut short to nothing: not a config of another version
+            raise ValueError(f"{files[0].name} is empty")
         hydra = stored.hydra if isinstance(stored, DictConfig) else None
         if not isinstance(cfg, DictConfig) or not isinstance(hydra, DictConfig) or "run" not in hydra:
             raise ValueError("not a mapping of a run's settings")
