@@ -337,6 +337,7 @@ def test_load_predicts_what_the_predict_command_prints_from_paths_pil_images_and
         lenet_exp.load(trained.checkpoint, trust=5)
 
 
+@pytest.mark.slow
 def test_load_takes_the_run_itself_and_a_moved_run_is_said_to_be_gone(tmp_path, trained):
     """``load(run)`` for ``load(run.checkpoint)`` (it was a sentence holding the whole Run's repr); a run whose folder
     was moved since had ``checkpoint`` None, and load said the run kept no checkpoint."""

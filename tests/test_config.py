@@ -91,6 +91,7 @@ def test_a_model_chosen_alone_keeps_its_own_learning_rate_and_activation(tmp_pat
     assert cfg.data.batch_size == 256 and cfg.trainer.max_epochs == 5  # the model group sets neither
 
 
+@pytest.mark.slow
 def test_cfg_job_shows_the_chosen_model(tmp_path):
     out = run_cli("model=lenet_modern", "--cfg", "job", timeout=60)
     assert out.returncode == 0, out.stderr

@@ -238,6 +238,7 @@ def test_the_users_key_is_given_again_before_confinement_and_only_that_key(tmp_p
         open_stored(read_run(folder), given=["trainer.max_epochs=3"])
 
 
+@pytest.mark.slow
 def test_a_file_name_or_logger_folder_name_that_leaves_the_run_folder_is_refused_unless_i_give_it(tmp_path):
     """Lightning joins a checkpoint's filename and a logger's name and version onto their folders: an absolute
     value or one with '..' parts wrote there from a sent folder's config, past the confined folders."""

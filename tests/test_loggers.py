@@ -73,6 +73,7 @@ def test_tensorboard_keeps_the_settings_in_hparams_yaml_and_the_summary_at_the_f
     assert values["model.ema_decay"].string_value == "None" and values["steps_per_call"].string_value == "auto"
 
 
+@pytest.mark.slow
 def test_csv_alone_writes_one_row_per_epoch(tmp_path, fake_data):
     metrics = run(tmp_path, fake_data, "logger=csv", "data.val_size=16")  # TestImages has no logger to draw for
     rows = csv_rows(tmp_path)

@@ -38,6 +38,7 @@ def test_unknown_activation_is_a_clear_error():
         LeNet(activation="tanh")
 
 
+@pytest.mark.slow
 def test_lenet_modern_composes_from_small_options_under_100k_parameters(tmp_path):
     cfg = compose_config(tmp_path, ["experiment=lenet_modern"])
     assert cfg.trainer.max_epochs == 20 and cfg.data.batch_size == 128

@@ -202,6 +202,7 @@ def test_a_one_cycle_run_continued_past_its_schedules_end_is_one_sentence(tmp_pa
     assert not (tmp_path / "longer" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_several_steps_per_call_with_ddp_are_refused_in_one_sentence(tmp_path, data_200):
     says = r"^steps_per_call=4 does not work under DDP \(a ddp strategy, even of one process, or several processes"
     with pytest.raises(UserError, match=says):
@@ -213,6 +214,7 @@ def test_several_steps_per_call_with_ddp_are_refused_in_one_sentence(tmp_path, d
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_an_optimizer_that_needs_a_closure_trains_one_step_per_call_under_auto(tmp_path, data_200):
     """torch.optim.LBFGS evaluates the loss again inside its step (a closure), which several steps per call do not
     give: auto takes Lightning's own steps for it (an explicit N is refused: test_errors.py)."""
