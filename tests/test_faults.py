@@ -388,14 +388,20 @@ def test_a_command_started_with_stderr_closed_runs_and_resumes(tmp_path, fake_da
     assert (run / "metrics.json").is_file()
 
 
+def stopped_run(tmp_path: Path, fake_data: Path, *overrides: str) -> Path:
+    """A tiny run whose metrics.json is removed, as if it stopped before its end: resume has its final test to do."""
+    run = tmp_path / "run"
+    made = run_main("lenet_exp", *ONE_EPOCH, f"data.data_dir={fake_data}", *overrides, f"hydra.run.dir={run}")
+    assert made.returncode == 0, made.stderr
+    (run / "metrics.json").unlink()
+    return run
+
+
 @pytest.mark.slow
 def test_a_folder_where_the_run_writes_a_file_is_one_sentence_naming_it_and_what_to_do(tmp_path, fake_data):
     """A folder at checkpoints/last.ckpt (a copy gone wrong): the resumed run's first checkpoint ended in
     IsADirectoryError's traceback."""
-    run = tmp_path / "run"
-    made = run_main("lenet_exp", *ONE_EPOCH, f"data.data_dir={fake_data}", "logger=none", f"hydra.run.dir={run}")
-    assert made.returncode == 0, made.stderr
-    (run / "metrics.json").unlink()
+    run = stopped_run(tmp_path, fake_data, "logger=none")
     (run / "checkpoints" / "last.ckpt").unlink()
     (run / "checkpoints" / "last.ckpt").mkdir()
     out = run_main("lenet_exp.resume", str(run))
@@ -410,11 +416,7 @@ def test_a_folder_where_the_run_writes_a_file_is_one_sentence_naming_it_and_what
 def test_a_file_where_the_run_writes_a_folder_is_one_sentence_naming_it_and_what_to_do(tmp_path, fake_data, folder):
     """A file at checkpoints/, csv/ or tensorboard/ (a copy gone wrong): resume ended in FileExistsError's traceback,
     the run's checkpoint and CSV writers' after training the epochs, TensorBoard's before."""
-    run = tmp_path / "run"
-    loggers = "logger=[tensorboard,csv]"
-    made = run_main("lenet_exp", *ONE_EPOCH, f"data.data_dir={fake_data}", loggers, f"hydra.run.dir={run}")
-    assert made.returncode == 0, made.stderr
-    (run / "metrics.json").unlink()
+    run = stopped_run(tmp_path, fake_data, "logger=[tensorboard,csv]")
     shutil.rmtree(run / folder)
     (run / folder).write_text("in the way\n")
     out = run_main("lenet_exp.resume", str(run))
@@ -427,9 +429,7 @@ def test_a_file_where_the_run_writes_a_folder_is_one_sentence_naming_it_and_what
 @pytest.mark.slow
 def test_a_folder_where_eval_records_its_result_is_one_sentence_saying_to_move_it(tmp_path, fake_data):
     """A folder at evaluations.jsonl: eval said its result, then told to make the folder writable or free space."""
-    run = tmp_path / "run"
-    made = run_main("lenet_exp", *ONE_EPOCH, f"data.data_dir={fake_data}", "logger=none", f"hydra.run.dir={run}")
-    assert made.returncode == 0, made.stderr
+    run = stopped_run(tmp_path, fake_data, "logger=none")
     (run / "evaluations.jsonl").mkdir()
     evaluated = run_main("lenet_exp.eval", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
     output = evaluated.stdout + evaluated.stderr
@@ -446,10 +446,7 @@ def test_a_folder_where_eval_records_its_result_is_one_sentence_saying_to_move_i
 def test_a_log_file_that_resume_cannot_append_to_is_one_sentence_before_anything_changes(tmp_path, fake_data):
     """A folder at lenet_exp.log (or the file made immutable): resume ended in IsADirectoryError's (or
     PermissionError's) traceback, from the handler that appends the resumed run's lines."""
-    run = tmp_path / "run"
-    made = run_main("lenet_exp", *ONE_EPOCH, f"data.data_dir={fake_data}", "logger=none", f"hydra.run.dir={run}")
-    assert made.returncode == 0, made.stderr
-    (run / "metrics.json").unlink()
+    run = stopped_run(tmp_path, fake_data, "logger=none")
     (run / "lenet_exp.log").unlink()
     (run / "lenet_exp.log").mkdir()
     before = {path: path.stat().st_mtime_ns for path in run.rglob("*") if path.name != ".lock"}
